@@ -1,0 +1,2 @@
+// Translation unit that owns the shared precompiled header (see cmake/torch_pch.h).
+#include "cmake/torch_pch.h"

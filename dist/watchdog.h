@@ -1,0 +1,60 @@
+// Watchdog: one thread per process that polls every in-flight collective and turns one that runs
+// past its timeout, or that its backend reports failed, into an error report instead of a hang.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dist/flight_recorder.h"
+#include "dist/work.h"
+
+namespace lookahead::dist {
+
+class Communicator;
+
+/// Polls watched collectives. On a timeout it marks the Work failed (kTimeout) with a report
+/// naming the op, the rank, the communicator and the flight-recorder history, aborts the
+/// communicator, and calls the timeout handler (the World's: log, then end the job).
+class Watchdog {
+ public:
+  using TimeoutHandler = std::function<void(const std::string& report)>;
+
+  /// @param poll_s   seconds between polls
+  /// @param recorder history included in reports
+  /// @param origin   time zero of the reports
+  Watchdog(double poll_s, std::shared_ptr<const FlightRecorder> recorder, Clock::time_point origin,
+           TimeoutHandler on_timeout);
+  ~Watchdog();
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+
+  /// Starts watching `work` (issued on `comm`); timeout_s <= 0 watches for backend errors only.
+  void watch(WorkHandle work, std::weak_ptr<Communicator> comm, double timeout_s);
+  /// Number of collectives currently watched (tests, diagnostics).
+  size_t in_flight() const;
+
+ private:
+  struct Entry {
+    WorkHandle work;
+    std::weak_ptr<Communicator> comm;
+    double timeout_s;
+  };
+  void loop();
+  void fire(const Entry& entry, double elapsed_s);
+
+  double poll_s_;
+  std::shared_ptr<const FlightRecorder> recorder_;
+  Clock::time_point origin_;
+  TimeoutHandler on_timeout_;
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<Entry> entries_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace lookahead::dist

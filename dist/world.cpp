@@ -1,0 +1,161 @@
+// MPI bootstrap, node discovery, device binding, and the job-ending policy on fatal errors.
+#include "dist/world.h"
+
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <mpi.h>
+#include <torch/cuda.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include "dist/mpi_communicator.h"
+#include "lookahead/build_config.h"
+#if LA_HAVE_NCCL
+#include "dist/nccl_communicator.h"
+#endif
+
+namespace lookahead::dist {
+
+uint64_t hash_string(const std::string& text) { return XXH64(text.data(), text.size(), 0); }
+
+World::World(const WorldConfig& config, int* argc, char*** argv) : config_(config) {
+  int initialized = 0;
+  LA_MPI_CHECK(MPI_Initialized(&initialized));
+  if (!initialized) {
+    int provided = 0;
+    LA_MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided));
+    owns_mpi_ = true;
+  }
+  LA_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));
+  LA_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size_));
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  hostname_ = host;
+  detail::set_identity(rank_, size_, hostname_);
+
+  // Node-local ranks: processes that can share memory are on one node.
+  MPI_Comm local = MPI_COMM_NULL;
+  LA_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local));
+  MpiCommHandle local_owner(local);
+  LA_MPI_CHECK(MPI_Comm_rank(local, &local_rank_));
+  LA_MPI_CHECK(MPI_Comm_size(local, &local_size_));
+  int leader = local_rank_ == 0 ? 1 : 0;
+  LA_MPI_CHECK(MPI_Allreduce(&leader, &num_nodes_, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD));
+  int leaders_before = 0;  // node index = number of node leaders with a lower world rank
+  LA_MPI_CHECK(MPI_Exscan(&leader, &leaders_before, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD));
+  if (rank_ == 0) leaders_before = 0;  // MPI_Exscan leaves rank 0's result undefined
+  node_rank_ = leaders_before;
+  LA_MPI_CHECK(MPI_Bcast(&node_rank_, 1, MPI_INT, 0, local));
+
+  if (config_.bind_device && torch::cuda::is_available()) {
+    auto count = static_cast<int>(torch::cuda::device_count());
+    device_ = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank_ % count));
+    c10::impl::getDeviceGuardImpl(c10::kCUDA)->setDevice(device_);
+  }
+
+  services_ = std::make_shared<CommServices>();
+  services_->config = config_.comm;
+  services_->origin = Clock::now();
+  services_->recorder = std::make_shared<FlightRecorder>(config_.comm.flight_recorder_size);
+  services_->watchdog = std::make_shared<Watchdog>(config_.comm.watchdog_poll_s, services_->recorder,
+                                                   services_->origin,
+                                                   [this](const std::string& report) { on_fatal(report); });
+  world_ = MpiCommunicator::create(MPI_COMM_WORLD, "world", services_);
+  node_ = MpiCommunicator::create(local, "node" + std::to_string(node_rank_), services_);
+}
+
+World::~World() {
+  if (failed_.load()) {
+    // A communication thread may be stuck inside MPI: MPI_Finalize would hang.
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, config_.fatal_exit_code);
+  }
+  nccl_.reset();
+  node_.reset();
+  world_.reset();
+  services_.reset();  // joins the watchdog
+  if (owns_mpi_) {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Finalize();
+  }
+}
+
+std::string World::mpi_version() const {
+  char text[MPI_MAX_LIBRARY_VERSION_STRING];
+  int len = 0;
+  MPI_Get_library_version(text, &len);
+  std::string v(text, static_cast<size_t>(len));
+  auto cut = v.find_first_of(",\n");
+  return cut == std::string::npos ? v : v.substr(0, cut);
+}
+
+CommunicatorPtr World::nccl_comm() {
+#if LA_HAVE_NCCL
+  if (!nccl_) {
+    if (!device_.is_cuda())
+      throw DistError(ErrorKind::kInvalidArgument,
+                      "an NCCL communicator needs a GPU, and this process has none (" + where() + ")");
+    nccl_ = NcclCommunicator::create(static_cast<MpiCommunicator&>(*world_), device_, "world", services_);
+  }
+  return nccl_;
+#else
+  throw DistError(ErrorKind::kInvalidArgument,
+                  "this build of Lookahead has no NCCL communicator (configured without CUDA torch or NCCL)");
+#endif
+}
+
+CommunicatorPtr World::comm_for(const c10::Device& device) {
+  return device.is_cuda() ? nccl_comm() : world_;
+}
+
+void World::check_consistent(const std::string& what, uint64_t value) const {
+  auto opts = at::TensorOptions().dtype(at::kLong);
+  int64_t v = static_cast<int64_t>(value);
+  at::Tensor both = at::tensor({v, -v}, opts);  // MAX of [v, -v] gives max and -min
+  world_->all_reduce(both, ReduceOp::kMax)->wait();
+  if (both[0].item<int64_t>() == -both[1].item<int64_t>()) return;
+  at::Tensor mine = at::tensor({v}, opts);
+  at::Tensor all = at::empty({size_}, opts);
+  world_->all_gather(all, mine)->wait();
+  std::ostringstream msg;
+  msg << what << " differs across ranks; refusing to start (seen at " << where() << "):\n";
+  auto a = all.accessor<int64_t, 1>();
+  for (int r = 0; r < size_; ++r) {
+    char hex[32];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(a[r]));
+    msg << "  rank " << r << ": " << hex << (a[r] != a[0] ? "   <-- differs from rank 0" : "") << "\n";
+  }
+  throw DistError(ErrorKind::kMismatch, msg.str());
+}
+
+void World::abort(int code, const std::string& message) {
+  std::fprintf(stderr, "[lookahead %s] error: %s\n", where().c_str(), message.c_str());
+  std::fflush(stderr);
+  failed_.store(true);
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);  // MPI_Abort does not return; keep the [[noreturn]] promise regardless
+}
+
+void World::on_fatal(const std::string& report) {
+  std::fprintf(stderr, "[lookahead %s] %s\n", where().c_str(), report.c_str());
+  std::fflush(stderr);
+  failed_.store(true);
+  if (nccl_) nccl_->abort(report);
+  // Let the caller's wait() throw and main() end the job with its own message; if nobody does
+  // (the main thread is busy elsewhere), end it from here after the grace period.
+  int code = config_.fatal_exit_code;
+  double grace = config_.abort_grace_s;
+  std::thread([code, grace] {
+    std::this_thread::sleep_for(std::chrono::duration<double>(grace));
+    std::fprintf(stderr, "[lookahead %s] ending the job after a collective timeout\n", where().c_str());
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, code);
+  }).detach();
+}
+
+}  // namespace lookahead::dist

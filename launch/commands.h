@@ -1,0 +1,14 @@
+// Subcommands of the `lookahead` executable, each a function of its arguments and the World.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "dist/world.h"
+
+namespace lookahead::launch {
+
+/// `lookahead env`: ranks, nodes, devices and library versions (torch, CUDA, NCCL, MPI, HDF5).
+int run_env(dist::World& world, const std::vector<std::string>& args);
+
+}  // namespace lookahead::launch

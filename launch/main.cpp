@@ -1,0 +1,102 @@
+// Entry point of `lookahead`: parses the subcommand, starts the World, runs, and turns errors into
+// exit codes. The only place that reads argv; a failure on one rank ends the whole job.
+#include <boost/program_options/errors.hpp>
+#include <boost/program_options/parsers.hpp>
+#include <boost/program_options/variables_map.hpp>
+
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "launch/cli.h"
+#include "launch/commands.h"
+#include "lookahead/build_config.h"
+
+namespace po = boost::program_options;
+using namespace lookahead;
+
+namespace {
+
+void print_usage(std::ostream& out) {
+  out << "Usage: lookahead <command> [options]\n"
+         "       mpirun -np N lookahead <command> [options]\n\n"
+         "Commands:\n"
+         "  version    print the version of Lookahead and of the libraries it was built with\n"
+         "  env        print ranks, nodes, devices and library versions as every rank sees them\n"
+         "  help       this text; `lookahead <command> --help` describes a command's options\n\n"
+      << launch::world_options() << "\n";
+}
+
+int run_command(const std::string& command, std::vector<std::string> args, int* argc, char*** argv) {
+  if (command == "version") {
+    std::cout << "lookahead " << LA_VERSION << " (torch " << LA_TORCH_VERSION
+              << (LA_TORCH_HAS_CUDA ? ", CUDA " LA_TORCH_CUDA_VERSION : ", CPU") << (LA_HAVE_NCCL ? ", NCCL" : "")
+              << ")\n";
+    return launch::kExitOk;
+  }
+  if (command == "help" || command == "--help" || command == "-h") {
+    print_usage(std::cout);
+    return launch::kExitOk;
+  }
+  using Runner = int (*)(dist::World&, const std::vector<std::string>&);
+  Runner runner = nullptr;
+  if (command == "env") runner = launch::run_env;
+  if (!runner) {
+    std::cerr << "lookahead: unknown command '" << command << "'\n\n";
+    print_usage(std::cerr);
+    return launch::kExitUsage;
+  }
+  // World options are shared by every command: split them off before the command parses the rest.
+  po::options_description world_desc = launch::world_options();
+  po::parsed_options parsed = po::command_line_parser(args).options(world_desc).allow_unregistered().run();
+  for (const auto& opt : parsed.options)
+    if (opt.string_key == "help" || (!opt.original_tokens.empty() && opt.original_tokens[0] == "--help")) {
+      print_usage(std::cout);
+      return launch::kExitOk;
+    }
+  po::variables_map vm;
+  po::store(parsed, vm);
+  po::notify(vm);
+  dist::WorldConfig config = launch::world_config(vm);
+  std::vector<std::string> rest = po::collect_unrecognized(parsed.options, po::include_positional);
+
+  dist::World world(config, argc, argv);
+  try {
+    world.check_consistent("the command line of `lookahead " + command + "`",
+                           dist::hash_string(command + "\x1f" + [&] {
+                             std::string joined;
+                             for (const auto& a : args) joined += a + "\x1f";
+                             return joined;
+                           }()));
+    return runner(world, rest);
+  } catch (const dist::DistError& e) {
+    world.abort(launch::kExitDistributed, e.what());
+  } catch (const po::error& e) {
+    world.abort(launch::kExitUsage, std::string("lookahead ") + command + ": " + e.what());
+  } catch (const std::exception& e) {
+    // Other ranks may be waiting in a collective for this one: end the job rather than hang it.
+    world.abort(launch::kExitError, e.what());
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    print_usage(std::cerr);
+    return launch::kExitUsage;
+  }
+  std::vector<std::string> args(argv + 2, argv + argc);
+  try {
+    return run_command(argv[1], std::move(args), &argc, &argv);
+  } catch (const po::error& e) {
+    std::cerr << "lookahead " << argv[1] << ": " << e.what() << "\n";
+    return launch::kExitUsage;
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "lookahead " << argv[1] << ": " << e.what() << "\n";
+    return launch::kExitUsage;
+  } catch (const std::exception& e) {
+    std::cerr << "lookahead " << argv[1] << ": error: " << e.what() << "\n";
+    return launch::kExitError;
+  }
+}
