@@ -22,7 +22,7 @@ bool ranges_overlap(const at::Tensor& a, const at::Tensor& b) {
 std::string OpSignature::to_string() const {
   std::ostringstream s;
   s << "#" << seq << " " << dist::to_string(static_cast<OpType>(op)) << " "
-    << c10::toString(static_cast<at::ScalarType>(dtype)) << " in " << in_numel << " out " << out_numel;
+    << dtype_name(static_cast<at::ScalarType>(dtype)) << " in " << in_numel << " out " << out_numel;
   if (static_cast<OpType>(op) == OpType::kBroadcast) s << " root " << root;
   if (static_cast<OpType>(op) == OpType::kReduceScatter || static_cast<OpType>(op) == OpType::kAllReduce)
     s << " " << dist::to_string(static_cast<ReduceOp>(root));
@@ -55,8 +55,8 @@ WorkHandle Communicator::all_gather(const at::Tensor& output, const at::Tensor& 
   check_tensor(output, "all_gather output");
   check_tensor(input, "all_gather input");
   if (output.scalar_type() != input.scalar_type())
-    fail_argument(std::string("all_gather dtypes differ: output ") + c10::toString(output.scalar_type()) +
-                  ", input " + c10::toString(input.scalar_type()));
+    fail_argument(std::string("all_gather dtypes differ: output ") + dtype_name(output.scalar_type()) +
+                  ", input " + dtype_name(input.scalar_type()));
   if (output.device() != input.device()) fail_argument("all_gather output and input are on different devices");
   if (output.numel() != input.numel() * size_)
     fail_argument("all_gather output has " + std::to_string(output.numel()) + " elements; expected size (" +
@@ -79,8 +79,8 @@ WorkHandle Communicator::reduce_scatter(const at::Tensor& output, const at::Tens
   check_tensor(output, "reduce_scatter output");
   check_tensor(input, "reduce_scatter input");
   if (output.scalar_type() != input.scalar_type())
-    fail_argument(std::string("reduce_scatter dtypes differ: output ") + c10::toString(output.scalar_type()) +
-                  ", input " + c10::toString(input.scalar_type()));
+    fail_argument(std::string("reduce_scatter dtypes differ: output ") + dtype_name(output.scalar_type()) +
+                  ", input " + dtype_name(input.scalar_type()));
   if (output.device() != input.device())
     fail_argument("reduce_scatter output and input are on different devices");
   if (input.numel() != output.numel() * size_)
@@ -89,7 +89,7 @@ WorkHandle Communicator::reduce_scatter(const at::Tensor& output, const at::Tens
                   std::to_string(output.numel()) + "); pad the input to a multiple of the size");
   if (reduce == ReduceOp::kAvg && !at::isFloatingType(input.scalar_type()))
     fail_argument(std::string("reduce_scatter avg needs a floating-point dtype, got ") +
-                  c10::toString(input.scalar_type()));
+                  dtype_name(input.scalar_type()));
   if (ranges_overlap(output, input)) fail_argument("reduce_scatter output overlaps its input");
   Op op;
   op.type = OpType::kReduceScatter;
@@ -105,7 +105,7 @@ WorkHandle Communicator::all_reduce(const at::Tensor& tensor, ReduceOp reduce) {
   check_tensor(tensor, "all_reduce tensor");
   if (reduce == ReduceOp::kAvg && !at::isFloatingType(tensor.scalar_type()))
     fail_argument(std::string("all_reduce avg needs a floating-point dtype, got ") +
-                  c10::toString(tensor.scalar_type()));
+                  dtype_name(tensor.scalar_type()));
   Op op;
   op.type = OpType::kAllReduce;
   op.output = tensor;

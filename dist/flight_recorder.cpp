@@ -34,14 +34,16 @@ std::string describe(const Work& work, Clock::time_point origin) {
   const WorkInfo& info = work.info();
   auto rel = [&](Clock::time_point t) { return std::chrono::duration<double>(t - origin).count(); };
   WorkState state = work.state();
-  char line[512];
+  bool started = state != WorkState::kQueued;
   bool finished = state == WorkState::kDone || state == WorkState::kFailed;
-  std::snprintf(line, sizeof line, "#%llu %s/%s %s %s %lld B start %+.3fs end %s %s",
+  char start[32] = "-", end[32] = "-";
+  if (started) std::snprintf(start, sizeof start, "%+.3fs", rel(work.start_time()));
+  if (finished) std::snprintf(end, sizeof end, "%+.3fs", rel(work.end_time()));
+  char line[512];
+  std::snprintf(line, sizeof line, "#%llu %s/%s %s %s %lld B issued %+.3fs start %s end %s %s",
                 static_cast<unsigned long long>(info.seq), info.comm_name.c_str(), info.backend.c_str(),
-                to_string(info.op), c10::toString(info.dtype), static_cast<long long>(info.bytes),
-                rel(state == WorkState::kQueued ? work.enqueue_time() : work.start_time()),
-                finished ? (std::to_string(rel(work.end_time())).substr(0, 8) + "s").c_str() : "-",
-                to_string(state));
+                to_string(info.op), dtype_name(info.dtype), static_cast<long long>(info.bytes),
+                rel(work.enqueue_time()), start, end, to_string(state));
   return line;
 }
 

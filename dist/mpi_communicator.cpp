@@ -254,7 +254,7 @@ void MpiCommunicator::execute(const Op& op, MPI_Comm comm) {
       MPI_Datatype type = reduction_type(buf.scalar_type());
       if (type == MPI_DATATYPE_NULL)
         throw DistError(ErrorKind::kInvalidArgument,
-                        std::string("all_reduce: dtype ") + c10::toString(buf.scalar_type()) +
+                        std::string("all_reduce: dtype ") + dtype_name(buf.scalar_type()) +
                             " is not supported by the MPI communicator (" + where() + ")");
       LA_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf.data_ptr(), checked_count(buf.numel(), "all_reduce"), type,
                                  mpi_op(op.reduce), comm));
@@ -269,7 +269,7 @@ void MpiCommunicator::execute(const Op& op, MPI_Comm comm) {
       MPI_Datatype type = reduction_type(in.scalar_type());
       if (type == MPI_DATATYPE_NULL)
         throw DistError(ErrorKind::kInvalidArgument,
-                        std::string("reduce_scatter: dtype ") + c10::toString(in.scalar_type()) +
+                        std::string("reduce_scatter: dtype ") + dtype_name(in.scalar_type()) +
                             " is not supported by the MPI communicator (" + where() + ")");
       LA_MPI_CHECK(MPI_Reduce_scatter_block(in.data_ptr(), out.data_ptr(),
                                             checked_count(out.numel(), "reduce_scatter"), type,

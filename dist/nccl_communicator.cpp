@@ -25,7 +25,7 @@ ncclDataType_t nccl_type(at::ScalarType t) {
     case at::kBool: return ncclUint8;
     default:
       throw DistError(ErrorKind::kInvalidArgument,
-                      std::string("dtype ") + c10::toString(t) + " cannot be reduced by NCCL (" + where() + ")");
+                      std::string("dtype ") + dtype_name(t) + " cannot be reduced by NCCL (" + where() + ")");
   }
 }
 

@@ -78,7 +78,7 @@ void Watchdog::fire(const Entry& entry, double elapsed_s) {
   std::ostringstream report;
   char head[256];
   std::snprintf(head, sizeof head, "%s #%llu (%s, %lld bytes)", to_string(info.op),
-                static_cast<unsigned long long>(info.seq), c10::toString(info.dtype),
+                static_cast<unsigned long long>(info.seq), dtype_name(info.dtype),
                 static_cast<long long>(info.bytes));
   report << "collective timeout: " << head << " on communicator '" << info.comm_name << "' (" << info.backend;
   if (comm) report << ", rank " << comm->rank() << " of " << comm->size();
@@ -88,9 +88,10 @@ void Watchdog::fire(const Entry& entry, double elapsed_s) {
             "(oldest first, times from start):\n"
          << recorder_->dump(origin_);
   std::string text = report.str();
+  // Report first: failing the work wakes the waiting caller, whose handler ends the job.
+  if (on_timeout_) on_timeout_(text);
   entry.work->mark_failed(ErrorKind::kTimeout, text);
   if (comm) comm->abort(text);
-  if (on_timeout_) on_timeout_(text);
 }
 
 }  // namespace lookahead::dist

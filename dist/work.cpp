@@ -34,6 +34,22 @@ const char* to_string(WorkState state) {
   return "?";
 }
 
+const char* dtype_name(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kFloat: return "float32";
+    case at::kDouble: return "float64";
+    case at::kHalf: return "float16";
+    case at::kBFloat16: return "bfloat16";
+    case at::kByte: return "uint8";
+    case at::kChar: return "int8";
+    case at::kShort: return "int16";
+    case at::kInt: return "int32";
+    case at::kLong: return "int64";
+    case at::kBool: return "bool";
+    default: return c10::toString(dtype);
+  }
+}
+
 Work::Work(WorkInfo info) : info_(std::move(info)), enqueue_time_(Clock::now()) {
   start_time_ = enqueue_time_;
   end_time_ = enqueue_time_;

@@ -32,6 +32,9 @@ const char* to_string(ReduceOp op);
 enum class WorkState { kQueued, kRunning, kDone, kFailed };
 const char* to_string(WorkState state);
 
+/// torch-style dtype name ("float32", "bfloat16", "int64", ...).
+const char* dtype_name(at::ScalarType dtype);
+
 /// Static description of a collective, fixed when it is issued.
 struct WorkInfo {
   uint64_t seq = 0;            ///< per-communicator sequence number (0, 1, 2, ...)

@@ -134,7 +134,22 @@ void World::check_consistent(const std::string& what, uint64_t value) const {
 }
 
 void World::abort(int code, const std::string& message) {
-  std::fprintf(stderr, "[lookahead %s] error: %s\n", where().c_str(), message.c_str());
+  bool already_reported = false;
+  Clock::time_point fatal_time;
+  {
+    std::lock_guard<std::mutex> lock(report_mutex_);
+    already_reported = !reported_.empty() && message == reported_;
+    fatal_time = fatal_time_;
+  }
+  if (already_reported) {
+    std::fprintf(stderr, "[lookahead %s] ending the job (exit code %d)\n", where().c_str(), code);
+    std::fflush(stderr);
+    // The other survivors time out moments later; MPI_Abort now would kill them before they can
+    // print their own report, and each rank's history is what locates the culprit.
+    std::this_thread::sleep_until(fatal_time + std::chrono::duration_cast<Clock::duration>(
+                                                   std::chrono::duration<double>(config_.abort_grace_s)));
+  } else
+    std::fprintf(stderr, "[lookahead %s] error: %s\n", where().c_str(), message.c_str());
   std::fflush(stderr);
   failed_.store(true);
   MPI_Abort(MPI_COMM_WORLD, code);
@@ -142,6 +157,11 @@ void World::abort(int code, const std::string& message) {
 }
 
 void World::on_fatal(const std::string& report) {
+  {
+    std::lock_guard<std::mutex> lock(report_mutex_);
+    reported_ = report;
+    fatal_time_ = Clock::now();
+  }
   std::fprintf(stderr, "[lookahead %s] %s\n", where().c_str(), report.c_str());
   std::fflush(stderr);
   failed_.store(true);

@@ -87,6 +87,9 @@ class World {
   CommunicatorPtr node_;
   CommunicatorPtr nccl_;
   std::atomic<bool> failed_{false};
+  std::mutex report_mutex_;
+  std::string reported_;          // the watchdog's report, already on stderr
+  Clock::time_point fatal_time_;  // when the watchdog reported it
   bool owns_mpi_ = false;
 };
 

@@ -1,0 +1,283 @@
+// MPI communicator collectives under mpiexec -n 1..4. Expected values are computed from rank and
+// size (arange-style), so a chunk in the wrong place or a missing rank fails; sizes are odd so
+// that 3 ranks exercise uneven arithmetic.
+#include <gtest/gtest.h>
+
+#include "dist/mpi_communicator.h"
+#include "tests/test_main.h"
+
+namespace lookahead::dist {
+namespace {
+
+using test::world;
+
+const std::vector<at::ScalarType> kDtypes = {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16,
+                                             at::kInt,   at::kLong,   at::kByte};
+
+at::Tensor arange(int64_t n, at::ScalarType dtype, int64_t start = 0) {
+  return at::arange(start, start + n, at::TensorOptions().dtype(at::kDouble)).to(dtype);
+}
+
+// Exact comparison after the single rounding both sides share (values are small integers).
+void expect_equal(const at::Tensor& got, const at::Tensor& want, const std::string& what) {
+  ASSERT_EQ(got.sizes(), want.sizes()) << what;
+  ASSERT_EQ(got.scalar_type(), want.scalar_type()) << what;
+  auto diff = (got.to(at::kDouble) - want.to(at::kDouble)).abs();
+  EXPECT_EQ(diff.max().item<double>(), 0.0) << what << "\n got " << got << "\n want " << want;
+}
+
+TEST(Collectives, AllGatherPlacesEveryRanksChunk) {
+  auto comm = world().comm();
+  const int r = comm->rank(), n = comm->size();
+  for (auto dtype : kDtypes) {
+    const int64_t chunk = 7;
+    at::Tensor in = arange(chunk, dtype, r * chunk);
+    at::Tensor out = at::full({n * chunk}, -1, at::TensorOptions().dtype(dtype));
+    auto work = comm->all_gather(out, in);
+    work->wait();
+    EXPECT_EQ(work->state(), WorkState::kDone);
+    EXPECT_EQ(work->bytes(), static_cast<int64_t>(out.nbytes()));
+    expect_equal(out, arange(n * chunk, dtype), std::string("all_gather ") + dtype_name(dtype));
+  }
+}
+
+TEST(Collectives, AllGatherInPlace) {
+  auto comm = world().comm();
+  const int r = comm->rank(), n = comm->size();
+  const int64_t chunk = 5;
+  at::Tensor out = at::zeros({n * chunk}, at::kFloat);
+  at::Tensor mine = out.narrow(0, r * chunk, chunk);
+  mine.copy_(arange(chunk, at::kFloat, r * chunk));
+  comm->all_gather(out, mine)->wait();
+  expect_equal(out, arange(n * chunk, at::kFloat), "in-place all_gather");
+}
+
+TEST(Collectives, ReduceScatterAllOps) {
+  auto comm = world().comm();
+  const int r = comm->rank(), n = comm->size();
+  const int64_t chunk = 7;
+  for (auto dtype : kDtypes) {
+    for (auto op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceOp::kMin}) {
+      if (op == ReduceOp::kAvg && !at::isFloatingType(dtype)) continue;
+      // rank q contributes (q + 1) * j at global index j
+      at::Tensor in = (arange(n * chunk, at::kDouble) * (r + 1)).to(dtype);
+      at::Tensor out = at::empty({chunk}, at::TensorOptions().dtype(dtype));
+      comm->reduce_scatter(out, in, op)->wait();
+      at::Tensor j = arange(chunk, at::kDouble, r * chunk);
+      at::Tensor want;
+      switch (op) {
+        case ReduceOp::kSum: want = j * (n * (n + 1) / 2); break;
+        case ReduceOp::kAvg: want = j * (n * (n + 1) / 2) / n; break;
+        case ReduceOp::kMax: want = j * n; break;
+        case ReduceOp::kMin: want = j; break;
+      }
+      if (dtype == at::kByte) want = want.remainder(256);  // uint8 wraps like MPI_UINT8_T
+      // Half types: reduced in float32, rounded once, as the reference rounds once.
+      expect_equal(out, want.to(at::kFloat).to(dtype),
+                   std::string("reduce_scatter ") + to_string(op) + " " + dtype_name(dtype));
+    }
+  }
+}
+
+TEST(Collectives, AllReduceAllOpsOddSize) {
+  auto comm = world().comm();
+  const int r = comm->rank(), n = comm->size();
+  for (auto dtype : kDtypes) {
+    for (auto op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceOp::kMin}) {
+      if (op == ReduceOp::kAvg && !at::isFloatingType(dtype)) continue;
+      at::Tensor t = (arange(13, at::kDouble) * (r + 1)).to(dtype).reshape({13, 1});
+      comm->all_reduce(t, op)->wait();
+      at::Tensor j = arange(13, at::kDouble).reshape({13, 1});
+      at::Tensor want = op == ReduceOp::kSum   ? j * (n * (n + 1) / 2)
+                        : op == ReduceOp::kAvg ? j * (n * (n + 1) / 2) / n
+                        : op == ReduceOp::kMax ? j * n
+                                               : j;
+      expect_equal(t, want.to(at::kFloat).to(dtype),
+                   std::string("all_reduce ") + to_string(op) + " " + dtype_name(dtype));
+    }
+  }
+}
+
+TEST(Collectives, BroadcastFromEveryRoot) {
+  auto comm = world().comm();
+  for (int root = 0; root < comm->size(); ++root) {
+    at::Tensor t = comm->rank() == root ? arange(9, at::kBFloat16, 10 * root) : at::zeros({9}, at::kBFloat16);
+    comm->broadcast(t, root)->wait();
+    expect_equal(t, arange(9, at::kBFloat16, 10 * root), "broadcast from " + std::to_string(root));
+  }
+}
+
+TEST(Collectives, EmptyTensorsAndBarrier) {
+  auto comm = world().comm();
+  at::Tensor in = at::empty({0}, at::kFloat);
+  at::Tensor out = at::empty({0}, at::kFloat);
+  comm->all_gather(out, in)->wait();
+  comm->all_reduce(in)->wait();
+  auto b = comm->barrier();
+  b->wait();
+  EXPECT_EQ(b->state(), WorkState::kDone);
+}
+
+TEST(Collectives, ManyInFlightCompleteInIssueOrder) {
+  auto comm = world().comm();
+  const int n = comm->size();
+  std::vector<at::Tensor> ts;
+  std::vector<WorkHandle> works;
+  for (int i = 0; i < 12; ++i) {
+    ts.push_back(at::full({1000 + i}, static_cast<double>(i + comm->rank()), at::kDouble));
+    works.push_back(comm->all_reduce(ts.back()));
+  }
+  wait_all(works);
+  for (int i = 0; i < 12; ++i) {
+    double want = static_cast<double>(i) * n + n * (n - 1) / 2.0;
+    EXPECT_EQ(ts[i].min().item<double>(), want) << i;
+    EXPECT_EQ(ts[i].max().item<double>(), want) << i;
+    if (i > 0) {
+      EXPECT_GE(works[i]->start_time(), works[i - 1]->end_time());  // one queue, FIFO
+    }
+  }
+}
+
+TEST(Collectives, CommunicationProgressesWhileTheCallerComputes) {
+  // The caller does not call into the communicator between issue and wait: if the collective
+  // completes anyway, the communication thread drove it.
+  auto comm = world().comm();
+  at::Tensor t = at::ones({1 << 16}, at::kFloat);
+  auto work = comm->all_reduce(t);
+  auto deadline = Clock::now() + std::chrono::seconds(60);
+  while (work->state() != WorkState::kDone && Clock::now() < deadline) {
+    volatile double sink = at::randn({64, 64}).sum().item<double>();
+    (void)sink;
+  }
+  EXPECT_EQ(work->state(), WorkState::kDone);
+  work->wait();
+  EXPECT_EQ(t[0].item<float>(), static_cast<float>(comm->size()));
+}
+
+TEST(Collectives, RecordedInTheFlightRecorder) {
+  auto comm = world().comm();
+  uint64_t before = comm->issued();
+  at::Tensor t = at::ones({3}, at::kLong);
+  comm->all_reduce(t)->wait();
+  auto entries = world().services()->recorder->entries();
+  ASSERT_FALSE(entries.empty());
+  const auto& last = entries.back()->info();
+  EXPECT_EQ(last.seq, before);
+  EXPECT_EQ(last.op, OpType::kAllReduce);
+  EXPECT_EQ(last.bytes, 24);
+  EXPECT_EQ(last.comm_name, "world");
+  EXPECT_EQ(entries.back()->state(), WorkState::kDone);
+}
+
+// ---- argument errors: caught on the calling rank before anything is sent ------------------------
+
+template <typename F>
+void expect_dist_error(F&& f, ErrorKind kind, const std::string& fragment) {
+  try {
+    f();
+    ADD_FAILURE() << "expected DistError containing '" << fragment << "'";
+  } catch (const DistError& e) {
+    EXPECT_EQ(e.kind(), kind) << e.what();
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("rank " + std::to_string(world().rank())), std::string::npos) << e.what();
+  }
+}
+
+TEST(CollectiveArguments, RejectedWithAClearMessage) {
+  auto comm = world().comm();
+  const int n = comm->size();
+  uint64_t issued = comm->issued();
+  at::Tensor m = at::ones({4, 6});
+  expect_dist_error([&] { comm->all_reduce(m.t()); }, ErrorKind::kInvalidArgument, "must be contiguous");
+  expect_dist_error([&] { comm->all_gather(at::empty({n * 4 + 1}), at::ones({4})); }, ErrorKind::kInvalidArgument,
+                    "expected size");
+  expect_dist_error([&] { comm->reduce_scatter(at::empty({3}), at::ones({3 * n + 1})); },
+                    ErrorKind::kInvalidArgument, "pad the input");
+  expect_dist_error([&] { comm->all_gather(at::empty({n * 4}, at::kDouble), at::ones({4})); },
+                    ErrorKind::kInvalidArgument, "dtypes differ");
+  expect_dist_error([&] { comm->all_reduce(at::ones({4}, at::kLong), ReduceOp::kAvg); },
+                    ErrorKind::kInvalidArgument, "avg needs a floating-point dtype");
+  expect_dist_error([&] { comm->broadcast(at::ones({4}), n); }, ErrorKind::kInvalidArgument, "root");
+  expect_dist_error([&] { comm->all_reduce(at::empty({4}, at::TensorOptions().device(at::kMeta))); },
+                    ErrorKind::kInvalidArgument, "moves CPU tensors");
+  expect_dist_error([&] { comm->all_reduce(at::Tensor()); }, ErrorKind::kInvalidArgument, "undefined");
+  at::Tensor buf = at::zeros({4 * n});
+  expect_dist_error([&] { comm->reduce_scatter(buf.narrow(0, 0, 4), buf); }, ErrorKind::kInvalidArgument,
+                    "overlaps");
+  if (n > 1) {
+    at::Tensor out = at::zeros({4 * n});
+    int other = (comm->rank() + 1) % n;
+    expect_dist_error([&] { comm->all_gather(out, out.narrow(0, other * 4, 4)); }, ErrorKind::kInvalidArgument,
+                      "not this rank's chunk");
+  }
+  EXPECT_EQ(comm->issued(), issued);  // nothing reached the wire
+}
+
+TEST(CollectiveArguments, RankDependentShapesAreAMismatchNotAHang) {
+  auto comm = world().comm();
+  const int r = comm->rank(), n = comm->size();
+  if (n < 2) GTEST_SKIP() << "needs 2+ ranks: a mismatch is between ranks";
+  at::Tensor t = at::ones({4 + (r == n - 1 ? 1 : 0)});
+  try {
+    comm->all_reduce(t)->wait();
+    ADD_FAILURE() << "a size mismatch must fail";
+  } catch (const DistError& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kMismatch);
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("rank " + std::to_string(n - 1) + ": #"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("in 5 out 5 sum   <-- differs from rank 0"), std::string::npos) << msg;
+  }
+  // Different ops with the same sizes are caught too.
+  at::Tensor u = at::ones({6});
+  try {
+    (r == 0 ? comm->broadcast(u, 0) : comm->all_reduce(u))->wait();
+    ADD_FAILURE() << "an op mismatch must fail";
+  } catch (const DistError& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kMismatch);
+    EXPECT_NE(std::string(e.what()).find("broadcast"), std::string::npos) << e.what();
+  }
+  // The communicator stays usable: the check ran before any payload moved.
+  at::Tensor ok = at::full({4}, static_cast<float>(r));
+  comm->all_reduce(ok)->wait();
+  EXPECT_EQ(ok[0].item<float>(), static_cast<float>(n * (n - 1) / 2));
+}
+
+// ---- sub-communicators -------------------------------------------------------------------------
+
+TEST(Split, ColorsAndKeysOrderTheSubgroups) {
+  auto comm = world().comm();
+  const int r = comm->rank(), n = comm->size();
+  // Even and odd ranks; within each, reverse order through the key.
+  auto sub = comm->split(r % 2, -r, r % 2 ? "odd" : "even");
+  int members = (n + (r % 2 ? 0 : 1)) / 2;
+  ASSERT_EQ(sub->size(), members);
+  EXPECT_EQ(sub->name(), r % 2 ? "odd" : "even");
+  at::Tensor mine = at::full({1}, static_cast<int64_t>(r), at::kLong);
+  at::Tensor all = at::empty({members}, at::kLong);
+  sub->all_gather(all, mine)->wait();
+  // Highest world rank of my parity first.
+  int top = (n - 1) - ((n - 1 - r) % 2);
+  for (int i = 0; i < members; ++i) EXPECT_EQ(all[i].item<int64_t>(), top - 2 * i) << i;
+  EXPECT_EQ(all[sub->rank()].item<int64_t>(), r);
+  // Collectives on the sub-communicator and the parent interleave freely.
+  at::Tensor s = at::ones({5});
+  auto w1 = sub->all_reduce(s);
+  at::Tensor p = at::ones({5});
+  auto w2 = comm->all_reduce(p);
+  w1->wait();
+  w2->wait();
+  EXPECT_EQ(s[0].item<float>(), static_cast<float>(members));
+  EXPECT_EQ(p[0].item<float>(), static_cast<float>(n));
+}
+
+TEST(Split, NodeCommunicatorHoldsTheLocalRanks) {
+  auto node = world().node_comm();
+  EXPECT_EQ(node->size(), world().local_size());
+  EXPECT_EQ(node->rank(), world().local_rank());
+  at::Tensor one = at::ones({1});
+  node->all_reduce(one)->wait();
+  EXPECT_EQ(one.item<float>(), static_cast<float>(world().local_size()));
+}
+
+}  // namespace
+}  // namespace lookahead::dist
