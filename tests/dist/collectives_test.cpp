@@ -1,7 +1,9 @@
-// MPI communicator collectives under mpiexec -n 1..4. Expected values are computed from rank and
-// size (arange-style), so a chunk in the wrong place or a missing rank fails; sizes are odd so
-// that 3 ranks exercise uneven arithmetic.
+// Collectives of both backends under mpiexec -n 1..4: the MPI communicator on CPU tensors and the
+// NCCL communicator on CUDA tensors (skipped where there is no GPU). Expected values are computed
+// from rank and size (arange-style), so a chunk in the wrong place or a missing rank fails; sizes
+// are odd so that 3 ranks exercise uneven arithmetic.
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 
 #include "dist/mpi_communicator.h"
 #include "tests/test_main.h"
@@ -18,50 +20,66 @@ at::Tensor arange(int64_t n, at::ScalarType dtype, int64_t start = 0) {
   return at::arange(start, start + n, at::TensorOptions().dtype(at::kDouble)).to(dtype);
 }
 
+// Parameter: the device type whose backend is tested (CPU -> MPI, CUDA -> NCCL).
+class Collectives : public testing::TestWithParam<c10::DeviceType> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == c10::kCUDA && !world().device().is_cuda())
+      GTEST_SKIP() << "no GPU bound to this rank: the NCCL backend is tested on GPU machines";
+    if (GetParam() == c10::kCUDA && world().local_size() > static_cast<int>(torch::cuda::device_count()))
+      GTEST_SKIP() << "NCCL needs one GPU per rank; " << world().local_size() << " ranks share "
+                   << torch::cuda::device_count() << " GPU(s) on this node";
+  }
+  CommunicatorPtr comm() const { return world().comm_for(device()); }
+  c10::Device device() const { return GetParam() == c10::kCUDA ? world().device() : c10::Device(c10::kCPU); }
+  at::Tensor on_device(const at::Tensor& t) const { return t.to(device()); }
+};
+
 // Exact comparison after the single rounding both sides share (values are small integers).
-void expect_equal(const at::Tensor& got, const at::Tensor& want, const std::string& what) {
+void expect_equal(const at::Tensor& got_any, const at::Tensor& want, const std::string& what) {
+  at::Tensor got = got_any.cpu();
   ASSERT_EQ(got.sizes(), want.sizes()) << what;
   ASSERT_EQ(got.scalar_type(), want.scalar_type()) << what;
   auto diff = (got.to(at::kDouble) - want.to(at::kDouble)).abs();
   EXPECT_EQ(diff.max().item<double>(), 0.0) << what << "\n got " << got << "\n want " << want;
 }
 
-TEST(Collectives, AllGatherPlacesEveryRanksChunk) {
-  auto comm = world().comm();
+TEST_P(Collectives, AllGatherPlacesEveryRanksChunk) {
+  auto comm = this->comm();
   const int r = comm->rank(), n = comm->size();
   for (auto dtype : kDtypes) {
     const int64_t chunk = 7;
-    at::Tensor in = arange(chunk, dtype, r * chunk);
-    at::Tensor out = at::full({n * chunk}, -1, at::TensorOptions().dtype(dtype));
+    at::Tensor in = on_device(arange(chunk, dtype, r * chunk));
+    at::Tensor out = at::full({n * chunk}, -1, at::TensorOptions().dtype(dtype).device(device()));
     auto work = comm->all_gather(out, in);
-    work->wait();
+    work->synchronize();
     EXPECT_EQ(work->state(), WorkState::kDone);
     EXPECT_EQ(work->bytes(), static_cast<int64_t>(out.nbytes()));
     expect_equal(out, arange(n * chunk, dtype), std::string("all_gather ") + dtype_name(dtype));
   }
 }
 
-TEST(Collectives, AllGatherInPlace) {
-  auto comm = world().comm();
+TEST_P(Collectives, AllGatherInPlace) {
+  auto comm = this->comm();
   const int r = comm->rank(), n = comm->size();
   const int64_t chunk = 5;
-  at::Tensor out = at::zeros({n * chunk}, at::kFloat);
+  at::Tensor out = on_device(at::zeros({n * chunk}, at::kFloat));
   at::Tensor mine = out.narrow(0, r * chunk, chunk);
-  mine.copy_(arange(chunk, at::kFloat, r * chunk));
+  mine.copy_(on_device(arange(chunk, at::kFloat, r * chunk)));
   comm->all_gather(out, mine)->wait();
   expect_equal(out, arange(n * chunk, at::kFloat), "in-place all_gather");
 }
 
-TEST(Collectives, ReduceScatterAllOps) {
-  auto comm = world().comm();
+TEST_P(Collectives, ReduceScatterAllOps) {
+  auto comm = this->comm();
   const int r = comm->rank(), n = comm->size();
   const int64_t chunk = 7;
   for (auto dtype : kDtypes) {
     for (auto op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceOp::kMin}) {
       if (op == ReduceOp::kAvg && !at::isFloatingType(dtype)) continue;
       // rank q contributes (q + 1) * j at global index j
-      at::Tensor in = (arange(n * chunk, at::kDouble) * (r + 1)).to(dtype);
-      at::Tensor out = at::empty({chunk}, at::TensorOptions().dtype(dtype));
+      at::Tensor in = on_device((arange(n * chunk, at::kDouble) * (r + 1)).to(dtype));
+      at::Tensor out = at::empty({chunk}, at::TensorOptions().dtype(dtype).device(device()));
       comm->reduce_scatter(out, in, op)->wait();
       at::Tensor j = arange(chunk, at::kDouble, r * chunk);
       at::Tensor want;
@@ -71,21 +89,22 @@ TEST(Collectives, ReduceScatterAllOps) {
         case ReduceOp::kMax: want = j * n; break;
         case ReduceOp::kMin: want = j; break;
       }
-      if (dtype == at::kByte) want = want.remainder(256);  // uint8 wraps like MPI_UINT8_T
-      // Half types: reduced in float32, rounded once, as the reference rounds once.
+      if (dtype == at::kByte) want = want.remainder(256);  // uint8 wraps
+      // Half types: MPI reduces in float32 and rounds once; NCCL's partial sums of these small
+      // integers are exact in the half types too, so both match the once-rounded reference.
       expect_equal(out, want.to(at::kFloat).to(dtype),
                    std::string("reduce_scatter ") + to_string(op) + " " + dtype_name(dtype));
     }
   }
 }
 
-TEST(Collectives, AllReduceAllOpsOddSize) {
-  auto comm = world().comm();
+TEST_P(Collectives, AllReduceAllOpsOddSize) {
+  auto comm = this->comm();
   const int r = comm->rank(), n = comm->size();
   for (auto dtype : kDtypes) {
     for (auto op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceOp::kMin}) {
       if (op == ReduceOp::kAvg && !at::isFloatingType(dtype)) continue;
-      at::Tensor t = (arange(13, at::kDouble) * (r + 1)).to(dtype).reshape({13, 1});
+      at::Tensor t = on_device((arange(13, at::kDouble) * (r + 1)).to(dtype).reshape({13, 1}));
       comm->all_reduce(t, op)->wait();
       at::Tensor j = arange(13, at::kDouble).reshape({13, 1});
       at::Tensor want = op == ReduceOp::kSum   ? j * (n * (n + 1) / 2)
@@ -98,33 +117,34 @@ TEST(Collectives, AllReduceAllOpsOddSize) {
   }
 }
 
-TEST(Collectives, BroadcastFromEveryRoot) {
-  auto comm = world().comm();
+TEST_P(Collectives, BroadcastFromEveryRoot) {
+  auto comm = this->comm();
   for (int root = 0; root < comm->size(); ++root) {
-    at::Tensor t = comm->rank() == root ? arange(9, at::kBFloat16, 10 * root) : at::zeros({9}, at::kBFloat16);
+    at::Tensor t =
+        on_device(comm->rank() == root ? arange(9, at::kBFloat16, 10 * root) : at::zeros({9}, at::kBFloat16));
     comm->broadcast(t, root)->wait();
     expect_equal(t, arange(9, at::kBFloat16, 10 * root), "broadcast from " + std::to_string(root));
   }
 }
 
-TEST(Collectives, EmptyTensorsAndBarrier) {
-  auto comm = world().comm();
-  at::Tensor in = at::empty({0}, at::kFloat);
-  at::Tensor out = at::empty({0}, at::kFloat);
+TEST_P(Collectives, EmptyTensorsAndBarrier) {
+  auto comm = this->comm();
+  at::Tensor in = on_device(at::empty({0}, at::kFloat));
+  at::Tensor out = on_device(at::empty({0}, at::kFloat));
   comm->all_gather(out, in)->wait();
   comm->all_reduce(in)->wait();
   auto b = comm->barrier();
-  b->wait();
+  b->synchronize();
   EXPECT_EQ(b->state(), WorkState::kDone);
 }
 
-TEST(Collectives, ManyInFlightCompleteInIssueOrder) {
-  auto comm = world().comm();
+TEST_P(Collectives, ManyInFlightCompleteInIssueOrder) {
+  auto comm = this->comm();
   const int n = comm->size();
   std::vector<at::Tensor> ts;
   std::vector<WorkHandle> works;
   for (int i = 0; i < 12; ++i) {
-    ts.push_back(at::full({1000 + i}, static_cast<double>(i + comm->rank()), at::kDouble));
+    ts.push_back(on_device(at::full({1000 + i}, static_cast<double>(i + comm->rank()), at::kDouble)));
     works.push_back(comm->all_reduce(ts.back()));
   }
   wait_all(works);
@@ -132,33 +152,33 @@ TEST(Collectives, ManyInFlightCompleteInIssueOrder) {
     double want = static_cast<double>(i) * n + n * (n - 1) / 2.0;
     EXPECT_EQ(ts[i].min().item<double>(), want) << i;
     EXPECT_EQ(ts[i].max().item<double>(), want) << i;
-    if (i > 0) {
-      EXPECT_GE(works[i]->start_time(), works[i - 1]->end_time());  // one queue, FIFO
+    if (i > 0 && GetParam() == c10::kCPU) {
+      EXPECT_GE(works[i]->start_time(), works[i - 1]->end_time());  // one MPI queue, FIFO
     }
   }
 }
 
-TEST(Collectives, CommunicationProgressesWhileTheCallerComputes) {
+TEST_P(Collectives, CommunicationProgressesWhileTheCallerComputes) {
   // The caller does not call into the communicator between issue and wait: if the collective
-  // completes anyway, the communication thread drove it.
-  auto comm = world().comm();
-  at::Tensor t = at::ones({1 << 16}, at::kFloat);
+  // completes anyway, the communication thread (MPI) or the GPU (NCCL) drove it.
+  auto comm = this->comm();
+  at::Tensor t = on_device(at::ones({1 << 16}, at::kFloat));
   auto work = comm->all_reduce(t);
   auto deadline = Clock::now() + std::chrono::seconds(60);
-  while (work->state() != WorkState::kDone && Clock::now() < deadline) {
+  while (!work->is_done() && Clock::now() < deadline) {
     volatile double sink = at::randn({64, 64}).sum().item<double>();
     (void)sink;
   }
   EXPECT_EQ(work->state(), WorkState::kDone);
-  work->wait();
+  work->synchronize();
   EXPECT_EQ(t[0].item<float>(), static_cast<float>(comm->size()));
 }
 
-TEST(Collectives, RecordedInTheFlightRecorder) {
-  auto comm = world().comm();
+TEST_P(Collectives, RecordedInTheFlightRecorder) {
+  auto comm = this->comm();
   uint64_t before = comm->issued();
-  at::Tensor t = at::ones({3}, at::kLong);
-  comm->all_reduce(t)->wait();
+  at::Tensor t = on_device(at::ones({3}, at::kLong));
+  comm->all_reduce(t)->synchronize();
   auto entries = world().services()->recorder->entries();
   ASSERT_FALSE(entries.empty());
   const auto& last = entries.back()->info();
@@ -166,8 +186,14 @@ TEST(Collectives, RecordedInTheFlightRecorder) {
   EXPECT_EQ(last.op, OpType::kAllReduce);
   EXPECT_EQ(last.bytes, 24);
   EXPECT_EQ(last.comm_name, "world");
+  EXPECT_EQ(last.backend, comm->backend());
   EXPECT_EQ(entries.back()->state(), WorkState::kDone);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, Collectives, testing::Values(c10::kCPU, c10::kCUDA),
+                         [](const testing::TestParamInfo<c10::DeviceType>& info) {
+                           return info.param == c10::kCUDA ? std::string("nccl") : std::string("mpi");
+                         });
 
 // ---- argument errors: caught on the calling rank before anything is sent ------------------------
 
