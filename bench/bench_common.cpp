@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <ctime>
 #include <fstream>
@@ -139,6 +140,11 @@ dist::MpiCommHandle duplicate_world() {
   return handle;
 }
 
+double load_average() {
+  double load[1] = {-1.0};
+  return getloadavg(load, 1) == 1 ? load[0] : -1.0;
+}
+
 nlohmann::json run_metadata(const dist::World& world) {
   std::time_t t = std::time(nullptr);
   char stamp[32];
@@ -151,6 +157,7 @@ nlohmann::json run_metadata(const dist::World& world) {
           {"lookahead", LA_VERSION},
           {"torch", LA_TORCH_VERSION},
           {"nccl_built", static_cast<bool>(LA_HAVE_NCCL)},
+          {"loadavg_1m", load_average()},
           {"utc", stamp}};
 }
 

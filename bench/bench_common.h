@@ -77,7 +77,12 @@ int64_t sum_over_ranks(int64_t value, MPI_Comm comm);
 /// Collective; call it after the World exists and release it before the World is destroyed.
 dist::MpiCommHandle duplicate_world();
 
-/// Facts about the run that every result file carries: ranks, nodes, host, library versions, time.
+/// The 1-minute load average of this machine (-1 if unknown): other jobs sharing the cores show
+/// up here, and they distort every timing.
+double load_average();
+
+/// Facts about the run that every result file carries: ranks, nodes, host, library versions, the
+/// load average (take it before the benchmark adds its own load) and the time.
 nlohmann::json run_metadata(const dist::World& world);
 
 /// Writes `doc` pretty-printed to `path`; throws std::runtime_error when that fails.

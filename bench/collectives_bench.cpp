@@ -19,6 +19,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "bench/bench_common.h"
@@ -49,8 +50,8 @@ struct Options {
   double step_factor = 2.0;
   int warmup = 5;
   int iters = 20;
-  int rounds = 3;
-  int64_t point_bytes = int64_t{2} << 30;
+  int rounds = 5;
+  int64_t point_bytes = int64_t{1} << 30;
   std::string backend = "mpi";
   std::vector<Collective> ops{Collective::kAllGather, Collective::kReduceScatter, Collective::kAllReduce};
   bool verify_variant = true;
@@ -75,9 +76,9 @@ po::options_description describe_options() {
       ("step-factor,f", po::value<double>()->default_value(2.0), "multiply S by this between points (> 1)")
       ("warmup,w", po::value<int>()->default_value(5), "untimed iterations per point and variant")
       ("iters,n", po::value<int>()->default_value(20), "timed iterations per block")
-      ("rounds,r", po::value<int>()->default_value(3),
+      ("rounds,r", po::value<int>()->default_value(5),
        "timed blocks per point and variant, variants interleaved; the median block is reported")
-      ("max-point-bytes", po::value<std::string>()->default_value("2G"),
+      ("max-point-bytes", po::value<std::string>()->default_value("1G"),
        "cap on S x iterations per block: large sizes run fewer iterations (at least 1)")
       ("backend", po::value<std::string>()->default_value("mpi"),
        "mpi: CPU tensors, raw MPI beside; nccl: CUDA tensors, raw NCCL beside (needs a GPU)")
@@ -294,18 +295,22 @@ int64_t count_wrong(Runner& runner, const Buffers& b, int rank, int n) {
 
 /// One variant's result at one point.
 struct Timing {
-  double seconds = 0.0;
-  double algbw = 0.0;  // GB/s (1e9 bytes)
+  double seconds = 0.0;  // median over rounds
+  double algbw = 0.0;    // GB/s (1e9 bytes)
   double busbw = 0.0;
+  std::vector<double> rounds;  // every round's seconds, to judge the noise
 
   nlohmann::json to_json() const {
-    return {{"time_us", seconds * 1e6}, {"algbw_gbs", algbw}, {"busbw_gbs", busbw}};
+    std::vector<double> rounds_us;
+    for (double s : rounds) rounds_us.push_back(s * 1e6);
+    return {{"time_us", seconds * 1e6}, {"algbw_gbs", algbw}, {"busbw_gbs", busbw}, {"rounds_us", rounds_us}};
   }
 };
 
-Timing make_timing(double seconds, int64_t bytes, Collective c, int n) {
+Timing make_timing(const std::vector<double>& rounds, int64_t bytes, Collective c, int n) {
+  double seconds = median(rounds);
   double algbw = static_cast<double>(bytes) / seconds / 1e9;
-  return {seconds, algbw, algbw * bus_factor(c, n)};
+  return {seconds, algbw, algbw * bus_factor(c, n), rounds};
 }
 
 struct Row {
@@ -321,7 +326,8 @@ double ratio(const Timing& a, const Timing& b) { return b.busbw > 0 ? a.busbw / 
 void print_header(const Options& opt, const dist::World& world, const std::string& raw_name) {
   std::printf("# bench_collectives: %d ranks on %d node(s), backend %s, float32, sum reductions\n", world.size(),
               world.num_nodes(), opt.backend.c_str());
-  std::printf("# MPI: %s\n", world.mpi_version().c_str());
+  std::printf("# MPI: %s; load average at start %.2f on %d cores\n", world.mpi_version().c_str(), load_average(),
+              static_cast<int>(std::thread::hardware_concurrency()));
   std::printf("# sizes %s .. %s x%g; warmup %d; %d rounds of blocks of %d iters, a block moving at most %s\n",
               format_bytes(opt.min_bytes).c_str(), format_bytes(opt.max_bytes).c_str(), opt.step_factor, opt.warmup,
               opt.rounds, opt.iters, format_bytes(opt.point_bytes).c_str());
@@ -432,6 +438,7 @@ int run(const Options& opt, dist::World& world) {
   Runners runners = make_runners(opt, world, ctl);
   auto options = at::TensorOptions().dtype(at::kFloat).device(world.device());
 
+  const nlohmann::json meta = run_metadata(world);  // before our own load shows in the load average
   if (root) print_header(opt, world, runners.raw_name);
   std::vector<Row> rows;
   int64_t total_wrong = 0;
@@ -447,9 +454,9 @@ int run(const Options& opt, dist::World& world) {
       std::vector<std::vector<double>> seconds(variants.size());
       for (int round = 0; round < opt.rounds; ++round)
         for (size_t v = 0; v < variants.size(); ++v) seconds[v].push_back(time_block(*variants[v], b, row.iters, ctl));
-      row.wrapper = make_timing(median(seconds[0]), row.bytes, c, n);
-      row.raw = make_timing(median(seconds[1]), row.bytes, c, n);
-      if (runners.verify) row.verify = make_timing(median(seconds[2]), row.bytes, c, n);
+      row.wrapper = make_timing(seconds[0], row.bytes, c, n);
+      row.raw = make_timing(seconds[1], row.bytes, c, n);
+      if (runners.verify) row.verify = make_timing(seconds[2], row.bytes, c, n);
       if (opt.check) {
         int64_t wrong = count_wrong(*runners.wrapper, b, rank, n) + count_wrong(*runners.raw, b, rank, n);
         if (runners.verify) wrong += count_wrong(*runners.verify, b, rank, n);
@@ -467,7 +474,7 @@ int run(const Options& opt, dist::World& world) {
     if (!opt.json_path.empty()) {
       nlohmann::json doc;
       doc["benchmark"] = "bench_collectives";
-      doc["meta"] = run_metadata(world);
+      doc["meta"] = meta;
       doc["config"] = {{"backend", opt.backend},      {"dtype", "float32"},
                        {"min_bytes", opt.min_bytes},  {"max_bytes", opt.max_bytes},
                        {"step_factor", opt.step_factor}, {"warmup", opt.warmup},

@@ -7,6 +7,7 @@
 #include <boost/program_options/value_semantic.hpp>
 #include <boost/program_options/variables_map.hpp>
 #include <mpi.h>
+#include <sched.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include <iostream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "bench/bench_common.h"
@@ -97,6 +99,15 @@ class Compute {
   int64_t count_;
 };
 
+/// Cores this process may run on (its MPI binding). Overlap needs one for the communication
+/// thread besides the one computing; with a single core the two can only take turns.
+int allowed_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
+  return CPU_COUNT(&set);
+}
+
 double seconds_since(dist::Clock::time_point t0, dist::Clock::time_point t1) {
   return std::chrono::duration<double>(t1 - t0).count();
 }
@@ -165,15 +176,20 @@ struct Calibration {
 Calibration calibrate(dist::Communicator& comm, const Buffers& b, Compute& compute, MPI_Comm ctl) {
   constexpr int kSamples = 3;
   constexpr int64_t kBatch = 8;
-  std::vector<double> comm_s, matmul_s;
-  compute.set_count(kBatch);
-  for (int i = 0; i < kSamples; ++i) {
-    comm_s.push_back(time_comm(comm, b, ctl));
-    matmul_s.push_back(time_compute(compute, ctl) / kBatch);
-  }
+  auto per_matmul = [&](int64_t count) {
+    compute.set_count(count);
+    std::vector<double> s;
+    for (int i = 0; i < kSamples; ++i) s.push_back(time_compute(compute, ctl) / static_cast<double>(count));
+    return max_over_ranks(median(s), ctl);
+  };
+  std::vector<double> comm_s;
+  for (int i = 0; i < kSamples; ++i) comm_s.push_back(time_comm(comm, b, ctl));
   Calibration cal;
   cal.comm_s = max_over_ranks(median(comm_s), ctl);
-  cal.matmul_s = max_over_ranks(median(matmul_s), ctl);
+  // A short batch gives a first estimate; a block of about the target length then corrects it for
+  // what only shows over longer runs (cache eviction, sustained clock, the other rank's load).
+  double first = per_matmul(kBatch);
+  cal.matmul_s = per_matmul(std::max<int64_t>(1, std::llround(cal.comm_s / first)));
   cal.matmuls = std::max<int64_t>(1, std::llround(cal.comm_s / cal.matmul_s));
   return cal;
 }
@@ -186,6 +202,8 @@ void print_row(const char* label, const Rep& r) {
 int run(const Options& opt, dist::World& world) {
   // One core for compute: the other one is left to the communication thread and the peer rank.
   at::set_num_threads(1);
+  const nlohmann::json meta = run_metadata(world);  // before our own load shows in the load average
+  const int cores = allowed_cores();
   dist::MpiCommHandle ctl_handle = duplicate_world();
   MPI_Comm ctl = ctl_handle.get();
   dist::CommunicatorPtr comm = world.comm();
@@ -216,7 +234,10 @@ int run(const Options& opt, dist::World& world) {
                 "(verify_signatures %s)\n",
                 n, world.num_nodes(), to_string(opt.op), static_cast<long long>(bytes),
                 format_bytes(bytes).c_str(), opt.verify ? "on" : "off");
-    std::printf("# MPI: %s\n", world.mpi_version().c_str());
+    std::printf("# MPI: %s; load average at start %.2f on %d cores\n", world.mpi_version().c_str(), meta["loadavg_1m"].get<double>(),
+                static_cast<int>(std::thread::hardware_concurrency()));
+    std::printf("# cores rank 0 may run on: %d (mpirun binding); the communication thread shares them with compute\n",
+                cores);
     std::printf("# compute: %lld matmuls of %lldx%lld float32 on the calling thread, at::set_num_threads(1)%s\n",
                 static_cast<long long>(compute.count()), static_cast<long long>(opt.matmul_size),
                 static_cast<long long>(opt.matmul_size), calibrated ? " (calibrated: compute ~ comm)" : " (--matmuls)");
@@ -237,7 +258,7 @@ int run(const Options& opt, dist::World& world) {
       for (const Rep& r : reps) reps_json.push_back(r.to_json());
       nlohmann::json doc = {
           {"benchmark", "bench_overlap"},
-          {"meta", run_metadata(world)},
+          {"meta", meta},
           {"config",
            {{"op", to_string(opt.op)},
             {"bytes", bytes},
@@ -248,7 +269,8 @@ int run(const Options& opt, dist::World& world) {
             {"matmuls", compute.count()},
             {"matmuls_calibrated", calibrated},
             {"reps", opt.reps},
-            {"compute_threads", 1}}},
+            {"compute_threads", 1},
+            {"rank0_allowed_cores", cores}}},
           {"calibration", {{"comm_s", cal.comm_s}, {"matmul_s", cal.matmul_s}, {"matmuls", cal.matmuls}}},
           {"definition", kHiddenDefinition},
           {"times", "each repetition: max over ranks; median: median over repetitions"},

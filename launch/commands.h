@@ -11,4 +11,7 @@ namespace lookahead::launch {
 /// `lookahead env`: ranks, nodes, devices and library versions (torch, CUDA, NCCL, MPI, HDF5).
 int run_env(dist::World& world, const std::vector<std::string>& args);
 
+/// `lookahead model run|inspect`: run a network on named inputs; describe a weight file.
+int run_model_command(dist::World& world, const std::vector<std::string>& args);
+
 }  // namespace lookahead::launch

@@ -23,6 +23,9 @@ void print_usage(std::ostream& out) {
          "Commands:\n"
          "  version    print the version of Lookahead and of the libraries it was built with\n"
          "  env        print ranks, nodes, devices and library versions as every rank sees them\n"
+         "  model      `model run --model unet --config C --weights W --inputs IN --out OUT [--lora F\n"
+         "             --lora-scale S]` runs a network on named tensors; `model inspect FILE` describes\n"
+         "             a weight file and the supported network it matches\n"
          "  help       this text; `lookahead <command> --help` describes a command's options\n\n"
       << launch::world_options() << "\n";
 }
@@ -41,6 +44,7 @@ int run_command(const std::string& command, std::vector<std::string> args, int* 
   using Runner = int (*)(dist::World&, const std::vector<std::string>&);
   Runner runner = nullptr;
   if (command == "env") runner = launch::run_env;
+  if (command == "model") runner = launch::run_model_command;
   if (!runner) {
     std::cerr << "lookahead: unknown command '" << command << "'\n\n";
     print_usage(std::cerr);
@@ -73,6 +77,10 @@ int run_command(const std::string& command, std::vector<std::string> args, int* 
     world.abort(launch::kExitDistributed, e.what());
   } catch (const po::error& e) {
     world.abort(launch::kExitUsage, std::string("lookahead ") + command + ": " + e.what());
+  } catch (const std::invalid_argument& e) {
+    world.abort(launch::kExitUsage, std::string("lookahead ") + command + ": " + e.what());
+  } catch (const c10::Error& e) {
+    world.abort(launch::kExitError, e.what_without_backtrace());
   } catch (const std::exception& e) {
     // Other ranks may be waiting in a collective for this one: end the job rather than hang it.
     world.abort(launch::kExitError, e.what());

@@ -1,0 +1,228 @@
+// `lookahead model run` (run a network on named input tensors, for parity checks and for
+// debugging a user's weights) and `lookahead model inspect` (what a weight file holds and which
+// supported network it matches).
+#include <boost/program_options/options_description.hpp>
+#include <boost/program_options/parsers.hpp>
+#include <boost/program_options/value_semantic.hpp>
+#include <boost/program_options/variables_map.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "launch/cli.h"
+#include "launch/commands.h"
+#include "model/io/safetensors.h"
+#include "model/io/state_dict.h"
+#include "model/nn/lora_loader.h"
+#include "model/unet/unet_2d_condition.h"
+
+namespace po = boost::program_options;
+
+namespace lookahead::launch {
+
+namespace {
+
+/// `lookahead model run` arguments, validated.
+struct ModelRunOptions {
+  std::string model;
+  std::string config;
+  std::string weights;
+  std::string lora;
+  double lora_scale = 1.0;
+  std::string inputs;
+  std::string out;
+  at::ScalarType dtype = at::kFloat;
+};
+
+at::ScalarType parse_dtype(const std::string& s) {
+  if (s == "float32") return at::kFloat;
+  if (s == "bfloat16") return at::kBFloat16;
+  if (s == "float16") return at::kHalf;
+  throw std::invalid_argument("--dtype must be float32, bfloat16 or float16, got '" + s + "'");
+}
+
+at::Tensor required(const std::map<std::string, at::Tensor>& tensors, const std::string& name, const std::string& file) {
+  auto it = tensors.find(name);
+  TORCH_CHECK(it != tensors.end(), file, ": missing input tensor '", name, "'");
+  return it->second;
+}
+
+at::Tensor optional(const std::map<std::string, at::Tensor>& tensors, const std::string& name) {
+  auto it = tensors.find(name);
+  return it == tensors.end() ? at::Tensor() : it->second;
+}
+
+int run_model(const ModelRunOptions& o) {
+  TORCH_CHECK(o.model == "unet", "--model: supported networks: unet (got '", o.model, "')");
+  auto config = model::unet::UNetConfig::from_file(o.config);
+  model::unet::UNet2DConditionModel unet(config, at::TensorOptions().dtype(o.dtype));
+  auto report = model::io::load_state_dict(*unet, model::io::load_file(o.weights), o.weights);
+  std::cerr << "model run: " << o.weights << ": " << report.summary() << "\n";
+  if (!o.lora.empty()) {
+    auto scale = std::make_shared<model::nn::LoraScale>();
+    scale->value = o.lora_scale;
+    auto lr = model::nn::attach_kohya_lora(*unet, model::io::load_file(o.lora), "lora", scale, o.lora);
+    std::cerr << "model run: " << o.lora << ": " << lr.layers << " layers, scale " << o.lora_scale << "\n";
+  }
+  unet->eval();
+  auto in = model::io::load_file(o.inputs);
+  model::unet::UNetInputs x;
+  x.sample = required(in, "sample", o.inputs);
+  x.timestep = required(in, "timestep", o.inputs);
+  x.encoder_hidden_states = required(in, "encoder_hidden_states", o.inputs);
+  x.text_embeds = optional(in, "text_embeds");
+  x.time_ids = optional(in, "time_ids");
+  at::NoGradGuard no_grad;
+  at::Tensor out = unet->forward(x).to(at::kFloat).contiguous();
+  model::io::save_file(o.out, {{"out", out}});
+  std::cerr << "model run: wrote " << o.out << " (out " << out.sizes() << ")\n";
+  return kExitOk;
+}
+
+// ---- inspect ------------------------------------------------------------------------------------
+
+std::vector<model::io::TensorInfo> read_infos(const std::string& path) {
+  std::vector<model::io::TensorInfo> infos;
+  if (path.size() > 11 && path.substr(path.size() - 11) == ".index.json") {
+    std::ifstream in(path);
+    TORCH_CHECK(in, "cannot open '", path, "'");
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+      TORCH_CHECK(false, path, ": not valid JSON: ", e.what());
+    }
+    TORCH_CHECK(j.contains("weight_map") && j["weight_map"].is_object(), path, ": no weight_map object");
+    std::set<std::string> shards;
+    for (const auto& [name, file] : j["weight_map"].items()) shards.insert(file.get<std::string>());
+    auto dir = std::filesystem::path(path).parent_path();
+    for (const auto& s : shards) {
+      auto f = model::io::SafetensorsFile::open((dir / s).string());
+      infos.insert(infos.end(), f->tensors().begin(), f->tensors().end());
+    }
+    return infos;
+  }
+  auto f = model::io::SafetensorsFile::open(path);
+  return f->tensors();
+}
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::ostringstream s;
+  s << "[";
+  for (size_t i = 0; i < shape.size(); ++i) s << (i ? ", " : "") << shape[i];
+  return s.str() + "]";
+}
+
+void match_unet(const std::vector<model::io::TensorInfo>& infos, const model::unet::UNetConfig& config,
+                const std::string& label) {
+  model::unet::UNet2DConditionModel unet(config, at::TensorOptions().device(at::kMeta));
+  std::map<std::string, at::Tensor> shapes;
+  for (const auto& i : infos) shapes[i.name] = at::empty(i.shape, at::TensorOptions().device(at::kMeta));
+  auto report = model::io::load_state_dict(*unet, shapes, "file", /*strict=*/false);
+  auto [tensors, elements] = model::unet::count_parameters(*unet);
+  if (report.loaded == 0) return;
+  std::cout << "  " << label << ": " << report.loaded << " of " << tensors << " tensors match"
+            << (report.ok() ? " (complete)" : "") << "\n";
+  if (!report.ok()) std::cout << "    " << report.summary(8) << "\n";
+}
+
+void match_lora(const std::vector<model::io::TensorInfo>& infos, const model::unet::UNetConfig& config,
+                const std::string& path, const std::string& label) {
+  bool any = std::any_of(infos.begin(), infos.end(), [](const auto& i) { return i.name.rfind("lora_unet_", 0) == 0; });
+  if (!any) return;
+  model::unet::UNet2DConditionModel unet(config, at::TensorOptions().device(at::kMeta));
+  std::map<std::string, at::Tensor> tensors;
+  auto file = path.size() > 11 && path.substr(path.size() - 11) == ".index.json" ? nullptr
+                                                                                  : model::io::SafetensorsFile::open(path);
+  for (const auto& i : infos) {
+    bool alpha = i.name.size() > 6 && i.name.substr(i.name.size() - 6) == ".alpha";
+    tensors[i.name] = alpha && file ? file->get(i.name) : at::empty(i.shape, at::TensorOptions().device(at::kMeta));
+  }
+  try {
+    auto r = model::nn::attach_kohya_lora(*unet, tensors, "inspect", std::make_shared<model::nn::LoraScale>(), path);
+    std::cout << "  kohya LoRA for " << label << ": " << r.layers << " layers, " << r.parameters << " parameters";
+    if (!r.alphas.empty()) {
+      std::cout << ", alpha";
+      for (double a : r.alphas) std::cout << " " << a;
+    }
+    if (!r.ignored.empty()) std::cout << ", " << r.ignored.size() << " text-encoder keys ignored";
+    std::cout << "\n";
+  } catch (const c10::Error& e) {
+    std::cout << "  kohya LoRA, but not for " << label << ": " << e.what_without_backtrace() << "\n";
+  }
+}
+
+int inspect(const std::string& path, const std::string& config_path, bool list_all) {
+  auto infos = read_infos(path);
+  std::map<std::string, std::pair<int64_t, int64_t>> by_dtype;  // dtype -> (tensors, elements)
+  for (const auto& i : infos) {
+    auto& d = by_dtype[model::io::dtype_to_string(i.dtype)];
+    d.first += 1;
+    d.second += i.numel();
+  }
+  std::cout << path << ": " << infos.size() << " tensors\n";
+  for (const auto& [dtype, n] : by_dtype) std::cout << "  " << dtype << ": " << n.first << " tensors, " << n.second << " elements\n";
+  size_t shown = 0;
+  for (const auto& i : infos) {
+    if (!list_all && shown == 20) {
+      std::cout << "  ... (" << infos.size() - shown << " more; --all lists every tensor)\n";
+      break;
+    }
+    std::cout << "  " << std::left << std::setw(72) << i.name << " " << std::setw(5) << model::io::dtype_to_string(i.dtype)
+              << " " << shape_str(i.shape) << "\n";
+    ++shown;
+  }
+  std::cout << "matches:\n";
+  auto config = config_path.empty() ? model::unet::UNetConfig::sdxl_base() : model::unet::UNetConfig::from_file(config_path);
+  std::string label = config_path.empty() ? "UNet2DConditionModel (SDXL base)" : "UNet2DConditionModel (" + config_path + ")";
+  match_unet(infos, config, label);
+  match_lora(infos, config, path, label);
+  return kExitOk;
+}
+
+}  // namespace
+
+int run_model_command(dist::World& world, const std::vector<std::string>& args) {
+  if (args.empty() || (args[0] != "run" && args[0] != "inspect"))
+    throw po::error("expected `lookahead model run ...` or `lookahead model inspect FILE`");
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (world.size() > 1) throw std::invalid_argument("`lookahead model` is a single-process tool; run it without mpirun");
+  if (args[0] == "inspect") {
+    po::options_description d("lookahead model inspect FILE");
+    d.add_options()("file", po::value<std::string>()->required(), "safetensors file or *.index.json")(
+        "config", po::value<std::string>()->default_value(""), "UNet config.json to match against (default: SDXL base)")(
+        "all", po::bool_switch(), "list every tensor");
+    po::positional_options_description pos;
+    pos.add("file", 1);
+    po::variables_map vm;
+    po::store(po::command_line_parser(rest).options(d).positional(pos).run(), vm);
+    po::notify(vm);
+    return inspect(vm["file"].as<std::string>(), vm["config"].as<std::string>(), vm["all"].as<bool>());
+  }
+  po::options_description d("lookahead model run");
+  d.add_options()("model", po::value<std::string>()->required(), "network: unet")(
+      "config", po::value<std::string>()->required(), "the network's diffusers config.json")(
+      "weights", po::value<std::string>()->required(), "safetensors file (or *.index.json) with its weights")(
+      "lora", po::value<std::string>()->default_value(""), "kohya-format LoRA to apply unfused")(
+      "lora-scale", po::value<double>()->default_value(1.0), "run-time LoRA multiplier")(
+      "inputs", po::value<std::string>()->required(), "safetensors file of named inputs")(
+      "out", po::value<std::string>()->required(), "safetensors file to write the output to")(
+      "dtype", po::value<std::string>()->default_value("float32"), "float32, bfloat16 or float16");
+  auto vm = parse(rest, d);
+  ModelRunOptions o;
+  o.model = vm["model"].as<std::string>();
+  o.config = vm["config"].as<std::string>();
+  o.weights = vm["weights"].as<std::string>();
+  o.lora = vm["lora"].as<std::string>();
+  o.lora_scale = vm["lora-scale"].as<double>();
+  o.inputs = vm["inputs"].as<std::string>();
+  o.out = vm["out"].as<std::string>();
+  o.dtype = parse_dtype(vm["dtype"].as<std::string>());
+  return run_model(o);
+}
+
+}  // namespace lookahead::launch

@@ -1,0 +1,109 @@
+// safetensors files: a memory-mapped reader that validates the header against the file, a writer
+// that produces files the Python `safetensors` package reads (byte for byte what it writes), and
+// sharded checkpoints (`*.safetensors.index.json` with a `weight_map`).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace lookahead::model::io {
+
+/// Largest header (JSON) the reader accepts, as in the reference implementation.
+inline constexpr uint64_t kMaxHeaderBytes = 100'000'000;
+
+/// One tensor entry of a safetensors header.
+struct TensorInfo {
+  std::string name;
+  at::ScalarType dtype = at::kFloat;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0;  ///< byte offset in the data section (after the 8 + N header bytes)
+  uint64_t end = 0;
+  /// Product of `shape` (1 for a rank-0 tensor).
+  int64_t numel() const;
+};
+
+/// Parsed safetensors header.
+struct Header {
+  std::vector<TensorInfo> tensors;  ///< in file (offset) order
+  std::map<std::string, std::string> metadata;
+  uint64_t data_offset = 0;  ///< file offset of the data section: 8 + the JSON header's length
+};
+
+/// Parses and validates a header: JSON object, known dtypes, shapes consistent with byte counts,
+/// offsets inside `data_size`, non-overlapping and covering the data section, no duplicate keys.
+/// Throws c10::Error whose message names `origin` (a file path) and the offending tensor.
+Header parse_header(std::string_view json, uint64_t data_size, const std::string& origin);
+
+/// Validates a whole file image held in memory (`size` bytes: the 8-byte length, the header and
+/// the data section) and returns its header. Reads nothing outside [bytes, bytes + size); this is
+/// what SafetensorsFile::open runs on its mapping, and what the fuzz target drives.
+Header parse_image(const uint8_t* bytes, size_t size, const std::string& origin);
+
+/// A read-only, memory-mapped safetensors file. Only the pages of tensors that are read are
+/// touched, so opening a 10 GB checkpoint costs the header alone. get() is safe to call from
+/// several threads at once.
+///
+/// Example:
+///   auto f = SafetensorsFile::open("unet/diffusion_pytorch_model.safetensors");
+///   at::Tensor w = f->get("conv_in.weight");
+class SafetensorsFile {
+ public:
+  /// Maps and validates the file; throws c10::Error naming the file on any inconsistency
+  /// (truncation, header length beyond the file, bad JSON, unknown dtype, bad offsets).
+  /// The file must not be truncated while it is open (the mapping would fault); the writer here
+  /// replaces files by rename, which leaves open mappings intact.
+  static std::shared_ptr<SafetensorsFile> open(const std::string& path);
+  ~SafetensorsFile();
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  const std::vector<TensorInfo>& tensors() const { return header_.tensors; }
+  const std::map<std::string, std::string>& metadata() const { return header_.metadata; }
+  bool contains(const std::string& name) const;
+  /// Entry for `name`; throws naming the file if absent.
+  const TensorInfo& info(const std::string& name) const;
+  /// A new, contiguous CPU tensor holding a copy of `name`'s bytes, in memory aligned for its
+  /// dtype even where the file's data section is not. Throws for a BOOL tensor whose bytes are
+  /// not all 0 or 1, since torch assumes canonical booleans.
+  at::Tensor get(const std::string& name) const;
+
+ private:
+  SafetensorsFile() = default;
+  std::string path_;
+  Header header_;
+  std::map<std::string, size_t> index_;
+  const uint8_t* data_ = nullptr;  // start of the data section inside the mapping
+  void* map_ = nullptr;
+  size_t map_size_ = 0;
+};
+
+/// All tensors of a safetensors file, or of a sharded checkpoint given its index (a path ending in
+/// `.index.json`): shards are found relative to the index's folder, and every shard must hold
+/// exactly the tensors the `weight_map` assigns to it.
+std::map<std::string, at::Tensor> load_file(const std::string& path);
+
+/// Writes `tensors` (contiguous CPU copies are made as needed, one tensor at a time) with optional
+/// string metadata (written as `__metadata__` when not empty, keys sorted). Tensors are laid out as
+/// the reference writer does: by dtype (wider first, in the reference's dtype order) then name, the
+/// compact JSON header padded with spaces to a multiple of 8. The file is written to a temporary
+/// name in the same folder, fsynced and renamed, so a crash never leaves a truncated file under
+/// `path`. Throws c10::Error naming `path` (and the tensor) for duplicate or reserved names,
+/// names or metadata that are not valid UTF-8, unsupported dtypes, and I/O failures.
+void save_file(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+               const std::map<std::string, std::string>& metadata = {});
+
+/// safetensors dtype string ("F32", "BF16", ...) of a torch dtype; throws for unsupported ones.
+std::string dtype_to_string(at::ScalarType dtype);
+/// torch dtype of a safetensors dtype string; throws for unknown ones.
+at::ScalarType dtype_from_string(const std::string& dtype);
+
+}  // namespace lookahead::model::io

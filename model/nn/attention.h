@@ -1,0 +1,66 @@
+// diffusers `Attention` (to_q/to_k/to_v without bias, to_out.0 with bias) computed with
+// scaled_dot_product_attention, and the GEGLU `FeedForward` of BasicTransformerBlock.
+#pragma once
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/pimpl.h>
+
+#include "model/nn/lora.h"
+
+namespace lookahead::model::nn {
+
+/// Attention over `heads` heads of `head_dim` channels. Query dim -> heads*head_dim; keys and
+/// values come from `cross_attention_dim` (= query dim for self-attention).
+struct AttentionOptions {
+  AttentionOptions(int64_t query_dim, int64_t heads, int64_t head_dim)
+      : query_dim_(query_dim), heads_(heads), head_dim_(head_dim), cross_attention_dim_(query_dim) {}
+  TORCH_ARG(int64_t, query_dim);
+  TORCH_ARG(int64_t, heads);
+  TORCH_ARG(int64_t, head_dim);
+  TORCH_ARG(int64_t, cross_attention_dim);
+  TORCH_ARG(at::TensorOptions, tensor_options) = at::TensorOptions();
+};
+
+class AttentionImpl : public torch::nn::Cloneable<AttentionImpl> {
+ public:
+  explicit AttentionImpl(const AttentionOptions& options);
+  void reset() override;
+  /// x [B, N, query_dim]; context [B, M, cross_attention_dim] or undefined (self-attention).
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& context = {});
+  /// softmax(q kᵀ / sqrt(d)) v with heads split from channels: q [B, N, C], k/v [B, M, C].
+  at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) const;
+
+  AttentionOptions options;
+  LoraLinear to_q{nullptr}, to_k{nullptr}, to_v{nullptr};
+  torch::nn::ModuleList to_out{nullptr};  // [0] = LoraLinear (diffusers key `to_out.0`)
+  LoraLinear out_proj() const;
+};
+TORCH_MODULE(Attention);
+
+/// GEGLU: proj(x) = [a | g] (each 4C); returns a * gelu(g). diffusers key `net.0.proj`.
+class GegluImpl : public torch::nn::Cloneable<GegluImpl> {
+ public:
+  GegluImpl(int64_t dim_in, int64_t dim_out, at::TensorOptions tensor_options);
+  void reset() override;
+  at::Tensor forward(const at::Tensor& x);
+  int64_t dim_in, dim_out;
+  at::TensorOptions tensor_options;
+  LoraLinear proj{nullptr};
+};
+TORCH_MODULE(Geglu);
+
+/// FeedForward(dim, mult 4, GEGLU): net.0 = GEGLU(dim, 4dim), net.1 = dropout (no weights),
+/// net.2 = Linear(4dim, dim).
+class FeedForwardImpl : public torch::nn::Cloneable<FeedForwardImpl> {
+ public:
+  FeedForwardImpl(int64_t dim, at::TensorOptions tensor_options);
+  void reset() override;
+  at::Tensor forward(const at::Tensor& x);  // [B, N, dim]
+  int64_t dim;
+  at::TensorOptions tensor_options;
+  torch::nn::ModuleList net{nullptr};
+};
+TORCH_MODULE(FeedForward);
+
+}  // namespace lookahead::model::nn

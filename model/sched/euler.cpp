@@ -1,0 +1,154 @@
+// EulerDiscreteSampler: diffusers' timestep spacing, σ interpolation and step, in its float32
+// op order.
+#include "model/sched/euler.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "model/sched/config_json.h"
+
+namespace lookahead::model::sched {
+
+EulerDiscreteOptions EulerDiscreteOptions::from_config(const nlohmann::json& config) {
+  EulerDiscreteOptions o;
+  o.schedule = NoiseScheduleConfig::from_config(config);
+  o.timestep_spacing = TimestepSpacing::kLinspace;
+  o.steps_offset = 0;
+  std::string text = to_string(o.timestep_spacing);
+  detail::read_key(config, "timestep_spacing", text);
+  o.timestep_spacing = parse_timestep_spacing(text);
+  detail::read_key(config, "steps_offset", o.steps_offset);
+  text = to_string(o.final_sigmas_type);
+  detail::read_key(config, "final_sigmas_type", text);
+  o.final_sigmas_type = parse_final_sigma(text);
+  detail::require_default(config, "interpolation_type", "linear", "sigma interpolation");
+  detail::require_default(config, "use_karras_sigmas", false, "Karras sigmas");
+  detail::require_default(config, "use_exponential_sigmas", false, "exponential sigmas");
+  detail::require_default(config, "use_beta_sigmas", false, "beta sigmas");
+  detail::require_default(config, "timestep_type", "discrete", "continuous timesteps");
+  o.validate();
+  return o;
+}
+
+void EulerDiscreteOptions::validate() const {
+  schedule.validate();
+  TORCH_CHECK(steps_offset >= 0, "Euler: steps_offset must be >= 0, got ", steps_offset);
+  TORCH_CHECK(s_churn >= 0 && std::isfinite(s_churn), "Euler: s_churn must be finite and >= 0, got ", s_churn);
+  TORCH_CHECK(s_noise >= 0 && std::isfinite(s_noise), "Euler: s_noise must be finite and >= 0, got ", s_noise);
+  TORCH_CHECK(!std::isnan(s_tmin) && !std::isnan(s_tmax), "Euler: s_tmin/s_tmax must not be NaN");
+}
+
+EulerDiscreteSampler::EulerDiscreteSampler(EulerDiscreteOptions options)
+    : Sampler(NoiseSchedule(options.schedule)), options_(options) {
+  options_.validate();
+}
+
+void EulerDiscreteSampler::set_timesteps(int64_t n) {
+  check_num_steps(n);
+  const int64_t T = schedule_.num_train_timesteps();
+  // diffusers keeps these timesteps as float32, so every value is rounded to float here.
+  std::vector<double> ts;
+  switch (options_.timestep_spacing) {
+    case TimestepSpacing::kLinspace: {
+      for (double v : detail::np_linspace(0, static_cast<double>(T - 1), n)) {
+        ts.push_back(static_cast<float>(v));
+      }
+      std::reverse(ts.begin(), ts.end());
+      break;
+    }
+    case TimestepSpacing::kLeading: {
+      const int64_t ratio = T / n;
+      for (int64_t i = n - 1; i >= 0; --i) {
+        const auto v = static_cast<float>(detail::np_round(static_cast<double>(i * ratio)));
+        ts.push_back(v + static_cast<float>(options_.steps_offset));
+      }
+      break;
+    }
+    case TimestepSpacing::kTrailing: {
+      const double ratio = static_cast<double>(T) / static_cast<double>(n);
+      for (double v : detail::np_arange(static_cast<double>(T), 0, -ratio)) {
+        ts.push_back(static_cast<float>(detail::np_round(v)) - 1.0f);
+      }
+      break;
+    }
+  }
+  TORCH_CHECK(static_cast<int64_t>(ts.size()) == n, "euler: trailing spacing gives ", ts.size(),
+              " timesteps for num_inference_steps = ", n,
+              " (a rounding artefact of numpy.arange that diffusers shares); choose another number of steps");
+  check_schedule(ts);
+
+  const std::vector<double> train = detail::train_sigmas(schedule_);
+  sigmas_.clear();
+  for (double t : ts) {
+    sigmas_.push_back(static_cast<float>(detail::np_interp_index(t, train)));
+  }
+  sigmas_.push_back(options_.final_sigmas_type == FinalSigma::kZero ? 0.0f : static_cast<float>(train[0]));
+  timesteps_ = at::tensor(ts, at::kDouble).to(at::kFloat);      // [n]
+  sigmas_tensor_ = at::tensor(std::vector<double>(sigmas_.begin(), sigmas_.end()), at::kDouble)
+                       .to(at::kFloat);                          // [n+1]
+}
+
+double EulerDiscreteSampler::init_noise_sigma() const {
+  TORCH_CHECK(!sigmas_.empty(), "euler: call set_timesteps before init_noise_sigma");
+  const float max_sigma = *std::max_element(sigmas_.begin(), sigmas_.end());
+  if (options_.timestep_spacing != TimestepSpacing::kLeading) {
+    return max_sigma;
+  }
+  return detail::f32_sqrt(max_sigma * max_sigma + 1.0f);
+}
+
+at::Tensor EulerDiscreteSampler::scale_model_input(const at::Tensor& sample, int64_t i) const {
+  check_index(i);
+  const float sigma = sigmas_[static_cast<size_t>(i)];
+  return sample / static_cast<double>(detail::f32_sqrt(sigma * sigma + 1.0f));
+}
+
+double EulerDiscreteSampler::gamma(int64_t i) const {
+  const float sigma = sigmas_[static_cast<size_t>(i)];
+  // torch compares the float32 σ with the thresholds rounded to float32.
+  if (options_.s_churn == 0 || !(static_cast<float>(options_.s_tmin) <= sigma &&
+                                 sigma <= static_cast<float>(options_.s_tmax))) {
+    return 0.0;
+  }
+  return std::min(options_.s_churn / static_cast<double>(sigmas_.size() - 1), std::sqrt(2.0) - 1);
+}
+
+bool EulerDiscreteSampler::needs_noise(int64_t i) const {
+  check_index(i);
+  return gamma(i) > 0;
+}
+
+StepOutput EulerDiscreteSampler::step_impl(const at::Tensor& model_output, int64_t i, const at::Tensor& sample,
+                                           const at::Tensor& noise) {
+  const float sigma = sigmas_[static_cast<size_t>(i)];
+  const double g = gamma(i);
+  const float sigma_hat = sigma * static_cast<float>(g + 1);
+  at::Tensor x = sample.to(at::kFloat);  // [B, C, H, W]
+  if (g > 0) {
+    const float lift = detail::f32_sqrt(sigma_hat * sigma_hat - sigma * sigma);
+    x = x + (noise * options_.s_noise) * static_cast<double>(lift);
+  }
+  at::Tensor pred_x0;
+  switch (schedule_.prediction_type()) {
+    case PredictionType::kEpsilon:
+      pred_x0 = x - model_output * static_cast<double>(sigma_hat);
+      break;
+    case PredictionType::kVPrediction: {
+      const float s2p1 = sigma * sigma + 1.0f;
+      pred_x0 = model_output * static_cast<double>(-sigma / detail::f32_sqrt(s2p1)) + x / static_cast<double>(s2p1);
+      break;
+    }
+    case PredictionType::kSample:
+      pred_x0 = model_output;
+      break;
+  }
+  const at::Tensor derivative = (x - pred_x0) / static_cast<double>(sigma_hat);
+  const float dt = sigmas_[static_cast<size_t>(i) + 1] - sigma_hat;
+  const at::Tensor prev = x + derivative * static_cast<double>(dt);
+  return StepOutput{prev.to(model_output.scalar_type()), pred_x0};
+}
+
+}  // namespace lookahead::model::sched

@@ -1,0 +1,57 @@
+// Transformer2DModel (continuous input) and its BasicTransformerBlocks: GroupNorm, proj_in,
+// [self-attention, cross-attention, GEGLU feed-forward] x depth, proj_out, residual.
+#pragma once
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/pimpl.h>
+
+#include "model/nn/attention.h"
+#include "model/nn/lora.h"
+#include "model/nn/norm.h"
+
+namespace lookahead::model::unet {
+
+/// h += attn1(norm1(h)); h += attn2(norm2(h), context); h += ff(norm3(h)).
+class BasicTransformerBlockImpl : public torch::nn::Cloneable<BasicTransformerBlockImpl> {
+ public:
+  BasicTransformerBlockImpl(int64_t dim, int64_t heads, int64_t head_dim, int64_t cross_attention_dim,
+                            at::TensorOptions tensor_options);
+  void reset() override;
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& context);  // x [B, N, C], context [B, M, Dc]
+  int64_t dim, heads, head_dim, cross_attention_dim;
+  at::TensorOptions tensor_options;
+  nn::LayerNorm norm1{nullptr}, norm2{nullptr}, norm3{nullptr};
+  nn::Attention attn1{nullptr}, attn2{nullptr};
+  nn::FeedForward ff{nullptr};
+};
+TORCH_MODULE(BasicTransformerBlock);
+
+struct Transformer2DOptions {
+  Transformer2DOptions(int64_t channels, int64_t heads, int64_t depth, int64_t cross_attention_dim)
+      : channels_(channels), heads_(heads), depth_(depth), cross_attention_dim_(cross_attention_dim) {}
+  TORCH_ARG(int64_t, channels);
+  TORCH_ARG(int64_t, heads);  ///< head_dim = channels / heads
+  TORCH_ARG(int64_t, depth);
+  TORCH_ARG(int64_t, cross_attention_dim);
+  TORCH_ARG(int64_t, groups) = 32;
+  TORCH_ARG(bool, use_linear_projection) = true;  ///< SDXL: Linear proj_in/out; SD1.x: 1x1 conv
+  TORCH_ARG(at::TensorOptions, tensor_options) = at::TensorOptions();
+};
+
+/// x [B, C, H, W] -> x + proj_out(blocks(proj_in(norm(x)) as [B, HW, C])).
+class Transformer2DModelImpl : public torch::nn::Cloneable<Transformer2DModelImpl> {
+ public:
+  explicit Transformer2DModelImpl(const Transformer2DOptions& options);
+  void reset() override;
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& context);
+  BasicTransformerBlockImpl& block(size_t i) { return *transformer_blocks->ptr<BasicTransformerBlockImpl>(i); }
+
+  Transformer2DOptions options;
+  nn::GroupNorm norm{nullptr};
+  std::shared_ptr<torch::nn::Module> proj_in, proj_out;  // LoraLinear or LoraConv2d (1x1)
+  torch::nn::ModuleList transformer_blocks{nullptr};
+};
+TORCH_MODULE(Transformer2DModel);
+
+}  // namespace lookahead::model::unet

@@ -1,0 +1,192 @@
+// UNet2DConditionModel construction (diffusers' __init__ rules) and forward pass.
+#include "model/unet/unet_2d_condition.h"
+
+#include <ATen/ATen.h>
+
+namespace lookahead::model::unet {
+
+UNet2DConditionModelImpl::UNet2DConditionModelImpl(UNetConfig config, at::TensorOptions tensor_options)
+    : config_(std::move(config)), tensor_options_(tensor_options) {
+  reset();
+}
+
+void UNet2DConditionModelImpl::reset() {
+  const UNetConfig& c = config_;
+  const auto t = tensor_options_;
+  const size_t n = c.block_out_channels.size();
+  const int64_t temb = c.time_embed_dim();
+
+  conv_in = register_module("conv_in", nn::LoraConv2d(nn::Conv2dOptions(c.in_channels, c.block_out_channels[0], c.conv_in_kernel)
+                                                          .padding((c.conv_in_kernel - 1) / 2)
+                                                          .tensor_options(t)));
+  time_embedding = register_module("time_embedding", nn::TimestepEmbedding(c.block_out_channels[0], temb, t));
+  if (c.addition_embed_type == "text_time")
+    add_embedding = register_module("add_embedding", nn::TimestepEmbedding(c.projection_class_embeddings_input_dim, temb, t));
+
+  auto base = [&] {
+    BlockOptions o;
+    o.temb_channels = temb;
+    o.groups = c.norm_num_groups;
+    o.eps = c.norm_eps;
+    o.output_scale_factor = c.resnet_out_scale_factor;
+    o.downsample_padding = c.downsample_padding;
+    o.use_linear_projection = c.use_linear_projection;
+    o.tensor_options = t;
+    return o;
+  };
+
+  down_blocks = register_module("down_blocks", torch::nn::ModuleList());
+  int64_t out_ch = c.block_out_channels[0];
+  for (size_t i = 0; i < n; ++i) {
+    BlockOptions o = base();
+    o.in_channels = out_ch;
+    out_ch = c.block_out_channels[i];
+    o.out_channels = out_ch;
+    o.num_layers = c.layers_per_block[i];
+    o.cross_attention = c.down_block_types[i] == "CrossAttnDownBlock2D";
+    o.transformer_depth = c.transformer_layers_per_block[i];
+    o.heads = c.num_attention_heads[i];
+    o.cross_attention_dim = c.cross_attention_dim[i];
+    o.add_sampler = i + 1 < n;
+    down_blocks->push_back(DownBlock(o));
+  }
+
+  BlockOptions mid = base();
+  mid.in_channels = mid.out_channels = c.block_out_channels.back();
+  mid.num_layers = 1;
+  mid.cross_attention = true;
+  mid.transformer_depth = c.transformer_layers_per_block.back();
+  mid.heads = c.num_attention_heads.back();
+  mid.cross_attention_dim = c.cross_attention_dim.back();
+  mid.output_scale_factor = c.mid_block_scale_factor;
+  mid_block = register_module("mid_block", MidBlock(mid));
+
+  up_blocks = register_module("up_blocks", torch::nn::ModuleList());
+  std::vector<int64_t> rev_channels(c.block_out_channels.rbegin(), c.block_out_channels.rend());
+  std::vector<int64_t> rev_heads(c.num_attention_heads.rbegin(), c.num_attention_heads.rend());
+  std::vector<int64_t> rev_layers(c.layers_per_block.rbegin(), c.layers_per_block.rend());
+  std::vector<int64_t> rev_cross(c.cross_attention_dim.rbegin(), c.cross_attention_dim.rend());
+  int64_t prev_out = rev_channels[0];
+  for (size_t i = 0; i < n; ++i) {
+    BlockOptions o = base();
+    o.prev_output_channels = prev_out;
+    o.out_channels = rev_channels[i];
+    o.in_channels = rev_channels[std::min(i + 1, n - 1)];
+    o.num_layers = rev_layers[i] + 1;
+    o.cross_attention = c.up_block_types[i] == "CrossAttnUpBlock2D";
+    o.transformer_depth = c.reverse_transformer_layers_per_block[i];
+    o.heads = rev_heads[i];
+    o.cross_attention_dim = rev_cross[i];
+    o.add_sampler = i + 1 < n;
+    up_blocks->push_back(UpBlock(o));
+    prev_out = o.out_channels;
+  }
+
+  conv_norm_out = register_module(
+      "conv_norm_out",
+      nn::GroupNorm(nn::GroupNormOptions(c.norm_num_groups, c.block_out_channels[0]).eps(c.norm_eps).tensor_options(t)));
+  conv_out = register_module("conv_out", nn::LoraConv2d(nn::Conv2dOptions(c.block_out_channels[0], c.out_channels, c.conv_out_kernel)
+                                                            .padding((c.conv_out_kernel - 1) / 2)
+                                                            .tensor_options(t)));
+}
+
+at::Tensor UNet2DConditionModelImpl::embed_time(const UNetInputs& in) {
+  const int64_t b = in.sample.size(0);
+  at::Tensor t = in.timestep;
+  TORCH_CHECK(t.defined(), "UNet: timestep is required");
+  t = t.to(in.sample.device());
+  if (t.dim() == 0) t = t.reshape({1});
+  TORCH_CHECK(t.dim() == 1 && (t.size(0) == b || t.size(0) == 1), "UNet: timestep must be a scalar or [B=", b,
+              "], got ", t.sizes());
+  t = t.expand({b});
+  const auto dtype = conv_in->weight.scalar_type();
+  at::Tensor t_emb = nn::timestep_embedding(t, config_.block_out_channels[0], config_.flip_sin_to_cos, config_.freq_shift);
+  at::Tensor emb = time_embedding->forward(t_emb.to(dtype));  // [B, temb]
+  if (add_embedding) {
+    TORCH_CHECK(in.text_embeds.defined() && in.time_ids.defined(),
+                "UNet: addition_embed_type 'text_time' needs text_embeds and time_ids");
+    TORCH_CHECK(in.time_ids.dim() == 2 && in.time_ids.size(0) == b, "UNet: time_ids must be [B, n], got ",
+                in.time_ids.sizes());
+    at::Tensor ids = nn::timestep_embedding(in.time_ids.flatten(), config_.addition_time_embed_dim,
+                                            config_.flip_sin_to_cos, config_.freq_shift)
+                         .reshape({b, -1});                           // [B, n * 256]
+    at::Tensor add = at::cat({in.text_embeds.to(ids.dtype()), ids}, -1);  // text_embeds first
+    TORCH_CHECK(add.size(1) == config_.projection_class_embeddings_input_dim, "UNet: text_embeds (",
+                in.text_embeds.size(-1), ") + time_ids embedding (", ids.size(1), ") = ", add.size(1),
+                " features, but add_embedding expects ", config_.projection_class_embeddings_input_dim);
+    emb = emb + add_embedding->forward(add.to(dtype));
+  }
+  return emb;
+}
+
+at::Tensor UNet2DConditionModelImpl::forward(const UNetInputs& in) {
+  TORCH_CHECK(in.sample.dim() == 4 && in.sample.size(1) == config_.in_channels, "UNet: sample must be [B, ",
+              config_.in_channels, ", h, w], got ", in.sample.sizes());
+  TORCH_CHECK(in.encoder_hidden_states.defined() && in.encoder_hidden_states.dim() == 3,
+              "UNet: encoder_hidden_states must be [B, M, D]");
+  at::Tensor emb = embed_time(in);
+  const auto dtype = conv_in->weight.scalar_type();
+  at::Tensor context = in.encoder_hidden_states.to(dtype);
+  at::Tensor x = in.sample.to(dtype);
+  if (config_.center_input_sample) x = 2 * x - 1.0;
+
+  // Odd latent sizes: upsamplers must restore the skip's size instead of doubling.
+  const int64_t factor = int64_t{1} << (config_.block_out_channels.size() - 1);
+  const bool forward_upsample_size = x.size(2) % factor != 0 || x.size(3) % factor != 0;
+
+  at::Tensor h = conv_in->forward(x);
+  std::vector<at::Tensor> skips{h};
+  for (size_t i = 0; i < down_blocks->size(); ++i) h = down_blocks->ptr<DownBlockImpl>(i)->forward(h, emb, context, skips);
+  h = mid_block->forward(h, emb, context);
+  for (size_t i = 0; i < up_blocks->size(); ++i) {
+    auto* up = up_blocks->ptr<UpBlockImpl>(i).get();
+    c10::optional<std::vector<int64_t>> size;
+    size_t consumed = up->resnets->size();
+    if (forward_upsample_size && up->upsamplers && skips.size() > consumed) {
+      const at::Tensor& next_skip = skips[skips.size() - consumed - 1];
+      size = std::vector<int64_t>{next_skip.size(2), next_skip.size(3)};
+    }
+    h = up->forward(h, emb, context, skips, size);
+  }
+  return conv_out->forward(at::silu(conv_norm_out->forward(h)));
+}
+
+std::vector<Unit> UNet2DConditionModelImpl::units() {
+  std::vector<Unit> out;
+  std::vector<std::string> stem_in{"conv_in", "time_embedding"};
+  if (add_embedding) stem_in.push_back("add_embedding");
+  out.push_back(Unit{"stem_in", nullptr, stem_in});
+  auto add_block = [&](const std::string& prefix, torch::nn::Module& block) {
+    // Execution order inside a stage: resnet i, attention i, ..., then the sampler.
+    auto children = block.named_children();
+    auto list = [&](const char* name) -> torch::nn::ModuleList {
+      return children.contains(name) ? torch::nn::ModuleList(std::dynamic_pointer_cast<torch::nn::ModuleListImpl>(children[name]))
+                                     : torch::nn::ModuleList(nullptr);
+    };
+    auto resnets = list("resnets"), attentions = list("attentions");
+    bool is_mid = prefix == "mid_block";
+    for (size_t i = 0; i < resnets->size(); ++i) {
+      if (is_mid && i > 0) out.push_back(Unit{prefix + ".attentions." + std::to_string(i - 1), attentions[i - 1], {}});
+      out.push_back(Unit{prefix + ".resnets." + std::to_string(i), resnets[i], {}});
+      if (!is_mid && attentions) out.push_back(Unit{prefix + ".attentions." + std::to_string(i), attentions[i], {}});
+    }
+    for (const char* sampler : {"downsamplers", "upsamplers"})
+      if (auto s = list(sampler)) out.push_back(Unit{prefix + "." + sampler + ".0", s[0], {}});
+  };
+  for (size_t i = 0; i < down_blocks->size(); ++i) add_block("down_blocks." + std::to_string(i), *down_blocks[i]);
+  add_block("mid_block", *mid_block);
+  for (size_t i = 0; i < up_blocks->size(); ++i) add_block("up_blocks." + std::to_string(i), *up_blocks[i]);
+  out.push_back(Unit{"stem_out", nullptr, {"conv_norm_out", "conv_out"}});
+  return out;
+}
+
+std::pair<int64_t, int64_t> count_parameters(const torch::nn::Module& module) {
+  int64_t tensors = 0, elements = 0;
+  for (const auto& p : module.named_parameters()) {
+    ++tensors;
+    elements += p.value().numel();
+  }
+  return {tensors, elements};
+}
+
+}  // namespace lookahead::model::unet

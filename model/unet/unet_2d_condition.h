@@ -1,0 +1,68 @@
+// UNet2DConditionModel of the SDXL family as a libtorch module whose named_parameters() are
+// exactly diffusers' state-dict keys. Built from a UNetConfig on any device (the meta device
+// builds the full SDXL UNet without allocating its 10 GB of weights).
+#pragma once
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/pimpl.h>
+
+#include <string>
+#include <vector>
+
+#include "model/nn/embeddings.h"
+#include "model/unet/unet_blocks.h"
+#include "model/unet/unet_config.h"
+
+namespace lookahead::model::unet {
+
+/// SDXL conditioning: text embeddings and the micro-conditioning of `addition_embed_type = text_time`.
+struct UNetInputs {
+  at::Tensor sample;                 // [B, in_channels, h, w]
+  at::Tensor timestep;               // [] or [B], integer or fractional
+  at::Tensor encoder_hidden_states;  // [B, M, cross_attention_dim]
+  at::Tensor text_embeds;            // [B, 1280] (text_time only)
+  at::Tensor time_ids;               // [B, 6]    (text_time only)
+};
+
+/// A sharding unit: one module the sharded engine gathers, runs and releases as a whole, named by
+/// its diffusers path. Units cover every parameter exactly once, in forward execution order.
+struct Unit {
+  std::string name;                            ///< e.g. "down_blocks.1.attentions.0"
+  std::shared_ptr<torch::nn::Module> module;   ///< null for a stem made of several modules
+  std::vector<std::string> members;            ///< stems: the top-level modules it groups
+};
+
+/// Example:
+///   UNet2DConditionModel unet(UNetConfig::sdxl_base(), at::TensorOptions().device(at::kMeta));
+///   at::Tensor eps = unet->forward(inputs);   // [B, 4, h, w]
+class UNet2DConditionModelImpl : public torch::nn::Cloneable<UNet2DConditionModelImpl> {
+ public:
+  explicit UNet2DConditionModelImpl(UNetConfig config, at::TensorOptions tensor_options = {});
+  void reset() override;
+  /// ε̂ (or whatever the network was trained to predict) for `in`.
+  at::Tensor forward(const UNetInputs& in);
+  /// Time embedding `emb` [B, time_embed_dim] (timestep + text_time conditioning).
+  at::Tensor embed_time(const UNetInputs& in);
+  /// The sharding units in execution order (stems: "stem_in" = conv_in + time/add embeddings,
+  /// "stem_out" = conv_norm_out + conv_out).
+  std::vector<Unit> units();
+
+  const UNetConfig& config() const { return config_; }
+
+  nn::LoraConv2d conv_in{nullptr}, conv_out{nullptr};
+  nn::TimestepEmbedding time_embedding{nullptr}, add_embedding{nullptr};
+  torch::nn::ModuleList down_blocks{nullptr}, up_blocks{nullptr};
+  MidBlock mid_block{nullptr};
+  nn::GroupNorm conv_norm_out{nullptr};
+
+ private:
+  UNetConfig config_;
+  at::TensorOptions tensor_options_;
+};
+TORCH_MODULE(UNet2DConditionModel);
+
+/// (tensors, elements) of a module's parameters, computed from shapes only (works on meta).
+std::pair<int64_t, int64_t> count_parameters(const torch::nn::Module& module);
+
+}  // namespace lookahead::model::unet
