@@ -200,7 +200,8 @@ void print_row(const char* label, const Rep& r) {
 }
 
 int run(const Options& opt, dist::World& world) {
-  // One core for compute: the other one is left to the communication thread and the peer rank.
+  // Compute on one thread, so that a second core (where the rank has one) stays free for the
+  // communication thread; whether it has one is printed below.
   at::set_num_threads(1);
   const nlohmann::json meta = run_metadata(world);  // before our own load shows in the load average
   const int cores = allowed_cores();
@@ -234,8 +235,8 @@ int run(const Options& opt, dist::World& world) {
                 "(verify_signatures %s)\n",
                 n, world.num_nodes(), to_string(opt.op), static_cast<long long>(bytes),
                 format_bytes(bytes).c_str(), opt.verify ? "on" : "off");
-    std::printf("# MPI: %s; load average at start %.2f on %d cores\n", world.mpi_version().c_str(), meta["loadavg_1m"].get<double>(),
-                static_cast<int>(std::thread::hardware_concurrency()));
+    std::printf("# MPI: %s; load average at start %.2f on %d cores\n", world.mpi_version().c_str(),
+                meta["loadavg_1m"].get<double>(), static_cast<int>(std::thread::hardware_concurrency()));
     std::printf("# cores rank 0 may run on: %d (mpirun binding); the communication thread shares them with compute\n",
                 cores);
     std::printf("# compute: %lld matmuls of %lldx%lld float32 on the calling thread, at::set_num_threads(1)%s\n",

@@ -152,6 +152,11 @@ void World::abort(int code, const std::string& message) {
     std::fprintf(stderr, "[lookahead %s] error: %s\n", where().c_str(), message.c_str());
   std::fflush(stderr);
   failed_.store(true);
+  if (size_ == 1) {
+    // Nobody to take down: MPI_Abort would only add OpenMPI's banner to the message above.
+    std::fflush(stdout);
+    std::_Exit(code);
+  }
   MPI_Abort(MPI_COMM_WORLD, code);
   std::_Exit(code);  // MPI_Abort does not return; keep the [[noreturn]] promise regardless
 }

@@ -1,17 +1,7 @@
 // The common interface of the inference samplers (Euler, DDIM, DPM-Solver++, multi-step LCM),
 // each a port of the diffusers scheduler of the same name with its exact timestep schedule and
-// float32 step arithmetic. A sampling loop reads:
-//
-//   sampler.set_timesteps(n);
-//   x = randn(shape) * sampler.init_noise_sigma();
-//   for (i = 0; i < sampler.num_steps(); ++i) {
-//     eps = unet(sampler.scale_model_input(x, i), sampler.timestep(i), ...);
-//     x = sampler.step(eps, i, x, generator).prev_sample;
-//   }
-//
-// Unlike diffusers, the step index i is explicit (no hidden step counter to reset), and the
-// noise of stochastic steps can be passed in as a tensor (parity tests) or drawn from a generator
-// in exactly the order and dtype diffusers draws it (same seed, same noise).
+// float32 step arithmetic, plus the factory that builds one from a scheduler_config.json and the
+// numpy routines those schedules depend on.
 #pragma once
 
 #include <ATen/core/Generator.h>
@@ -50,7 +40,19 @@ struct StepOutput {
   at::Tensor pred_x0;      // [B, C, H, W] the clean-sample estimate made at this step (LCM: denoised)
 };
 
-/// Inference sampler. Not thread-safe; DPM-Solver keeps a history of model outputs.
+/// Inference sampler. A sampling loop reads
+///
+///   sampler.set_timesteps(n);
+///   x = randn(shape) * sampler.init_noise_sigma();
+///   for (i = 0; i < sampler.num_steps(); ++i) {
+///     eps = unet(sampler.scale_model_input(x, i), sampler.timestep(i), ...);
+///     x = sampler.step(eps, i, x, generator).prev_sample;
+///   }
+///
+/// Unlike diffusers the step index i is explicit (no hidden counter to reset), and the noise of
+/// stochastic steps is either passed in as a tensor or drawn from a generator in exactly the order
+/// and dtype diffusers draws it (same seed, same noise). Not thread-safe; DPM-Solver keeps a
+/// history of model outputs.
 class Sampler {
  public:
   explicit Sampler(NoiseSchedule schedule) : schedule_(std::move(schedule)) {}

@@ -14,5 +14,5 @@ lookahead_add_executable(model_safetensors_fuzz_driver
                          SOURCES ${CMAKE_CURRENT_LIST_DIR}/safetensors_fuzz_driver.cpp
                                  ${CMAKE_SOURCE_DIR}/model/io/fuzz_safetensors_header.cpp
                          DEPS lookahead_model)
-add_test(NAME model_safetensors_fuzz COMMAND model_safetensors_fuzz_driver --iterations 20000)
+add_test(NAME model_safetensors_fuzz COMMAND model_safetensors_fuzz_driver --iterations 100000)
 set_tests_properties(model_safetensors_fuzz PROPERTIES LABELS "unit;fuzz" TIMEOUT 300 ENVIRONMENT "${LA_TEST_ENV}")

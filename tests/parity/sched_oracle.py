@@ -1,25 +1,14 @@
 #!/usr/bin/env python3
 """Oracle for the model/sched parity test: diffusers' own schedulers (DDPM, EulerDiscrete, DDIM,
-DPMSolverMultistep, LCM) and the official LCM-Lookahead one-step preview formula produce the
-reference values that tests/model/sched_parity_test.cpp replays:
-
-  * schedule tables (betas, alphas_cumprod) for several configs;
-  * DDPM add_noise / get_velocity for per-sample timesteps (float32 and float16);
-  * the one-step LCM preview at the current t (c_skip, c_out, denoised);
-  * timestep / sigma / init_noise_sigma schedules for many step counts and spacings, each marked
-    valid or not (diffusers raises, or builds a timestep outside [0, T), a repeat, or a length
-    other than n: the C++ side must refuse those);
-  * full sampling chains: random model outputs fed through `step` exactly as a pipeline does,
-    with every noise tensor diffusers draws recorded (and the generator seed, so the C++ side can
-    also draw it itself).
-
-Every run has fixed cases (the SDXL scheduler config) plus cases drawn from SEED.
+DPMSolverMultistep, LCM) and the official LCM-Lookahead one-step preview formula write the reference
+values (schedule tables, add_noise/velocity, previews, timestep/sigma schedules, full sampling chains
+with every noise draw recorded) that tests/model/sched_parity_test.cpp replays. Fixed SDXL cases
+plus cases drawn from SEED.
 
   sched_oracle.py OUTDIR SEED      writes OUTDIR/sched_fixture.json; SEED = integer or "random"
                                    ("random" takes $LA_PARITY_SEED when set, else a fresh seed)
 """
 import json
-import math
 import os
 import random
 import sys
@@ -73,6 +62,8 @@ class NoiseRecorder:
 
 
 def schedule_valid(ts, n, T):
+    """False where diffusers builds a timestep outside [0, T), a repeat, or a length other than n:
+    the C++ samplers must refuse those schedules."""
     ts = [float(t) for t in ts]
     return (len(ts) == n and all(0 <= t <= T - 1 for t in ts)
             and all(b < a for a, b in zip(ts, ts[1:])))
