@@ -435,12 +435,14 @@ std::map<std::string, at::Tensor> load_index(const std::string& index_path) {
   for (const auto& [name, shard] : wm->items()) {
     TORCH_CHECK(shard.is_string(), "safetensors index '", index_path, "': tensor '", name,
                 "': shard must be a file name string");
-    const auto& file = shard.get_ref<const std::string&>();
-    fs::path rel(file);
-    bool escapes = file.empty() || rel.is_absolute() ||
+    // Normalized, so that "a.safetensors" and "./a.safetensors" name one shard.
+    const auto& given = shard.get_ref<const std::string&>();
+    const fs::path rel = fs::path(given).lexically_normal();
+    const std::string file = rel.string();
+    bool escapes = given.empty() || rel.is_absolute() ||
                    std::any_of(rel.begin(), rel.end(), [](const fs::path& part) { return part == ".."; });
     // Shards live beside the index; a path leaving that folder is a corrupt or hostile index.
-    TORCH_CHECK(!escapes, "safetensors index '", index_path, "': tensor '", name, "': shard '", file,
+    TORCH_CHECK(!escapes, "safetensors index '", index_path, "': tensor '", name, "': shard '", given,
                 "' must be a relative path inside the index's folder");
     shard_of[name] = file;
     listed[file].insert(name);

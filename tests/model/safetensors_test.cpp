@@ -177,6 +177,16 @@ TEST_F(Safetensors, RoundTripsRankZeroEmptyAndNonContiguous) {
   EXPECT_EQ(file->info("empty_3d").begin, file->info("empty_3d").end);
 }
 
+TEST_F(Safetensors, CopiesLargeTensorsInChunks) {
+  // Past the reader's 16 MiB chunk, which it copies from several threads, with a ragged last chunk.
+  at::Tensor big = at::arange(10'000'003, at::kFloat);
+  at::Tensor small = at::ones({3}, at::kByte);
+  save_file(path("big.safetensors"), {{"big", big}, {"small", small}});
+  auto file = SafetensorsFile::open(path("big.safetensors"));
+  EXPECT_TRUE(same_tensor(file->get("big"), big));
+  EXPECT_TRUE(same_tensor(file->get("small"), small));
+}
+
 TEST_F(Safetensors, SavesCudaTensorsThroughTheCpu) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   at::Tensor want = sample(at::kHalf, {5, 7});
@@ -469,7 +479,7 @@ TEST_F(SafetensorsSharded, FindsShardsInSubfoldersBesideTheIndex) {
   fs::create_directories(dir_ / "unet");
   fs::rename(path("model-00002-of-00002.safetensors"), dir_ / "unet" / "part2.safetensors");
   auto all = load_file(index(R"({"weight_map":{"a":"model-00001-of-00002.safetensors",)"
-                             R"("b":"model-00001-of-00002.safetensors","c":"unet/part2.safetensors"}})"));
+                             R"("b":"./model-00001-of-00002.safetensors","c":"unet/part2.safetensors"}})"));
   EXPECT_EQ(all.size(), 3u);
 }
 
