@@ -4,6 +4,8 @@
 // command line (e.g. crash reproducers). --write-corpus DIR writes the seeds for a libFuzzer run.
 #include <unistd.h>
 
+#include <ATen/ATen.h>
+
 #include <chrono>
 #include <cstdint>
 #include <cstdio>

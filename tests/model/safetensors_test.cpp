@@ -4,6 +4,8 @@
 // and tests/parity/safetensors_oracle.py named in LA_SAFETENSORS_PYTHON / LA_SAFETENSORS_ORACLE).
 #include <gtest/gtest.h>
 
+#include <ATen/ATen.h>
+
 #include <sys/wait.h>
 #include <unistd.h>
 
