@@ -15,6 +15,7 @@
 
 #include "launch/cli.h"
 #include "launch/commands.h"
+#include "launch/model_runners.h"
 #include "model/io/safetensors.h"
 #include "model/io/state_dict.h"
 #include "model/nn/lora_loader.h"
@@ -25,18 +26,6 @@ namespace po = boost::program_options;
 namespace lookahead::launch {
 
 namespace {
-
-/// `lookahead model run` arguments, validated.
-struct ModelRunOptions {
-  std::string model;
-  std::string config;
-  std::string weights;
-  std::string lora;
-  double lora_scale = 1.0;
-  std::string inputs;
-  std::string out;
-  at::ScalarType dtype = at::kFloat;
-};
 
 at::ScalarType parse_dtype(const std::string& s) {
   if (s == "float32") return at::kFloat;
@@ -56,8 +45,7 @@ at::Tensor optional(const std::map<std::string, at::Tensor>& tensors, const std:
   return it == tensors.end() ? at::Tensor() : it->second;
 }
 
-int run_model(const ModelRunOptions& o) {
-  TORCH_CHECK(o.model == "unet", "--model: supported networks: unet (got '", o.model, "')");
+int run_unet(const NetworkRun& o) {
   auto config = model::unet::UNetConfig::from_file(o.config);
   model::unet::UNet2DConditionModel unet(config, at::TensorOptions().dtype(o.dtype));
   auto report = model::io::load_state_dict(*unet, model::io::load_file(o.weights), o.weights);
@@ -204,7 +192,7 @@ int run_model_command(dist::World& world, const std::vector<std::string>& args) 
     return inspect(vm["file"].as<std::string>(), vm["config"].as<std::string>(), vm["all"].as<bool>());
   }
   po::options_description d("lookahead model run");
-  d.add_options()("model", po::value<std::string>()->required(), "network: unet")(
+  d.add_options()("model", po::value<std::string>()->required(), "network name (unet, ...)")(
       "config", po::value<std::string>()->required(), "the network's diffusers config.json")(
       "weights", po::value<std::string>()->required(), "safetensors file (or *.index.json) with its weights")(
       "lora", po::value<std::string>()->default_value(""), "kohya-format LoRA to apply unfused")(
@@ -213,7 +201,7 @@ int run_model_command(dist::World& world, const std::vector<std::string>& args) 
       "out", po::value<std::string>()->required(), "safetensors file to write the output to")(
       "dtype", po::value<std::string>()->default_value("float32"), "float32, bfloat16 or float16");
   auto vm = parse(rest, d);
-  ModelRunOptions o;
+  NetworkRun o;
   o.model = vm["model"].as<std::string>();
   o.config = vm["config"].as<std::string>();
   o.weights = vm["weights"].as<std::string>();
@@ -222,7 +210,16 @@ int run_model_command(dist::World& world, const std::vector<std::string>& args) 
   o.inputs = vm["inputs"].as<std::string>();
   o.out = vm["out"].as<std::string>();
   o.dtype = parse_dtype(vm["dtype"].as<std::string>());
-  return run_model(o);
+  using Runner = int (*)(const NetworkRun&);
+  const std::map<std::string, Runner> runners = {{"unet", run_unet}};
+  auto runner = runners.find(o.model);
+  if (runner == runners.end()) {
+    std::string names;
+    for (const auto& [name, fn] : runners) names += (names.empty() ? "" : ", ") + name;
+    throw std::invalid_argument("--model: supported networks are " + names + " (got '" + o.model + "')");
+  }
+  TORCH_CHECK(o.lora.empty() || o.model == "unet", "--lora applies to the unet only");
+  return runner->second(o);
 }
 
 }  // namespace lookahead::launch

@@ -1,0 +1,23 @@
+// The networks `lookahead model run --model NAME` can run, one runner per family. Each reads the
+// named input tensors of a safetensors file, runs the network and writes its named outputs.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+namespace lookahead::launch {
+
+/// A validated `lookahead model run` request.
+struct NetworkRun {
+  std::string model;    ///< network name (unet, taesd, vae, clip-text, ...)
+  std::string config;   ///< the reference library's config.json
+  std::string weights;  ///< safetensors file or *.index.json
+  std::string lora;     ///< optional kohya LoRA (UNet only)
+  double lora_scale = 1.0;
+  std::string inputs;   ///< safetensors file of named inputs
+  std::string out;      ///< safetensors file for named outputs
+  at::ScalarType dtype = at::kFloat;
+};
+
+}  // namespace lookahead::launch
