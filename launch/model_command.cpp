@@ -16,6 +16,7 @@
 #include "launch/cli.h"
 #include "launch/commands.h"
 #include "launch/model_runners.h"
+#include "model/adapters/ip_adapter.h"
 #include "model/io/safetensors.h"
 #include "model/io/state_dict.h"
 #include "model/nn/lora_loader.h"
@@ -56,6 +57,15 @@ int run_unet(const NetworkRun& o) {
     auto lr = model::nn::attach_kohya_lora(*unet, model::io::load_file(o.lora), "lora", scale, o.lora);
     std::cerr << "model run: " << o.lora << ": " << lr.layers << " layers, scale " << o.lora_scale << "\n";
   }
+  model::adapters::IpAdapter ip{nullptr};
+  if (!o.ip_adapter.empty()) {
+    auto weights = model::adapters::load_ip_adapter_file(o.ip_adapter);
+    ip = model::adapters::IpAdapter(*unet, model::adapters::infer_resampler_options(weights, o.ip_adapter));
+    ip->to(o.dtype);
+    auto r = model::io::load_state_dict(*ip, weights, o.ip_adapter);
+    ip->attach(*unet);
+    std::cerr << "model run: " << o.ip_adapter << ": " << r.summary() << ", scale " << o.ip_scale << "\n";
+  }
   unet->eval();
   auto in = model::io::load_file(o.inputs);
   model::unet::UNetInputs x;
@@ -65,6 +75,10 @@ int run_unet(const NetworkRun& o) {
   x.text_embeds = optional(in, "text_embeds");
   x.time_ids = optional(in, "time_ids");
   at::NoGradGuard no_grad;
+  if (ip) {
+    x.ip_tokens = ip->image_tokens(required(in, "image_embeds", o.inputs));
+    x.ip_scale = o.ip_scale;
+  }
   at::Tensor out = unet->forward(x).to(at::kFloat).contiguous();
   model::io::save_file(o.out, {{"out", out}});
   std::cerr << "model run: wrote " << o.out << " (out " << out.sizes() << ")\n";
@@ -197,6 +211,9 @@ int run_model_command(dist::World& world, const std::vector<std::string>& args) 
       "weights", po::value<std::string>()->required(), "safetensors file (or *.index.json) with its weights")(
       "lora", po::value<std::string>()->default_value(""), "kohya-format LoRA to apply unfused")(
       "lora-scale", po::value<double>()->default_value(1.0), "run-time LoRA multiplier")(
+      "ip-adapter", po::value<std::string>()->default_value(""),
+      "IP-Adapter Plus checkpoint (.safetensors or .bin); the inputs then need image_embeds [B, N, 1280]")(
+      "ip-scale", po::value<double>()->default_value(1.0), "weight of the IP-Adapter image branch")(
       "inputs", po::value<std::string>()->required(), "safetensors file of named inputs")(
       "out", po::value<std::string>()->required(), "safetensors file to write the output to")(
       "dtype", po::value<std::string>()->default_value("float32"), "float32, bfloat16 or float16");
@@ -207,6 +224,8 @@ int run_model_command(dist::World& world, const std::vector<std::string>& args) 
   o.weights = vm["weights"].as<std::string>();
   o.lora = vm["lora"].as<std::string>();
   o.lora_scale = vm["lora-scale"].as<double>();
+  o.ip_adapter = vm["ip-adapter"].as<std::string>();
+  o.ip_scale = vm["ip-scale"].as<double>();
   o.inputs = vm["inputs"].as<std::string>();
   o.out = vm["out"].as<std::string>();
   o.dtype = parse_dtype(vm["dtype"].as<std::string>());
@@ -219,6 +238,7 @@ int run_model_command(dist::World& world, const std::vector<std::string>& args) 
     throw std::invalid_argument("--model: supported networks are " + names + " (got '" + o.model + "')");
   }
   TORCH_CHECK(o.lora.empty() || o.model == "unet", "--lora applies to the unet only");
+  TORCH_CHECK(o.ip_adapter.empty() || o.model == "unet", "--ip-adapter applies to the unet only");
   return runner->second(o);
 }
 

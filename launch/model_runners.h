@@ -15,6 +15,8 @@ struct NetworkRun {
   std::string weights;  ///< safetensors file or *.index.json
   std::string lora;     ///< optional kohya LoRA (UNet only)
   double lora_scale = 1.0;
+  std::string ip_adapter;  ///< optional IP-Adapter Plus checkpoint (UNet only; input `image_embeds`)
+  double ip_scale = 1.0;
   std::string inputs;   ///< safetensors file of named inputs
   std::string out;      ///< safetensors file for named outputs
   at::ScalarType dtype = at::kFloat;

@@ -35,7 +35,16 @@ at::Tensor AttentionImpl::attend(const at::Tensor& q, const at::Tensor& k, const
 
 at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& context) {
   const at::Tensor& ctx = context.defined() ? context : x;
-  at::Tensor o = attend(to_q->forward(x), to_k->forward(ctx), to_v->forward(ctx));
+  at::Tensor q = to_q->forward(x);
+  at::Tensor o = attend(q, to_k->forward(ctx), to_v->forward(ctx));
+  const auto& shared = options.context();
+  if (ip_ && shared && shared->ip_tokens.defined()) {
+    const at::Tensor& ip = shared->ip_tokens;  // [B, T_ip, D_ip]
+    TORCH_CHECK(ip.dim() == 3 && ip.size(0) == x.size(0), "IP-Adapter tokens must be [B=", x.size(0),
+                ", T, D], got ", ip.sizes());
+    at::Tensor ip_in = ip.to(q.scalar_type());
+    o = o + attend(q, ip_->to_k_ip->forward(ip_in), ip_->to_v_ip->forward(ip_in)) * shared->ip_scale;
+  }
   return out_proj()->forward(o);
 }
 

@@ -10,6 +10,19 @@
 
 namespace lookahead::model::nn {
 
+/// Per-forward inputs shared by every attention layer of one network, set by the network's
+/// forward (e.g. the IP-Adapter tokens of this call) and read by the layers that use them.
+struct AttentionContext {
+  at::Tensor ip_tokens;   ///< [B, T_ip, D_ip] image-prompt tokens, or undefined (no image branch)
+  double ip_scale = 1.0;  ///< weight s of the image branch
+};
+
+/// Decoupled image cross-attention of one attn2 layer (IP-Adapter): K/V projections of the image
+/// tokens; the branch adds s * attention(q, to_k_ip(ip), to_v_ip(ip)) before to_out.0.
+struct IpBranch {
+  std::shared_ptr<LoraLinearImpl> to_k_ip, to_v_ip;
+};
+
 /// Attention over `heads` heads of `head_dim` channels. Query dim -> heads*head_dim; keys and
 /// values come from `cross_attention_dim` (= query dim for self-attention).
 struct AttentionOptions {
@@ -20,6 +33,8 @@ struct AttentionOptions {
   TORCH_ARG(int64_t, head_dim);
   TORCH_ARG(int64_t, cross_attention_dim);
   TORCH_ARG(at::TensorOptions, tensor_options) = at::TensorOptions();
+  /// Shared per-forward inputs (IP tokens); may be null for a plain attention.
+  TORCH_ARG(std::shared_ptr<AttentionContext>, context) = nullptr;
 };
 
 class AttentionImpl : public torch::nn::Cloneable<AttentionImpl> {
@@ -35,6 +50,12 @@ class AttentionImpl : public torch::nn::Cloneable<AttentionImpl> {
   LoraLinear to_q{nullptr}, to_k{nullptr}, to_v{nullptr};
   torch::nn::ModuleList to_out{nullptr};  // [0] = LoraLinear (diffusers key `to_out.0`)
   LoraLinear out_proj() const;
+  /// Adds the IP-Adapter image branch (cross-attention layers); replaces an earlier one.
+  void set_ip_branch(std::shared_ptr<IpBranch> branch) { ip_ = std::move(branch); }
+  const std::shared_ptr<IpBranch>& ip_branch() const { return ip_; }
+
+ private:
+  std::shared_ptr<IpBranch> ip_;
 };
 TORCH_MODULE(Attention);
 

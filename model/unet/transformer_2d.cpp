@@ -6,8 +6,10 @@
 namespace lookahead::model::unet {
 
 BasicTransformerBlockImpl::BasicTransformerBlockImpl(int64_t dim_, int64_t heads_, int64_t head_dim_,
-                                                     int64_t cross_dim_, at::TensorOptions t)
-    : dim(dim_), heads(heads_), head_dim(head_dim_), cross_attention_dim(cross_dim_), tensor_options(t) {
+                                                     int64_t cross_dim_, at::TensorOptions t,
+                                                     std::shared_ptr<nn::AttentionContext> context_)
+    : dim(dim_), heads(heads_), head_dim(head_dim_), cross_attention_dim(cross_dim_), tensor_options(t),
+      context(std::move(context_)) {
   reset();
 }
 
@@ -18,7 +20,10 @@ void BasicTransformerBlockImpl::reset() {
   norm2 = register_module("norm2", nn::LayerNorm(nn::LayerNormOptions(dim).tensor_options(t)));
   attn2 = register_module(
       "attn2",
-      nn::Attention(nn::AttentionOptions(dim, heads, head_dim).cross_attention_dim(cross_attention_dim).tensor_options(t)));
+      nn::Attention(nn::AttentionOptions(dim, heads, head_dim)
+                        .cross_attention_dim(cross_attention_dim)
+                        .tensor_options(t)
+                        .context(context)));
   norm3 = register_module("norm3", nn::LayerNorm(nn::LayerNormOptions(dim).tensor_options(t)));
   ff = register_module("ff", nn::FeedForward(dim, t));
 }
@@ -45,7 +50,7 @@ void Transformer2DModelImpl::reset() {
   transformer_blocks = register_module("transformer_blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < o.depth(); ++i)
     transformer_blocks->push_back(
-        BasicTransformerBlock(o.channels(), o.heads(), o.channels() / o.heads(), o.cross_attention_dim(), t));
+        BasicTransformerBlock(o.channels(), o.heads(), o.channels() / o.heads(), o.cross_attention_dim(), t, o.context()));
   if (o.use_linear_projection()) {
     proj_out = register_module("proj_out", nn::LoraLinear(nn::LinearOptions(o.channels(), o.channels()).tensor_options(t)).ptr());
   } else {

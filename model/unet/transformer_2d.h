@@ -16,11 +16,12 @@ namespace lookahead::model::unet {
 class BasicTransformerBlockImpl : public torch::nn::Cloneable<BasicTransformerBlockImpl> {
  public:
   BasicTransformerBlockImpl(int64_t dim, int64_t heads, int64_t head_dim, int64_t cross_attention_dim,
-                            at::TensorOptions tensor_options);
+                            at::TensorOptions tensor_options, std::shared_ptr<nn::AttentionContext> context = nullptr);
   void reset() override;
   at::Tensor forward(const at::Tensor& x, const at::Tensor& context);  // x [B, N, C], context [B, M, Dc]
   int64_t dim, heads, head_dim, cross_attention_dim;
   at::TensorOptions tensor_options;
+  std::shared_ptr<nn::AttentionContext> context;
   nn::LayerNorm norm1{nullptr}, norm2{nullptr}, norm3{nullptr};
   nn::Attention attn1{nullptr}, attn2{nullptr};
   nn::FeedForward ff{nullptr};
@@ -37,6 +38,7 @@ struct Transformer2DOptions {
   TORCH_ARG(int64_t, groups) = 32;
   TORCH_ARG(bool, use_linear_projection) = true;  ///< SDXL: Linear proj_in/out; SD1.x: 1x1 conv
   TORCH_ARG(at::TensorOptions, tensor_options) = at::TensorOptions();
+  TORCH_ARG(std::shared_ptr<nn::AttentionContext>, context) = nullptr;
 };
 
 /// x [B, C, H, W] -> x + proj_out(blocks(proj_in(norm(x)) as [B, HW, C])).

@@ -15,6 +15,7 @@ void UNet2DConditionModelImpl::reset() {
   const auto t = tensor_options_;
   const size_t n = c.block_out_channels.size();
   const int64_t temb = c.time_embed_dim();
+  attention_context_ = std::make_shared<nn::AttentionContext>();
 
   conv_in = register_module("conv_in", nn::LoraConv2d(nn::Conv2dOptions(c.in_channels, c.block_out_channels[0], c.conv_in_kernel)
                                                           .padding((c.conv_in_kernel - 1) / 2)
@@ -32,6 +33,7 @@ void UNet2DConditionModelImpl::reset() {
     o.downsample_padding = c.downsample_padding;
     o.use_linear_projection = c.use_linear_projection;
     o.tensor_options = t;
+    o.attention_context = attention_context_;
     return o;
   };
 
@@ -126,6 +128,14 @@ at::Tensor UNet2DConditionModelImpl::forward(const UNetInputs& in) {
               "UNet: encoder_hidden_states must be [B, M, D]");
   at::Tensor emb = embed_time(in);
   const auto dtype = conv_in->weight.scalar_type();
+  // The attention layers read this call's image tokens from the shared context; cleared on exit
+  // so a later call without tokens cannot see stale ones.
+  struct ContextScope {
+    nn::AttentionContext& ctx;
+    ~ContextScope() { ctx.ip_tokens = at::Tensor(); }
+  } scope{*attention_context_};
+  attention_context_->ip_tokens = in.ip_tokens;
+  attention_context_->ip_scale = in.ip_scale;
   at::Tensor context = in.encoder_hidden_states.to(dtype);
   at::Tensor x = in.sample.to(dtype);
   if (config_.center_input_sample) x = 2 * x - 1.0;
@@ -177,6 +187,21 @@ std::vector<Unit> UNet2DConditionModelImpl::units() {
   add_block("mid_block", *mid_block);
   for (size_t i = 0; i < up_blocks->size(); ++i) add_block("up_blocks." + std::to_string(i), *up_blocks[i]);
   out.push_back(Unit{"stem_out", nullptr, {"conv_norm_out", "conv_out"}});
+  return out;
+}
+
+std::vector<std::pair<std::string, nn::Attention>> UNet2DConditionModelImpl::cross_attention_layers() {
+  std::vector<std::pair<std::string, nn::Attention>> out;
+  auto collect = [&](const std::string& prefix, torch::nn::Module& root) {
+    for (const auto& item : root.named_modules(prefix, /*include_self=*/false)) {
+      const std::string& path = item.key();
+      if (path.size() > 6 && path.compare(path.size() - 6, 6, ".attn2") == 0)
+        out.emplace_back(path, nn::Attention(std::dynamic_pointer_cast<nn::AttentionImpl>(item.value())));
+    }
+  };
+  collect("down_blocks", *down_blocks);
+  collect("up_blocks", *up_blocks);
+  collect("mid_block", *mid_block);
   return out;
 }
 

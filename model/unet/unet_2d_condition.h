@@ -23,6 +23,8 @@ struct UNetInputs {
   at::Tensor encoder_hidden_states;  // [B, M, cross_attention_dim]
   at::Tensor text_embeds;            // [B, 1280] (text_time only)
   at::Tensor time_ids;               // [B, 6]    (text_time only)
+  at::Tensor ip_tokens;              // [B, T_ip, D] IP-Adapter image tokens (attn2 layers with an IP branch)
+  double ip_scale = 1.0;             // weight of the image branch
 };
 
 /// A sharding unit: one module the sharded engine gathers, runs and releases as a whole, named by
@@ -49,6 +51,9 @@ class UNet2DConditionModelImpl : public torch::nn::Cloneable<UNet2DConditionMode
   std::vector<Unit> units();
 
   const UNetConfig& config() const { return config_; }
+  /// Every cross-attention (attn2) layer with its diffusers path, in diffusers' `attn_processors`
+  /// order (down_blocks, then up_blocks, then mid_block) — the order IP-Adapter checkpoints number.
+  std::vector<std::pair<std::string, nn::Attention>> cross_attention_layers();
 
   nn::LoraConv2d conv_in{nullptr}, conv_out{nullptr};
   nn::TimestepEmbedding time_embedding{nullptr}, add_embedding{nullptr};
@@ -59,6 +64,7 @@ class UNet2DConditionModelImpl : public torch::nn::Cloneable<UNet2DConditionMode
  private:
   UNetConfig config_;
   at::TensorOptions tensor_options_;
+  std::shared_ptr<nn::AttentionContext> attention_context_;
 };
 TORCH_MODULE(UNet2DConditionModel);
 

@@ -19,7 +19,8 @@ Transformer2DModel make_transformer(const BlockOptions& o) {
   return Transformer2DModel(Transformer2DOptions(o.out_channels, o.heads, o.transformer_depth, o.cross_attention_dim)
                                 .groups(o.groups)
                                 .use_linear_projection(o.use_linear_projection)
-                                .tensor_options(o.tensor_options));
+                                .tensor_options(o.tensor_options)
+                                .context(o.attention_context));
 }
 
 }  // namespace

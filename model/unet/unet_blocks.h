@@ -32,6 +32,7 @@ struct BlockOptions {
   int64_t downsample_padding = 1;
   bool use_linear_projection = true;
   at::TensorOptions tensor_options;
+  std::shared_ptr<nn::AttentionContext> attention_context;
 };
 
 class DownBlockImpl : public torch::nn::Cloneable<DownBlockImpl> {

@@ -125,8 +125,60 @@ def make(outdir, seed, fixed):
     for scale in (0.35, 1.0):
         unet.set_adapters(["lcm"], weights=[scale])
         save_file({"out": run(unet, inputs).contiguous()}, f"{outdir}/expected_lora_{scale}.safetensors")
+    make_ip_adapter(outdir, cfg, inputs, rng)
     json.dump({"seed": seed, "config": cfg, "lora_rank": rank, "lora_alpha": alpha}, open(f"{outdir}/case.json", "w"))
     print(f"unet_oracle: seed {seed} config {json.dumps(cfg)} lora rank {rank} alpha {alpha}")
+
+
+def make_ip_adapter(outdir, cfg, inputs, rng):
+    """IP-Adapter Plus in the original checkpoint layout (`image_proj.*` Resampler keys,
+    `ip_adapter.{2j+1}.to_k_ip/to_v_ip`), loaded into a fresh copy of the UNet by diffusers' own
+    loader; expected outputs at two image-branch scales. Written as .safetensors and as the .bin
+    pickle the original repository publishes."""
+    from diffusers import UNet2DConditionModel
+    unet = UNet2DConditionModel.from_pretrained(f"{outdir}/unet").eval()
+    dim = 64 * rng.choice([1, 2])          # dim_head is 64 in IP-Adapter checkpoints
+    emb, queries, depth, mult = rng.choice([32, 40]), rng.choice([4, 16]), 4, 4  # diffusers assumes depth 4, ff_mult 4
+    out_dim = cfg["cross_attention_dim"]
+    r = lambda *shape: torch.randn(*shape) * 0.2
+    image_proj = {"latents": torch.randn(1, queries, dim) / dim ** 0.5,
+                  "proj_in.weight": r(dim, emb), "proj_in.bias": r(dim),
+                  "proj_out.weight": r(out_dim, dim), "proj_out.bias": r(out_dim),
+                  "norm_out.weight": 1 + r(out_dim), "norm_out.bias": r(out_dim)}
+    for i in range(depth):
+        p = f"layers.{i}."
+        image_proj.update({p + "0.norm1.weight": 1 + r(dim), p + "0.norm1.bias": r(dim),
+                           p + "0.norm2.weight": 1 + r(dim), p + "0.norm2.bias": r(dim),
+                           p + "0.to_q.weight": r(dim, dim), p + "0.to_kv.weight": r(2 * dim, dim),
+                           p + "0.to_out.weight": r(dim, dim),
+                           p + "1.0.weight": 1 + r(dim), p + "1.0.bias": r(dim),
+                           p + "1.1.weight": r(dim * mult, dim), p + "1.3.weight": r(dim, dim * mult)})
+    ip_layers = {}
+    attn2 = [m for n, m in unet.attn_processors.items() if n.endswith("attn2.processor")]
+    key = 0
+    for name in unet.attn_processors:  # index among every attention (attn1 included), diffusers' order
+        if name.endswith("attn2.processor"):
+            channels = unet.get_submodule(name[:-len(".processor")]).to_q.out_features
+            ip_layers[f"{key}.to_k_ip.weight"] = r(channels, out_dim)
+            ip_layers[f"{key}.to_v_ip.weight"] = r(channels, out_dim)
+        key += 1
+    assert len(ip_layers) == 2 * len(attn2)
+    flat = {f"image_proj.{k}": v.contiguous() for k, v in image_proj.items()}
+    flat.update({f"ip_adapter.{k}": v.contiguous() for k, v in ip_layers.items()})
+    save_file(flat, f"{outdir}/ip_adapter.safetensors")
+    torch.save({"image_proj": image_proj, "ip_adapter": ip_layers}, f"{outdir}/ip_adapter.bin")
+    unet._load_ip_adapter_weights([{"image_proj": image_proj, "ip_adapter": ip_layers}], low_cpu_mem_usage=False)
+    feats = torch.randn(inputs["sample"].shape[0], rng.choice([5, 9]), emb)
+    save_file(dict(inputs, image_embeds=feats), f"{outdir}/inputs_ip.safetensors")
+    for scale in (0.5, 1.0):
+        for proc in unet.attn_processors.values():
+            if hasattr(proc, "scale"):
+                proc.scale = [scale]
+        with torch.no_grad():
+            out = unet(inputs["sample"], inputs["timestep"], encoder_hidden_states=inputs["encoder_hidden_states"],
+                       added_cond_kwargs={"text_embeds": inputs["text_embeds"], "time_ids": inputs["time_ids"],
+                                          "image_embeds": [feats.unsqueeze(1)]}).sample
+        save_file({"out": out.contiguous()}, f"{outdir}/expected_ip_{scale}.safetensors")
 
 
 def compare(expected, ours, tol):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# UNet and LoRA parity with diffusers through the product's own tool: the oracle builds a random
+# UNet, LoRA and IP-Adapter parity with diffusers through the product's own tool: the oracle builds a random
 # small SDXL-family UNet with diffusers and saves it in the diffusers layout; `lookahead model run`
 # loads those files and runs the same inputs; outputs must agree to TOL (max abs, fp32). The same
 # for a kohya-format LoRA loaded by diffusers' own loader, at two scales.
@@ -30,5 +30,19 @@ fi
 for scale in 0.35 1.0; do
   run "$WORK/ours_lora_$scale.safetensors" --lora "$WORK/lora.safetensors" --lora-scale $scale
   "$PY" "$HERE/unet_oracle.py" compare "$WORK/expected_lora_$scale.safetensors" "$WORK/ours_lora_$scale.safetensors" $TOL
+done
+# IP-Adapter Plus (Resampler + decoupled cross-attention), from the .safetensors and the .bin pickle.
+if "$PY" "$HERE/unet_oracle.py" compare "$WORK/expected.safetensors" "$WORK/expected_ip_1.0.safetensors" 1e-2 \
+  >/dev/null; then
+  echo "FAIL: the oracle's IP-Adapter changes diffusers' output by less than 1e-2"
+  exit 1
+fi
+for scale in 0.5 1.0; do
+  for file in ip_adapter.safetensors ip_adapter.bin; do
+    "$BIN" model run --model unet --config "$WORK/unet/config.json" \
+      --weights "$WORK/unet/diffusion_pytorch_model.safetensors" --inputs "$WORK/inputs_ip.safetensors" \
+      --ip-adapter "$WORK/$file" --ip-scale $scale --out "$WORK/ours_ip_$scale.safetensors"
+    "$PY" "$HERE/unet_oracle.py" compare "$WORK/expected_ip_$scale.safetensors" "$WORK/ours_ip_$scale.safetensors" $TOL
+  done
 done
 echo "1 passed, 0 failed"

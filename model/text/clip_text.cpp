@@ -1,0 +1,286 @@
+// CLIP text encoders (transformers' CLIPTextModel / CLIPTextModelWithProjection): pre-LN
+// transformer with causal self-attention, final LayerNorm, EOS pooling and optional projection.
+#include "model/text/clip_text.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <utility>
+
+#include "model/io/safetensors.h"
+
+namespace lookahead::model::text {
+namespace {
+
+at::Tensor activation(const at::Tensor& x, const std::string& act) {
+  if (act == "quick_gelu") return x * at::sigmoid(1.702 * x);
+  if (act == "gelu") return at::gelu(x);
+  TORCH_CHECK(false, "clip: unsupported hidden_act '", act, "'");
+}
+
+}  // namespace
+
+ClipTextConfig ClipTextConfig::clip_l() { return ClipTextConfig{}; }
+
+ClipTextConfig ClipTextConfig::clip_bigg() {
+  ClipTextConfig c;
+  c.hidden_size = 1280;
+  c.intermediate_size = 5120;
+  c.num_hidden_layers = 32;
+  c.num_attention_heads = 20;
+  c.projection_dim = 1280;
+  c.hidden_act = "gelu";
+  return c;
+}
+
+ClipTextConfig ClipTextConfig::from_json(const nlohmann::json& j) {
+  ClipTextConfig c;
+  auto read_int = [&](const char* key, int64_t& out) {
+    if (j.contains(key) && !j[key].is_null()) out = j[key].get<int64_t>();
+  };
+  read_int("vocab_size", c.vocab_size);
+  read_int("hidden_size", c.hidden_size);
+  read_int("intermediate_size", c.intermediate_size);
+  read_int("num_hidden_layers", c.num_hidden_layers);
+  read_int("num_attention_heads", c.num_attention_heads);
+  read_int("max_position_embeddings", c.max_position_embeddings);
+  read_int("projection_dim", c.projection_dim);
+  read_int("eos_token_id", c.eos_token_id);
+  read_int("bos_token_id", c.bos_token_id);
+  read_int("pad_token_id", c.pad_token_id);
+  if (j.contains("layer_norm_eps") && !j["layer_norm_eps"].is_null()) c.layer_norm_eps = j["layer_norm_eps"].get<double>();
+  if (j.contains("hidden_act") && !j["hidden_act"].is_null()) c.hidden_act = j["hidden_act"].get<std::string>();
+  TORCH_CHECK(c.hidden_act == "quick_gelu" || c.hidden_act == "gelu", "clip: unsupported hidden_act '", c.hidden_act,
+              "'");
+  TORCH_CHECK(c.hidden_size % c.num_attention_heads == 0, "clip: hidden_size ", c.hidden_size,
+              " is not a multiple of num_attention_heads ", c.num_attention_heads);
+  return c;
+}
+
+ClipTextConfig ClipTextConfig::from_file(const std::string& config_json) {
+  std::ifstream in(config_json);
+  TORCH_CHECK(in, "clip: cannot open ", config_json);
+  return from_json(nlohmann::json::parse(in));
+}
+
+ClipEmbeddingImpl::ClipEmbeddingImpl(int64_t num, int64_t dim, at::TensorOptions tensor_options)
+    : num(num), dim(dim), tensor_options(tensor_options) {
+  reset();
+}
+
+void ClipEmbeddingImpl::reset() {
+  weight = register_parameter("weight", at::empty({num, dim}, tensor_options));
+  if (!weight.is_meta()) {
+    at::NoGradGuard no_grad;
+    weight.normal_(0.0, 0.02);
+  }
+}
+
+at::Tensor ClipEmbeddingImpl::forward(const at::Tensor& ids) { return at::embedding(weight, ids); }
+
+ClipAttentionImpl::ClipAttentionImpl(int64_t dim, int64_t heads, at::TensorOptions tensor_options)
+    : dim(dim), heads(heads), tensor_options(tensor_options) {
+  reset();
+}
+
+void ClipAttentionImpl::reset() {
+  auto linear = [&](const char* name) {
+    return register_module(name, nn::LoraLinear(nn::LinearOptions(dim, dim).tensor_options(tensor_options)));
+  };
+  k_proj = linear("k_proj");
+  v_proj = linear("v_proj");
+  q_proj = linear("q_proj");
+  out_proj = linear("out_proj");
+}
+
+at::Tensor ClipAttentionImpl::forward(const at::Tensor& x, bool causal) {
+  const int64_t b = x.size(0), s = x.size(1), d = dim / heads;
+  auto split = [&](const at::Tensor& t) { return t.view({b, s, heads, d}).transpose(1, 2); };  // [B, H, S, d]
+  at::Tensor q = split(q_proj->forward(x));
+  at::Tensor k = split(k_proj->forward(x));
+  at::Tensor v = split(v_proj->forward(x));
+  at::Tensor o = at::scaled_dot_product_attention(q, k, v, {}, 0.0, causal);  // [B, H, S, d]
+  return out_proj->forward(o.transpose(1, 2).reshape({b, s, dim}));
+}
+
+ClipMlpImpl::ClipMlpImpl(int64_t dim, int64_t inner, std::string act, at::TensorOptions tensor_options)
+    : dim(dim), inner(inner), act(std::move(act)), tensor_options(tensor_options) {
+  reset();
+}
+
+void ClipMlpImpl::reset() {
+  fc1 = register_module("fc1", nn::LoraLinear(nn::LinearOptions(dim, inner).tensor_options(tensor_options)));
+  fc2 = register_module("fc2", nn::LoraLinear(nn::LinearOptions(inner, dim).tensor_options(tensor_options)));
+}
+
+at::Tensor ClipMlpImpl::forward(const at::Tensor& x) { return fc2->forward(activation(fc1->forward(x), act)); }
+
+ClipEncoderLayerImpl::ClipEncoderLayerImpl(int64_t dim, int64_t heads, int64_t inner, std::string act, double eps,
+                                           at::TensorOptions tensor_options)
+    : dim(dim), heads(heads), inner(inner), act(std::move(act)), eps(eps), tensor_options(tensor_options) {
+  reset();
+}
+
+void ClipEncoderLayerImpl::reset() {
+  self_attn = register_module("self_attn", ClipAttention(dim, heads, tensor_options));
+  layer_norm1 = register_module("layer_norm1", nn::LayerNorm(nn::LayerNormOptions(dim).eps(eps).tensor_options(tensor_options)));
+  mlp = register_module("mlp", ClipMlp(dim, inner, act, tensor_options));
+  layer_norm2 = register_module("layer_norm2", nn::LayerNorm(nn::LayerNormOptions(dim).eps(eps).tensor_options(tensor_options)));
+}
+
+at::Tensor ClipEncoderLayerImpl::forward(const at::Tensor& x, bool causal) {
+  at::Tensor h = x + self_attn->forward(layer_norm1->forward(x), causal);
+  return h + mlp->forward(layer_norm2->forward(h));
+}
+
+ClipEncoderImpl::ClipEncoderImpl(int64_t num_layers, int64_t dim, int64_t heads, int64_t inner, std::string act,
+                                 double eps, at::TensorOptions tensor_options)
+    : num_layers(num_layers), dim(dim), heads(heads), inner(inner), act(std::move(act)), eps(eps),
+      tensor_options(tensor_options) {
+  reset();
+}
+
+void ClipEncoderImpl::reset() {
+  layers = torch::nn::ModuleList();
+  for (int64_t i = 0; i < num_layers; ++i) layers->push_back(ClipEncoderLayer(dim, heads, inner, act, eps, tensor_options));
+  layers = register_module("layers", layers);
+}
+
+at::Tensor ClipEncoderImpl::forward(const at::Tensor& x, bool causal, std::vector<at::Tensor>* hidden_states) {
+  at::Tensor h = x;
+  if (hidden_states != nullptr) hidden_states->push_back(h);
+  for (const auto& layer : *layers) {
+    h = layer->as<ClipEncoderLayerImpl>()->forward(h, causal);
+    if (hidden_states != nullptr) hidden_states->push_back(h);
+  }
+  return h;
+}
+
+ClipTextEmbeddingsImpl::ClipTextEmbeddingsImpl(const ClipTextConfig& config, at::TensorOptions tensor_options)
+    : config(config), tensor_options(tensor_options) {
+  reset();
+}
+
+void ClipTextEmbeddingsImpl::reset() {
+  token_embedding = register_module("token_embedding", ClipEmbedding(config.vocab_size, config.hidden_size, tensor_options));
+  position_embedding = register_module(
+      "position_embedding", ClipEmbedding(config.max_position_embeddings, config.hidden_size, tensor_options));
+}
+
+at::Tensor ClipTextEmbeddingsImpl::forward(const at::Tensor& ids) {
+  const int64_t s = ids.size(-1);
+  TORCH_CHECK(s <= config.max_position_embeddings, "clip: sequence length ", s, " exceeds max_position_embeddings ",
+              config.max_position_embeddings);
+  return token_embedding->forward(ids) + position_embedding->weight.slice(0, 0, s);  // [B, S, C]
+}
+
+ClipTextTransformerImpl::ClipTextTransformerImpl(const ClipTextConfig& config, at::TensorOptions tensor_options)
+    : config(config), tensor_options(tensor_options) {
+  reset();
+}
+
+void ClipTextTransformerImpl::reset() {
+  embeddings = register_module("embeddings", ClipTextEmbeddings(config, tensor_options));
+  encoder = register_module("encoder", ClipEncoder(config.num_hidden_layers, config.hidden_size,
+                                                   config.num_attention_heads, config.intermediate_size,
+                                                   config.hidden_act, config.layer_norm_eps, tensor_options));
+  final_layer_norm = register_module(
+      "final_layer_norm",
+      nn::LayerNorm(nn::LayerNormOptions(config.hidden_size).eps(config.layer_norm_eps).tensor_options(tensor_options)));
+}
+
+at::Tensor ClipTextTransformerImpl::eos_positions(const at::Tensor& input_ids) const {
+  const at::Tensor ids = input_ids.to(at::kInt);
+  if (config.eos_token_id == 2) return ids.argmax(-1);  // legacy configs: the largest id is EOS
+  return ids.eq(config.eos_token_id).to(at::kInt).argmax(-1);
+}
+
+ClipTextOutput ClipTextTransformerImpl::forward(const at::Tensor& input_ids, bool output_hidden_states) {
+  TORCH_CHECK(input_ids.dim() == 2, "clip: input_ids must be [B, S], got ", input_ids.sizes());
+  ClipTextOutput out;
+  std::vector<at::Tensor> states;
+  at::Tensor h = embeddings->forward(input_ids);                 // [B, S, C]
+  h = encoder->forward(h, /*causal=*/true, &states);             // states: S0..SN
+  out.penultimate_hidden_state = states[states.size() - 2];
+  out.last_hidden_state = final_layer_norm->forward(h);
+  const at::Tensor pos = eos_positions(input_ids).to(at::kLong).to(h.device());           // [B]
+  const at::Tensor rows = at::arange(input_ids.size(0), pos.options());
+  out.pooler_output = out.last_hidden_state.index({rows, pos});  // [B, C]
+  if (output_hidden_states) out.hidden_states = std::move(states);
+  return out;
+}
+
+ClipTextModelImpl::ClipTextModelImpl(const ClipTextConfig& config, bool with_projection, at::TensorOptions tensor_options)
+    : config(config), with_projection(with_projection), tensor_options(tensor_options) {
+  reset();
+}
+
+void ClipTextModelImpl::reset() {
+  text_model = register_module("text_model", ClipTextTransformer(config, tensor_options));
+  if (with_projection) {
+    text_projection = register_module(
+        "text_projection",
+        nn::LoraLinear(nn::LinearOptions(config.hidden_size, config.projection_dim).bias(false).tensor_options(tensor_options)));
+  }
+}
+
+ClipTextOutput ClipTextModelImpl::forward(const at::Tensor& input_ids, bool output_hidden_states) {
+  ClipTextOutput out = text_model->forward(input_ids, output_hidden_states);
+  if (with_projection) out.text_embeds = text_projection->forward(out.pooler_output);
+  return out;
+}
+
+std::map<std::string, at::Tensor> normalize_clip_text_keys(const std::map<std::string, at::Tensor>& tensors) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& [key, value] : tensors) {
+    if (key.size() >= 12 && key.compare(key.size() - 12, 12, "position_ids") == 0) continue;
+    if (key.rfind("text_model.", 0) == 0 || key.rfind("text_projection.", 0) == 0) {
+      out.emplace(key, value);
+    } else {
+      out.emplace("text_model." + key, value);
+    }
+  }
+  return out;
+}
+
+io::LoadReport load_clip_text_weights(ClipTextModel& model, const std::map<std::string, at::Tensor>& tensors,
+                                      const std::string& origin, bool strict) {
+  return io::load_state_dict(*model, normalize_clip_text_keys(tensors), origin, strict);
+}
+
+ClipTextModel clip_text_from_pretrained(const std::string& folder, at::TensorOptions tensor_options) {
+  namespace fs = std::filesystem;
+  const fs::path dir(folder);
+  std::ifstream in(dir / "config.json");
+  TORCH_CHECK(in, "clip: cannot open ", (dir / "config.json").string());
+  const auto json = nlohmann::json::parse(in);
+  const ClipTextConfig config = ClipTextConfig::from_json(json);
+  bool with_projection = false;
+  if (json.contains("architectures") && json["architectures"].is_array()) {
+    for (const auto& a : json["architectures"]) {
+      if (a.is_string() && a.get<std::string>().find("WithProjection") != std::string::npos) with_projection = true;
+    }
+  }
+  ClipTextModel model(config, with_projection, tensor_options);
+  const fs::path weights = dir / "model.safetensors";
+  load_clip_text_weights(model, io::load_file(weights.string()), weights.string());
+  return model;
+}
+
+SdxlPromptEmbeds encode_sdxl_prompt(ClipTextModel& te1, ClipTextModel& te2, const at::Tensor& ids1,
+                                    const at::Tensor& ids2) {
+  TORCH_CHECK(te2->with_projection, "encode_sdxl_prompt: text_encoder_2 must be CLIPTextModelWithProjection");
+  const ClipTextOutput o1 = te1->forward(ids1);
+  const ClipTextOutput o2 = te2->forward(ids2);
+  SdxlPromptEmbeds out;
+  out.context = at::cat({o1.penultimate_hidden_state, o2.penultimate_hidden_state.to(o1.penultimate_hidden_state.dtype())},
+                        -1);  // [B, S, C1 + C2]
+  out.pooled = o2.text_embeds;
+  return out;
+}
+
+}  // namespace lookahead::model::text

@@ -1,0 +1,118 @@
+// Structure of model/text: full-size CLIP text towers built on the meta device (parameter counts
+// of spec §9, checkpoint key names), config parsing, key normalization, causal masking and pooling
+// on small random configs.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <string>
+
+#include "model/text/clip_text.h"
+
+namespace lookahead::model::text {
+namespace {
+
+int64_t count_params(torch::nn::Module& m) {
+  int64_t n = 0;
+  for (const auto& p : m.parameters()) n += p.numel();
+  return n;
+}
+
+TEST(ClipText, MetaParameterCounts) {
+  const auto meta = at::TensorOptions().device(at::kMeta);
+  ClipTextModel te1(ClipTextConfig::clip_l(), /*with_projection=*/false, meta);
+  ClipTextModel te2(ClipTextConfig::clip_bigg(), /*with_projection=*/true, meta);
+  EXPECT_EQ(count_params(*te1), 123060480);
+  EXPECT_EQ(count_params(*te2), 694659840);
+  EXPECT_TRUE(te2->named_parameters().find("text_projection.weight")->is_meta());
+}
+
+TEST(ClipText, ParameterNamesAreHfKeys) {
+  const auto meta = at::TensorOptions().device(at::kMeta);
+  ClipTextModel te2(ClipTextConfig::clip_bigg(), true, meta);
+  const auto params = te2->named_parameters();
+  for (const char* key :
+       {"text_model.embeddings.token_embedding.weight", "text_model.embeddings.position_embedding.weight",
+        "text_model.encoder.layers.0.self_attn.q_proj.weight", "text_model.encoder.layers.31.self_attn.out_proj.bias",
+        "text_model.encoder.layers.5.layer_norm1.weight", "text_model.encoder.layers.5.layer_norm2.bias",
+        "text_model.encoder.layers.7.mlp.fc1.weight", "text_model.encoder.layers.7.mlp.fc2.bias",
+        "text_model.final_layer_norm.weight", "text_projection.weight"}) {
+    EXPECT_NE(params.find(key), nullptr) << key;
+  }
+  EXPECT_EQ(params.find("text_projection.bias"), nullptr);
+  EXPECT_EQ(params.size(), static_cast<size_t>(2 + 32 * 16 + 2 + 1));
+  EXPECT_EQ(params.find("text_projection.weight")->sizes(), (std::vector<int64_t>{1280, 1280}));
+}
+
+TEST(ClipText, ConfigFromJson) {
+  const auto j = nlohmann::json::parse(R"({"architectures": ["CLIPTextModelWithProjection"], "hidden_size": 1280,
+      "intermediate_size": 5120, "num_hidden_layers": 32, "num_attention_heads": 20, "hidden_act": "gelu",
+      "projection_dim": 1280, "layer_norm_eps": 1e-05, "eos_token_id": 2, "pad_token_id": 1, "torch_dtype": "float16"})");
+  const ClipTextConfig c = ClipTextConfig::from_json(j);
+  EXPECT_EQ(c.hidden_size, 1280);
+  EXPECT_EQ(c.num_hidden_layers, 32);
+  EXPECT_EQ(c.hidden_act, "gelu");
+  EXPECT_EQ(c.max_position_embeddings, 77);
+  EXPECT_THROW(ClipTextConfig::from_json(nlohmann::json::parse(R"({"hidden_act": "relu"})")), c10::Error);
+}
+
+TEST(ClipText, KeyNormalization) {
+  std::map<std::string, at::Tensor> file{{"embeddings.token_embedding.weight", at::zeros({1})},
+                                         {"text_model.final_layer_norm.bias", at::zeros({1})},
+                                         {"text_model.embeddings.position_ids", at::zeros({1})},
+                                         {"text_projection.weight", at::zeros({1})}};
+  const auto out = normalize_clip_text_keys(file);
+  EXPECT_EQ(out.size(), 3u);
+  EXPECT_TRUE(out.count("text_model.embeddings.token_embedding.weight"));
+  EXPECT_TRUE(out.count("text_model.final_layer_norm.bias"));
+  EXPECT_TRUE(out.count("text_projection.weight"));
+}
+
+ClipTextConfig small_config() {
+  ClipTextConfig c;
+  c.vocab_size = 50;
+  c.hidden_size = 32;
+  c.intermediate_size = 64;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.max_position_embeddings = 16;
+  c.projection_dim = 8;
+  c.eos_token_id = 49;
+  return c;
+}
+
+TEST(ClipText, CausalAndPooling) {
+  at::manual_seed(0);
+  ClipTextModel model(small_config(), true);
+  at::NoGradGuard no_grad;
+  at::Tensor ids = at::randint(0, 40, {2, 16}, at::kLong);
+  ids.index_put_({0, 5}, 49);
+  ids.index_put_({1, 11}, 49);
+  ids.index_put_({1, 13}, 49);
+  const ClipTextOutput a = model->forward(ids, true);
+  EXPECT_EQ(a.last_hidden_state.sizes(), (std::vector<int64_t>{2, 16, 32}));
+  EXPECT_EQ(a.text_embeds.sizes(), (std::vector<int64_t>{2, 8}));
+  EXPECT_EQ(a.hidden_states.size(), 3u);
+  EXPECT_TRUE(a.penultimate_hidden_state.equal(a.hidden_states[1]));
+  // Pooled rows: the first EOS of each sequence.
+  EXPECT_TRUE(at::allclose(a.pooler_output[0], a.last_hidden_state[0][5]));
+  EXPECT_TRUE(at::allclose(a.pooler_output[1], a.last_hidden_state[1][11]));
+  // Changing later tokens leaves earlier positions unchanged (causal mask).
+  at::Tensor ids2 = ids.clone();
+  ids2.index_put_({at::indexing::Slice(), at::indexing::Slice(12, 16)}, 3);
+  const ClipTextOutput b = model->forward(ids2);
+  EXPECT_TRUE(at::allclose(a.last_hidden_state.slice(1, 0, 12), b.last_hidden_state.slice(1, 0, 12), 1e-5, 1e-6));
+  EXPECT_FALSE(at::allclose(a.last_hidden_state.slice(1, 12), b.last_hidden_state.slice(1, 12)));
+}
+
+TEST(ClipText, LegacyEosPoolsAtLargestId) {
+  ClipTextConfig c = small_config();
+  c.eos_token_id = 2;
+  ClipTextModel model(c, false);
+  const at::Tensor ids = at::tensor({0, 7, 49, 49, 3}, at::kLong).view({1, 5});
+  EXPECT_EQ(model->text_model->eos_positions(ids).item<int64_t>(), 2);
+}
+
+}  // namespace
+}  // namespace lookahead::model::text

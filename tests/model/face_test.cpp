@@ -1,0 +1,146 @@
+// model/face unit tests: checkpoint key layouts and parameter counts of iresnet100/50 and IR-SE50
+// (built on the meta device), the arcface JSON config, similarity estimation, the warp's
+// cv2 geometry and gradients reaching the input pixels.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <string>
+
+#include "model/face/align.h"
+#include "model/face/arcface_iresnet.h"
+#include "model/face/arcface_irse.h"
+
+namespace lookahead::model::face {
+namespace {
+
+std::map<std::string, std::vector<int64_t>> state_shapes(torch::nn::Module& m) {
+  std::map<std::string, std::vector<int64_t>> out;
+  for (const auto& p : m.named_parameters()) out[p.key()] = p.value().sizes().vec();
+  for (const auto& b : m.named_buffers()) out[b.key()] = b.value().sizes().vec();
+  return out;
+}
+
+int64_t learnable(torch::nn::Module& m) {
+  int64_t n = 0;
+  for (const auto& p : m.parameters()) n += p.numel();
+  return n;
+}
+
+TEST(FaceIResNet, Iresnet100KeysAndCountOnMeta) {
+  IResNet net(IResNetOptions::named("iresnet100").tensor_options(at::TensorOptions().device(at::kMeta)));
+  EXPECT_EQ(learnable(*net), 65156160);
+  const auto keys = state_shapes(*net);
+  EXPECT_EQ(keys.size(), 925u);
+  EXPECT_EQ(keys.at("conv1.weight"), (std::vector<int64_t>{64, 3, 3, 3}));
+  EXPECT_EQ(keys.at("prelu.weight"), (std::vector<int64_t>{64}));
+  EXPECT_EQ(keys.at("layer1.0.downsample.0.weight"), (std::vector<int64_t>{64, 64, 1, 1}));
+  EXPECT_EQ(keys.at("layer2.0.bn1.running_var"), (std::vector<int64_t>{64}));
+  EXPECT_EQ(keys.at("layer3.29.conv2.weight"), (std::vector<int64_t>{256, 256, 3, 3}));
+  EXPECT_EQ(keys.at("layer4.0.downsample.1.num_batches_tracked"), (std::vector<int64_t>{}));
+  EXPECT_EQ(keys.at("fc.weight"), (std::vector<int64_t>{512, 25088}));
+  EXPECT_EQ(keys.at("features.running_mean"), (std::vector<int64_t>{512}));
+  EXPECT_EQ(keys.count("layer2.1.downsample.0.weight"), 0u);
+  EXPECT_EQ(keys.count("layer3.30.bn1.weight"), 0u);
+}
+
+TEST(FaceIResNet, Iresnet50Count) {
+  IResNet net(IResNetOptions::named("iresnet50").tensor_options(at::TensorOptions().device(at::kMeta)));
+  EXPECT_EQ(learnable(*net), 43590848);
+  EXPECT_EQ(state_shapes(*net).size(), 475u);
+  EXPECT_THROW(IResNetOptions::named("iresnet18x"), c10::Error);
+}
+
+TEST(FaceIResNet, JsonConfig) {
+  const std::string path = ::testing::TempDir() + "/face_iresnet_config.json";
+  {
+    std::ofstream out(path);
+    out << R"({"network": "iresnet50", "layers": [1, 2, 2, 1], "num_features": 256})";
+  }
+  const auto o = IResNetOptions::from_json_file(path);
+  EXPECT_EQ(o.layers(), (std::vector<int64_t>{1, 2, 2, 1}));
+  EXPECT_EQ(o.num_features(), 256);
+  IResNet net(o);
+  const auto e = net->forward(at::rand({2, 3, 112, 112}) * 2 - 1);
+  EXPECT_EQ(e.sizes(), (at::IntArrayRef{2, 256}));
+  EXPECT_NEAR(e.norm(2, {1}).min().item<double>(), 1.0, 1e-5);
+  std::remove(path.c_str());
+}
+
+TEST(FaceIRSE, Irse50KeysAndCountOnMeta) {
+  IRSE net(IRSEOptions().tensor_options(at::TensorOptions().device(at::kMeta)));
+  EXPECT_EQ(learnable(*net), 43797696);
+  const auto keys = state_shapes(*net);
+  EXPECT_EQ(keys.size(), 397u);
+  EXPECT_EQ(keys.at("input_layer.0.weight"), (std::vector<int64_t>{64, 3, 3, 3}));
+  EXPECT_EQ(keys.at("input_layer.2.weight"), (std::vector<int64_t>{64}));
+  EXPECT_EQ(keys.count("body.0.shortcut_layer.0.weight"), 0u);  // MaxPool2d(1, 2)
+  EXPECT_EQ(keys.at("body.3.shortcut_layer.0.weight"), (std::vector<int64_t>{128, 64, 1, 1}));
+  EXPECT_EQ(keys.at("body.3.res_layer.5.fc1.weight"), (std::vector<int64_t>{8, 128, 1, 1}));
+  EXPECT_EQ(keys.at("body.23.res_layer.5.fc2.weight"), (std::vector<int64_t>{512, 32, 1, 1}));
+  EXPECT_EQ(keys.at("body.23.res_layer.4.num_batches_tracked"), (std::vector<int64_t>{}));
+  EXPECT_EQ(keys.at("output_layer.3.weight"), (std::vector<int64_t>{512, 25088}));
+  EXPECT_EQ(keys.at("output_layer.4.running_var"), (std::vector<int64_t>{512}));
+  EXPECT_EQ(keys.count("body.24.res_layer.0.weight"), 0u);
+}
+
+TEST(FaceAlign, SimilarityRecoversKnownTransform) {
+  const auto dst = arcface_template();
+  // src = dst mapped by a known similarity; estimating src -> dst must invert it.
+  const double a = 0.3, s = 2.5;
+  const auto r = at::tensor({std::cos(a), -std::sin(a), std::sin(a), std::cos(a)}, at::kDouble).view({2, 2});
+  const auto src = at::matmul(dst, r.t()) * s + at::tensor({17.0, -4.0}, at::kDouble);
+  const auto m = similarity_transform(src, dst);
+  const auto mapped = at::matmul(src, m.slice(1, 0, 2).t()) + m.select(1, 2);
+  EXPECT_LT((mapped - dst).abs().max().item<double>(), 1e-9);
+  EXPECT_GT(at::linalg_det(m.slice(1, 0, 2)).item<double>(), 0.0);
+  // A mirrored point set still gets a proper rotation (no reflection).
+  const auto mirrored = src * at::tensor({-1.0, 1.0}, at::kDouble);
+  EXPECT_GT(at::linalg_det(similarity_transform(mirrored, dst).slice(1, 0, 2)).item<double>(), 0.0);
+}
+
+TEST(FaceAlign, WarpGeometryMatchesPixelCentres) {
+  const auto img = at::rand({1, 2, 20, 30}, at::kDouble);
+  // Identity reproduces the image; a translation by (+3, +2) shifts content right/down.
+  const auto id = at::tensor({1.0, 0.0, 0.0, 0.0, 1.0, 0.0}, at::kDouble).view({2, 3});
+  EXPECT_LT((warp_affine(img, id, 20, 30) - img).abs().max().item<double>(), 1e-12);
+  const auto shift = at::tensor({1.0, 0.0, 3.0, 0.0, 1.0, 2.0}, at::kDouble).view({2, 3});
+  const auto out = warp_affine(img, shift, 20, 30);
+  EXPECT_LT((out.slice(2, 2).slice(3, 3) - img.slice(2, 0, 18).slice(3, 0, 27)).abs().max().item<double>(), 1e-12);
+  EXPECT_EQ(out.slice(2, 0, 2).abs().max().item<double>(), 0.0);
+  // Half-pixel translation averages neighbours (bilinear at pixel centres).
+  const auto half = at::tensor({1.0, 0.0, 0.5, 0.0, 1.0, 0.0}, at::kDouble).view({2, 3});
+  const auto h = warp_affine(img, half, 20, 30);
+  const auto expect = (img.slice(3, 0, 29) + img.slice(3, 1, 30)) / 2;
+  EXPECT_LT((h.slice(3, 1) - expect).abs().max().item<double>(), 1e-12);
+}
+
+TEST(FaceAlign, GradientsReachPixels) {
+  auto img = (at::rand({2, 3, 160, 150}, at::kDouble) * 2 - 1).requires_grad_(true);
+  auto lm = arcface_template().unsqueeze(0).repeat({2, 1, 1}) * 1.2 + 10.0;  // [2, 5, 2]
+  const auto face = align_faces(img, lm, 112);
+  ASSERT_EQ(face.sizes(), (at::IntArrayRef{2, 3, 112, 112}));
+  const auto weights = at::rand_like(face);
+  (face * weights).sum().backward();
+  const auto g = img.grad();
+  ASSERT_TRUE(g.defined());
+  EXPECT_GT(g.abs().sum().item<double>(), 0.0);
+  // The crop covers x, y in [10, 10 + 134.4]; pixels far outside it get no gradient.
+  EXPECT_EQ(g.slice(2, 150).abs().max().item<double>(), 0.0);
+  // Finite-difference check of one interior pixel.
+  const int64_t y = 70, x = 70;
+  const double eps = 1e-6;
+  auto plus = img.detach().clone();
+  plus[0][1][y][x] += eps;
+  auto minus = img.detach().clone();
+  minus[0][1][y][x] -= eps;
+  const double fd = ((align_faces(plus, lm, 112) * weights).sum().item<double>() -
+                     (align_faces(minus, lm, 112) * weights).sum().item<double>()) / (2 * eps);
+  EXPECT_NEAR(g[0][1][y][x].item<double>(), fd, 1e-6);
+}
+
+}  // namespace
+}  // namespace lookahead::model::face

@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""Oracle for model/text (CLIP tokenizer and text encoders), run by ctest as a fixture.
+
+Usage: clip_oracle.py OUTDIR SEED   (SEED: an integer, or "random" for a fresh one, printed)
+
+Writes OUTDIR/tokenizer/{vocab.json,merges.txt} (converted from open_clip's
+bpe_simple_vocab_16e6.txt.gz), OUTDIR/tokens.json (prompts and transformers' CLIPTokenizer ids
+with both SDXL paddings), and OUTDIR/models/<case>/{config.json,model.safetensors,io.safetensors}
+for fixed and random CLIPTextModel / CLIPTextModelWithProjection configs, with perturbed weights,
+input ids, every hidden state, pooled output and projection. LA_PARITY_SEED overrides SEED.
+"""
+import gzip
+import importlib.util
+import json
+import os
+import random
+import sys
+
+import torch
+from safetensors.torch import save_file
+import transformers
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+
+def bytes_to_unicode():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def bpe_gz_path():
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("open_clip is not installed (pip install --no-deps open-clip-torch)")
+    return os.path.join(list(spec.submodule_search_locations)[0], "bpe_simple_vocab_16e6.txt.gz")
+
+
+def write_hf_tokenizer(gz_path, out_dir):
+    """open_clip's vocabulary construction, written as vocab.json + merges.txt."""
+    lines = gzip.open(gz_path).read().decode("utf-8").split("\n")
+    merges = [tuple(m.split()) for m in lines[1:49152 - 256 - 2 + 1]]
+    vocab = list(bytes_to_unicode().values())
+    vocab = vocab + [v + "</w>" for v in vocab]
+    vocab += ["".join(m) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "vocab.json"), "w", encoding="utf-8") as f:
+        json.dump({v: i for i, v in enumerate(vocab)}, f, ensure_ascii=False)
+    with open(os.path.join(out_dir, "merges.txt"), "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n")
+        for a, b in merges:
+            f.write(f"{a} {b}\n")
+
+
+FIXED_PROMPTS = [
+    "",
+    "a photo of a cat",
+    "A Photo Of A CAT, wearing SUNGLASSES!!!",
+    "portrait of a man, 35mm, f/1.8, 4k, ultra-detailed, trending on artstation",
+    "it's a dog's life; they're here, we've seen, I'm sure you'll see, he'd go",
+    "don't   stop\tme\nnow",
+    "numbers 1234567890 and 3.14159 and 1,000,000",
+    "emoji 😀🎉 and symbols @#$%^&*()_+-=[]{}|;:\"<>?/~`",
+    "café naïve résumé Ärger Straße ÉCOLE",
+    "日本語のテキスト 中文 한국어 русский текст Ελληνικά",
+    "superscripts x² y³ ½ ¼ Ⅻ ①",
+    "''quoted'' ''s 's 'S 'RE 'll've",
+    "a <|endoftext|> inside and <|startoftext|> too",
+    "trailing spaces    ",
+    "   leading spaces",
+    "hyphen-ated words and under_scores and CamelCaseWords",
+    "a very long prompt " + " ".join(f"word{i} token" for i in range(80)),
+    "sks person, professional headshot, studio lighting, bokeh, highly detailed skin texture, "
+    "sharp focus, 85mm lens, by greg rutkowski and alphonse mucha, masterpiece, best quality",
+]
+
+ALPHABET = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") + list(" \t\n',.!?-\"()") + \
+    list("éüßøñçÅΩжя中文字😀²½")
+
+
+def random_prompt(rng):
+    n = rng.randint(0, 120)
+    return "".join(rng.choice(ALPHABET) for _ in range(n))
+
+
+def tokenizer_cases(out_dir, rng):
+    gz = bpe_gz_path()
+    tok_dir = os.path.join(out_dir, "tokenizer")
+    write_hf_tokenizer(gz, tok_dir)
+    tok_l = CLIPTokenizer.from_pretrained(tok_dir)
+    tok_g = CLIPTokenizer.from_pretrained(tok_dir, pad_token="!")
+    prompts = FIXED_PROMPTS + [random_prompt(rng) for _ in range(40)]
+    cases = []
+    for p in prompts:
+        kw = dict(padding="max_length", max_length=77, truncation=True)
+        cases.append({
+            "text": p,
+            "tokens": tok_l(p, add_special_tokens=False)["input_ids"],
+            "ids_l": tok_l(p, **kw)["input_ids"],
+            "ids_g": tok_g(p, **kw)["input_ids"],
+        })
+    with open(os.path.join(out_dir, "tokens.json"), "w", encoding="utf-8") as f:
+        json.dump({"bpe_gz": gz, "tokenizer_dir": tok_dir, "transformers": transformers.__version__,
+                   "pad_g": tok_g.pad_token_id, "cases": cases}, f, ensure_ascii=False)
+    return tok_l, tok_g
+
+
+def perturb(model, gen):
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=gen))
+
+
+def model_case(out_dir, name, cfg, with_projection, gen, batch, seq, ids=None):
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+    model = (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(cfg).eval()
+    perturb(model, gen)
+    if ids is None:
+        ids = torch.randint(0, cfg.vocab_size, (batch, seq), generator=gen)
+        ids[ids == cfg.eos_token_id] = 0
+        for b in range(batch):
+            pos = int(torch.randint(1, seq, (1,), generator=gen))
+            ids[b, pos] = cfg.eos_token_id
+            ids[b, pos + 1:] = cfg.pad_token_id if b % 2 == 0 else cfg.eos_token_id
+    with torch.no_grad():
+        out = model(input_ids=ids, output_hidden_states=True)
+    d = os.path.join(out_dir, "models", name)
+    model.save_pretrained(d, safe_serialization=True)
+    tensors = {"input_ids": ids.contiguous(), "last_hidden_state": out.last_hidden_state.contiguous()}
+    for i, h in enumerate(out.hidden_states):
+        tensors[f"hidden_states.{i}"] = h.contiguous()
+    if with_projection:
+        tensors["text_embeds"] = out.text_embeds.contiguous()
+        inner = model.text_model(input_ids=ids)
+        tensors["pooler_output"] = inner.pooler_output.contiguous()
+    else:
+        tensors["pooler_output"] = out.pooler_output.contiguous()
+    save_file(tensors, os.path.join(d, "io.safetensors"))
+    return {"name": name, "dir": d, "projection": with_projection, "layers": cfg.num_hidden_layers}, tensors
+
+
+def main():
+    out_dir = sys.argv[1]
+    seed_arg = os.environ.get("LA_PARITY_SEED", sys.argv[2] if len(sys.argv) > 2 else "random")
+    seed = random.SystemRandom().randint(0, 2**31 - 1) if seed_arg == "random" else int(seed_arg)
+    print(f"clip_oracle: seed {seed} (reproduce: LA_PARITY_SEED={seed} ctest -R clip)", flush=True)
+    os.makedirs(out_dir, exist_ok=True)
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    tokenizer_cases(out_dir, rng)
+
+    fixed_gen = torch.Generator().manual_seed(1234)
+    cases = []
+    # Fixed: CLIP-L-like (quick_gelu, legacy eos_token_id 2 -> argmax pooling) and
+    # bigG-like (gelu, projection without bias, eos id pooling) sharing the same ids.
+    cfg_l = CLIPTextConfig(vocab_size=1000, hidden_size=64, intermediate_size=256, num_hidden_layers=3,
+                           num_attention_heads=4, max_position_embeddings=77, hidden_act="quick_gelu",
+                           layer_norm_eps=1e-5, projection_dim=32, bos_token_id=0, eos_token_id=2, pad_token_id=1)
+    cfg_g = CLIPTextConfig(vocab_size=1000, hidden_size=80, intermediate_size=320, num_hidden_layers=4,
+                           num_attention_heads=5, max_position_embeddings=77, hidden_act="gelu",
+                           layer_norm_eps=1e-5, projection_dim=48, bos_token_id=998, eos_token_id=999, pad_token_id=1)
+    ids = torch.randint(3, 998, (2, 77), generator=fixed_gen)
+    ids[:, 0] = 998
+    ids[0, 9] = 999
+    ids[0, 10:] = 999
+    ids[1, 30] = 999
+    ids[1, 31:] = 0
+    # te1 pools by argmax(ids): put the largest id at the same place.
+    c, _ = model_case(out_dir, "fixed_l", cfg_l, False, fixed_gen, 2, 77, ids)
+    cases.append(c)
+    c, _ = model_case(out_dir, "fixed_g", cfg_g, True, fixed_gen, 2, 77, ids)
+    cases.append(c)
+    for k in range(3):
+        heads = rng.randint(1, 6)
+        hidden = heads * rng.choice([8, 16, 24])
+        vocab = rng.randint(50, 400)
+        cfg = CLIPTextConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * rng.randint(1, 4),
+                             num_hidden_layers=rng.randint(1, 4), num_attention_heads=heads,
+                             max_position_embeddings=rng.randint(8, 77),
+                             hidden_act=rng.choice(["quick_gelu", "gelu"]),
+                             layer_norm_eps=rng.choice([1e-5, 1e-6]), projection_dim=rng.randint(4, 40),
+                             bos_token_id=vocab - 2, eos_token_id=rng.choice([2, vocab - 1]), pad_token_id=1)
+        seq = rng.randint(2, cfg.max_position_embeddings)
+        c, _ = model_case(out_dir, f"random{k}", cfg, rng.random() < 0.5, gen, rng.randint(1, 3), seq)
+        cases.append(c)
+    with open(os.path.join(out_dir, "models.json"), "w") as f:
+        json.dump({"seed": seed, "cases": cases}, f, indent=1)
+    print(f"clip_oracle: wrote {len(cases)} model cases to {out_dir}")
+
+
+if __name__ == "__main__":
+    main()
