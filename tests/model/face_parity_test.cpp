@@ -38,8 +38,9 @@ TEST(FaceParity, IResNetEmbedding) {
   const auto ref_feat = g_cases.at("iresnet.features");
   const double feat_err = max_abs(feat, ref_feat) / ref_feat.abs().max().item<double>();
   const double emb_err = max_abs(emb, g_cases.at("iresnet.embedding"));
-  std::printf("iresnet layers %s: features max rel err %.3g, embedding max abs err %.3g\n",
-              layers.toString().c_str(), feat_err, emb_err);
+  std::printf("iresnet layers [%lld, %lld, %lld, %lld]: features max rel err %.3g, embedding max abs err %.3g\n",
+              static_cast<long long>(o.layers()[0]), static_cast<long long>(o.layers()[1]),
+              static_cast<long long>(o.layers()[2]), static_cast<long long>(o.layers()[3]), feat_err, emb_err);
   EXPECT_LT(feat_err, 1e-4);
   EXPECT_LT(emb_err, 1e-4);
 }

@@ -1,0 +1,74 @@
+// `lookahead model run` for the face networks: ArcFace iresnet (arcface-iresnet) and TreB1eN
+// IR-SE50 (arcface-irse50), input "image" [B, 3, 112, 112] aligned RGB in [-1, 1] -> outputs
+// "embedding" (L2-normalised, [B, 512]) and "features" (before normalisation).
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <iostream>
+#include <string>
+
+#include "launch/model_runners.h"
+#include "model/face/arcface_iresnet.h"
+#include "model/face/arcface_irse.h"
+#include "model/io/safetensors.h"
+#include "model/io/state_dict.h"
+
+namespace lookahead::launch {
+namespace {
+
+/// IR-SE options from an optional JSON config {"num_layers": 50, "mode": "ir_se" | "ir"}.
+model::face::IRSEOptions irse_options(const std::string& path) {
+  model::face::IRSEOptions o;
+  if (path.empty()) return o;
+  std::ifstream in(path);
+  TORCH_CHECK(in.good(), "cannot open IR-SE config ", path);
+  const auto j = nlohmann::json::parse(in);
+  o.num_layers(j.value("num_layers", int64_t{50}));
+  const auto mode = j.value("mode", std::string("ir_se"));
+  TORCH_CHECK(mode == "ir_se" || mode == "ir", path, ": mode must be ir_se or ir, got ", mode);
+  o.se(mode == "ir_se");
+  return o;
+}
+
+at::Tensor input_image(const NetworkRun& run) {
+  const auto in = model::io::load_file(run.inputs);
+  const auto it = in.find("image");
+  TORCH_CHECK(it != in.end(), run.inputs, ": missing input tensor 'image'");
+  return it->second;
+}
+
+}  // namespace
+
+/// Runs arcface-iresnet (config: JSON {"network": "iresnet100" | "iresnet50", "layers":
+/// [3,13,30,3], "num_features": 512}, every key optional, default iresnet100) or arcface-irse50
+/// (config optional: {"num_layers": 50, "mode": "ir_se"}) on `run.inputs`' "image"; writes
+/// "embedding" and "features" (float32) to `run.out`. Returns 0.
+int run_face_network(const NetworkRun& run) {
+  const auto topt = at::TensorOptions().dtype(run.dtype);
+  at::Tensor features;
+  const auto image = input_image(run).to(run.dtype);
+  at::NoGradGuard no_grad;
+  if (run.model == "arcface-iresnet") {
+    auto o = run.config.empty() ? model::face::IResNetOptions() : model::face::IResNetOptions::from_json_file(run.config);
+    model::face::IResNet net(o.tensor_options(topt));
+    const auto report = model::io::load_state_dict(*net, model::io::load_file(run.weights), run.weights);
+    std::cerr << "model run: " << run.weights << ": " << report.summary() << "\n";
+    features = net->features(image);
+  } else if (run.model == "arcface-irse50") {
+    model::face::IRSE net(irse_options(run.config).tensor_options(topt));
+    const auto report = model::io::load_state_dict(*net, model::io::load_file(run.weights), run.weights);
+    std::cerr << "model run: " << run.weights << ": " << report.summary() << "\n";
+    features = net->features(image);
+  } else {
+    TORCH_CHECK(false, "run_face_network: unknown face model '", run.model, "'");
+  }
+  const auto f32 = features.to(at::kFloat).contiguous();
+  const auto embedding = model::face::l2_normalize(f32).contiguous();
+  model::io::save_file(run.out, {{"embedding", embedding}, {"features", f32}});
+  std::cerr << "model run: wrote " << run.out << " (embedding " << embedding.sizes() << ")\n";
+  return 0;
+}
+
+}  // namespace lookahead::launch

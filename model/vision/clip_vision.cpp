@@ -1,0 +1,235 @@
+// CLIP vision tower (ViT with class token, pre/post LayerNorm), CLIPModel's similarity head and
+// CLIP image preprocessing.
+#include "model/vision/clip_vision.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <utility>
+
+#include "model/io/safetensors.h"
+
+namespace lookahead::model::vision {
+namespace {
+
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  TORCH_CHECK(in, "clip: cannot open ", path);
+  return nlohmann::json::parse(in);
+}
+
+nn::LayerNorm layer_norm(int64_t dim, double eps, at::TensorOptions tensor_options) {
+  return nn::LayerNorm(nn::LayerNormOptions(dim).eps(eps).tensor_options(tensor_options));
+}
+
+}  // namespace
+
+ClipVisionConfig ClipVisionConfig::vit_h14() { return ClipVisionConfig{}; }
+
+ClipVisionConfig ClipVisionConfig::from_json(const nlohmann::json& j) {
+  ClipVisionConfig c;
+  auto read_int = [&](const char* key, int64_t& out) {
+    if (j.contains(key) && !j[key].is_null()) out = j[key].get<int64_t>();
+  };
+  read_int("hidden_size", c.hidden_size);
+  read_int("intermediate_size", c.intermediate_size);
+  read_int("num_hidden_layers", c.num_hidden_layers);
+  read_int("num_attention_heads", c.num_attention_heads);
+  read_int("num_channels", c.num_channels);
+  read_int("image_size", c.image_size);
+  read_int("patch_size", c.patch_size);
+  read_int("projection_dim", c.projection_dim);
+  if (j.contains("layer_norm_eps") && !j["layer_norm_eps"].is_null()) c.layer_norm_eps = j["layer_norm_eps"].get<double>();
+  if (j.contains("hidden_act") && !j["hidden_act"].is_null()) c.hidden_act = j["hidden_act"].get<std::string>();
+  TORCH_CHECK(c.hidden_act == "quick_gelu" || c.hidden_act == "gelu", "clip: unsupported hidden_act '", c.hidden_act,
+              "'");
+  TORCH_CHECK(c.hidden_size % c.num_attention_heads == 0, "clip: hidden_size ", c.hidden_size,
+              " is not a multiple of num_attention_heads ", c.num_attention_heads);
+  return c;
+}
+
+ClipVisionConfig ClipVisionConfig::from_file(const std::string& config_json) {
+  return from_json(read_json(config_json));
+}
+
+ClipVisionEmbeddingsImpl::ClipVisionEmbeddingsImpl(const ClipVisionConfig& config, at::TensorOptions tensor_options)
+    : config(config), tensor_options(tensor_options) {
+  reset();
+}
+
+void ClipVisionEmbeddingsImpl::reset() {
+  class_embedding = register_parameter("class_embedding", at::empty({config.hidden_size}, tensor_options));
+  if (!class_embedding.is_meta()) {
+    at::NoGradGuard no_grad;
+    class_embedding.normal_();
+  }
+  patch_embedding = register_module(
+      "patch_embedding", nn::LoraConv2d(nn::Conv2dOptions(config.num_channels, config.hidden_size, config.patch_size)
+                                            .stride(config.patch_size)
+                                            .bias(false)
+                                            .tensor_options(tensor_options)));
+  const int64_t grid = config.image_size / config.patch_size;
+  position_embedding =
+      register_module("position_embedding", text::ClipEmbedding(grid * grid + 1, config.hidden_size, tensor_options));
+}
+
+at::Tensor ClipVisionEmbeddingsImpl::forward(const at::Tensor& pixel_values) {
+  TORCH_CHECK(pixel_values.dim() == 4 && pixel_values.size(2) == config.image_size &&
+                  pixel_values.size(3) == config.image_size,
+              "clip vision: pixel_values must be [B, ", config.num_channels, ", ", config.image_size, ", ",
+              config.image_size, "], got ", pixel_values.sizes());
+  const int64_t b = pixel_values.size(0);
+  at::Tensor patches = patch_embedding->forward(pixel_values.to(patch_embedding->weight.dtype()));  // [B, C, g, g]
+  patches = patches.flatten(2).transpose(1, 2);                                                    // [B, g*g, C]
+  at::Tensor cls = class_embedding.to(patches.dtype()).expand({b, 1, config.hidden_size});
+  return at::cat({cls, patches}, 1) + position_embedding->weight;  // [B, 1 + g*g, C]
+}
+
+ClipVisionTransformerImpl::ClipVisionTransformerImpl(const ClipVisionConfig& config, at::TensorOptions tensor_options)
+    : config(config), tensor_options(tensor_options) {
+  reset();
+}
+
+void ClipVisionTransformerImpl::reset() {
+  embeddings = register_module("embeddings", ClipVisionEmbeddings(config, tensor_options));
+  pre_layrnorm = register_module("pre_layrnorm", layer_norm(config.hidden_size, config.layer_norm_eps, tensor_options));
+  encoder = register_module("encoder", text::ClipEncoder(config.num_hidden_layers, config.hidden_size,
+                                                         config.num_attention_heads, config.intermediate_size,
+                                                         config.hidden_act, config.layer_norm_eps, tensor_options));
+  post_layernorm =
+      register_module("post_layernorm", layer_norm(config.hidden_size, config.layer_norm_eps, tensor_options));
+}
+
+ClipVisionOutput ClipVisionTransformerImpl::forward(const at::Tensor& pixel_values, bool output_hidden_states) {
+  ClipVisionOutput out;
+  std::vector<at::Tensor> states;
+  at::Tensor h = pre_layrnorm->forward(embeddings->forward(pixel_values));  // [B, T, C]
+  h = encoder->forward(h, /*causal=*/false, &states);
+  out.penultimate_hidden_state = states[states.size() - 2];
+  out.last_hidden_state = h;
+  out.pooler_output = post_layernorm->forward(h.select(1, 0));  // [B, C]
+  if (output_hidden_states) out.hidden_states = std::move(states);
+  return out;
+}
+
+ClipVisionModelImpl::ClipVisionModelImpl(const ClipVisionConfig& config, bool with_projection,
+                                         at::TensorOptions tensor_options)
+    : config(config), with_projection(with_projection), tensor_options(tensor_options) {
+  reset();
+}
+
+void ClipVisionModelImpl::reset() {
+  vision_model = register_module("vision_model", ClipVisionTransformer(config, tensor_options));
+  if (with_projection) {
+    visual_projection = register_module(
+        "visual_projection", nn::LoraLinear(nn::LinearOptions(config.hidden_size, config.projection_dim)
+                                                .bias(false)
+                                                .tensor_options(tensor_options)));
+  }
+}
+
+ClipVisionOutput ClipVisionModelImpl::forward(const at::Tensor& pixel_values, bool output_hidden_states) {
+  ClipVisionOutput out = vision_model->forward(pixel_values, output_hidden_states);
+  if (with_projection) out.image_embeds = visual_projection->forward(out.pooler_output);
+  return out;
+}
+
+ClipModelImpl::ClipModelImpl(const text::ClipTextConfig& text_config, const ClipVisionConfig& vision_config,
+                             int64_t projection_dim, at::TensorOptions tensor_options)
+    : text_config(text_config), vision_config(vision_config), projection_dim(projection_dim),
+      tensor_options(tensor_options) {
+  reset();
+}
+
+void ClipModelImpl::reset() {
+  text_model = register_module("text_model", text::ClipTextTransformer(text_config, tensor_options));
+  vision_model = register_module("vision_model", ClipVisionTransformer(vision_config, tensor_options));
+  visual_projection = register_module(
+      "visual_projection",
+      nn::LoraLinear(nn::LinearOptions(vision_config.hidden_size, projection_dim).bias(false).tensor_options(tensor_options)));
+  text_projection = register_module(
+      "text_projection",
+      nn::LoraLinear(nn::LinearOptions(text_config.hidden_size, projection_dim).bias(false).tensor_options(tensor_options)));
+  logit_scale = register_parameter("logit_scale", at::empty({}, tensor_options));
+  if (!logit_scale.is_meta()) {
+    at::NoGradGuard no_grad;
+    logit_scale.fill_(std::log(1.0 / 0.07));
+  }
+}
+
+ClipModelOutput ClipModelImpl::forward(const at::Tensor& input_ids, const at::Tensor& pixel_values) {
+  ClipModelOutput out;
+  at::Tensor image = visual_projection->forward(vision_model->forward(pixel_values).pooler_output);  // [Bi, P]
+  at::Tensor text = text_projection->forward(text_model->forward(input_ids).pooler_output);          // [Bt, P]
+  out.image_embeds = image / image.norm(2, -1, true);
+  out.text_embeds = text / text.norm(2, -1, true);
+  out.logits_per_text = at::matmul(out.text_embeds, out.image_embeds.t()) * logit_scale.exp();  // [Bt, Bi]
+  out.logits_per_image = out.logits_per_text.t();
+  return out;
+}
+
+at::Tensor ClipModelImpl::clip_score(const at::Tensor& input_ids, const at::Tensor& pixel_values) {
+  const ClipModelOutput o = forward(input_ids, pixel_values);
+  TORCH_CHECK(o.image_embeds.size(0) == o.text_embeds.size(0), "clip_score: needs as many prompts as images");
+  return (100.0 * (o.image_embeds * o.text_embeds).sum(-1)).clamp_min(0.0);  // [B]
+}
+
+std::map<std::string, at::Tensor> drop_position_ids(const std::map<std::string, at::Tensor>& tensors) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& [key, value] : tensors) {
+    if (key.size() >= 12 && key.compare(key.size() - 12, 12, "position_ids") == 0) continue;
+    out.emplace(key, value);
+  }
+  return out;
+}
+
+ClipVisionModel clip_vision_from_pretrained(const std::string& folder, at::TensorOptions tensor_options) {
+  namespace fs = std::filesystem;
+  const fs::path dir(folder);
+  auto json = read_json((dir / "config.json").string());
+  const ClipVisionConfig config = ClipVisionConfig::from_json(json.contains("vision_config") ? json["vision_config"] : json);
+  const std::string weights_path = (dir / "model.safetensors").string();
+  auto weights = drop_position_ids(io::load_file(weights_path));
+  ClipVisionModel model(config, weights.count("visual_projection.weight") > 0, tensor_options);
+  io::load_state_dict(*model, weights, weights_path);
+  return model;
+}
+
+ClipModel clip_model_from_pretrained(const std::string& folder, at::TensorOptions tensor_options) {
+  namespace fs = std::filesystem;
+  const fs::path dir(folder);
+  auto json = read_json((dir / "config.json").string());
+  TORCH_CHECK(json.contains("text_config") && json.contains("vision_config"), "clip: ", folder,
+              "/config.json is not a CLIPModel config");
+  const int64_t projection_dim = json.value("projection_dim", int64_t{512});
+  ClipModel model(text::ClipTextConfig::from_json(json["text_config"]), ClipVisionConfig::from_json(json["vision_config"]),
+                  projection_dim, tensor_options);
+  const std::string weights_path = (dir / "model.safetensors").string();
+  io::load_state_dict(*model, drop_position_ids(io::load_file(weights_path)), weights_path);
+  return model;
+}
+
+at::Tensor clip_preprocess(const at::Tensor& images, int64_t size) {
+  TORCH_CHECK(images.dim() == 4 && images.size(1) == 3, "clip_preprocess: images must be [B, 3, H, W], got ",
+              images.sizes());
+  const int64_t h = images.size(2), w = images.size(3);
+  const int64_t short_side = std::min(h, w), long_side = std::max(h, w);
+  const auto long_new = static_cast<int64_t>(static_cast<double>(size) * static_cast<double>(long_side) /
+                                             static_cast<double>(short_side));
+  const int64_t new_h = h <= w ? size : long_new, new_w = h <= w ? long_new : size;
+  at::Tensor x = images.to(at::kFloat);
+  if (new_h != h || new_w != w) {
+    x = at::_upsample_bicubic2d_aa(x, {new_h, new_w}, /*align_corners=*/false).clamp(0.0, 1.0);
+  }
+  const int64_t top = (new_h - size) / 2, left = (new_w - size) / 2;
+  x = x.slice(2, top, top + size).slice(3, left, left + size);  // [B, 3, size, size]
+  const at::Tensor mean = at::tensor({0.48145466, 0.4578275, 0.40821073}, x.options()).view({1, 3, 1, 1});
+  const at::Tensor std = at::tensor({0.26862954, 0.26130258, 0.27577711}, x.options()).view({1, 3, 1, 1});
+  return ((x - mean) / std).contiguous();
+}
+
+}  // namespace lookahead::model::vision
