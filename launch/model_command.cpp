@@ -158,6 +158,27 @@ void match_lora(const std::vector<model::io::TensorInfo>& infos, const model::un
   }
 }
 
+void match_ip_adapter(const std::vector<model::io::TensorInfo>& infos, const model::unet::UNetConfig& config,
+                      const std::string& label) {
+  std::map<std::string, at::Tensor> shapes;
+  for (const auto& i : infos) shapes[i.name] = at::empty(i.shape, at::TensorOptions().device(at::kMeta));
+  if (!shapes.count("image_proj.latents")) return;
+  try {
+    model::unet::UNet2DConditionModel unet(config, at::TensorOptions().device(at::kMeta));
+    auto opts = model::adapters::infer_resampler_options(shapes, "file").tensor_options(at::TensorOptions().device(at::kMeta));
+    model::adapters::IpAdapter ip(*unet, opts);
+    auto report = model::io::load_state_dict(*ip, shapes, "file", /*strict=*/false);
+    auto [tensors, elements] = model::unet::count_parameters(*ip);
+    std::cout << "  IP-Adapter Plus for " << label << ": " << report.loaded << " of " << tensors << " tensors match"
+              << (report.ok() ? " (complete)" : "") << "; Resampler dim " << opts.dim() << ", " << opts.heads()
+              << " heads, depth " << opts.depth() << ", " << opts.num_queries() << " tokens of " << opts.output_dim()
+              << "\n";
+    if (!report.ok()) std::cout << "    " << report.summary(8) << "\n";
+  } catch (const c10::Error& e) {
+    std::cout << "  IP-Adapter-like keys, but not for " << label << ": " << e.what_without_backtrace() << "\n";
+  }
+}
+
 int inspect(const std::string& path, const std::string& config_path, bool list_all) {
   auto infos = read_infos(path);
   std::map<std::string, std::pair<int64_t, int64_t>> by_dtype;  // dtype -> (tensors, elements)
@@ -183,6 +204,7 @@ int inspect(const std::string& path, const std::string& config_path, bool list_a
   std::string label = config_path.empty() ? "UNet2DConditionModel (SDXL base)" : "UNet2DConditionModel (" + config_path + ")";
   match_unet(infos, config, label);
   match_lora(infos, config, path, label);
+  match_ip_adapter(infos, config, label);
   return kExitOk;
 }
 

@@ -1,7 +1,8 @@
 // Parity of model/text with transformers: reads the fixture written by tests/parity/clip_oracle.py
 // (directory in LA_CLIP_PARITY_DIR). Tokenizer ids must be identical to CLIPTokenizer's for both
 // SDXL paddings; text encoders must match every hidden state, pooled output and projection to
-// 1e-4 (fp32), and the SDXL prompt encoding must be their concatenation.
+// 1e-4 (fp32), and the SDXL prompt encoding must be their concatenation. The vision tower
+// (CLIPVisionModelWithProjection) and CLIPModel's logits are held to the same bound.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -16,6 +17,7 @@
 #include "model/io/safetensors.h"
 #include "model/text/clip_text.h"
 #include "model/text/clip_tokenizer.h"
+#include "model/vision/clip_vision.h"
 
 namespace lookahead::launch {
 int run_clip_network(const NetworkRun& run);  // launch/model_run_clip.cpp
@@ -118,6 +120,47 @@ TEST(ClipParity, SdxlPromptEncoding) {
   const double err = std::max(max_err(e.context, expect), max_err(e.pooled, io2.at("text_embeds")));
   std::printf("sdxl prompt encoding: max abs err %.3g\n", err);
   EXPECT_LE(err, kTol);
+}
+
+TEST(ClipParity, VisionEncoders) {
+  if (fixture_dir().empty()) GTEST_SKIP() << "LA_CLIP_PARITY_DIR unset";
+  const auto models = read_json(fixture_dir() + "/models.json");
+  for (const auto& c : models["vision"]) {
+    const std::string name = c["name"].get<std::string>(), dir = c["dir"].get<std::string>();
+    vision::ClipVisionModel model = vision::clip_vision_from_pretrained(dir);
+    model->eval();
+    ASSERT_TRUE(model->with_projection) << name;
+    const auto io = io::load_file(dir + "/io.safetensors");
+    at::NoGradGuard no_grad;
+    const vision::ClipVisionOutput out = model->forward(io.at("pixel_values"), /*output_hidden_states=*/true);
+    double worst = max_err(out.last_hidden_state, io.at("last_hidden_state"));
+    worst = std::max(worst, max_err(out.pooler_output, io.at("pooler_output")));
+    worst = std::max(worst, max_err(out.image_embeds, io.at("image_embeds")));
+    const auto layers = c["layers"].get<size_t>();
+    ASSERT_EQ(out.hidden_states.size(), layers + 1) << name;
+    for (size_t i = 0; i <= layers; ++i) {
+      worst = std::max(worst, max_err(out.hidden_states[i], io.at("hidden_states." + std::to_string(i))));
+    }
+    worst = std::max(worst, max_err(out.penultimate_hidden_state, io.at("hidden_states." + std::to_string(layers - 1))));
+    std::printf("clip vision %-14s layers %zu: max abs err %.3g\n", name.c_str(), layers, worst);
+    EXPECT_LE(worst, kTol) << name;
+  }
+  for (const auto& c : models["clip_models"]) {
+    const std::string name = c["name"].get<std::string>(), dir = c["dir"].get<std::string>();
+    vision::ClipModel model = vision::clip_model_from_pretrained(dir);
+    model->eval();
+    const auto io = io::load_file(dir + "/io.safetensors");
+    at::NoGradGuard no_grad;
+    const vision::ClipModelOutput out = model->forward(io.at("input_ids"), io.at("pixel_values"));
+    double worst = max_err(out.logits_per_image, io.at("logits_per_image"));
+    worst = std::max(worst, max_err(out.text_embeds, io.at("text_embeds")));
+    worst = std::max(worst, max_err(out.image_embeds, io.at("image_embeds")));
+    const at::Tensor score = model->clip_score(io.at("input_ids"), io.at("pixel_values"));
+    const at::Tensor expect = (100.0 * (io.at("text_embeds") * io.at("image_embeds")).sum(-1)).clamp_min(0.0);
+    worst = std::max(worst, max_err(score, expect) / 100.0);
+    std::printf("clip model %-14s: max abs err %.3g\n", name.c_str(), worst);
+    EXPECT_LE(worst, kTol) << name;
+  }
 }
 
 TEST(ClipParity, ModelRunClipText) {

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "model/text/clip_text.h"
+#include "model/vision/clip_vision.h"
 
 namespace lookahead::model::text {
 namespace {
@@ -43,6 +44,27 @@ TEST(ClipText, ParameterNamesAreHfKeys) {
   EXPECT_EQ(params.find("text_projection.bias"), nullptr);
   EXPECT_EQ(params.size(), static_cast<size_t>(2 + 32 * 16 + 2 + 1));
   EXPECT_EQ(params.find("text_projection.weight")->sizes(), (std::vector<int64_t>{1280, 1280}));
+}
+
+TEST(ClipVision, MetaVitH14KeysAndPreprocessing) {
+  const auto meta = at::TensorOptions().device(at::kMeta);
+  vision::ClipVisionModel enc(vision::ClipVisionConfig::vit_h14(), /*with_projection=*/true, meta);
+  const auto params = enc->named_parameters();
+  for (const char* key : {"vision_model.embeddings.class_embedding", "vision_model.embeddings.patch_embedding.weight",
+                          "vision_model.embeddings.position_embedding.weight", "vision_model.pre_layrnorm.weight",
+                          "vision_model.encoder.layers.31.mlp.fc2.bias", "vision_model.post_layernorm.bias",
+                          "visual_projection.weight"}) {
+    EXPECT_NE(params.find(key), nullptr) << key;
+  }
+  EXPECT_EQ(params.find("vision_model.embeddings.patch_embedding.bias"), nullptr);
+  EXPECT_EQ(params.find("vision_model.embeddings.position_embedding.weight")->sizes(), (std::vector<int64_t>{257, 1280}));
+  EXPECT_EQ(params.find("visual_projection.weight")->sizes(), (std::vector<int64_t>{1024, 1280}));
+  // Preprocessing: shortest side to 224, center crop, CLIP normalization.
+  const at::Tensor img = at::full({2, 3, 300, 400}, 0.5);
+  const at::Tensor x = vision::clip_preprocess(img);
+  EXPECT_EQ(x.sizes(), (std::vector<int64_t>{2, 3, 224, 224}));
+  EXPECT_NEAR(x[0][0][100][100].item<double>(), (0.5 - 0.48145466) / 0.26862954, 1e-5);
+  EXPECT_NEAR(x[1][2][5][200].item<double>(), (0.5 - 0.40821073) / 0.27577711, 1e-5);
 }
 
 TEST(ClipText, ConfigFromJson) {

@@ -19,7 +19,8 @@ import sys
 import torch
 from safetensors.torch import save_file
 import transformers
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import (CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection,
+                          CLIPTokenizer, CLIPVisionConfig, CLIPVisionModelWithProjection)
 
 
 def bytes_to_unicode():
@@ -145,6 +146,42 @@ def model_case(out_dir, name, cfg, with_projection, gen, batch, seq, ids=None):
     return {"name": name, "dir": d, "projection": with_projection, "layers": cfg.num_hidden_layers}, tensors
 
 
+def vision_case(out_dir, name, cfg, gen, batch):
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+    model = CLIPVisionModelWithProjection(cfg).eval()
+    perturb(model, gen)
+    pixels = torch.randn(batch, cfg.num_channels, cfg.image_size, cfg.image_size, generator=gen)
+    with torch.no_grad():
+        out = model(pixel_values=pixels, output_hidden_states=True)
+        pooled = model.vision_model(pixel_values=pixels).pooler_output
+    d = os.path.join(out_dir, "models", name)
+    model.save_pretrained(d, safe_serialization=True)
+    tensors = {"pixel_values": pixels, "last_hidden_state": out.last_hidden_state.contiguous(),
+               "image_embeds": out.image_embeds.contiguous(), "pooler_output": pooled.contiguous()}
+    for i, h in enumerate(out.hidden_states):
+        tensors[f"hidden_states.{i}"] = h.clone()
+    save_file(tensors, os.path.join(d, "io.safetensors"))
+    return {"name": name, "dir": d, "layers": cfg.num_hidden_layers}
+
+
+def clip_model_case(out_dir, name, text_cfg, vision_cfg, gen, batch):
+    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+    cfg = CLIPConfig(text_config=text_cfg.to_dict(), vision_config=vision_cfg.to_dict(), projection_dim=24)
+    model = CLIPModel(cfg).eval()
+    perturb(model, gen)
+    pixels = torch.randn(batch, 3, vision_cfg.image_size, vision_cfg.image_size, generator=gen)
+    ids = torch.randint(3, text_cfg.vocab_size - 2, (batch, 12), generator=gen)
+    ids[:, 7] = text_cfg.eos_token_id
+    with torch.no_grad():
+        out = model(input_ids=ids, pixel_values=pixels)
+    d = os.path.join(out_dir, "models", name)
+    model.save_pretrained(d, safe_serialization=True)
+    save_file({"input_ids": ids, "pixel_values": pixels, "logits_per_image": out.logits_per_image.contiguous(),
+               "text_embeds": out.text_embeds.contiguous(), "image_embeds": out.image_embeds.contiguous()},
+              os.path.join(d, "io.safetensors"))
+    return {"name": name, "dir": d}
+
+
 def main():
     out_dir = sys.argv[1]
     seed_arg = os.environ.get("LA_PARITY_SEED", sys.argv[2] if len(sys.argv) > 2 else "random")
@@ -189,8 +226,25 @@ def main():
         seq = rng.randint(2, cfg.max_position_embeddings)
         c, _ = model_case(out_dir, f"random{k}", cfg, rng.random() < 0.5, gen, rng.randint(1, 3), seq)
         cases.append(c)
+    vision = []
+    vcfg = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                            image_size=28, patch_size=7, projection_dim=32, hidden_act="gelu", layer_norm_eps=1e-5)
+    vision.append(vision_case(out_dir, "vision_fixed", vcfg, fixed_gen, 2))
+    for k in range(2):
+        heads = rng.randint(1, 4)
+        patch = rng.choice([4, 7, 8])
+        vcfg_r = CLIPVisionConfig(hidden_size=heads * rng.choice([8, 16]), intermediate_size=rng.choice([32, 64]),
+                                  num_hidden_layers=rng.randint(1, 3), num_attention_heads=heads,
+                                  image_size=patch * rng.randint(1, 5), patch_size=patch,
+                                  projection_dim=rng.randint(4, 20), hidden_act=rng.choice(["quick_gelu", "gelu"]),
+                                  layer_norm_eps=rng.choice([1e-5, 1e-6]))
+        vision.append(vision_case(out_dir, f"vision_random{k}", vcfg_r, gen, rng.randint(1, 3)))
+    tcfg = CLIPTextConfig(vocab_size=200, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=2, max_position_embeddings=16, hidden_act="quick_gelu",
+                          bos_token_id=198, eos_token_id=199, pad_token_id=1)
+    clip_models = [clip_model_case(out_dir, "clip_model_fixed", tcfg, vcfg, fixed_gen, 3)]
     with open(os.path.join(out_dir, "models.json"), "w") as f:
-        json.dump({"seed": seed, "cases": cases}, f, indent=1)
+        json.dump({"seed": seed, "cases": cases, "vision": vision, "clip_models": clip_models}, f, indent=1)
     print(f"clip_oracle: wrote {len(cases)} model cases to {out_dir}")
 
 

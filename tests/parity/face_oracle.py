@@ -6,11 +6,13 @@ and a cv2.warpAffine-convention bilinear warp written with explicit loops over n
 
 Usage: face_oracle.py OUTDIR SEED   (SEED an integer, or "random": $LA_PARITY_SEED when set,
 else a fresh seed; the seed is printed). Writes OUTDIR/{iresnet,irse}_weights.safetensors and
-OUTDIR/face_cases.safetensors (inputs and expected outputs).
+OUTDIR/face_cases.safetensors (inputs and expected outputs), and facenet-pytorch 2.6.0's shipped
+MTCNN weights as OUTDIR/mtcnn_{pnet,rnet,onet}.safetensors with their outputs on random crops.
 """
 import os
 import random
 import sys
+import types
 
 import torch
 from torch import nn
@@ -184,6 +186,73 @@ def warp_affine_ref(img, m, out_h, out_w):
     return out
 
 
+# ----------------------------------------------------------------------------- MTCNN
+def nms_reference(boxes, scores, iou_threshold):
+    """Greedy NMS on [N,4] (x1,y1,x2,y2) boxes, torchvision.ops.nms semantics."""
+    order = scores.argsort(descending=True)
+    keep = []
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    suppressed = torch.zeros(len(boxes), dtype=torch.bool)
+    for i in order.tolist():
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        xx1 = torch.maximum(boxes[i, 0], boxes[:, 0])
+        yy1 = torch.maximum(boxes[i, 1], boxes[:, 1])
+        xx2 = torch.minimum(boxes[i, 2], boxes[:, 2])
+        yy2 = torch.minimum(boxes[i, 3], boxes[:, 3])
+        inter = (xx2 - xx1).clamp(min=0) * (yy2 - yy1).clamp(min=0)
+        suppressed |= inter / (area[i] + area - inter) > iou_threshold
+    return torch.tensor(keep, dtype=torch.int64)
+
+
+def batched_nms_reference(boxes, scores, idxs, iou_threshold):
+    if boxes.numel() == 0:
+        return torch.empty((0,), dtype=torch.int64)
+    offsets = idxs.to(boxes) * (boxes.max() + 1)
+    return nms_reference(boxes + offsets[:, None], scores, iou_threshold)
+
+
+def import_facenet_mtcnn():
+    """facenet_pytorch imports torchvision (ops.boxes.batched_nms, transforms.functional), which
+    cannot be installed beside this torch: register a minimal stand-in with a pure-torch NMS."""
+    try:
+        import torchvision.ops.boxes  # noqa: F401
+    except ImportError:
+        tv = types.ModuleType("torchvision")
+        ops = types.ModuleType("torchvision.ops")
+        boxes = types.ModuleType("torchvision.ops.boxes")
+        boxes.batched_nms = batched_nms_reference
+        boxes.nms = nms_reference
+        ops.boxes = boxes
+        transforms = types.ModuleType("torchvision.transforms")
+        functional = types.ModuleType("torchvision.transforms.functional")
+        transforms.functional = functional
+        tv.ops, tv.transforms = ops, transforms
+        sys.modules.update({"torchvision": tv, "torchvision.ops": ops, "torchvision.ops.boxes": boxes,
+                            "torchvision.transforms": transforms, "torchvision.transforms.functional": functional})
+    from facenet_pytorch.models import mtcnn
+    return mtcnn
+
+
+def mtcnn_cases(outdir, gen, cases):
+    mtcnn = import_facenet_mtcnn()
+    h, w = (int(v) for v in torch.randint(12, 60, (2,), generator=gen))
+    for name, net, shape in (("pnet", mtcnn.PNet(), (2, 3, h, w)), ("rnet", mtcnn.RNet(), (3, 3, 24, 24)),
+                             ("onet", mtcnn.ONet(), (3, 3, 48, 48))):
+        net.eval()
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()},
+                  os.path.join(outdir, f"mtcnn_{name}.safetensors"))
+        x = (torch.randint(0, 256, shape, generator=gen).float() - 127.5) * 0.0078125
+        with torch.no_grad():
+            out = net(x)
+        cases[f"{name}.input"] = x
+        cases[f"{name}.regression"] = out[0]
+        cases[f"{name}.probability"] = out[-1]
+        if name == "onet":
+            cases["onet.landmarks"] = out[1]
+
+
 def main():
     outdir, seed_arg = sys.argv[1], sys.argv[2]
     if seed_arg == "random":
@@ -232,6 +301,7 @@ def main():
     cases["align.matrix"] = m
     cases["align.image"] = img
     cases["align.warped"] = warp_affine_ref(img, m, 112, 112).float()
+    mtcnn_cases(outdir, gen, cases)
     save_file({k: v.contiguous() for k, v in cases.items()}, os.path.join(outdir, "face_cases.safetensors"))
     print(f"iresnet layers {layers}; wrote {outdir}", flush=True)
 

@@ -45,4 +45,13 @@ for scale in 0.5 1.0; do
     "$PY" "$HERE/unet_oracle.py" compare "$WORK/expected_ip_$scale.safetensors" "$WORK/ours_ip_$scale.safetensors" $TOL
   done
 done
+# `model inspect` recognizes each file for this config.
+expect_inspect() {  # FILE REGEX
+  local out
+  out=$("$BIN" model inspect "$1" --config "$WORK/unet/config.json")
+  grep -Eq "$2" <<<"$out" || { echo "FAIL: model inspect $1 does not say /$2/:"; echo "$out" | tail -5; exit 1; }
+}
+expect_inspect "$WORK/unet/diffusion_pytorch_model.safetensors" "UNet2DConditionModel .*: ([0-9]+) of \\1 tensors match \\(complete\\)"
+expect_inspect "$WORK/lora.safetensors" "kohya LoRA for UNet2DConditionModel .*: [1-9][0-9]* layers"
+expect_inspect "$WORK/ip_adapter.safetensors" "IP-Adapter Plus for UNet2DConditionModel .*\\(complete\\)"
 echo "1 passed, 0 failed"
