@@ -103,6 +103,8 @@ find_package(Boost 1.71 REQUIRED COMPONENTS program_options)
 la_report("Boost.Program_options" "${Boost_VERSION}")
 find_package(nlohmann_json 3.9 REQUIRED)
 la_report("nlohmann_json" "${nlohmann_json_VERSION}")
+find_package(ZLIB REQUIRED)  # CLIP's gzip-compressed BPE vocabulary
+la_report("zlib" "${ZLIB_VERSION_STRING}")
 find_path(LA_XXHASH_INCLUDE_DIR xxhash.h REQUIRED)
 find_library(LA_XXHASH_LIBRARY xxhash REQUIRED)
 add_library(lookahead_xxhash INTERFACE)

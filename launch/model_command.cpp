@@ -12,6 +12,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 
 #include "launch/cli.h"
 #include "launch/commands.h"
@@ -21,6 +22,9 @@
 #include "model/io/state_dict.h"
 #include "model/nn/lora_loader.h"
 #include "model/unet/unet_2d_condition.h"
+#include "model/vae/autoencoder_kl.h"
+#include "model/vae/autoencoder_tiny.h"
+#include "model/vae/vae_config.h"
 
 namespace po = boost::program_options;
 
@@ -119,13 +123,12 @@ std::string shape_str(const std::vector<int64_t>& shape) {
   return s.str() + "]";
 }
 
-void match_unet(const std::vector<model::io::TensorInfo>& infos, const model::unet::UNetConfig& config,
-                const std::string& label) {
-  model::unet::UNet2DConditionModel unet(config, at::TensorOptions().device(at::kMeta));
+/// Prints how many of `module`'s tensors the file provides with the right shapes (nothing if none).
+void match_module(const std::vector<model::io::TensorInfo>& infos, torch::nn::Module& module, const std::string& label) {
   std::map<std::string, at::Tensor> shapes;
   for (const auto& i : infos) shapes[i.name] = at::empty(i.shape, at::TensorOptions().device(at::kMeta));
-  auto report = model::io::load_state_dict(*unet, shapes, "file", /*strict=*/false);
-  auto [tensors, elements] = model::unet::count_parameters(*unet);
+  auto report = model::io::load_state_dict(module, shapes, "file", /*strict=*/false);
+  auto [tensors, elements] = model::unet::count_parameters(module);
   if (report.loaded == 0) return;
   std::cout << "  " << label << ": " << report.loaded << " of " << tensors << " tensors match"
             << (report.ok() ? " (complete)" : "") << "\n";
@@ -200,11 +203,37 @@ int inspect(const std::string& path, const std::string& config_path, bool list_a
     ++shown;
   }
   std::cout << "matches:\n";
+  const auto meta = at::TensorOptions().device(at::kMeta);
+  std::string cls;
+  if (!config_path.empty()) {
+    std::ifstream in(config_path);
+    TORCH_CHECK(in, "cannot open config '", config_path, "'");
+    std::stringstream text;
+    text << in.rdbuf();
+    cls = model::vae::config_class_name(text.str(), config_path);
+  }
+  if (cls == "AutoencoderTiny" || cls == "AutoencoderKL") {
+    if (cls == "AutoencoderTiny") {
+      model::vae::AutoencoderTiny taesd(model::vae::TinyConfig::from_file(config_path), meta);
+      match_module(infos, *taesd, "AutoencoderTiny (" + config_path + ")");
+    } else {
+      model::vae::AutoencoderKL vae(model::vae::KLConfig::from_file(config_path), meta);
+      match_module(infos, *vae, "AutoencoderKL (" + config_path + ")");
+    }
+    return kExitOk;
+  }
   auto config = config_path.empty() ? model::unet::UNetConfig::sdxl_base() : model::unet::UNetConfig::from_file(config_path);
   std::string label = config_path.empty() ? "UNet2DConditionModel (SDXL base)" : "UNet2DConditionModel (" + config_path + ")";
-  match_unet(infos, config, label);
+  model::unet::UNet2DConditionModel unet(config, meta);
+  match_module(infos, *unet, label);
   match_lora(infos, config, path, label);
   match_ip_adapter(infos, config, label);
+  if (config_path.empty()) {
+    model::vae::AutoencoderTiny taesd(model::vae::TinyConfig::taesdxl(), meta);
+    match_module(infos, *taesd, "AutoencoderTiny (TAESDXL)");
+    model::vae::AutoencoderKL vae(model::vae::KLConfig::sdxl(), meta);
+    match_module(infos, *vae, "AutoencoderKL (SDXL VAE)");
+  }
   return kExitOk;
 }
 
@@ -228,7 +257,7 @@ int run_model_command(dist::World& world, const std::vector<std::string>& args) 
     return inspect(vm["file"].as<std::string>(), vm["config"].as<std::string>(), vm["all"].as<bool>());
   }
   po::options_description d("lookahead model run");
-  d.add_options()("model", po::value<std::string>()->required(), "network name (unet, ...)")(
+  d.add_options()("model", po::value<std::string>()->required(), "network: unet, taesd, taesdxl, vae, clip-text, clip-vision, mtcnn, arcface-iresnet, arcface-irse50")(
       "config", po::value<std::string>()->required(), "the network's diffusers config.json")(
       "weights", po::value<std::string>()->required(), "safetensors file (or *.index.json) with its weights")(
       "lora", po::value<std::string>()->default_value(""), "kohya-format LoRA to apply unfused")(
@@ -252,7 +281,10 @@ int run_model_command(dist::World& world, const std::vector<std::string>& args) 
   o.out = vm["out"].as<std::string>();
   o.dtype = parse_dtype(vm["dtype"].as<std::string>());
   using Runner = int (*)(const NetworkRun&);
-  const std::map<std::string, Runner> runners = {{"unet", run_unet}};
+  const std::map<std::string, Runner> runners = {
+      {"unet", run_unet},           {"taesd", run_vae_network},          {"taesdxl", run_vae_network},
+      {"vae", run_vae_network},     {"clip-text", run_clip_network},     {"clip-vision", run_clip_network},
+      {"mtcnn", run_face_network},  {"arcface-iresnet", run_face_network}, {"arcface-irse50", run_face_network}};
   auto runner = runners.find(o.model);
   if (runner == runners.end()) {
     std::string names;

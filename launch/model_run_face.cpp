@@ -1,6 +1,7 @@
 // `lookahead model run` for the face networks: ArcFace iresnet (arcface-iresnet) and TreB1eN
 // IR-SE50 (arcface-irse50), input "image" [B, 3, 112, 112] aligned RGB in [-1, 1] -> outputs
-// "embedding" (L2-normalised, [B, 512]) and "features" (before normalisation).
+// "embedding" (L2-normalised, [B, 512]) and "features" (before normalisation); and MTCNN
+// (mtcnn), input "image" uint8 [H, W, 3] RGB -> "boxes", "probs", "landmarks".
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 #include <nlohmann/json.hpp>
@@ -12,6 +13,7 @@
 #include "launch/model_runners.h"
 #include "model/face/arcface_iresnet.h"
 #include "model/face/arcface_irse.h"
+#include "model/face/mtcnn_detect.h"
 #include "model/io/safetensors.h"
 #include "model/io/state_dict.h"
 
@@ -39,13 +41,27 @@ at::Tensor input_image(const NetworkRun& run) {
   return it->second;
 }
 
+/// Runs mtcnn (weights: one safetensors with facenet-pytorch's pnet/rnet/onet state dicts under
+/// the prefixes "pnet.", "rnet.", "onet."; no config) on the uint8 [H, W, 3] "image"; writes
+/// "boxes" [N, 4], "probs" [N], "landmarks" [N, 5, 2] (float32, largest face first).
+int run_mtcnn(const NetworkRun& run) {
+  model::face::Mtcnn mtcnn;
+  const auto report = model::io::load_state_dict(*mtcnn, model::io::load_file(run.weights), run.weights);
+  std::cerr << "model run: " << run.weights << ": " << report.summary() << "\n";
+  const auto det = mtcnn->detect(input_image(run));
+  model::io::save_file(run.out, {{"boxes", det.boxes}, {"probs", det.probs}, {"landmarks", det.landmarks}});
+  std::cerr << "model run: wrote " << run.out << " (" << det.boxes.size(0) << " faces)\n";
+  return 0;
+}
+
 }  // namespace
 
 /// Runs arcface-iresnet (config: JSON {"network": "iresnet100" | "iresnet50", "layers":
 /// [3,13,30,3], "num_features": 512}, every key optional, default iresnet100) or arcface-irse50
 /// (config optional: {"num_layers": 50, "mode": "ir_se"}) on `run.inputs`' "image"; writes
-/// "embedding" and "features" (float32) to `run.out`. Returns 0.
+/// "embedding" and "features" (float32) to `run.out`; "mtcnn" goes to run_mtcnn. Returns 0.
 int run_face_network(const NetworkRun& run) {
+  if (run.model == "mtcnn") return run_mtcnn(run);
   const auto topt = at::TensorOptions().dtype(run.dtype);
   at::Tensor features;
   const auto image = input_image(run).to(run.dtype);

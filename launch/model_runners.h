@@ -22,4 +22,17 @@ struct NetworkRun {
   at::ScalarType dtype = at::kFloat;
 };
 
+/// TAESD / TAESDXL (`taesd`, `taesdxl`) and the SDXL AutoencoderKL (`vae`): latents -> image,
+/// image -> latents (launch/model_run_vae.cpp).
+int run_vae_network(const NetworkRun& run);
+
+/// CLIP text encoders (`clip-text`: input_ids -> hidden states, pooled, text_embeds) and vision
+/// towers (`clip-vision`: pixel_values or image -> hidden states, image_embeds)
+/// (launch/model_run_clip.cpp).
+int run_clip_network(const NetworkRun& run);
+
+/// ArcFace iresnet / TreB1eN IR-SE50 (`arcface-iresnet`, `arcface-irse50`) and MTCNN (`mtcnn`)
+/// (launch/model_run_face.cpp).
+int run_face_network(const NetworkRun& run);
+
 }  // namespace lookahead::launch

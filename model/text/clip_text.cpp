@@ -145,15 +145,18 @@ ClipEncoderImpl::ClipEncoderImpl(int64_t num_layers, int64_t dim, int64_t heads,
 }
 
 void ClipEncoderImpl::reset() {
+  TORCH_CHECK(num_layers >= 1, "clip: num_hidden_layers must be at least 1, got ", num_layers);
   layers = torch::nn::ModuleList();
   for (int64_t i = 0; i < num_layers; ++i) layers->push_back(ClipEncoderLayer(dim, heads, inner, act, eps, tensor_options));
   layers = register_module("layers", layers);
 }
 
-at::Tensor ClipEncoderImpl::forward(const at::Tensor& x, bool causal, std::vector<at::Tensor>* hidden_states) {
+at::Tensor ClipEncoderImpl::forward(const at::Tensor& x, bool causal, std::vector<at::Tensor>* hidden_states,
+                                    at::Tensor* penultimate) {
   at::Tensor h = x;
   if (hidden_states != nullptr) hidden_states->push_back(h);
   for (const auto& layer : *layers) {
+    if (penultimate != nullptr) *penultimate = h;
     h = layer->as<ClipEncoderLayerImpl>()->forward(h, causal);
     if (hidden_states != nullptr) hidden_states->push_back(h);
   }
@@ -202,15 +205,13 @@ at::Tensor ClipTextTransformerImpl::eos_positions(const at::Tensor& input_ids) c
 ClipTextOutput ClipTextTransformerImpl::forward(const at::Tensor& input_ids, bool output_hidden_states) {
   TORCH_CHECK(input_ids.dim() == 2, "clip: input_ids must be [B, S], got ", input_ids.sizes());
   ClipTextOutput out;
-  std::vector<at::Tensor> states;
-  at::Tensor h = embeddings->forward(input_ids);                 // [B, S, C]
-  h = encoder->forward(h, /*causal=*/true, &states);             // states: S0..SN
-  out.penultimate_hidden_state = states[states.size() - 2];
+  at::Tensor h = embeddings->forward(input_ids);  // [B, S, C]
+  h = encoder->forward(h, /*causal=*/true, output_hidden_states ? &out.hidden_states : nullptr,
+                       &out.penultimate_hidden_state);
   out.last_hidden_state = final_layer_norm->forward(h);
   const at::Tensor pos = eos_positions(input_ids).to(at::kLong).to(h.device());           // [B]
   const at::Tensor rows = at::arange(input_ids.size(0), pos.options());
   out.pooler_output = out.last_hidden_state.index({rows, pos});  // [B, C]
-  if (output_hidden_states) out.hidden_states = std::move(states);
   return out;
 }
 

@@ -106,8 +106,10 @@ class ClipEncoderImpl : public torch::nn::Cloneable<ClipEncoderImpl> {
   ClipEncoderImpl(int64_t num_layers, int64_t dim, int64_t heads, int64_t inner, std::string act, double eps,
                   at::TensorOptions tensor_options = {});
   void reset() override;
-  /// [B, S, C] -> [B, S, C]. Appends x and every layer's output to `hidden_states` when given.
-  at::Tensor forward(const at::Tensor& x, bool causal, std::vector<at::Tensor>* hidden_states = nullptr);
+  /// [B, S, C] -> [B, S, C]. Appends x and every layer's output to `hidden_states` when given;
+  /// sets `penultimate` (hidden_states[-2]: the last layer's input) when given.
+  at::Tensor forward(const at::Tensor& x, bool causal, std::vector<at::Tensor>* hidden_states = nullptr,
+                     at::Tensor* penultimate = nullptr);
   int64_t num_layers, dim, heads, inner;
   std::string act;
   double eps;

@@ -53,7 +53,8 @@ ClipVisionConfig ClipVisionConfig::from_json(const nlohmann::json& j) {
 }
 
 ClipVisionConfig ClipVisionConfig::from_file(const std::string& config_json) {
-  return from_json(read_json(config_json));
+  const auto json = read_json(config_json);
+  return from_json(json.contains("vision_config") ? json["vision_config"] : json);
 }
 
 ClipVisionEmbeddingsImpl::ClipVisionEmbeddingsImpl(const ClipVisionConfig& config, at::TensorOptions tensor_options)
@@ -106,13 +107,11 @@ void ClipVisionTransformerImpl::reset() {
 
 ClipVisionOutput ClipVisionTransformerImpl::forward(const at::Tensor& pixel_values, bool output_hidden_states) {
   ClipVisionOutput out;
-  std::vector<at::Tensor> states;
   at::Tensor h = pre_layrnorm->forward(embeddings->forward(pixel_values));  // [B, T, C]
-  h = encoder->forward(h, /*causal=*/false, &states);
-  out.penultimate_hidden_state = states[states.size() - 2];
+  h = encoder->forward(h, /*causal=*/false, output_hidden_states ? &out.hidden_states : nullptr,
+                       &out.penultimate_hidden_state);
   out.last_hidden_state = h;
   out.pooler_output = post_layernorm->forward(h.select(1, 0));  // [B, C]
-  if (output_hidden_states) out.hidden_states = std::move(states);
   return out;
 }
 

@@ -36,6 +36,7 @@ struct ClipVisionConfig {
   /// IP-Adapter's image encoder (OpenCLIP ViT-H/14, laion2B), the defaults above.
   static ClipVisionConfig vit_h14();
   static ClipVisionConfig from_json(const nlohmann::json& config);
+  /// A CLIPVisionConfig file, or a CLIPConfig one (its `vision_config`).
   static ClipVisionConfig from_file(const std::string& config_json);
 };
 

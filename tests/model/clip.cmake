@@ -1,4 +1,5 @@
-# CLIP tokenizer and text encoders (model/text): structure tests, and parity with transformers.
+# CLIP tokenizer, text and vision encoders (model/text, model/vision): structure tests, and parity
+# with transformers (ids, hidden states, projections, CLIPModel logits, preprocessing, the runner).
 # The oracle runs first (a ctest fixture) on fixed cases plus a fresh random seed each run (printed;
 # LA_PARITY_SEED=SEED ctest -R clip reproduces). The tokenizer reads gzip vocabularies: zlib.
 lookahead_add_test(model_clip_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/clip_test.cpp DEPS lookahead_model z)

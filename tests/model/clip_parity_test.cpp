@@ -163,6 +163,23 @@ TEST(ClipParity, VisionEncoders) {
   }
 }
 
+// transformers resizes in uint8 (PIL), we resize in float: agreement is to about one uint8 step
+// (1/255 / std ≈ 0.015 in normalized units) on smooth images.
+TEST(ClipParity, ImagePreprocessing) {
+  if (fixture_dir().empty()) GTEST_SKIP() << "LA_CLIP_PARITY_DIR unset";
+  const auto models = read_json(fixture_dir() + "/models.json");
+  const auto io = io::load_file(fixture_dir() + "/preprocess.safetensors");
+  double worst = 0;
+  for (int64_t i = 0; i < models["preprocess"].get<int64_t>(); ++i) {
+    const at::Tensor image = io.at("image." + std::to_string(i));
+    const double err = max_err(vision::clip_preprocess(image), io.at("pixel_values." + std::to_string(i)));
+    std::printf("clip preprocess %lld x %lld: max abs err %.3g\n", static_cast<long long>(image.size(2)),
+                static_cast<long long>(image.size(3)), err);
+    worst = std::max(worst, err);
+  }
+  EXPECT_LE(worst, 0.025);
+}
+
 TEST(ClipParity, ModelRunClipText) {
   if (fixture_dir().empty()) GTEST_SKIP() << "LA_CLIP_PARITY_DIR unset";
   for (const char* name : {"fixed_l", "fixed_g"}) {
@@ -184,6 +201,25 @@ TEST(ClipParity, ModelRunClipText) {
     std::printf("model run clip-text %s: max abs err %.3g\n", name, err);
     EXPECT_LE(err, kTol) << name;
   }
+}
+
+TEST(ClipParity, ModelRunClipVision) {
+  if (fixture_dir().empty()) GTEST_SKIP() << "LA_CLIP_PARITY_DIR unset";
+  const std::string dir = fixture_dir() + "/models/vision_fixed";
+  launch::NetworkRun run;
+  run.model = "clip-vision";
+  run.config = dir + "/config.json";
+  run.weights = dir + "/model.safetensors";
+  run.inputs = dir + "/io.safetensors";
+  run.out = dir + "/run_out.safetensors";
+  ASSERT_EQ(launch::run_clip_network(run), 0);
+  const auto io = io::load_file(dir + "/io.safetensors"), out = io::load_file(run.out);
+  double err = std::max(max_err(out.at("last_hidden_state"), io.at("last_hidden_state")),
+                        max_err(out.at("pooler_output"), io.at("pooler_output")));
+  err = std::max(err, max_err(out.at("penultimate_hidden_state"), io.at("hidden_states.2")));
+  err = std::max(err, max_err(out.at("image_embeds"), io.at("image_embeds")));
+  std::printf("model run clip-vision: max abs err %.3g\n", err);
+  EXPECT_LE(err, kTol);
 }
 
 }  // namespace

@@ -1,18 +1,31 @@
 // Parity of model/face with tests/parity/face_oracle.py (fixture directory = argv[1]): iresnet
 // and IR-SE50 embeddings from random weights in the checkpoint key layout (BatchNorm running
-// statistics included), and the similarity transform plus warp of the alignment reference.
+// statistics included), the similarity transform plus warp of the alignment reference, and the
+// MTCNN P/R/O-Nets with facenet-pytorch 2.6.0's shipped weights, and MTCNN detection on real
+// photos (scikit-image astronaut, matplotlib grace_hopper) against facenet-pytorch's boxes and
+// landmarks (within 1 px).
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "model/face/align.h"
 #include "model/face/arcface_iresnet.h"
 #include "model/face/arcface_irse.h"
+#include "model/face/mtcnn.h"
+#include "model/face/mtcnn_detect.h"
 #include "model/io/safetensors.h"
 #include "model/io/state_dict.h"
+#include "launch/model_runners.h"
+
+namespace lookahead::launch {
+int run_face_network(const NetworkRun& run);
+}  // namespace lookahead::launch
 
 namespace lookahead::model::face {
 namespace {
@@ -74,6 +87,78 @@ TEST(FaceParity, AlignmentMatrixAndWarp) {
   EXPECT_LT(warp_err, 1e-4);
   EXPECT_LT(warp64_err, 1e-6);
   EXPECT_LT(align_err, 1e-4);
+}
+
+template <typename Net>
+void load_mtcnn(Net& net, const std::string& name) {
+  const auto report = io::load_state_dict(*net, io::load_file(g_dir + "/mtcnn_" + name + ".safetensors"), name);
+  EXPECT_TRUE(report.ok()) << report.summary();
+}
+
+TEST(FaceParity, MtcnnNetworks) {
+  at::NoGradGuard no_grad;
+  PNet pnet;
+  load_mtcnn(pnet, "pnet");
+  const auto p = pnet->forward(g_cases.at("pnet.input"));
+  const double p_err = std::max(max_abs(p.regression, g_cases.at("pnet.regression")),
+                                max_abs(p.probability, g_cases.at("pnet.probability")));
+  RNet rnet;
+  load_mtcnn(rnet, "rnet");
+  const auto r = rnet->forward(g_cases.at("rnet.input"));
+  const double r_err = std::max(max_abs(r.regression, g_cases.at("rnet.regression")),
+                                max_abs(r.probability, g_cases.at("rnet.probability")));
+  ONet onet;
+  load_mtcnn(onet, "onet");
+  const auto o = onet->forward(g_cases.at("onet.input"));
+  const double o_err = std::max({max_abs(o.regression, g_cases.at("onet.regression")),
+                                 max_abs(o.probability, g_cases.at("onet.probability")),
+                                 max_abs(o.landmarks, g_cases.at("onet.landmarks"))});
+  std::printf("mtcnn: pnet %s err %.3g, rnet err %.3g, onet err %.3g\n",
+              std::to_string(g_cases.at("pnet.input").size(2)).c_str(), p_err, r_err, o_err);
+  EXPECT_LT(p_err, 1e-4);
+  EXPECT_LT(r_err, 1e-4);
+  EXPECT_LT(o_err, 1e-4);
+}
+
+TEST(FaceParity, MtcnnDetectsPhotos) {
+  Mtcnn mtcnn;
+  mtcnn->load_weights(g_dir + "/mtcnn_pnet.safetensors", g_dir + "/mtcnn_rnet.safetensors",
+                      g_dir + "/mtcnn_onet.safetensors");
+  const auto photos = io::load_file(g_dir + "/mtcnn_photos.safetensors");
+  for (const std::string name : {"astronaut", "grace_hopper"}) {
+    const auto det = mtcnn->detect(photos.at(name + ".image"));
+    const auto ref_boxes = photos.at(name + ".boxes");
+    ASSERT_EQ(det.boxes.size(0), ref_boxes.size(0)) << name;
+    const double box_err = max_abs(det.boxes, ref_boxes);
+    const double lm_err = max_abs(det.landmarks, photos.at(name + ".landmarks"));
+    const double prob_err = max_abs(det.probs, photos.at(name + ".probs"));
+    std::printf("mtcnn %s: %lld faces, box err %.3g px, landmark err %.3g px, prob err %.3g\n", name.c_str(),
+                static_cast<long long>(det.boxes.size(0)), box_err, lm_err, prob_err);
+    EXPECT_LT(box_err, 1.0) << name;
+    EXPECT_LT(lm_err, 1.0) << name;
+    EXPECT_LT(prob_err, 1e-3) << name;
+  }
+}
+
+TEST(FaceParity, MtcnnRunner) {
+  // One weights file with prefixed keys, as `lookahead model run --model mtcnn` takes it.
+  std::vector<std::pair<std::string, at::Tensor>> weights;
+  for (const std::string net : {"pnet", "rnet", "onet"})
+    for (const auto& [key, value] : io::load_file(g_dir + "/mtcnn_" + net + ".safetensors"))
+      weights.emplace_back(net + "." + key, value);
+  const auto photos = io::load_file(g_dir + "/mtcnn_photos.safetensors");
+  launch::NetworkRun run;
+  run.model = "mtcnn";
+  run.weights = g_dir + "/mtcnn_all.safetensors";
+  run.inputs = g_dir + "/mtcnn_run_inputs.safetensors";
+  run.out = g_dir + "/mtcnn_run_out.safetensors";
+  io::save_file(run.weights, weights);
+  io::save_file(run.inputs, {{"image", photos.at("astronaut.image")}});
+  ASSERT_EQ(launch::run_face_network(run), 0);
+  const auto out = io::load_file(run.out);
+  EXPECT_LT(max_abs(out.at("boxes"), photos.at("astronaut.boxes")), 1.0);
+  EXPECT_LT(max_abs(out.at("landmarks"), photos.at("astronaut.landmarks")), 1.0);
+  EXPECT_EQ(out.at("probs").size(0), photos.at("astronaut.probs").size(0));
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "model/face/align.h"
 #include "model/face/arcface_iresnet.h"
 #include "model/face/arcface_irse.h"
+#include "model/face/mtcnn_detect.h"
 #include "model/io/safetensors.h"
 #include "launch/model_runners.h"
 
@@ -146,6 +147,25 @@ TEST(FaceAlign, GradientsReachPixels) {
   const double fd = ((align_faces(plus, lm, 112) * weights).sum().item<double>() -
                      (align_faces(minus, lm, 112) * weights).sum().item<double>()) / (2 * eps);
   EXPECT_NEAR(g[0][1][y][x].item<double>(), fd, 1e-6);
+}
+
+TEST(FaceMtcnn, KeysOnMeta) {
+  Mtcnn net(MtcnnOptions().tensor_options(at::TensorOptions().device(at::kMeta)));
+  const auto keys = state_shapes(*net);
+  EXPECT_EQ(keys.size(), 13u + 16u + 21u);  // facenet-pytorch pnet.pt / rnet.pt / onet.pt entries
+  EXPECT_EQ(keys.at("pnet.conv4_2.weight"), (std::vector<int64_t>{4, 32, 1, 1}));
+  EXPECT_EQ(keys.at("rnet.dense4.weight"), (std::vector<int64_t>{128, 576}));
+  EXPECT_EQ(keys.at("onet.dense6_3.bias"), (std::vector<int64_t>{10}));
+  EXPECT_EQ(keys.at("onet.prelu5.weight"), (std::vector<int64_t>{256}));
+}
+
+TEST(FaceMtcnn, NmsModes) {
+  const auto boxes = at::tensor({0.f, 0.f, 10.f, 10.f, 1.f, 1.f, 11.f, 11.f, 20.f, 20.f, 30.f, 30.f, 2.f, 2.f, 6.f, 6.f})
+                         .view({4, 4});
+  const auto scores = at::tensor({0.9f, 0.95f, 0.5f, 0.8f});
+  // IoU(0, 1) = 81 / 119 > 0.5; box 3 lies inside box 1 (IoU 16 / 100, but 'Min' overlap 1).
+  EXPECT_TRUE(at::equal(face_nms(boxes, scores, 0.5), at::tensor({1, 3, 2}, at::kLong)));
+  EXPECT_TRUE(at::equal(face_nms(boxes, scores, 0.7, true), at::tensor({1, 2}, at::kLong)));
 }
 
 TEST(FaceRunner, IResNetFromFiles) {

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Oracle for model/text (CLIP tokenizer and text encoders), run by ctest as a fixture.
+"""Oracle for model/text and model/vision (CLIP tokenizer, encoders, preprocessing), a ctest fixture.
 
 Usage: clip_oracle.py OUTDIR SEED   (SEED: an integer, or "random" for a fresh one, printed)
 
@@ -7,7 +7,9 @@ Writes OUTDIR/tokenizer/{vocab.json,merges.txt} (converted from open_clip's
 bpe_simple_vocab_16e6.txt.gz), OUTDIR/tokens.json (prompts and transformers' CLIPTokenizer ids
 with both SDXL paddings), and OUTDIR/models/<case>/{config.json,model.safetensors,io.safetensors}
 for fixed and random CLIPTextModel / CLIPTextModelWithProjection configs, with perturbed weights,
-input ids, every hidden state, pooled output and projection. LA_PARITY_SEED overrides SEED.
+input ids, every hidden state, pooled output and projection; the same for
+CLIPVisionModelWithProjection (models/vision_*), CLIPModel logits (models/clip_model_fixed) and
+CLIPImageProcessor outputs (preprocess.safetensors). LA_PARITY_SEED overrides SEED.
 """
 import gzip
 import importlib.util
@@ -16,6 +18,7 @@ import os
 import random
 import sys
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 import transformers
@@ -182,6 +185,33 @@ def clip_model_case(out_dir, name, text_cfg, vision_cfg, gen, batch):
     return {"name": name, "dir": d}
 
 
+def smooth_image(h, w, rng):
+    """Low-frequency RGB uint8 image (PIL resizes in uint8, so only smooth content is comparable)."""
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    chans = []
+    for _ in range(3):
+        f = [rng.uniform(1, 4), rng.uniform(1, 4)]
+        ph = [rng.uniform(0, 6), rng.uniform(0, 6)]
+        chans.append(0.5 + 0.4 * np.sin(2 * np.pi * f[0] * xx + ph[0]) * np.cos(2 * np.pi * f[1] * yy + ph[1]))
+    return (np.stack(chans, -1) * 255).round().astype(np.uint8)
+
+
+def preprocess_cases(out_dir, rng):
+    """transformers' CLIPImageProcessor (PIL backend: resize shortest side 224 bicubic, crop, normalize)."""
+    from PIL import Image
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    proc = CLIPImageProcessorPil()
+    tensors = {}
+    shapes = [(150, 210), (300, 240), (224, 224), (512, 512)] + [(rng.randint(64, 600), rng.randint(64, 600))
+                                                                   for _ in range(3)]
+    for i, (h, w) in enumerate(shapes):
+        img = smooth_image(h, w, rng)
+        tensors[f"image.{i}"] = torch.from_numpy(img).permute(2, 0, 1)[None].float().div(255).contiguous()
+        tensors[f"pixel_values.{i}"] = proc(images=Image.fromarray(img), return_tensors="pt")["pixel_values"].contiguous()
+    save_file(tensors, os.path.join(out_dir, "preprocess.safetensors"))
+    return len(shapes)
+
+
 def main():
     out_dir = sys.argv[1]
     seed_arg = os.environ.get("LA_PARITY_SEED", sys.argv[2] if len(sys.argv) > 2 else "random")
@@ -244,7 +274,8 @@ def main():
                           bos_token_id=198, eos_token_id=199, pad_token_id=1)
     clip_models = [clip_model_case(out_dir, "clip_model_fixed", tcfg, vcfg, fixed_gen, 3)]
     with open(os.path.join(out_dir, "models.json"), "w") as f:
-        json.dump({"seed": seed, "cases": cases, "vision": vision, "clip_models": clip_models}, f, indent=1)
+        json.dump({"seed": seed, "cases": cases, "vision": vision, "clip_models": clip_models,
+                   "preprocess": preprocess_cases(out_dir, rng)}, f, indent=1)
     print(f"clip_oracle: wrote {len(cases)} model cases to {out_dir}")
 
 

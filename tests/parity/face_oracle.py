@@ -7,7 +7,9 @@ and a cv2.warpAffine-convention bilinear warp written with explicit loops over n
 Usage: face_oracle.py OUTDIR SEED   (SEED an integer, or "random": $LA_PARITY_SEED when set,
 else a fresh seed; the seed is printed). Writes OUTDIR/{iresnet,irse}_weights.safetensors and
 OUTDIR/face_cases.safetensors (inputs and expected outputs), and facenet-pytorch 2.6.0's shipped
-MTCNN weights as OUTDIR/mtcnn_{pnet,rnet,onet}.safetensors with their outputs on random crops.
+MTCNN weights as OUTDIR/mtcnn_{pnet,rnet,onet}.safetensors with their outputs on random crops,
+and facenet-pytorch's detections on scikit-image's astronaut and matplotlib's grace_hopper photos
+(OUTDIR/mtcnn_photos.safetensors, images as uint8 [H, W, 3]).
 """
 import os
 import random
@@ -253,6 +255,30 @@ def mtcnn_cases(outdir, gen, cases):
             cases["onet.landmarks"] = out[1]
 
 
+def mtcnn_photo_cases(outdir):
+    """facenet-pytorch MTCNN.detect (defaults: min_face_size 20, factor 0.709, thresholds
+    [0.6, 0.7, 0.7], select_largest) on real photos, decoded here and handed over as uint8 RGB."""
+    import matplotlib.cbook
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+    mtcnn = import_facenet_mtcnn()
+    detector = mtcnn.MTCNN(device="cpu")
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+        hopper = np.asarray(Image.open(f).convert("RGB"))
+    photos = {"astronaut": skimage.data.astronaut(), "grace_hopper": hopper}
+    out = {}
+    for name, img in photos.items():
+        image = torch.from_numpy(np.array(img, dtype=np.uint8, copy=True))
+        boxes, probs, points = detector.detect(image, landmarks=True)
+        out[f"{name}.image"] = image
+        out[f"{name}.boxes"] = torch.as_tensor(np.asarray(boxes, dtype=np.float32))
+        out[f"{name}.probs"] = torch.as_tensor(np.asarray(probs, dtype=np.float32))
+        out[f"{name}.landmarks"] = torch.as_tensor(np.asarray(points, dtype=np.float32))
+        print(f"mtcnn {name} {tuple(image.shape)}: {len(boxes)} faces, first box {boxes[0]}", flush=True)
+    save_file(out, os.path.join(outdir, "mtcnn_photos.safetensors"))
+
+
 def main():
     outdir, seed_arg = sys.argv[1], sys.argv[2]
     if seed_arg == "random":
@@ -302,6 +328,7 @@ def main():
     cases["align.image"] = img
     cases["align.warped"] = warp_affine_ref(img, m, 112, 112).float()
     mtcnn_cases(outdir, gen, cases)
+    mtcnn_photo_cases(outdir)
     save_file({k: v.contiguous() for k, v in cases.items()}, os.path.join(outdir, "face_cases.safetensors"))
     print(f"iresnet layers {layers}; wrote {outdir}", flush=True)
 
