@@ -27,7 +27,7 @@ struct EulerDiscreteOptions {
 
   /// diffusers from_config semantics (absent keys: EulerDiscreteScheduler class defaults, e.g.
   /// linspace spacing). Karras/exponential/beta sigmas, log_linear interpolation and continuous
-  /// timesteps are not implemented and are rejected.
+  /// timesteps are outside what we support and are rejected with an error naming the key.
   static EulerDiscreteOptions from_config(const nlohmann::json& config);
   void validate() const;
 };
