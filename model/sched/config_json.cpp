@@ -1,6 +1,8 @@
 // Typed, checked access to scheduler_config.json keys (see config_json.h for the semantics).
 #include "model/sched/config_json.h"
 
+#include <nlohmann/json.hpp>
+
 #include <c10/util/Exception.h>
 
 namespace lookahead::model::sched::detail {

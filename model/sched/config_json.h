@@ -4,7 +4,7 @@
 // implement fails loudly instead of being silently ignored.
 #pragma once
 
-#include <nlohmann/json.hpp>
+#include <nlohmann/json_fwd.hpp>
 
 #include <cstdint>
 #include <string>

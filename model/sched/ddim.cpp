@@ -1,6 +1,8 @@
 // DdimSampler: diffusers' DDIM timesteps and step in its float32 op order.
 #include "model/sched/ddim.h"
 
+#include <nlohmann/json.hpp>
+
 #include <ATen/ATen.h>
 
 #include <algorithm>

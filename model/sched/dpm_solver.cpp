@@ -2,6 +2,8 @@
 // timestep spacing, lower-order warm-up/final steps and float32 coefficient arithmetic.
 #include "model/sched/dpm_solver.h"
 
+#include <nlohmann/json.hpp>
+
 #include <ATen/ATen.h>
 
 #include <algorithm>

@@ -2,6 +2,8 @@
 // op order.
 #include "model/sched/euler.h"
 
+#include <nlohmann/json.hpp>
+
 #include <ATen/ATen.h>
 
 #include <algorithm>

@@ -1,6 +1,8 @@
 // LcmSampler: diffusers' LCMScheduler timesteps and step in its float32 op order.
 #include "model/sched/lcm_sampler.h"
 
+#include <nlohmann/json.hpp>
+
 #include <ATen/ATen.h>
 
 #include <cmath>

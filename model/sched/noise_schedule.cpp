@@ -2,6 +2,8 @@
 // kernels diffusers runs), plus the per-sample forward process and x0 estimate.
 #include "model/sched/noise_schedule.h"
 
+#include <nlohmann/json.hpp>
+
 #include <ATen/ATen.h>
 
 #include <algorithm>

@@ -3,6 +3,8 @@
 // schedules depend on.
 #include "model/sched/sampler.h"
 
+#include <nlohmann/json.hpp>
+
 #include <ATen/ATen.h>
 
 #include <cmath>
