@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -22,9 +23,14 @@
 #include "model/io/state_dict.h"
 #include "model/nn/lora_loader.h"
 #include "model/unet/unet_2d_condition.h"
+#include "model/face/arcface_iresnet.h"
+#include "model/face/arcface_irse.h"
+#include "model/face/mtcnn_detect.h"
+#include "model/text/clip_text.h"
 #include "model/vae/autoencoder_kl.h"
 #include "model/vae/autoencoder_tiny.h"
 #include "model/vae/vae_config.h"
+#include "model/vision/clip_vision.h"
 
 namespace po = boost::program_options;
 
@@ -123,13 +129,17 @@ std::string shape_str(const std::vector<int64_t>& shape) {
   return s.str() + "]";
 }
 
-/// Prints how many of `module`'s tensors the file provides with the right shapes (nothing if none).
-void match_module(const std::vector<model::io::TensorInfo>& infos, torch::nn::Module& module, const std::string& label) {
+/// Prints how many of `module`'s tensors (parameters and buffers) the file provides with the right
+/// shapes (nothing if none). `normalize` maps file keys to the module's (e.g. CLIP prefixes).
+void match_module(const std::vector<model::io::TensorInfo>& infos, torch::nn::Module& module, const std::string& label,
+                  const std::function<std::map<std::string, at::Tensor>(const std::map<std::string, at::Tensor>&)>&
+                      normalize = nullptr) {
   std::map<std::string, at::Tensor> shapes;
   for (const auto& i : infos) shapes[i.name] = at::empty(i.shape, at::TensorOptions().device(at::kMeta));
+  if (normalize) shapes = normalize(shapes);
   auto report = model::io::load_state_dict(module, shapes, "file", /*strict=*/false);
-  auto [tensors, elements] = model::unet::count_parameters(module);
-  if (report.loaded == 0) return;
+  if (report.loaded == 0 && report.mismatched.empty()) return;  // not this network's keys
+  size_t tensors = module.named_parameters().size() + module.named_buffers().size();
   std::cout << "  " << label << ": " << report.loaded << " of " << tensors << " tensors match"
             << (report.ok() ? " (complete)" : "") << "\n";
   if (!report.ok()) std::cout << "    " << report.summary(8) << "\n";
@@ -210,7 +220,31 @@ int inspect(const std::string& path, const std::string& config_path, bool list_a
     TORCH_CHECK(in, "cannot open config '", config_path, "'");
     std::stringstream text;
     text << in.rdbuf();
-    cls = model::vae::config_class_name(text.str(), config_path);
+    // diffusers names the class in `_class_name`, transformers in `architectures`.
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(text.str());
+    } catch (const nlohmann::json::exception& e) {
+      TORCH_CHECK(false, config_path, ": not valid JSON: ", e.what());
+    }
+    if (j.is_object() && j.contains("_class_name") && j["_class_name"].is_string())
+      cls = j["_class_name"].get<std::string>();
+    else if (j.is_object() && j.contains("architectures") && j["architectures"].is_array() &&
+             !j["architectures"].empty() && j["architectures"][0].is_string())
+      cls = j["architectures"][0].get<std::string>();
+  }
+  if (cls == "CLIPTextModel" || cls == "CLIPTextModelWithProjection" || cls == "CLIPVisionModelWithProjection" ||
+      cls == "CLIPVisionModel") {
+    if (cls.rfind("CLIPText", 0) == 0) {
+      model::text::ClipTextModel clip(model::text::ClipTextConfig::from_file(config_path),
+                                      cls == "CLIPTextModelWithProjection", meta);
+      match_module(infos, *clip, cls + " (" + config_path + ")", model::text::normalize_clip_text_keys);
+    } else {
+      model::vision::ClipVisionModel clip(model::vision::ClipVisionConfig::from_file(config_path),
+                                          cls == "CLIPVisionModelWithProjection", meta);
+      match_module(infos, *clip, cls + " (" + config_path + ")");
+    }
+    return kExitOk;
   }
   if (cls == "AutoencoderTiny" || cls == "AutoencoderKL") {
     if (cls == "AutoencoderTiny") {
@@ -233,6 +267,21 @@ int inspect(const std::string& path, const std::string& config_path, bool list_a
     match_module(infos, *taesd, "AutoencoderTiny (TAESDXL)");
     model::vae::AutoencoderKL vae(model::vae::KLConfig::sdxl(), meta);
     match_module(infos, *vae, "AutoencoderKL (SDXL VAE)");
+    model::text::ClipTextModel clip_l(model::text::ClipTextConfig::clip_l(), false, meta);
+    match_module(infos, *clip_l, "CLIPTextModel (CLIP ViT-L/14, SDXL text_encoder)", model::text::normalize_clip_text_keys);
+    model::text::ClipTextModel bigg(model::text::ClipTextConfig::clip_bigg(), true, meta);
+    match_module(infos, *bigg, "CLIPTextModelWithProjection (OpenCLIP bigG, SDXL text_encoder_2)",
+                 model::text::normalize_clip_text_keys);
+    model::vision::ClipVisionModel vit_h(model::vision::ClipVisionConfig::vit_h14(), true, meta);
+    match_module(infos, *vit_h, "CLIPVisionModelWithProjection (ViT-H/14, IP-Adapter image encoder)");
+    for (const char* name : {"iresnet100", "iresnet50"}) {
+      model::face::IResNet net(model::face::IResNetOptions::named(name).tensor_options(meta));
+      match_module(infos, *net, std::string("ArcFace ") + name + " (insightface layout)");
+    }
+    model::face::IRSE irse(model::face::IRSEOptions().tensor_options(meta));
+    match_module(infos, *irse, "ArcFace IR-SE50 (TreB1eN layout)");
+    model::face::Mtcnn mtcnn(model::face::MtcnnOptions().tensor_options(meta));
+    match_module(infos, *mtcnn, "MTCNN P/R/O-Net (facenet-pytorch, keys pnet./rnet./onet.)");
   }
   return kExitOk;
 }
