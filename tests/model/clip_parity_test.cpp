@@ -19,10 +19,6 @@
 #include "model/text/clip_tokenizer.h"
 #include "model/vision/clip_vision.h"
 
-namespace lookahead::launch {
-int run_clip_network(const NetworkRun& run);  // launch/model_run_clip.cpp
-}  // namespace lookahead::launch
-
 namespace lookahead::model::text {
 namespace {
 

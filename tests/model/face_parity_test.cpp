@@ -23,10 +23,6 @@
 #include "model/io/state_dict.h"
 #include "launch/model_runners.h"
 
-namespace lookahead::launch {
-int run_face_network(const NetworkRun& run);
-}  // namespace lookahead::launch
-
 namespace lookahead::model::face {
 namespace {
 

@@ -17,10 +17,6 @@
 #include "model/io/safetensors.h"
 #include "launch/model_runners.h"
 
-namespace lookahead::launch {
-int run_face_network(const NetworkRun& run);
-}  // namespace lookahead::launch
-
 namespace lookahead::model::face {
 namespace {
 

@@ -19,10 +19,6 @@
 #include "model/vae/autoencoder_kl.h"
 #include "model/vae/autoencoder_tiny.h"
 
-namespace lookahead::launch {
-int run_vae_network(const NetworkRun& run);
-}  // namespace lookahead::launch
-
 namespace lookahead::model::vae {
 namespace {
 
