@@ -16,6 +16,7 @@
 #include "model/face/mtcnn_detect.h"
 #include "model/io/safetensors.h"
 #include "model/io/state_dict.h"
+#include "model/io/torch_checkpoint.h"
 
 namespace lookahead::launch {
 namespace {
@@ -46,7 +47,7 @@ at::Tensor input_image(const NetworkRun& run) {
 /// "boxes" [N, 4], "probs" [N], "landmarks" [N, 5, 2] (float32, largest face first).
 int run_mtcnn(const NetworkRun& run) {
   model::face::Mtcnn mtcnn;
-  const auto report = model::io::load_state_dict(*mtcnn, model::io::load_file(run.weights), run.weights);
+  const auto report = model::io::load_state_dict(*mtcnn, model::io::load_weights_file(run.weights), run.weights);
   std::cerr << "model run: " << run.weights << ": " << report.summary() << "\n";
   const auto det = mtcnn->detect(input_image(run));
   model::io::save_file(run.out, {{"boxes", det.boxes}, {"probs", det.probs}, {"landmarks", det.landmarks}});
@@ -69,12 +70,12 @@ int run_face_network(const NetworkRun& run) {
   if (run.model == "arcface-iresnet") {
     auto o = run.config.empty() ? model::face::IResNetOptions() : model::face::IResNetOptions::from_json_file(run.config);
     model::face::IResNet net(o.tensor_options(topt));
-    const auto report = model::io::load_state_dict(*net, model::io::load_file(run.weights), run.weights);
+    const auto report = model::io::load_state_dict(*net, model::io::load_weights_file(run.weights), run.weights);
     std::cerr << "model run: " << run.weights << ": " << report.summary() << "\n";
     features = net->features(image);
   } else if (run.model == "arcface-irse50") {
     model::face::IRSE net(irse_options(run.config).tensor_options(topt));
-    const auto report = model::io::load_state_dict(*net, model::io::load_file(run.weights), run.weights);
+    const auto report = model::io::load_state_dict(*net, model::io::load_weights_file(run.weights), run.weights);
     std::cerr << "model run: " << run.weights << ": " << report.summary() << "\n";
     features = net->features(image);
   } else {

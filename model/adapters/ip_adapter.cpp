@@ -2,12 +2,9 @@
 #include "model/adapters/ip_adapter.h"
 
 #include <ATen/ATen.h>
-#include <torch/serialize.h>
-
-#include <fstream>
-#include <iterator>
 
 #include "model/io/safetensors.h"
+#include "model/io/torch_checkpoint.h"
 
 namespace lookahead::model::adapters {
 
@@ -103,27 +100,14 @@ ResamplerOptions infer_resampler_options(const std::map<std::string, at::Tensor>
 std::map<std::string, at::Tensor> load_ip_adapter_file(const std::string& path) {
   const bool is_bin = path.size() > 4 && path.substr(path.size() - 4) == ".bin";
   if (!is_bin) return io::load_file(path);
-  std::ifstream in(path, std::ios::binary);
-  TORCH_CHECK(in, "cannot open IP-Adapter checkpoint '", path, "'");
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  c10::IValue root;
-  try {
-    root = torch::pickle_load(bytes);
-  } catch (const c10::Error& e) {
-    TORCH_CHECK(false, path, ": not a torch.save checkpoint: ", e.what_without_backtrace());
-  }
-  TORCH_CHECK(root.isGenericDict(), path, ": expected a dict {\"image_proj\": ..., \"ip_adapter\": ...}");
-  std::map<std::string, at::Tensor> out;
-  for (const auto& group : root.toGenericDict()) {
-    TORCH_CHECK(group.key().isString() && group.value().isGenericDict(), path,
-                ": expected a dict of dicts of tensors at the top level");
-    const std::string prefix = group.key().toStringRef();
+  // torch.save of {"image_proj": {...}, "ip_adapter": {...}}: the reader flattens it to
+  // "image_proj.X" / "ip_adapter.X" keys and refuses anything but dicts, tensors and plain values.
+  auto out = io::load_torch_file(path);
+  for (const auto& entry : out) {
+    const std::string& key = entry.first;
+    const std::string prefix = key.substr(0, key.find('.'));
     TORCH_CHECK(prefix == "image_proj" || prefix == "ip_adapter", path, ": unexpected top-level key '", prefix, "'");
-    for (const auto& item : group.value().toGenericDict()) {
-      TORCH_CHECK(item.key().isString() && item.value().isTensor(), path, ": '", prefix,
-                  "' must map names to tensors");
-      out[prefix + "." + item.key().toStringRef()] = item.value().toTensor().contiguous();
-    }
+    TORCH_CHECK(key.size() > prefix.size(), path, ": '", prefix, "' must map names to tensors");
   }
   return out;
 }

@@ -32,7 +32,9 @@ at::Tensor PerceiverAttentionImpl::forward(const at::Tensor& x, const at::Tensor
   // fp16 logits in range; the softmax runs in float32.
   double s = 1.0 / std::sqrt(std::sqrt(static_cast<double>(d)));
   at::Tensor w = at::matmul(heads(q) * s, (heads(kv[0]) * s).transpose(-2, -1));  // [B, h, Q, N+Q]
-  w = at::softmax(w.to(at::kFloat), -1).to(w.scalar_type());
+  // float64 stays float64 (gradient checks): "at least float32".
+  const auto softmax_type = w.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  w = at::softmax(w.to(softmax_type), -1).to(w.scalar_type());
   at::Tensor o = at::matmul(w, heads(kv[1]));                                     // [B, h, Q, d]
   return to_out->forward(o.transpose(1, 2).reshape({b, q_len, h * d}));
 }

@@ -12,6 +12,7 @@
 
 #include "model/io/safetensors.h"
 #include "model/io/state_dict.h"
+#include "model/io/torch_checkpoint.h"
 
 namespace lookahead::model::face {
 namespace {
@@ -102,9 +103,9 @@ void MtcnnImpl::reset() {
 }
 
 void MtcnnImpl::load_weights(const std::string& pnet_file, const std::string& rnet_file, const std::string& onet_file) {
-  io::load_state_dict(*pnet, io::load_file(pnet_file), pnet_file);
-  io::load_state_dict(*rnet, io::load_file(rnet_file), rnet_file);
-  io::load_state_dict(*onet, io::load_file(onet_file), onet_file);
+  io::load_state_dict(*pnet, io::load_weights_file(pnet_file), pnet_file);
+  io::load_state_dict(*rnet, io::load_weights_file(rnet_file), rnet_file);
+  io::load_state_dict(*onet, io::load_weights_file(onet_file), onet_file);
 }
 
 FaceDetections MtcnnImpl::detect(const at::Tensor& image) {

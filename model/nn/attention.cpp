@@ -33,17 +33,29 @@ at::Tensor AttentionImpl::attend(const at::Tensor& q, const at::Tensor& k, const
   return o.transpose(1, 2).reshape({b, n, h * d});
 }
 
-at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& context) {
-  const at::Tensor& ctx = context.defined() ? context : x;
+at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& context, const BlockKv* shared) {
+  const bool self_attention = !context.defined();
+  const at::Tensor& ctx = self_attention ? x : context;
   at::Tensor q = to_q->forward(x);
-  at::Tensor o = attend(q, to_k->forward(ctx), to_v->forward(ctx));
-  const auto& shared = options.context();
-  if (ip_ && shared && shared->ip_tokens.defined()) {
-    const at::Tensor& ip = shared->ip_tokens;  // [B, T_ip, D_ip]
+  at::Tensor k = to_k->forward(ctx), v = to_v->forward(ctx);  // [B, M, C]
+  if (self_attention && shared && shared->k.defined()) {
+    TORCH_CHECK(shared->k.size(0) == x.size(0) && shared->k.size(2) == k.size(2),
+                "reference K/V must be [B=", x.size(0), ", M, ", k.size(2), "], got ", shared->k.sizes());
+    k = at::cat({k, shared->k.to(k.scalar_type())}, 1);  // [B, N + M_ref, C]
+    v = at::cat({v, shared->v.to(v.scalar_type())}, 1);
+  }
+  at::Tensor o = attend(q, k, v);
+  const auto& ctx_shared = options.context();
+  const double ip_scale = ctx_shared ? ctx_shared->ip_scale : 1.0;
+  if (!self_attention && shared && shared->ip_k.defined()) {
+    TORCH_CHECK(shared->ip_k.size(0) == x.size(0), "IP K/V must have batch ", x.size(0), ", got ", shared->ip_k.sizes());
+    o = o + attend(q, shared->ip_k.to(q.scalar_type()), shared->ip_v.to(q.scalar_type())) * ip_scale;
+  } else if (ip_ && ctx_shared && ctx_shared->ip_tokens.defined()) {
+    const at::Tensor& ip = ctx_shared->ip_tokens;  // [B, T_ip, D_ip]
     TORCH_CHECK(ip.dim() == 3 && ip.size(0) == x.size(0), "IP-Adapter tokens must be [B=", x.size(0),
                 ", T, D], got ", ip.sizes());
     at::Tensor ip_in = ip.to(q.scalar_type());
-    o = o + attend(q, ip_->to_k_ip->forward(ip_in), ip_->to_v_ip->forward(ip_in)) * shared->ip_scale;
+    o = o + attend(q, ip_->to_k_ip->forward(ip_in), ip_->to_v_ip->forward(ip_in)) * ip_scale;
   }
   return out_proj()->forward(o);
 }

@@ -7,6 +7,7 @@
 #include <torch/nn/pimpl.h>
 
 #include "model/nn/lora.h"
+#include "model/nn/reference_kv.h"
 
 namespace lookahead::model::nn {
 
@@ -15,6 +16,10 @@ namespace lookahead::model::nn {
 struct AttentionContext {
   at::Tensor ip_tokens;   ///< [B, T_ip, D_ip] image-prompt tokens, or undefined (no image branch)
   double ip_scale = 1.0;  ///< weight s of the image branch
+  /// Reference K/V the self-attention layers extend their keys with (decoder / LCM runs), or null.
+  std::shared_ptr<const ReferenceKv> reference;
+  /// Set during a KV-encoder run: the blocks record their reference K/V here.
+  KvExtraction* extraction = nullptr;
 };
 
 /// Decoupled image cross-attention of one attn2 layer (IP-Adapter): K/V projections of the image
@@ -42,7 +47,10 @@ class AttentionImpl : public torch::nn::Cloneable<AttentionImpl> {
   explicit AttentionImpl(const AttentionOptions& options);
   void reset() override;
   /// x [B, N, query_dim]; context [B, M, cross_attention_dim] or undefined (self-attention).
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& context = {});
+  /// `shared` (this block's reference K/V): a self-attention layer attends over
+  /// [own K/V ; shared->k/v]; a cross-attention layer uses shared->ip_k/ip_v as its image branch's
+  /// K/V instead of projecting the context's image tokens.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& context = {}, const BlockKv* shared = nullptr);
   /// softmax(q kᵀ / sqrt(d)) v with heads split from channels: q [B, N, C], k/v [B, M, C].
   at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) const;
 

@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace lookahead::model::nn {
@@ -14,6 +15,29 @@ void default_init(at::Tensor& weight, at::Tensor& bias, int64_t fan_in) {
   double bound = fan_in > 0 ? 1.0 / std::sqrt(static_cast<double>(fan_in)) : 0.0;
   weight.uniform_(-bound, bound);
   if (bias.defined()) bias.uniform_(-bound, bound);
+}
+
+namespace {
+
+thread_local const AdapterSelection* current_selection = nullptr;
+
+}  // namespace
+
+AdapterSelection::AdapterSelection(std::vector<std::string> names)
+    : names_(std::move(names)), previous_(current_selection) {
+  current_selection = this;
+}
+
+AdapterSelection::~AdapterSelection() { current_selection = previous_; }
+
+bool AdapterSelection::active(const std::string& name, bool explicit_only) {
+  if (current_selection == nullptr) return !explicit_only;
+  const auto& n = current_selection->names_;
+  return std::find(n.begin(), n.end(), name) != n.end();
+}
+
+const std::vector<std::string>* AdapterSelection::current() {
+  return current_selection ? &current_selection->names_ : nullptr;
 }
 
 namespace {
@@ -43,7 +67,7 @@ at::Tensor LoraLinearImpl::forward(const at::Tensor& x) {
   at::Tensor y = at::linear(x, weight, bias);
   for (const auto& a : adapters_) {
     double f = a.factor();
-    if (f == 0.0) continue;
+    if (f == 0.0 || !AdapterSelection::active(a.name, a.explicit_only)) continue;
     y = y + at::linear(at::linear(x, a.down), a.up) * f;
   }
   return y;
@@ -90,7 +114,7 @@ at::Tensor LoraConv2dImpl::forward(const at::Tensor& x) {
   at::Tensor y = at::conv2d(x, weight, bias, {o.stride(), o.stride()}, {o.padding(), o.padding()});
   for (const auto& a : adapters_) {
     double f = a.factor();
-    if (f == 0.0) continue;
+    if (f == 0.0 || !AdapterSelection::active(a.name, a.explicit_only)) continue;
     at::Tensor d = at::conv2d(x, a.down, {}, {o.stride(), o.stride()}, {o.padding(), o.padding()});
     y = y + at::conv2d(d, a.up) * f;
   }

@@ -28,8 +28,32 @@ struct LoraAdapter {
   at::Tensor up;
   double alpha = 0;                    ///< kohya `.alpha`; scale factor is alpha / rank
   std::shared_ptr<LoraScale> scale;    ///< run-time multiplier
+  /// Runs only where an AdapterSelection names it (the KV encoder's LoRAs); otherwise it also runs
+  /// outside every selection.
+  bool explicit_only = false;
   int64_t rank() const { return down.size(0); }
   double factor() const { return scale->value * alpha / static_cast<double>(rank()); }
+};
+
+/// Which adapters run on this thread while the scope lives (by adapter name); outside every scope
+/// all attached adapters run except the `explicit_only` ones. One set of frozen base layers serves several networks this way: the
+/// KV encoder runs with {"encoder"}, the decoder with {}, the LCM branch with {"lcm"}.
+///
+/// Example: { AdapterSelection only({"lcm"}); eps = unet->forward(in); }
+class AdapterSelection {
+ public:
+  explicit AdapterSelection(std::vector<std::string> names);
+  ~AdapterSelection();
+  AdapterSelection(const AdapterSelection&) = delete;
+  AdapterSelection& operator=(const AdapterSelection&) = delete;
+  /// Whether an adapter called `name` runs on this thread now.
+  static bool active(const std::string& name, bool explicit_only = false);
+  /// The innermost selection of this thread, or null when none is in force.
+  static const std::vector<std::string>* current();
+
+ private:
+  std::vector<std::string> names_;
+  const AdapterSelection* previous_;
 };
 
 /// Options of LoraLinear: in -> out features, optional bias, where the weights live.

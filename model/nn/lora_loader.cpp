@@ -117,7 +117,7 @@ int detach_lora(torch::nn::Module& module, const std::string& name) {
 
 TrainableLora create_trainable_lora(torch::nn::Module& module, const std::string& name, int64_t rank, double alpha,
                                     const std::function<bool(const std::string& path)>& select,
-                                    at::Generator generator) {
+                                    at::Generator generator, bool explicit_only) {
   TORCH_CHECK(rank > 0, "LoRA rank must be positive, got ", rank);
   TrainableLora out;
   out.name = name;
@@ -128,6 +128,7 @@ TrainableLora create_trainable_lora(torch::nn::Module& module, const std::string
     a.name = name;
     a.alpha = alpha;
     a.scale = out.scale;
+    a.explicit_only = explicit_only;
     if (auto* lin = dynamic_cast<LoraLinearImpl*>(layer.get())) {
       auto opts = lin->weight.options().requires_grad(false);
       a.down = at::empty({rank, lin->options.in_features()}, opts);

@@ -38,7 +38,8 @@ LoraLoadReport attach_kohya_lora(torch::nn::Module& module, const std::map<std::
 int detach_lora(torch::nn::Module& module, const std::string& name);
 
 /// Trainable adapters created in code (rank r, lora_down ~ N(0, 1/r), lora_up = 0, so the
-/// network's output is unchanged at creation). `select(path)` chooses the layers.
+/// network's output is unchanged at creation). `select(path)` chooses the layers; `explicit_only`
+/// adapters run only where an AdapterSelection names them.
 struct TrainableLora {
   std::string name;
   std::shared_ptr<LoraScale> scale;
@@ -47,7 +48,7 @@ struct TrainableLora {
 };
 TrainableLora create_trainable_lora(torch::nn::Module& module, const std::string& name, int64_t rank, double alpha,
                                     const std::function<bool(const std::string& path)>& select,
-                                    at::Generator generator = {});
+                                    at::Generator generator = {}, bool explicit_only = false);
 
 /// Every LoraLinear / LoraConv2d of `module` by path.
 std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> lora_layers(torch::nn::Module& module);

@@ -29,9 +29,37 @@ void BasicTransformerBlockImpl::reset() {
 }
 
 at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& x, const at::Tensor& context) {
-  at::Tensor h = x + attn1->forward(norm1->forward(x));
-  h = h + attn2->forward(norm2->forward(h), context);
+  at::Tensor n1 = norm1->forward(x);  // [B, N, C]
+  const nn::BlockKv* shared = nullptr;
+  if (this->context) {
+    if (this->context->extraction) record_reference(n1, *this->context->extraction);
+    if (this->context->reference) shared = this->context->reference->block(index);
+  }
+  at::Tensor h = x + attn1->forward(n1, {}, shared);
+  h = h + attn2->forward(norm2->forward(h), context, shared);
   return h + ff->forward(norm3->forward(h));
+}
+
+void BasicTransformerBlockImpl::record_reference(const at::Tensor& n1, nn::KvExtraction& extraction) {
+  TORCH_INTERNAL_ASSERT(index >= 0, "transformer block without an index");
+  const auto& heads = *extraction.heads;
+  if (index >= static_cast<int64_t>(heads.size())) return;
+  const nn::KvHeadLora& lora = heads[static_cast<size_t>(index)];
+  auto& blocks = extraction.out->blocks;
+  if (blocks.size() < heads.size()) blocks.resize(heads.size());
+  nn::BlockKv& kv = blocks[static_cast<size_t>(index)];
+  // extract_kv1: a copy of attn1's to_k / to_v that is frozen except for its LoRA, so the frozen
+  // part is attn1's own weight (no second copy) and the encoder LoRA on attn1 is not part of it.
+  kv.k = at::linear(n1, attn1->to_k->weight) + at::linear(at::linear(n1, lora.k_down.to(n1.scalar_type())),
+                                                          lora.k_up.to(n1.scalar_type()));  // [B, N, C]
+  kv.v = at::linear(n1, attn1->to_v->weight) + at::linear(at::linear(n1, lora.v_down.to(n1.scalar_type())),
+                                                          lora.v_up.to(n1.scalar_type()));
+  const auto& ip = attn2->ip_branch();
+  if (ip && extraction.ip_tokens.defined()) {
+    at::Tensor tokens = extraction.ip_tokens.to(n1.scalar_type());  // [B, T, D_ip]
+    kv.ip_k = ip->to_k_ip->forward(tokens);                          // [B, T, C]
+    kv.ip_v = ip->to_v_ip->forward(tokens);
+  }
 }
 
 Transformer2DModelImpl::Transformer2DModelImpl(const Transformer2DOptions& options_) : options(options_) { reset(); }

@@ -13,6 +13,9 @@
 namespace lookahead::model::unet {
 
 /// h += attn1(norm1(h)); h += attn2(norm2(h), context); h += ff(norm3(h)).
+/// With reference K/V in the shared context, attn1 attends over [own ; reference] tokens and attn2
+/// takes the block's IP K/V; during a KV-encoder run the block records norm1(h) through attn1's
+/// to_k / to_v plus the KV-head LoRA as its reference K/V.
 class BasicTransformerBlockImpl : public torch::nn::Cloneable<BasicTransformerBlockImpl> {
  public:
   BasicTransformerBlockImpl(int64_t dim, int64_t heads, int64_t head_dim, int64_t cross_attention_dim,
@@ -22,9 +25,15 @@ class BasicTransformerBlockImpl : public torch::nn::Cloneable<BasicTransformerBl
   int64_t dim, heads, head_dim, cross_attention_dim;
   at::TensorOptions tensor_options;
   std::shared_ptr<nn::AttentionContext> context;
+  /// Position among the UNet's transformer blocks (module order), set by the UNet; keys the
+  /// reference K/V this block records (KV encoder) or attends to (decoder / LCM).
+  int64_t index = -1;
   nn::LayerNorm norm1{nullptr}, norm2{nullptr}, norm3{nullptr};
   nn::Attention attn1{nullptr}, attn2{nullptr};
   nn::FeedForward ff{nullptr};
+
+ private:
+  void record_reference(const at::Tensor& n1, nn::KvExtraction& extraction);
 };
 TORCH_MODULE(BasicTransformerBlock);
 

@@ -90,6 +90,8 @@ void UNet2DConditionModelImpl::reset() {
   conv_out = register_module("conv_out", nn::LoraConv2d(nn::Conv2dOptions(c.block_out_channels[0], c.out_channels, c.conv_out_kernel)
                                                             .padding((c.conv_out_kernel - 1) / 2)
                                                             .tensor_options(t)));
+  int64_t index = 0;
+  for (auto& [path, block] : transformer_blocks()) block->index = index++;
 }
 
 at::Tensor UNet2DConditionModelImpl::embed_time(const UNetInputs& in) {
@@ -122,20 +124,43 @@ at::Tensor UNet2DConditionModelImpl::embed_time(const UNetInputs& in) {
 }
 
 at::Tensor UNet2DConditionModelImpl::forward(const UNetInputs& in) {
+  return run(in, static_cast<int64_t>(up_blocks->size()) - 1, nullptr);
+}
+
+at::Tensor UNet2DConditionModelImpl::forward_encoder(const UNetInputs& in, int64_t last_up_block,
+                                                     nn::KvExtraction& extraction) {
+  TORCH_CHECK(last_up_block >= -1 && last_up_block < static_cast<int64_t>(up_blocks->size()),
+              "UNet: the encoder's last up block must be in [-1, ", up_blocks->size() - 1, "], got ", last_up_block);
+  TORCH_CHECK(extraction.heads && extraction.out, "UNet: KV extraction needs heads and an output");
+  TORCH_CHECK(!in.reference, "UNet: a KV-encoder run cannot itself attend to reference K/V");
+  return run(in, last_up_block, &extraction);
+}
+
+at::Tensor UNet2DConditionModelImpl::run(const UNetInputs& in, int64_t last_up_block, nn::KvExtraction* extraction) {
   TORCH_CHECK(in.sample.dim() == 4 && in.sample.size(1) == config_.in_channels, "UNet: sample must be [B, ",
               config_.in_channels, ", h, w], got ", in.sample.sizes());
   TORCH_CHECK(in.encoder_hidden_states.defined() && in.encoder_hidden_states.dim() == 3,
               "UNet: encoder_hidden_states must be [B, M, D]");
+  std::optional<nn::AdapterSelection> selection;  // before embed_time: LoRAs may cover the embeddings
+  if (in.adapters) selection.emplace(*in.adapters);
   at::Tensor emb = embed_time(in);
   const auto dtype = conv_in->weight.scalar_type();
   // The attention layers read this call's image tokens from the shared context; cleared on exit
   // so a later call without tokens cannot see stale ones.
   struct ContextScope {
     nn::AttentionContext& ctx;
-    ~ContextScope() { ctx.ip_tokens = at::Tensor(); }
+    ~ContextScope() {
+      ctx.ip_tokens = at::Tensor();
+      ctx.reference.reset();
+      ctx.extraction = nullptr;
+    }
   } scope{*attention_context_};
-  attention_context_->ip_tokens = in.ip_tokens;
+  // The KV encoder has no image cross-attention of its own: its image tokens only feed the
+  // recorded IP K/V.
+  attention_context_->ip_tokens = extraction ? at::Tensor() : in.ip_tokens;
   attention_context_->ip_scale = in.ip_scale;
+  attention_context_->reference = in.reference;
+  attention_context_->extraction = extraction;
   at::Tensor context = in.encoder_hidden_states.to(dtype);
   at::Tensor x = in.sample.to(dtype);
   if (config_.center_input_sample) x = 2 * x - 1.0;
@@ -149,6 +174,7 @@ at::Tensor UNet2DConditionModelImpl::forward(const UNetInputs& in) {
   for (size_t i = 0; i < down_blocks->size(); ++i) h = down_blocks->ptr<DownBlockImpl>(i)->forward(h, emb, context, skips);
   h = mid_block->forward(h, emb, context);
   for (size_t i = 0; i < up_blocks->size(); ++i) {
+    if (extraction && static_cast<int64_t>(i) > last_up_block) break;
     auto* up = up_blocks->ptr<UpBlockImpl>(i).get();
     c10::optional<std::vector<int64_t>> size;
     size_t consumed = up->resnets->size();
@@ -158,7 +184,17 @@ at::Tensor UNet2DConditionModelImpl::forward(const UNetInputs& in) {
     }
     h = up->forward(h, emb, context, skips, size);
   }
+  if (extraction) return h;
   return conv_out->forward(at::silu(conv_norm_out->forward(h)));
+}
+
+std::vector<std::pair<std::string, BasicTransformerBlock>> UNet2DConditionModelImpl::transformer_blocks() {
+  std::vector<std::pair<std::string, BasicTransformerBlock>> out;
+  // named_modules follows registration order: down_blocks, mid_block, up_blocks.
+  for (const auto& item : named_modules("", /*include_self=*/false))
+    if (auto block = std::dynamic_pointer_cast<BasicTransformerBlockImpl>(item.value()))
+      out.emplace_back(item.key(), BasicTransformerBlock(block));
+  return out;
 }
 
 std::vector<Unit> UNet2DConditionModelImpl::units() {

@@ -7,6 +7,7 @@
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/pimpl.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,11 @@ struct UNetInputs {
   at::Tensor time_ids;               // [B, 6]    (text_time only)
   at::Tensor ip_tokens;              // [B, T_ip, D] IP-Adapter image tokens (attn2 layers with an IP branch)
   double ip_scale = 1.0;             // weight of the image branch
+  /// Reference K/V of a KV-encoder run: self-attention extends over them, cross-attention uses
+  /// their IP K/V (decoder and LCM runs). Null: plain attention.
+  std::shared_ptr<const nn::ReferenceKv> reference;
+  /// Adapters that run (by name, e.g. {"lcm"}); unset: every attached adapter runs.
+  std::optional<std::vector<std::string>> adapters;
 };
 
 /// A sharding unit: one module the sharded engine gathers, runs and releases as a whole, named by
@@ -44,6 +50,12 @@ class UNet2DConditionModelImpl : public torch::nn::Cloneable<UNet2DConditionMode
   void reset() override;
   /// ε̂ (or whatever the network was trained to predict) for `in`.
   at::Tensor forward(const UNetInputs& in);
+  /// Runs conv_in, the down blocks, the mid block and up_blocks[0..last_up_block], recording every
+  /// transformer block's reference K/V into `extraction` (the KV encoder); returns the hidden state
+  /// after up_blocks[last_up_block].
+  at::Tensor forward_encoder(const UNetInputs& in, int64_t last_up_block, nn::KvExtraction& extraction);
+  /// Every BasicTransformerBlock with its diffusers path; position = the block's `index`.
+  std::vector<std::pair<std::string, BasicTransformerBlock>> transformer_blocks();
   /// Time embedding `emb` [B, time_embed_dim] (timestep + text_time conditioning).
   at::Tensor embed_time(const UNetInputs& in);
   /// The sharding units in execution order (stems: "stem_in" = conv_in + time/add embeddings,
@@ -62,6 +74,8 @@ class UNet2DConditionModelImpl : public torch::nn::Cloneable<UNet2DConditionMode
   nn::GroupNorm conv_norm_out{nullptr};
 
  private:
+  at::Tensor run(const UNetInputs& in, int64_t last_up_block, nn::KvExtraction* extraction);
+
   UNetConfig config_;
   at::TensorOptions tensor_options_;
   std::shared_ptr<nn::AttentionContext> attention_context_;
