@@ -19,6 +19,7 @@
 #include "launch/commands.h"
 #include "launch/model_runners.h"
 #include "model/adapters/ip_adapter.h"
+#include "model/adapters/kv_encoder.h"
 #include "model/io/safetensors.h"
 #include "model/io/state_dict.h"
 #include "model/nn/lora_loader.h"
@@ -192,6 +193,53 @@ void match_ip_adapter(const std::vector<model::io::TensorInfo>& infos, const mod
   }
 }
 
+/// A KV-encoder trainables file (encoder LoRAs + `.extract_kv1.` KV-head LoRAs, the keys of
+/// KvEncoder::trainable_parameters): matched against a meta-device KvEncoder of the config.
+void match_kv_encoder(const std::vector<model::io::TensorInfo>& infos, const model::unet::UNetConfig& config,
+                      const std::string& label) {
+  auto ends_with = [](const std::string& s, const std::string& suffix) { return s.ends_with(suffix); };
+  bool kv = false;
+  int64_t rank = 0, kv_rank = 0;
+  for (const auto& i : infos) {
+    const bool head = i.name.find(".extract_kv1.") != std::string::npos;
+    kv = kv || head;
+    if (ends_with(i.name, ".lora_down.weight") && i.shape.size() == 2) (head ? kv_rank : rank) = i.shape[0];
+  }
+  if (!kv) return;
+  try {
+    TORCH_CHECK(rank > 0 && kv_rank > 0, "needs both encoder LoRA and KV-head LoRA lora_down keys");
+    model::unet::UNet2DConditionModel unet(config, at::TensorOptions().device(at::kMeta));
+    model::adapters::KvEncoder encoder(unet, model::adapters::KvEncoderOptions().lora_rank(rank).kv_lora_rank(kv_rank));
+    auto expected = encoder.trainable_parameters();
+    int64_t matched = 0, elements = 0;
+    std::vector<std::string> problems;
+    std::set<std::string> seen;
+    for (const auto& i : infos) {
+      seen.insert(i.name);
+      auto it = expected.find(i.name);
+      if (it == expected.end()) {
+        problems.push_back("unexpected " + i.name);
+      } else if (it->second.sizes().vec() != i.shape) {
+        problems.push_back("shape of " + i.name + " " + shape_str(i.shape) + ", expected " +
+                           shape_str(it->second.sizes().vec()));
+      } else {
+        ++matched;
+        elements += i.numel();
+      }
+    }
+    for (const auto& [key, t] : expected)
+      if (!seen.count(key)) problems.push_back("missing " + key);
+    std::cout << "  KV-encoder trainables for " << label << ": " << matched << " of " << expected.size()
+              << " tensors match" << (problems.empty() ? " (complete)" : "") << "; "
+              << encoder.block_paths().size() << " blocks, " << encoder.lora_layer_paths().size()
+              << " LoRA layers, rank " << rank << ", KV-head rank " << kv_rank << ", " << elements << " elements\n";
+    for (size_t i = 0; i < problems.size() && i < 8; ++i) std::cout << "    " << problems[i] << "\n";
+    if (problems.size() > 8) std::cout << "    ... (" << problems.size() - 8 << " more)\n";
+  } catch (const c10::Error& e) {
+    std::cout << "  KV-encoder-like keys, but not for " << label << ": " << e.what_without_backtrace() << "\n";
+  }
+}
+
 int inspect(const std::string& path, const std::string& config_path, bool list_all) {
   auto infos = read_infos(path);
   std::map<std::string, std::pair<int64_t, int64_t>> by_dtype;  // dtype -> (tensors, elements)
@@ -262,6 +310,7 @@ int inspect(const std::string& path, const std::string& config_path, bool list_a
   match_module(infos, *unet, label);
   match_lora(infos, config, path, label);
   match_ip_adapter(infos, config, label);
+  match_kv_encoder(infos, config, label);
   if (config_path.empty()) {
     model::vae::AutoencoderTiny taesd(model::vae::TinyConfig::taesdxl(), meta);
     match_module(infos, *taesd, "AutoencoderTiny (TAESDXL)");
@@ -306,7 +355,7 @@ int run_model_command(dist::World& world, const std::vector<std::string>& args) 
     return inspect(vm["file"].as<std::string>(), vm["config"].as<std::string>(), vm["all"].as<bool>());
   }
   po::options_description d("lookahead model run");
-  d.add_options()("model", po::value<std::string>()->required(), "network: unet, taesd, taesdxl, vae, clip-text, clip-vision, mtcnn, arcface-iresnet, arcface-irse50")(
+  d.add_options()("model", po::value<std::string>()->required(), "network: unet, kv-encoder, taesd, taesdxl, vae, clip-text, clip-vision, mtcnn, arcface-iresnet, arcface-irse50")(
       "config", po::value<std::string>()->required(), "the network's diffusers config.json")(
       "weights", po::value<std::string>()->required(), "safetensors file (or *.index.json) with its weights")(
       "lora", po::value<std::string>()->default_value(""), "kohya-format LoRA to apply unfused")(
@@ -314,6 +363,8 @@ int run_model_command(dist::World& world, const std::vector<std::string>& args) 
       "ip-adapter", po::value<std::string>()->default_value(""),
       "IP-Adapter Plus checkpoint (.safetensors or .bin); the inputs then need image_embeds [B, N, 1280]")(
       "ip-scale", po::value<double>()->default_value(1.0), "weight of the IP-Adapter image branch")(
+      "encoder-weights", po::value<std::string>()->default_value(""),
+      "KV-encoder trainables (encoder LoRAs and extract_kv1 KV-head LoRAs; --model kv-encoder)")(
       "inputs", po::value<std::string>()->required(), "safetensors file of named inputs")(
       "out", po::value<std::string>()->required(), "safetensors file to write the output to")(
       "dtype", po::value<std::string>()->default_value("float32"), "float32, bfloat16 or float16");
@@ -326,6 +377,7 @@ int run_model_command(dist::World& world, const std::vector<std::string>& args) 
   o.lora_scale = vm["lora-scale"].as<double>();
   o.ip_adapter = vm["ip-adapter"].as<std::string>();
   o.ip_scale = vm["ip-scale"].as<double>();
+  o.encoder_weights = vm["encoder-weights"].as<std::string>();
   o.inputs = vm["inputs"].as<std::string>();
   o.out = vm["out"].as<std::string>();
   o.dtype = parse_dtype(vm["dtype"].as<std::string>());
@@ -333,15 +385,18 @@ int run_model_command(dist::World& world, const std::vector<std::string>& args) 
   const std::map<std::string, Runner> runners = {
       {"unet", run_unet},           {"taesd", run_vae_network},          {"taesdxl", run_vae_network},
       {"vae", run_vae_network},     {"clip-text", run_clip_network},     {"clip-vision", run_clip_network},
-      {"mtcnn", run_face_network},  {"arcface-iresnet", run_face_network}, {"arcface-irse50", run_face_network}};
+      {"mtcnn", run_face_network},  {"arcface-iresnet", run_face_network}, {"arcface-irse50", run_face_network},
+      {"kv-encoder", run_kv_network}};
   auto runner = runners.find(o.model);
   if (runner == runners.end()) {
     std::string names;
     for (const auto& [name, fn] : runners) names += (names.empty() ? "" : ", ") + name;
     throw std::invalid_argument("--model: supported networks are " + names + " (got '" + o.model + "')");
   }
-  TORCH_CHECK(o.lora.empty() || o.model == "unet", "--lora applies to the unet only");
-  TORCH_CHECK(o.ip_adapter.empty() || o.model == "unet", "--ip-adapter applies to the unet only");
+  const bool unet_family = o.model == "unet" || o.model == "kv-encoder";
+  TORCH_CHECK(o.lora.empty() || unet_family, "--lora applies to the unet and kv-encoder only");
+  TORCH_CHECK(o.ip_adapter.empty() || unet_family, "--ip-adapter applies to the unet and kv-encoder only");
+  TORCH_CHECK(o.encoder_weights.empty() || o.model == "kv-encoder", "--encoder-weights applies to kv-encoder only");
   return runner->second(o);
 }
 

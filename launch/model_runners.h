@@ -17,6 +17,7 @@ struct NetworkRun {
   double lora_scale = 1.0;
   std::string ip_adapter;  ///< optional IP-Adapter Plus checkpoint (UNet only; input `image_embeds`)
   double ip_scale = 1.0;
+  std::string encoder_weights;  ///< KV-encoder trainables (kv-encoder only; KvEncoder::trainable_parameters keys)
   std::string inputs;   ///< safetensors file of named inputs
   std::string out;      ///< safetensors file for named outputs
   at::ScalarType dtype = at::kFloat;
@@ -34,5 +35,9 @@ int run_clip_network(const NetworkRun& run);
 /// ArcFace iresnet / TreB1eN IR-SE50 (`arcface-iresnet`, `arcface-irse50`) and MTCNN (`mtcnn`)
 /// (launch/model_run_face.cpp).
 int run_face_network(const NetworkRun& run);
+
+/// The KV encoder (`kv-encoder`): reference K/V and IP K/V of the reference stream, and the
+/// decoder's output with and without them (launch/model_run_kv.cpp).
+int run_kv_network(const NetworkRun& run);
 
 }  // namespace lookahead::launch

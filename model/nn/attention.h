@@ -6,13 +6,18 @@
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/pimpl.h>
 
+#include <string>
+#include <unordered_map>
+
+#include "dist/unit_runner.h"
 #include "model/nn/lora.h"
 #include "model/nn/reference_kv.h"
 
 namespace lookahead::model::nn {
 
-/// Per-forward inputs shared by every attention layer of one network, set by the network's
-/// forward (e.g. the IP-Adapter tokens of this call) and read by the layers that use them.
+/// State shared by the layers of one network: per-forward inputs set by the network's forward
+/// (the IP-Adapter tokens of this call, reference K/V) and read by the layers that use them, and
+/// the persistent unit runner.
 struct AttentionContext {
   at::Tensor ip_tokens;   ///< [B, T_ip, D_ip] image-prompt tokens, or undefined (no image branch)
   double ip_scale = 1.0;  ///< weight s of the image branch
@@ -20,6 +25,9 @@ struct AttentionContext {
   std::shared_ptr<const ReferenceKv> reference;
   /// Set during a KV-encoder run: the blocks record their reference K/V here.
   KvExtraction* extraction = nullptr;
+  /// Persistent: how sharding units run (null: in place) and the unit name of each unit module.
+  dist::UnitRunner* runner = nullptr;
+  std::unordered_map<const torch::nn::Module*, std::string> unit_names;
 };
 
 /// Decoupled image cross-attention of one attn2 layer (IP-Adapter): K/V projections of the image

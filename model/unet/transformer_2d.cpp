@@ -3,6 +3,8 @@
 
 #include <ATen/ATen.h>
 
+#include "model/nn/unit_call.h"
+
 namespace lookahead::model::unet {
 
 BasicTransformerBlockImpl::BasicTransformerBlockImpl(int64_t dim_, int64_t heads_, int64_t head_dim_,
@@ -87,6 +89,91 @@ void Transformer2DModelImpl::reset() {
 }
 
 at::Tensor Transformer2DModelImpl::forward(const at::Tensor& x, const at::Tensor& context) {
+  nn::AttentionContext* ctx = options.context().get();
+  if (!ctx || !ctx->runner) return forward_local(x, context);
+  // Everything the blocks read from the shared context that may need a gradient becomes an
+  // input of the unit: [x, text context, image tokens, then k, v, ip_k, ip_v per block].
+  const int64_t first = block(0).index, depth = static_cast<int64_t>(transformer_blocks->size());
+  nn::KvExtraction* extraction = ctx->extraction;
+  std::vector<at::Tensor> inputs{x, context, extraction ? extraction->ip_tokens : ctx->ip_tokens};
+  const nn::ReferenceKv* reference = ctx->reference.get();
+  for (int64_t i = 0; i < depth; ++i) {
+    const nn::BlockKv* kv = reference ? reference->block(first + i) : nullptr;
+    inputs.push_back(kv ? kv->k : at::Tensor());
+    inputs.push_back(kv ? kv->v : at::Tensor());
+    inputs.push_back(kv ? kv->ip_k : at::Tensor());
+    inputs.push_back(kv ? kv->ip_v : at::Tensor());
+  }
+  const double ip_scale = ctx->ip_scale;
+  const std::vector<nn::KvHeadLora>* heads = extraction ? extraction->heads : nullptr;
+  const bool has_reference = reference != nullptr;
+  auto fn = [this, ctx, first, depth, ip_scale, heads, has_reference](const std::vector<at::Tensor>& in) {
+    // Run with a context built from the inputs only (the engine calls this again in backward,
+    // when the caller's context has moved on), and put the caller's back afterwards.
+    struct Restore {
+      nn::AttentionContext& ctx;
+      nn::AttentionContext saved;
+      ~Restore() {
+        ctx.ip_tokens = saved.ip_tokens;
+        ctx.ip_scale = saved.ip_scale;
+        ctx.reference = saved.reference;
+        ctx.extraction = saved.extraction;
+      }
+    } restore{*ctx, *ctx};
+    auto local_reference = std::make_shared<nn::ReferenceKv>();
+    if (has_reference) {
+      local_reference->blocks.resize(static_cast<size_t>(first + depth));
+      for (int64_t i = 0; i < depth; ++i) {
+        nn::BlockKv& kv = local_reference->blocks[static_cast<size_t>(first + i)];
+        kv.k = in[3 + 4 * i];
+        kv.v = in[4 + 4 * i];
+        kv.ip_k = in[5 + 4 * i];
+        kv.ip_v = in[6 + 4 * i];
+      }
+    }
+    nn::ReferenceKv recorded;
+    nn::KvExtraction local_extraction;
+    ctx->ip_scale = ip_scale;
+    ctx->reference = has_reference ? local_reference : nullptr;
+    if (heads) {
+      local_extraction.heads = heads;
+      local_extraction.ip_tokens = in[2];
+      local_extraction.out = &recorded;
+      ctx->extraction = &local_extraction;
+      ctx->ip_tokens = at::Tensor();
+    } else {
+      ctx->extraction = nullptr;
+      ctx->ip_tokens = in[2];
+    }
+    std::vector<at::Tensor> out{forward_local(in[0], in[1])};
+    if (heads) {
+      for (int64_t i = 0; i < depth; ++i) {
+        const nn::BlockKv* kv = recorded.block(first + i);
+        if (!kv) {
+          out.insert(out.end(), 4, at::Tensor());
+          continue;
+        }
+        for (const at::Tensor* t : {&kv->k, &kv->v, &kv->ip_k, &kv->ip_v}) out.push_back(*t);
+      }
+    }
+    return out;
+  };
+  std::vector<at::Tensor> out = nn::call_unit(ctx, *this, fn, inputs);
+  if (extraction) {
+    auto& blocks = extraction->out->blocks;
+    if (blocks.size() < extraction->heads->size()) blocks.resize(extraction->heads->size());
+    for (int64_t i = 0; i < depth && first + i < static_cast<int64_t>(blocks.size()); ++i) {
+      nn::BlockKv& kv = blocks[static_cast<size_t>(first + i)];
+      kv.k = out[1 + 4 * i];
+      kv.v = out[2 + 4 * i];
+      kv.ip_k = out[3 + 4 * i];
+      kv.ip_v = out[4 + 4 * i];
+    }
+  }
+  return out[0];
+}
+
+at::Tensor Transformer2DModelImpl::forward_local(const at::Tensor& x, const at::Tensor& context) {
   const int64_t b = x.size(0), c = x.size(1), hh = x.size(2), ww = x.size(3);
   at::Tensor h = norm->forward(x);
   if (options.use_linear_projection()) {

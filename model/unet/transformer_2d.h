@@ -55,7 +55,12 @@ class Transformer2DModelImpl : public torch::nn::Cloneable<Transformer2DModelImp
  public:
   explicit Transformer2DModelImpl(const Transformer2DOptions& options);
   void reset() override;
+  /// As a sharding unit when the network has a unit runner: its inputs are x, the text context,
+  /// the image tokens and its blocks' reference K/V; during a KV-encoder run its outputs also
+  /// carry the K/V its blocks record.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& context);
+  /// The computation itself, reading the shared context as it is.
+  at::Tensor forward_local(const at::Tensor& x, const at::Tensor& context);
   BasicTransformerBlockImpl& block(size_t i) { return *transformer_blocks->ptr<BasicTransformerBlockImpl>(i); }
 
   Transformer2DOptions options;

@@ -3,6 +3,8 @@
 
 #include <ATen/ATen.h>
 
+#include "model/nn/unit_call.h"
+
 namespace lookahead::model::unet {
 
 UNet2DConditionModelImpl::UNet2DConditionModelImpl(UNetConfig config, at::TensorOptions tensor_options)
@@ -92,7 +94,11 @@ void UNet2DConditionModelImpl::reset() {
                                                             .tensor_options(t)));
   int64_t index = 0;
   for (auto& [path, block] : transformer_blocks()) block->index = index++;
+  for (const Unit& unit : units())
+    if (unit.module) attention_context_->unit_names[unit.module.get()] = unit.name;
 }
+
+void UNet2DConditionModelImpl::set_unit_runner(dist::UnitRunner* runner) { attention_context_->runner = runner; }
 
 at::Tensor UNet2DConditionModelImpl::embed_time(const UNetInputs& in) {
   const int64_t b = in.sample.size(0);
@@ -143,8 +149,6 @@ at::Tensor UNet2DConditionModelImpl::run(const UNetInputs& in, int64_t last_up_b
               "UNet: encoder_hidden_states must be [B, M, D]");
   std::optional<nn::AdapterSelection> selection;  // before embed_time: LoRAs may cover the embeddings
   if (in.adapters) selection.emplace(*in.adapters);
-  at::Tensor emb = embed_time(in);
-  const auto dtype = conv_in->weight.scalar_type();
   // The attention layers read this call's image tokens from the shared context; cleared on exit
   // so a later call without tokens cannot see stale ones.
   struct ContextScope {
@@ -161,15 +165,29 @@ at::Tensor UNet2DConditionModelImpl::run(const UNetInputs& in, int64_t last_up_b
   attention_context_->ip_scale = in.ip_scale;
   attention_context_->reference = in.reference;
   attention_context_->extraction = extraction;
+  const auto dtype = conv_in->weight.scalar_type();
   at::Tensor context = in.encoder_hidden_states.to(dtype);
-  at::Tensor x = in.sample.to(dtype);
-  if (config_.center_input_sample) x = 2 * x - 1.0;
-
   // Odd latent sizes: upsamplers must restore the skip's size instead of doubling.
   const int64_t factor = int64_t{1} << (config_.block_out_channels.size() - 1);
-  const bool forward_upsample_size = x.size(2) % factor != 0 || x.size(3) % factor != 0;
+  const bool forward_upsample_size = in.sample.size(2) % factor != 0 || in.sample.size(3) % factor != 0;
 
-  at::Tensor h = conv_in->forward(x);
+  const nn::AttentionContext* ctx = attention_context_.get();
+  auto stem_in = nn::call_unit(
+      ctx, "stem_in",
+      [this](const std::vector<at::Tensor>& s) {
+        UNetInputs e;
+        e.sample = s[0];
+        e.timestep = s[1];
+        e.text_embeds = s[2];
+        e.time_ids = s[3];
+        at::Tensor emb = embed_time(e);  // [B, time_embed_dim]
+        at::Tensor x = s[0].to(conv_in->weight.scalar_type());
+        if (config_.center_input_sample) x = 2 * x - 1.0;
+        return std::vector<at::Tensor>{conv_in->forward(x), emb};
+      },
+      {in.sample, in.timestep, in.text_embeds, in.time_ids});
+  at::Tensor h = stem_in[0];
+  const at::Tensor emb = stem_in[1];
   std::vector<at::Tensor> skips{h};
   for (size_t i = 0; i < down_blocks->size(); ++i) h = down_blocks->ptr<DownBlockImpl>(i)->forward(h, emb, context, skips);
   h = mid_block->forward(h, emb, context);
@@ -182,10 +200,16 @@ at::Tensor UNet2DConditionModelImpl::run(const UNetInputs& in, int64_t last_up_b
       const at::Tensor& next_skip = skips[skips.size() - consumed - 1];
       size = std::vector<int64_t>{next_skip.size(2), next_skip.size(3)};
     }
-    h = up->forward(h, emb, context, skips, size);
+    // The KV encoder's output is its recorded K/V; the hidden state after its last stage is unused.
+    const bool last_of_encoder = extraction && static_cast<int64_t>(i) == last_up_block;
+    h = up->forward(h, emb, context, skips, size, /*run_upsampler=*/!last_of_encoder);
   }
   if (extraction) return h;
-  return conv_out->forward(at::silu(conv_norm_out->forward(h)));
+  return nn::call_unit(ctx, "stem_out",
+                       [this](const std::vector<at::Tensor>& s) {
+                         return std::vector<at::Tensor>{conv_out->forward(at::silu(conv_norm_out->forward(s[0])))};
+                       },
+                       {h})[0];
 }
 
 std::vector<std::pair<std::string, BasicTransformerBlock>> UNet2DConditionModelImpl::transformer_blocks() {

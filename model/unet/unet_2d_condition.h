@@ -52,8 +52,10 @@ class UNet2DConditionModelImpl : public torch::nn::Cloneable<UNet2DConditionMode
   at::Tensor forward(const UNetInputs& in);
   /// Runs conv_in, the down blocks, the mid block and up_blocks[0..last_up_block], recording every
   /// transformer block's reference K/V into `extraction` (the KV encoder); returns the hidden state
-  /// after up_blocks[last_up_block].
+  /// of up_blocks[last_up_block] before its upsampler (nothing downstream of it reaches any K/V).
   at::Tensor forward_encoder(const UNetInputs& in, int64_t last_up_block, nn::KvExtraction& extraction);
+  /// Runs every sharding unit through `runner` (null: in place). The runner must outlive its use.
+  void set_unit_runner(dist::UnitRunner* runner);
   /// Every BasicTransformerBlock with its diffusers path; position = the block's `index`.
   std::vector<std::pair<std::string, BasicTransformerBlock>> transformer_blocks();
   /// Time embedding `emb` [B, time_embed_dim] (timestep + text_time conditioning).

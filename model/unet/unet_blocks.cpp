@@ -3,9 +3,20 @@
 
 #include <ATen/ATen.h>
 
+#include "model/nn/unit_call.h"
+
 namespace lookahead::model::unet {
 
 namespace {
+
+/// resnet(h, emb) as a sharding unit.
+at::Tensor run_resnet(const BlockOptions& o, ResnetBlock2DImpl* resnet, const at::Tensor& h, const at::Tensor& emb) {
+  return nn::call_unit(o.attention_context.get(), *resnet,
+                       [resnet](const std::vector<at::Tensor>& in) {
+                         return std::vector<at::Tensor>{resnet->forward(in[0], in[1])};
+                       },
+                       {h, emb})[0];
+}
 
 ResnetBlock2D make_resnet(const BlockOptions& o, int64_t in, int64_t out) {
   return ResnetBlock2D(ResnetOptions(in, out, o.temb_channels)
@@ -47,12 +58,15 @@ void DownBlockImpl::reset() {
 at::Tensor DownBlockImpl::forward(at::Tensor h, const at::Tensor& emb, const at::Tensor& context,
                                   std::vector<at::Tensor>& skips) {
   for (size_t i = 0; i < resnets->size(); ++i) {
-    h = resnets->ptr<ResnetBlock2DImpl>(i)->forward(h, emb);
+    h = run_resnet(options, resnets->ptr<ResnetBlock2DImpl>(i).get(), h, emb);
     if (attentions) h = attentions->ptr<Transformer2DModelImpl>(i)->forward(h, context);
     skips.push_back(h);
   }
   if (downsamplers) {
-    h = downsamplers->ptr<Downsample2DImpl>(0)->forward(h);
+    auto* down = downsamplers->ptr<Downsample2DImpl>(0).get();
+    h = nn::call_unit(options.attention_context.get(), *down,
+                      [down](const std::vector<at::Tensor>& in) { return std::vector<at::Tensor>{down->forward(in[0])}; },
+                      {h})[0];
     skips.push_back(h);
   }
   return h;
@@ -74,10 +88,10 @@ void MidBlockImpl::reset() {
 }
 
 at::Tensor MidBlockImpl::forward(at::Tensor h, const at::Tensor& emb, const at::Tensor& context) {
-  h = resnets->ptr<ResnetBlock2DImpl>(0)->forward(h, emb);
+  h = run_resnet(options, resnets->ptr<ResnetBlock2DImpl>(0).get(), h, emb);
   for (size_t i = 0; i < attentions->size(); ++i) {
     h = attentions->ptr<Transformer2DModelImpl>(i)->forward(h, context);
-    h = resnets->ptr<ResnetBlock2DImpl>(i + 1)->forward(h, emb);
+    h = run_resnet(options, resnets->ptr<ResnetBlock2DImpl>(i + 1).get(), h, emb);
   }
   return h;
 }
@@ -104,20 +118,24 @@ void UpBlockImpl::reset() {
 }
 
 at::Tensor UpBlockImpl::forward(at::Tensor h, const at::Tensor& emb, const at::Tensor& context,
-                                std::vector<at::Tensor>& skips, c10::optional<std::vector<int64_t>> upsample_size) {
+                                std::vector<at::Tensor>& skips, c10::optional<std::vector<int64_t>> upsample_size,
+                                bool run_upsampler) {
   for (size_t i = 0; i < resnets->size(); ++i) {
     TORCH_INTERNAL_ASSERT(!skips.empty(), "UNet skip stack exhausted");
     at::Tensor skip = std::move(skips.back());
     skips.pop_back();
     h = at::cat({h, skip}, 1);  // [B, C_h + C_skip, H, W]
-    h = resnets->ptr<ResnetBlock2DImpl>(i)->forward(h, emb);
+    h = run_resnet(options, resnets->ptr<ResnetBlock2DImpl>(i).get(), h, emb);
     if (attentions) h = attentions->ptr<Transformer2DModelImpl>(i)->forward(h, context);
   }
-  if (upsamplers) {
-    if (upsample_size)
-      h = upsamplers->ptr<Upsample2DImpl>(0)->forward(h, at::IntArrayRef(*upsample_size));
-    else
-      h = upsamplers->ptr<Upsample2DImpl>(0)->forward(h);
+  if (upsamplers && run_upsampler) {
+    auto* up = upsamplers->ptr<Upsample2DImpl>(0).get();
+    h = nn::call_unit(options.attention_context.get(), *up,
+                      [up, upsample_size](const std::vector<at::Tensor>& in) {
+                        return std::vector<at::Tensor>{
+                            upsample_size ? up->forward(in[0], at::IntArrayRef(*upsample_size)) : up->forward(in[0])};
+                      },
+                      {h})[0];
   }
   return h;
 }

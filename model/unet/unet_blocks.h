@@ -63,8 +63,9 @@ class UpBlockImpl : public torch::nn::Cloneable<UpBlockImpl> {
   void reset() override;
   /// Pops one skip per layer from the back of `skips` (LIFO) and concatenates [h, skip].
   /// `upsample_size` forces the upsampler's output size (odd latent sizes).
+  /// `run_upsampler` false stops before the upsampler (the KV encoder's last stage).
   at::Tensor forward(at::Tensor h, const at::Tensor& emb, const at::Tensor& context, std::vector<at::Tensor>& skips,
-                     c10::optional<std::vector<int64_t>> upsample_size);
+                     c10::optional<std::vector<int64_t>> upsample_size, bool run_upsampler = true);
   BlockOptions options;
   torch::nn::ModuleList attentions{nullptr}, resnets{nullptr}, upsamplers{nullptr};
 };

@@ -1,0 +1,353 @@
+// LookaheadModel: construction on one shared UNet, weight loading, sharding units and both losses.
+#include "model/lookahead/lookahead_model.h"
+
+#include <ATen/ATen.h>
+
+#include <map>
+#include <set>
+
+#include "model/face/align.h"
+#include "model/face/arcface_iresnet.h"
+#include "model/face/arcface_irse.h"
+#include "model/io/safetensors.h"
+#include "model/io/state_dict.h"
+#include "model/io/torch_checkpoint.h"
+#include "model/nn/lora_loader.h"
+#include "model/sched/lcm_preview.h"
+
+namespace lookahead::model {
+
+namespace {
+
+constexpr const char* kLcmAdapter = "lcm";
+
+using Named = std::vector<std::pair<std::string, at::Tensor>>;
+
+/// The adapters of a LoraLinear / LoraConv2d (empty for other modules).
+const std::vector<nn::LoraAdapter>* adapters_of(torch::nn::Module& layer) {
+  if (auto* lin = dynamic_cast<nn::LoraLinearImpl*>(&layer)) return &lin->adapters();
+  if (auto* conv = dynamic_cast<nn::LoraConv2dImpl*>(&layer)) return &conv->adapters();
+  return nullptr;
+}
+
+/// Parameters and buffers of `module` as "<prefix><key>" (buffers: BatchNorm statistics of the
+/// face networks are weights a sharded engine must gather too).
+void append_state(Named& out, torch::nn::Module& module, const std::string& prefix) {
+  for (const auto& p : module.named_parameters()) out.emplace_back(prefix + p.key(), p.value());
+  for (const auto& b : module.named_buffers()) out.emplace_back(prefix + b.key(), b.value());
+}
+
+}  // namespace
+
+LookaheadModelConfig LookaheadModelConfig::sdxl() { return LookaheadModelConfig{}; }
+
+LookaheadModelConfig LookaheadModelConfig::tiny() {
+  LookaheadModelConfig c;
+  // The tiny UNet of the gradient-path test: SDXL's stage layout (the last up block has no
+  // attention), 3 stages of 16/32/32 channels, cross dim 24, pooled text 16 (+ 6 x 4 time ids).
+  c.unet = unet::UNetConfig::from_json(R"({"block_out_channels": [16, 32, 32],
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "layers_per_block": 1, "transformer_layers_per_block": [1, 1, 1], "attention_head_dim": 2,
+    "cross_attention_dim": 24, "norm_num_groups": 4, "use_linear_projection": true,
+    "addition_embed_type": "text_time", "addition_time_embed_dim": 4, "projection_class_embeddings_input_dim": 40})",
+                                       "LookaheadModelConfig::tiny");
+  c.resampler = adapters::ResamplerOptions().dim(16).heads(1).depth(1).num_queries(4).embedding_dim(12).output_dim(24);
+  c.taesd = vae::TinyConfig{.encoder_block_out_channels = {8, 8, 8, 8}, .decoder_block_out_channels = {8, 8, 8, 8}};
+  c.arcface = "iresnet50";
+  c.arcface_layers = {1, 1, 1, 1};
+  c.lcm_lora_rank = 4;
+  c.lcm_lora_select = [](const std::string& p) {
+    return p.ends_with("to_q") || p.ends_with("to_out.0") || p.ends_with("proj_in") || p.ends_with("conv1");
+  };
+  return c;
+}
+
+LookaheadModel::LookaheadModel(LookaheadModelConfig config, at::Device device)
+    : config_(std::move(config)),
+      options_(at::TensorOptions().dtype(config_.dtype).device(device)),
+      schedule_(config_.schedule) {
+  unet_ = unet::UNet2DConditionModel(config_.unet, options_);
+  auto resampler = config_.resampler;
+  resampler.tensor_options(options_);
+  ip_ = adapters::IpAdapter(*unet_, resampler);
+  ip_->attach(*unet_);
+  encoder_ = std::make_unique<adapters::KvEncoder>(unet_, config_.kv_encoder);
+  taesd_decoder_ = vae::DecoderTiny(config_.taesd, options_);
+
+  const std::string& name = config_.arcface;
+  if (name == "irse50") {
+    TORCH_CHECK(config_.arcface_layers.empty(), "LookaheadModel: arcface_layers applies to iresnet only");
+    face::IRSE net(face::IRSEOptions().num_layers(50).tensor_options(options_));
+    arcface_module_ = net.ptr();
+    arcface_forward_ = [net](const at::Tensor& x) mutable { return net->forward(x); };
+  } else if (name == "iresnet50" || name == "iresnet100") {
+    auto opts = face::IResNetOptions::named(name).tensor_options(options_);
+    if (!config_.arcface_layers.empty()) opts.layers(config_.arcface_layers);
+    face::IResNet net(opts);
+    arcface_module_ = net.ptr();
+    arcface_forward_ = [net](const at::Tensor& x) mutable { return net->forward(x); };
+  } else {
+    TORCH_CHECK(false, "LookaheadModel: unknown ArcFace network '", name,
+                "' (expected irse50, iresnet50 or iresnet100)");
+  }
+  arcface_module_->eval();
+
+  if (config_.lcm_lora_rank > 0) {
+    TORCH_CHECK(config_.lcm_lora_select, "LookaheadModel: lcm_lora_rank > 0 needs lcm_lora_select");
+    const auto r = config_.lcm_lora_rank;
+    nn::TrainableLora lcm =
+        nn::create_trainable_lora(*unet_, kLcmAdapter, r, static_cast<double>(r), config_.lcm_lora_select);
+    lcm_scale_ = lcm.scale;
+    // Random up matrices too: a zero up (the trainable-LoRA init) would make α irrelevant.
+    if (device != at::kMeta) {
+      at::NoGradGuard no_grad;
+      for (auto& [key, t] : lcm.parameters) {
+        at::Tensor live = t;
+        live.normal_(0.0, config_.lcm_lora_init_std);
+      }
+    }
+    lcm_attached_ = true;
+  } else {
+    lcm_scale_ = std::make_shared<nn::LoraScale>();
+  }
+  freeze();
+}
+
+LookaheadModel::~LookaheadModel() = default;
+
+void LookaheadModel::freeze() {
+  for (auto& p : unet_->parameters()) p.set_requires_grad(false);
+  for (auto& p : taesd_decoder_->parameters()) p.set_requires_grad(false);
+  for (auto& p : arcface_module_->parameters()) p.set_requires_grad(false);
+  for (auto& p : ip_->parameters()) p.set_requires_grad(true);
+  for (auto& [path, layer] : nn::lora_layers(*unet_))
+    for (const auto& a : *adapters_of(*layer))
+      if (a.name == kLcmAdapter) {
+        at::Tensor down = a.down, up = a.up;  // live handles
+        down.set_requires_grad(false);
+        up.set_requires_grad(false);
+      }
+}
+
+void LookaheadModel::load_weights(const LookaheadWeightFiles& files) {
+  TORCH_CHECK(options_.device() != at::kMeta, "LookaheadModel::load_weights: the model was built on the meta device");
+  if (!files.unet.empty()) io::load_state_dict(*unet_, io::load_file(files.unet), files.unet);
+  if (!files.ip_adapter.empty())
+    io::load_state_dict(*ip_, adapters::load_ip_adapter_file(files.ip_adapter), files.ip_adapter);
+  if (!files.lcm_lora.empty()) {
+    TORCH_CHECK(!lcm_attached_, "LookaheadModel::load_weights: an LCM-LoRA is already attached (", files.lcm_lora,
+                ")");
+    nn::attach_kohya_lora(*unet_, io::load_file(files.lcm_lora), kLcmAdapter, lcm_scale_, files.lcm_lora);
+    lcm_attached_ = true;
+  }
+  if (!files.taesd.empty()) {
+    // Only the decoder is part of the model: the encoder half of the file is not ours to check.
+    std::map<std::string, at::Tensor> decoder;
+    for (auto& [key, t] : io::load_file(files.taesd))
+      if (key.rfind("decoder.", 0) == 0) decoder.emplace(key.substr(8), t);
+    io::load_state_dict(*taesd_decoder_, decoder, files.taesd);
+  }
+  if (!files.arcface.empty())
+    io::load_state_dict(*arcface_module_, io::load_weights_file(files.arcface), files.arcface);
+  freeze();
+}
+
+std::vector<ModelUnit> LookaheadModel::units() {
+  std::vector<ModelUnit> out;
+  {
+    ModelUnit proj{"image_proj", {}, {}, {}, {}};
+    for (const auto& p : ip_->image_proj->named_parameters())
+      proj.adapter.emplace_back("image_proj." + p.key(), p.value());
+    out.push_back(std::move(proj));
+  }
+
+  // UNet units: each owns the keys under its path (stems: under their members' paths).
+  const size_t first_unet = out.size();
+  std::vector<std::vector<std::string>> prefixes;
+  for (const auto& u : unet_->units()) {
+    out.push_back(ModelUnit{u.name, {}, {}, {}, {}});
+    std::vector<std::string> p;
+    if (u.members.empty()) p.push_back(u.name + ".");
+    for (const auto& m : u.members) p.push_back(m + ".");
+    prefixes.push_back(std::move(p));
+  }
+  auto unit_of = [&](const std::string& key) -> ModelUnit& {
+    int found = -1;
+    for (size_t i = 0; i < prefixes.size(); ++i)
+      for (const auto& p : prefixes[i])
+        if (key.rfind(p, 0) == 0) {
+          TORCH_INTERNAL_ASSERT(found < 0, "UNet key '", key, "' lies in two units");
+          found = static_cast<int>(i);
+        }
+    TORCH_INTERNAL_ASSERT(found >= 0, "UNet key '", key, "' lies in no unit");
+    return out[first_unet + found];
+  };
+  for (const auto& p : unet_->named_parameters()) unit_of(p.key()).frozen.emplace_back(p.key(), p.value());
+  for (const auto& b : unet_->named_buffers()) unit_of(b.key()).frozen.emplace_back(b.key(), b.value());
+  for (auto& [path, layer] : nn::lora_layers(*unet_))
+    for (const auto& a : *adapters_of(*layer)) {
+      if (a.name != kLcmAdapter) continue;  // encoder LoRAs: KvEncoder::trainable_parameters below
+      auto& unit = unit_of(path + ".");
+      unit.lcm.emplace_back(path + ".lcm.lora_down.weight", a.down);
+      unit.lcm.emplace_back(path + ".lcm.lora_up.weight", a.up);
+    }
+  // ip_adapter.<2j+1> belongs to the j-th attn2 layer in attn_processors order.
+  const auto attns = unet_->cross_attention_layers();
+  for (const auto& p : ip_->ip_adapter->named_parameters()) {
+    const std::string& key = p.key();  // "<N>.to_k_ip.weight"
+    const int64_t n = std::stoll(key.substr(0, key.find('.')));
+    TORCH_INTERNAL_ASSERT(n % 2 == 1 && (n - 1) / 2 < static_cast<int64_t>(attns.size()));
+    unit_of(attns[(n - 1) / 2].first + ".").adapter.emplace_back("ip_adapter." + key, p.value());
+  }
+  for (auto& [key, t] : encoder_->trainable_parameters()) unit_of(key).lora.emplace_back(key, t);
+
+  ModelUnit taesd{"taesd.decoder", {}, {}, {}, {}};
+  append_state(taesd.frozen, *taesd_decoder_, "taesd.decoder.");
+  out.push_back(std::move(taesd));
+  ModelUnit arc{"arcface", {}, {}, {}, {}};
+  append_state(arc.frozen, *arcface_module_, "arcface.");
+  out.push_back(std::move(arc));
+  return out;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> LookaheadModel::adapter_parameters() {
+  Named out;
+  for (const auto& p : ip_->named_parameters()) out.emplace_back(p.key(), p.value());
+  return out;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> LookaheadModel::lora_parameters() {
+  Named out;
+  for (auto& [key, t] : encoder_->trainable_parameters()) out.emplace_back(key, t);
+  return out;
+}
+
+StepDraw LookaheadModel::draw(uint64_t seed, int64_t step, int64_t global_batch, int64_t first, int64_t count,
+                              at::IntArrayRef latent_shape) const {
+  StepDrawOptions o;
+  o.adapter_drop_p = config_.adapter_drop_p;
+  o.diffusion_timestep_a = config_.diffusion_timestep_a;
+  o.lcm_timestep_a = config_.lcm_timestep_a;
+  o.num_train_timesteps = config_.schedule.num_train_timesteps;
+  return draw_step(o, seed, step, global_batch, first, count, latent_shape);
+}
+
+unet::UNetInputs LookaheadModel::unet_inputs(const at::Tensor& sample, const at::Tensor& t, const at::Tensor& prompt,
+                                             const at::Tensor& pooled, const at::Tensor& time_ids) const {
+  unet::UNetInputs in;
+  in.sample = sample.to(options_);
+  in.timestep = t;
+  in.encoder_hidden_states = prompt.to(options_);
+  if (pooled.defined()) in.text_embeds = pooled.to(options_);
+  if (time_ids.defined()) in.time_ids = time_ids.to(options_);
+  in.ip_scale = config_.ip_scale;
+  return in;
+}
+
+void LookaheadModel::check_batch(const Batch& b, const StepDraw& d) const {
+  TORCH_CHECK(b.z_tgt.defined() && b.z_tgt.dim() == 4, "LookaheadModel: z_tgt must be [B, C, h, w]");
+  const int64_t n = b.z_tgt.size(0);
+  TORCH_CHECK(b.z_ref.defined() && b.z_ref.sizes() == b.z_tgt.sizes(), "LookaheadModel: z_ref ",
+              b.z_ref.defined() ? b.z_ref.sizes() : at::IntArrayRef{}, " must match z_tgt ", b.z_tgt.sizes());
+  TORCH_CHECK(d.size() == n && d.noise.sizes() == b.z_tgt.sizes(), "LookaheadModel: the step draw holds ", d.size(),
+              " samples of noise ", d.noise.defined() ? d.noise.sizes() : at::IntArrayRef{}, ", the batch is ",
+              b.z_tgt.sizes());
+  TORCH_CHECK(b.clip_ref.defined() && b.clip_ref.dim() == 3 && b.clip_ref.size(0) == n,
+              "LookaheadModel: clip_ref must be [B, T, D] with B = ", n);
+  TORCH_CHECK(b.clip_uncond.defined() && b.clip_uncond.dim() == 3 && b.clip_uncond.size(0) == 1 &&
+                  b.clip_uncond.sizes().slice(1) == b.clip_ref.sizes().slice(1),
+              "LookaheadModel: clip_uncond must be [1, T, D] like clip_ref's samples");
+  for (const at::Tensor* t : {&b.tgt_prompt, &b.ref_prompt})
+    TORCH_CHECK(t->defined() && t->dim() == 3 && t->size(0) == n,
+                "LookaheadModel: prompt embeddings must be [B, M, D] with B = ", n);
+}
+
+at::Tensor LookaheadModel::image_tokens(const at::Tensor& clip_ref, const at::Tensor& clip_uncond,
+                                        const at::Tensor& drop) {
+  const int64_t n = clip_ref.size(0);
+  // One Resampler run for conditional and unconditional features: every rank runs the same
+  // modules in the same order whatever its drop mask (a sharded engine gathers by that order).
+  at::Tensor tokens = ip_->image_tokens(at::cat({clip_ref, clip_uncond}).to(options_));  // [B + 1, Q, D]
+  at::Tensor cond = tokens.narrow(0, 0, n);
+  if (!drop.defined()) return cond;
+  TORCH_CHECK(drop.dim() == 1 && drop.size(0) == n, "LookaheadModel: adapter-drop mask must be [", n, "], got ",
+              drop.sizes());
+  at::Tensor mask = drop.to(tokens.device(), at::kBool).view({n, 1, 1});
+  return at::where(mask, tokens.narrow(0, n, 1).expand_as(cond), cond);  // [B, Q, D]
+}
+
+at::Tensor LookaheadModel::arcface(const at::Tensor& faces) { return arcface_forward_(faces.to(options_)); }
+
+at::Tensor LookaheadModel::diffusion_loss(const Batch& batch, const StepDraw& draw) {
+  check_batch(batch, draw);
+  // ε and the noised latents in float32 (the loss target keeps full precision); the UNet inputs
+  // are cast to the model's dtype in unet_inputs.
+  const at::Tensor eps = draw.noise.to(options_.device(), at::kFloat);  // [B, C, h, w]
+  const at::Tensor t = draw.timesteps.to(options_.device());            // [B]
+  const at::Tensor ip = image_tokens(batch.clip_ref, batch.clip_uncond, draw.adapter_drop);
+  auto noised = [&](const at::Tensor& z0) {
+    return schedule_.add_noise(z0.to(options_.device(), at::kFloat), eps, t);  // [B, C, h, w] float32
+  };
+
+  unet::UNetInputs ref = unet_inputs(noised(batch.z_ref), t, batch.ref_prompt, batch.ref_pooled, batch.time_ids);
+  auto kv = std::make_shared<nn::ReferenceKv>(
+      encoder_->forward(ref, ip).drop_tokens(config_.kv_drop_p, cpu_generator(draw.kv_drop_seed)));
+
+  unet::UNetInputs in = unet_inputs(noised(batch.z_tgt), t, batch.tgt_prompt, batch.tgt_pooled, batch.time_ids);
+  in.reference = std::move(kv);
+  in.adapters = std::vector<std::string>{};  // the frozen base: no LCM-LoRA, no encoder LoRA
+  const at::Tensor eps_hat = unet_->forward(in);  // [B, C, h, w]
+  return at::mse_loss(eps_hat.to(at::kFloat), eps);
+}
+
+LookaheadLoss LookaheadModel::lookahead_loss(const Batch& batch, const StepDraw& draw, double alpha) {
+  check_batch(batch, draw);
+  TORCH_CHECK(alpha >= 0.0, "LookaheadModel: LCM-LoRA scale must be non-negative, got ", alpha);
+  TORCH_CHECK(lcm_attached_, "LookaheadModel: no LCM-LoRA is attached (load_weights with lcm_lora, or lcm_lora_rank)");
+  const int64_t n = batch.size();
+  TORCH_CHECK(batch.ref_landmarks.defined() && batch.ref_landmarks.dim() == 3 && batch.ref_landmarks.size(0) == n &&
+                  batch.ref_landmarks.size(1) == 5 && batch.ref_landmarks.size(2) == 2,
+              "LookaheadModel: ref_landmarks must be [B, 5, 2]");
+  TORCH_CHECK(batch.ref_id.defined() && batch.ref_id.dim() == 2 && batch.ref_id.size(0) == n,
+              "LookaheadModel: ref_id must be [B, 512]");
+  lcm_scale_->value = alpha;
+
+  const at::Tensor eps = draw.noise.to(options_.device(), at::kFloat);
+  const at::Tensor t = draw.lcm_timesteps.to(options_.device());
+  const at::Tensor ip = image_tokens(batch.clip_ref, batch.clip_uncond, at::Tensor());  // no adapter drop here
+  auto noised = [&](const at::Tensor& z0) {
+    return schedule_.add_noise(z0.to(options_.device(), at::kFloat), eps, t);  // [B, C, h, w] float32
+  };
+
+  unet::UNetInputs ref = unet_inputs(noised(batch.z_ref), t, batch.ref_prompt, batch.ref_pooled, batch.time_ids);
+  auto kv = std::make_shared<nn::ReferenceKv>(
+      encoder_->forward(ref, ip).drop_tokens(config_.kv_drop_p, cpu_generator(draw.lcm_kv_drop_seed)));
+  unet::UNetInputs in = unet_inputs(noised(batch.z_tgt), t, batch.tgt_prompt, batch.tgt_pooled, batch.time_ids);
+  in.reference = std::move(kv);
+  in.adapters = std::vector<std::string>{kLcmAdapter};
+  const at::Tensor eps_hat = unet_->forward(in);                                   // [B, C, h, w]
+  const at::Tensor z0 = sched::lcm_preview(schedule_, in.sample, eps_hat, t);      // [B, C, h, w] float32
+  const at::Tensor image = taesd_decoder_->forward(z0.to(options_));               // [B, 3, H, W] in [-1, 1]
+
+  // Samples without usable landmarks still run (every rank runs the same modules); they are
+  // aligned on the template's position and masked out of the loss.
+  const at::Tensor lm = batch.ref_landmarks.to(at::kCPU, at::kDouble);   // [B, 5, 2]
+  const at::Tensor valid = at::isfinite(lm).flatten(1).all(1);           // [B] bool
+  const at::Tensor fallback = face::arcface_template(static_cast<double>(image.size(3)));  // [5, 2]
+  const at::Tensor safe = at::where(valid.view({n, 1, 1}), lm, fallback.unsqueeze(0).expand_as(lm));
+  const at::Tensor faces = face::align_faces(image, safe);               // [B, 3, 112, 112]
+  const at::Tensor e = arcface(faces).to(at::kFloat);                     // [B, 512]
+  const at::Tensor cos = (e * batch.ref_id.to(e.options())).sum(1);      // [B]
+  const at::Tensor mask = valid.to(e.device(), at::kFloat);
+
+  LookaheadLoss out;
+  out.valid = valid;
+  out.valid_count = valid.sum().item<int64_t>();
+  out.per_sample = (1.0 - cos) * mask * (alpha * config_.lambda_id);
+  out.loss = out.per_sample.sum() / static_cast<double>(std::max<int64_t>(out.valid_count, 1));
+  out.preview = image.detach();
+  return out;
+}
+
+}  // namespace lookahead::model
