@@ -13,6 +13,7 @@
 #include "model/io/state_dict.h"
 #include "model/io/torch_checkpoint.h"
 #include "model/nn/lora_loader.h"
+#include "model/nn/unit_call.h"
 #include "model/sched/lcm_preview.h"
 
 namespace lookahead::model {
@@ -268,7 +269,11 @@ at::Tensor LookaheadModel::image_tokens(const at::Tensor& clip_ref, const at::Te
   const int64_t n = clip_ref.size(0);
   // One Resampler run for conditional and unconditional features: every rank runs the same
   // modules in the same order whatever its drop mask (a sharded engine gathers by that order).
-  at::Tensor tokens = ip_->image_tokens(at::cat({clip_ref, clip_uncond}).to(options_));  // [B + 1, Q, D]
+  at::Tensor tokens = nn::call_unit(runner_, "image_proj",
+                                    [this](const std::vector<at::Tensor>& in) {
+                                      return std::vector<at::Tensor>{ip_->image_tokens(in[0])};
+                                    },
+                                    {at::cat({clip_ref, clip_uncond}).to(options_)})[0];  // [B + 1, Q, D]
   at::Tensor cond = tokens.narrow(0, 0, n);
   if (!drop.defined()) return cond;
   TORCH_CHECK(drop.dim() == 1 && drop.size(0) == n, "LookaheadModel: adapter-drop mask must be [", n, "], got ",
@@ -277,7 +282,16 @@ at::Tensor LookaheadModel::image_tokens(const at::Tensor& clip_ref, const at::Te
   return at::where(mask, tokens.narrow(0, n, 1).expand_as(cond), cond);  // [B, Q, D]
 }
 
-at::Tensor LookaheadModel::arcface(const at::Tensor& faces) { return arcface_forward_(faces.to(options_)); }
+at::Tensor LookaheadModel::arcface(const at::Tensor& faces) {
+  return nn::call_unit(runner_, "arcface",
+                       [this](const std::vector<at::Tensor>& in) { return std::vector<at::Tensor>{arcface_forward_(in[0])}; },
+                       {faces.to(options_)})[0];
+}
+
+void LookaheadModel::set_unit_runner(dist::UnitRunner* runner) {
+  runner_ = runner;
+  unet_->set_unit_runner(runner);
+}
 
 at::Tensor LookaheadModel::diffusion_loss(const Batch& batch, const StepDraw& draw) {
   check_batch(batch, draw);
@@ -328,7 +342,10 @@ LookaheadLoss LookaheadModel::lookahead_loss(const Batch& batch, const StepDraw&
   in.adapters = std::vector<std::string>{kLcmAdapter};
   const at::Tensor eps_hat = unet_->forward(in);                                   // [B, C, h, w]
   const at::Tensor z0 = sched::lcm_preview(schedule_, in.sample, eps_hat, t);      // [B, C, h, w] float32
-  const at::Tensor image = taesd_decoder_->forward(z0.to(options_));               // [B, 3, H, W] in [-1, 1]
+  const at::Tensor image =
+      nn::call_unit(runner_, "taesd.decoder",
+                    [this](const std::vector<at::Tensor>& in) { return std::vector<at::Tensor>{taesd_decoder_->forward(in[0])}; },
+                    {z0.to(options_)})[0];  // [B, 3, H, W] in [-1, 1]
 
   // Samples without usable landmarks still run (every rank runs the same modules); they are
   // aligned on the template's position and masked out of the loss.

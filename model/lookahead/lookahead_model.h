@@ -158,6 +158,9 @@ class LookaheadModel {
   /// ArcFace embedding (unit norm) of aligned 112x112 faces in [-1, 1].
   at::Tensor arcface(const at::Tensor& faces);
 
+  /// Runs every unit of units() through `runner` (null: in place); it must outlive its use.
+  void set_unit_runner(dist::UnitRunner* runner);
+
   const LookaheadModelConfig& config() const { return config_; }
   const at::TensorOptions& tensor_options() const { return options_; }
   unet::UNet2DConditionModel unet() const { return unet_; }
@@ -182,6 +185,7 @@ class LookaheadModel {
   std::unique_ptr<adapters::KvEncoder> encoder_;
   vae::DecoderTiny taesd_decoder_{nullptr};
   std::shared_ptr<torch::nn::Module> arcface_module_;
+  dist::UnitRunner* runner_ = nullptr;
   std::function<at::Tensor(const at::Tensor&)> arcface_forward_;
   std::shared_ptr<nn::LoraScale> lcm_scale_;
   bool lcm_attached_ = false;

@@ -7,7 +7,12 @@ namespace lookahead::model::nn {
 
 std::vector<at::Tensor> call_unit(const AttentionContext* ctx, const std::string& unit, dist::UnitFn fn,
                                   const std::vector<at::Tensor>& inputs) {
-  if (!ctx || !ctx->runner) return fn(inputs);
+  return call_unit(ctx ? ctx->runner : nullptr, unit, std::move(fn), inputs);
+}
+
+std::vector<at::Tensor> call_unit(dist::UnitRunner* runner, const std::string& unit, dist::UnitFn fn,
+                                  const std::vector<at::Tensor>& inputs) {
+  if (!runner) return fn(inputs);
   std::optional<std::vector<std::string>> selection;
   if (const auto* current = AdapterSelection::current()) selection = *current;
   dist::UnitFn wrapped = [fn = std::move(fn), selection](const std::vector<at::Tensor>& in) {
@@ -15,7 +20,7 @@ std::vector<at::Tensor> call_unit(const AttentionContext* ctx, const std::string
     if (selection) scope.emplace(*selection);
     return fn(in);
   };
-  return ctx->runner->run(unit, wrapped, inputs);
+  return runner->run(unit, wrapped, inputs);
 }
 
 std::vector<at::Tensor> call_unit(const AttentionContext* ctx, const torch::nn::Module& module, dist::UnitFn fn,

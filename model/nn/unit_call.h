@@ -17,6 +17,9 @@ namespace lookahead::model::nn {
 /// Runs `fn(inputs)` as the unit registered for `module` in `ctx.unit_names`.
 std::vector<at::Tensor> call_unit(const AttentionContext* ctx, const torch::nn::Module& module, dist::UnitFn fn,
                                   const std::vector<at::Tensor>& inputs);
+/// Runs `fn(inputs)` as unit `unit` through `runner` (null: in place).
+std::vector<at::Tensor> call_unit(dist::UnitRunner* runner, const std::string& unit, dist::UnitFn fn,
+                                  const std::vector<at::Tensor>& inputs);
 /// Same, for a unit named explicitly (stems made of several modules).
 std::vector<at::Tensor> call_unit(const AttentionContext* ctx, const std::string& unit, dist::UnitFn fn,
                                   const std::vector<at::Tensor>& inputs);

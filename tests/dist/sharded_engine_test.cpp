@@ -303,6 +303,9 @@ TEST(ShardedEngine, DelaysAndScheduleOptionsChangeNoResult) {
   replicate.placement = Placement::kReplicate;
   replicate.max_gathered_units = 1;
   expect_matches_reference(sharded_run(replicate).trace, "replicated base, ring of one");
+  EngineOptions node;
+  node.placement = Placement::kNode;  // one node here: the node group is every rank, built by a split
+  expect_matches_reference(sharded_run(node).trace, "node placement");
 }
 
 }  // namespace
