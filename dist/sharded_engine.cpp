@@ -128,7 +128,7 @@ ShardedEngine::ShardedEngine(World& world, std::vector<EngineUnit> units, const 
     auto frozen_group = [&](const char* role, std::vector<std::pair<std::string, at::Tensor>>& params) {
       if (params.empty()) return;
       for (auto& [n, t] : params) t.set_requires_grad(false);
-      auto g = std::make_shared<FlatParamGroup>(eu.name + "/" + role, std::move(params), frozen_comm,
+      auto g = std::make_shared<FlatParamGroup>(eu.name + ":" + role, std::move(params), frozen_comm,
                                                 options.frozen_dtype, device);
       g->set_debug_delay(options.debug_delay);
       u->frozen.push_back(std::move(g));
@@ -136,7 +136,7 @@ ShardedEngine::ShardedEngine(World& world, std::vector<EngineUnit> units, const 
     auto trainable_group = [&](const char* role, std::vector<std::pair<std::string, at::Tensor>>& params) {
       if (params.empty()) return;
       for (auto& [n, t] : params) t.set_requires_grad(true);
-      auto g = std::make_shared<FlatParamGroup>(eu.name + "/" + role, std::move(params), all, at::kFloat, device,
+      auto g = std::make_shared<FlatParamGroup>(eu.name + ":" + role, std::move(params), all, at::kFloat, device,
                                                 options.trainable_compute_dtype);
       g->set_debug_delay(options.debug_delay);
       u->trainable.emplace_back(std::move(g), role);

@@ -14,4 +14,10 @@ int run_env(dist::World& world, const std::vector<std::string>& args);
 /// `lookahead model run|inspect`: run a network on named inputs; describe a weight file.
 int run_model_command(dist::World& world, const std::vector<std::string>& args);
 
+/// `lookahead train --config FILE.ini [--section.key=value ...] [--dry-run]`: LCM-Lookahead training.
+int run_train(dist::World& world, const std::vector<std::string>& args);
+
+/// `lookahead data pack|synth|info`: build, synthesize or describe a training-set file (rank 0 writes).
+int run_data_command(dist::World& world, const std::vector<std::string>& args);
+
 }  // namespace lookahead::launch

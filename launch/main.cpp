@@ -26,6 +26,11 @@ void print_usage(std::ostream& out) {
          "  model      `model run --model unet --config C --weights W --inputs IN --out OUT [--lora F\n"
          "             --lora-scale S]` runs a network on named tensors; `model inspect FILE` describes\n"
          "             a weight file and the supported network it matches\n"
+         "  data       `data pack --images DIR --meta FILE.jsonl --out FILE.h5` packs images + metadata;\n"
+         "             `data synth --out FILE.h5 --identities K --per-identity M --size S` writes a\n"
+         "             synthetic set; `data info FILE.h5 [--check-records]` describes (and checks) one\n"
+         "  train      `train --config FILE.ini [--section.key=value ...] [--dry-run]` trains the\n"
+         "             LCM-Lookahead encoder (launch/configs/*.ini; `train --help` lists every key)\n"
          "  help       this text; `lookahead <command> --help` describes a command's options\n\n"
       << launch::world_options() << "\n";
 }
@@ -45,6 +50,8 @@ int run_command(const std::string& command, std::vector<std::string> args, int* 
   Runner runner = nullptr;
   if (command == "env") runner = launch::run_env;
   if (command == "model") runner = launch::run_model_command;
+  if (command == "data") runner = launch::run_data_command;
+  if (command == "train") runner = launch::run_train;
   if (!runner) {
     std::cerr << "lookahead: unknown command '" << command << "'\n\n";
     print_usage(std::cerr);

@@ -1,0 +1,485 @@
+// sdxl_memory_model: what the sharded engine costs per GPU for the REAL SDXL lookahead model, by
+// arithmetic rather than measurement. Element counts per sharding unit and role come from
+// LookaheadModel(LookaheadModelConfig::sdxl(), at::kMeta).units() (shapes only, no memory), with the
+// LCM-LoRA SDXL (rank 64 on PEFT's target modules) created on meta too; how often each unit is
+// gathered and reduce-scattered in one step comes from tracing one training step of a small
+// network with SDXL's exact unit structure (same unit names, same block layout, narrow channels)
+// through a recording UnitRunner that applies the engine's rule for which calls get a backward.
+// Prints bytes held per GPU and bytes moved per GPU per step for N GPUs (8 per node) and each
+// placement of the frozen weights. Activations are not modelled.
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <boost/program_options/options_description.hpp>
+#include <boost/program_options/parsers.hpp>
+#include <boost/program_options/value_semantic.hpp>
+#include <boost/program_options/variables_map.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "dist/unit_runner.h"
+#include "model/face/align.h"
+#include "model/lookahead/lookahead_model.h"
+
+namespace lookahead::bench {
+namespace {
+
+namespace po = boost::program_options;
+
+/// Published size of kohya LCM-LoRA SDXL (architecture-spec §3.1 / table: 788 modules, rank 64).
+constexpr int64_t kLcmLoraParams = 196'751'360;
+constexpr int64_t kGpusPerNode = 8;
+constexpr int64_t kAlign = 16;  // FlatLayout::kAlignment
+
+/// Elements of one unit per role (frozen, lcm, adapter, lora).
+struct UnitSize {
+  std::string name;
+  int64_t e[4] = {0, 0, 0, 0};
+  int64_t trainable() const { return e[2] + e[3]; }
+};
+
+/// Uses of one unit in one training step.
+struct UnitUse {
+  int64_t forward_calls = 0;   ///< every call gathers in forward
+  int64_t backward_calls = 0;  ///< calls with a backward (the engine's with_grad rule): gather again + RS
+};
+
+// ---------------------------------------------------------------------------------------------
+// Element counts of the real model.
+
+bool lcm_target(const std::string& path) {
+  // PEFT target_modules of the LCM-LoRA SDXL script (suffix match), architecture-spec §3.2.
+  static const char* kSuffixes[] = {"to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj",
+                                    "ff.net.2", "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv",
+                                    "upsamplers.0.conv", "time_emb_proj"};
+  for (const char* s : kSuffixes) {
+    const std::string suf = s;
+    if (path.size() >= suf.size() && path.compare(path.size() - suf.size(), suf.size(), suf) == 0 &&
+        (path.size() == suf.size() || path[path.size() - suf.size() - 1] == '.'))
+      return true;
+  }
+  return false;
+}
+
+std::vector<UnitSize> sdxl_unit_sizes(int64_t& lcm_total) {
+  auto config = model::LookaheadModelConfig::sdxl();
+  config.lcm_lora_rank = 64;  // the LCM-LoRA SDXL's structure, on meta (no values)
+  config.lcm_lora_select = lcm_target;
+  model::LookaheadModel m(config, at::kMeta);
+  std::vector<UnitSize> out;
+  lcm_total = 0;
+  for (auto& u : m.units()) {
+    UnitSize s;
+    s.name = u.name;
+    const std::vector<std::pair<std::string, at::Tensor>>* roles[4] = {&u.frozen, &u.lcm, &u.adapter, &u.lora};
+    for (int r = 0; r < 4; ++r)
+      for (const auto& [k, t] : *roles[r]) s.e[r] += t.numel();
+    lcm_total += s.e[1];
+    out.push_back(s);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// One traced step.
+
+/// Records every unit call; runs it in place. A call gets a backward under the engine's rule:
+/// gradient mode on and (an input needs a gradient or the unit has trainable parameters).
+class TraceRunner : public dist::UnitRunner {
+ public:
+  explicit TraceRunner(std::set<std::string> trainable_units) : trainable_(std::move(trainable_units)) {}
+  std::vector<at::Tensor> run(const std::string& unit, const dist::UnitFn& fn,
+                              const std::vector<at::Tensor>& inputs) override {
+    bool any_grad = false;
+    for (const auto& t : inputs) any_grad |= t.defined() && t.requires_grad();
+    const bool with_grad = at::GradMode::is_enabled() && (any_grad || trainable_.contains(unit));
+    calls.push_back({unit, with_grad});
+    return fn(inputs);
+  }
+  struct Call {
+    std::string unit;
+    bool with_grad;
+  };
+  std::vector<Call> calls;
+
+ private:
+  std::set<std::string> trainable_;
+};
+
+/// A network with SDXL's unit structure (same stages, resnets per block, attention placement,
+/// encoder truncation) at narrow widths, so one step runs in well under a second.
+model::LookaheadModelConfig sdxl_structure_config() {
+  auto c = model::LookaheadModelConfig::tiny();
+  auto u = model::unet::UNetConfig::sdxl_base();
+  u.block_out_channels = {16, 32, 32};
+  u.transformer_layers_per_block = {1, 1, 1};  // depth lives inside a Transformer2DModel unit
+  u.reverse_transformer_layers_per_block = {1, 1, 1};
+  u.num_attention_heads = {1, 2, 2};
+  u.cross_attention_dim = {24, 24, 24};
+  u.norm_num_groups = 4;
+  u.addition_time_embed_dim = 4;
+  u.projection_class_embeddings_input_dim = 40;
+  c.unet = u;
+  return c;
+}
+
+model::Batch trace_batch(const model::LookaheadModelConfig& c, int64_t n, int64_t latent) {
+  auto g = at::make_generator<at::CPUGeneratorImpl>(11);
+  const int64_t cross = c.unet.cross_attention_dim.at(0), clip = c.resampler.embedding_dim();
+  const int64_t pooled = c.unet.projection_class_embeddings_input_dim - 6 * c.unet.addition_time_embed_dim;
+  model::Batch b;
+  b.z_tgt = at::randn({n, 4, latent, latent}, g);
+  b.z_ref = at::randn({n, 4, latent, latent}, g);
+  b.clip_ref = at::randn({n, 5, clip}, g);
+  b.clip_uncond = at::randn({1, 5, clip}, g);
+  b.tgt_prompt = at::randn({n, 3, cross}, g);
+  b.tgt_pooled = at::randn({n, pooled}, g);
+  b.ref_prompt = at::randn({n, 3, cross}, g);
+  b.ref_pooled = at::randn({n, pooled}, g);
+  b.time_ids = at::randn({n, 6}, g);
+  b.ref_landmarks = model::face::arcface_template(8.0 * static_cast<double>(latent)).unsqueeze(0).repeat({n, 1, 1});
+  at::Tensor r = at::randn({n, 512}, g);
+  b.ref_id = r / r.norm(2, {1}, true);
+  return b;
+}
+
+struct Trace {
+  std::vector<TraceRunner::Call> calls;
+  std::vector<std::string> runs;         ///< "branch1: image_proj, encoder(…units), decoder(…)" per segment
+  std::map<std::string, int64_t> groups;  ///< unit -> non-empty roles
+  std::map<std::string, int64_t> trainable_groups;
+};
+
+/// Runs one training step (both branches' forward; backward is implied by with_grad) of `config`.
+Trace trace_step(const model::LookaheadModelConfig& config, int64_t latent) {
+  at::manual_seed(3);
+  model::LookaheadModel m(config);
+  std::set<std::string> trainable;
+  Trace tr;
+  for (auto& u : m.units()) {
+    const size_t sizes[4] = {u.frozen.size(), u.lcm.size(), u.adapter.size(), u.lora.size()};
+    tr.groups[u.name] = (sizes[0] > 0) + (sizes[1] > 0) + (sizes[2] > 0) + (sizes[3] > 0);
+    tr.trainable_groups[u.name] = (sizes[2] > 0) + (sizes[3] > 0);
+    if (sizes[2] + sizes[3] > 0) trainable.insert(u.name);
+  }
+  TraceRunner runner(trainable);
+  m.set_unit_runner(&runner);
+  const int64_t n = 1;
+  model::Batch b = trace_batch(config, n, latent);
+  auto draw = m.draw(7, 0, n, 0, n, {4, latent, latent});
+  size_t mark = 0;
+  auto segment = [&](const std::string& branch) {
+    // Split the branch's calls into network runs: a UNet run starts at "stem_in".
+    std::vector<std::string> names;
+    std::string current;
+    int64_t count = 0, unet_runs = 0;
+    auto flush = [&] {
+      if (count > 0) names.push_back(current + " (" + std::to_string(count) + " units)");
+      count = 0;
+    };
+    for (size_t i = mark; i < runner.calls.size(); ++i) {
+      const std::string& u = runner.calls[i].unit;
+      std::string run = u;
+      if (u == "stem_in") {
+        flush();
+        run = "unet#" + std::to_string(++unet_runs);
+      } else if (u == "image_proj" || u == "taesd.decoder" || u == "arcface") {
+        flush();
+      } else {
+        run = current;
+      }
+      current = run;
+      ++count;
+    }
+    flush();
+    std::string text = branch + ":";
+    for (const auto& s : names) text += " " + s;
+    tr.runs.push_back(text);
+    mark = runner.calls.size();
+  };
+  at::Tensor l1 = m.diffusion_loss(b, draw);
+  segment("branch 1 (diffusion)");
+  at::Tensor l2 = m.lookahead_loss(b, draw, 1.0).loss;
+  segment("branch 2 (lookahead)");
+  m.set_unit_runner(nullptr);
+  tr.calls = runner.calls;
+  return tr;
+}
+
+std::map<std::string, UnitUse> uses_of(const Trace& tr) {
+  std::map<std::string, UnitUse> out;
+  for (const auto& c : tr.calls) {
+    ++out[c.unit].forward_calls;
+    out[c.unit].backward_calls += c.with_grad;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model.
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+/// Elements of one shard of a group of `e` elements over `s` shards (FlatLayout's padding).
+int64_t shard_elems(int64_t e, int64_t s) { return e == 0 ? 0 : ceil_div(e, kAlign * s) * kAlign; }
+
+struct Row {
+  int64_t gpus = 0, nodes = 0;
+  std::string placement;
+  int64_t frozen_shards = 0;  // shard count of frozen + lcm groups
+  // bytes held per GPU
+  double frozen = 0, lcm = 0, master = 0, grads = 0, adam = 0, ring = 0, rs_inflight = 0;
+  double total() const { return frozen + lcm + master + grads + adam + ring; }
+  // bytes per GPU per step (received for all-gather, sent for reduce-scatter; ring algorithm)
+  double ag_intra = 0, ag_inter = 0, rs_intra = 0, rs_inter = 0;
+  int64_t gather_calls = 0, rs_calls = 0;
+};
+
+Row model_row(const std::vector<UnitSize>& units, const std::map<std::string, UnitUse>& uses, int64_t n,
+              const std::string& placement, bool keep_gathered) {
+  Row r;
+  r.gpus = n;
+  r.nodes = ceil_div(n, kGpusPerNode);
+  r.placement = placement;
+  const int64_t sf = placement == "full" ? n : placement == "node" ? std::min(n, kGpusPerNode) : 1;
+  r.frozen_shards = sf;
+  constexpr double kBf16 = 2, kFp32 = 4;
+  std::vector<double> gathered;   // per unit: bytes of its full buffers while gathered
+  std::vector<double> rs_buffer;  // per unit: fp32 bytes of its unsharded trainable gradients
+  // Fraction of a collective's per-GPU ring volume over s ranks, and the part of it that belongs to
+  // shards on other nodes (a group spanning s ranks, 8 per node).
+  auto ring = [](int64_t s) { return s > 1 ? static_cast<double>(s - 1) / static_cast<double>(s) : 0.0; };
+  auto remote = [](int64_t s) {
+    return s > kGpusPerNode ? static_cast<double>(s - kGpusPerNode) / static_cast<double>(s - 1) : 0.0;
+  };
+  for (const auto& u : units) {
+    const UnitUse use = uses.contains(u.name) ? uses.at(u.name) : UnitUse{};
+    r.frozen += shard_elems(u.e[0], sf) * kBf16;
+    r.lcm += shard_elems(u.e[1], sf) * kBf16;
+    int64_t t_shard = shard_elems(u.e[2], n) + shard_elems(u.e[3], n);
+    r.master += t_shard * kFp32;
+    r.grads += t_shard * kFp32;
+    r.adam += t_shard * 2 * kFp32;
+    // Full (padded) buffers of the roles that really are gathered (sharded over > 1 rank), bf16.
+    double g_frozen = sf > 1 ? (shard_elems(u.e[0], sf) + shard_elems(u.e[1], sf)) * sf * kBf16 : 0.0;
+    double g_train = n > 1 ? t_shard * n * kBf16 : 0.0;
+    gathered.push_back(g_frozen + g_train);
+    rs_buffer.push_back((u.e[2] + u.e[3]) * kFp32);
+    // Gathers: every forward call, and every backward call again (ZeRO-3), unless keep_gathered
+    // holds the unit from its forward to its last backward.
+    const int64_t gathers = use.forward_calls + (keep_gathered ? 0 : use.backward_calls);
+    const double ag_f = gathers * g_frozen * ring(sf), ag_t = gathers * g_train * ring(n);
+    r.ag_inter += ag_f * remote(sf) + ag_t * remote(n);
+    r.ag_intra += ag_f * (1 - remote(sf)) + ag_t * (1 - remote(n));
+    // One reduce-scatter of each trainable group (fp32) per backward call.
+    const int64_t rs = u.trainable() > 0 ? use.backward_calls : 0;
+    const double rs_b = rs * t_shard * n * kFp32 * ring(n);
+    r.rs_inter += rs_b * remote(n);
+    r.rs_intra += rs_b * (1 - remote(n));
+    r.gather_calls += (g_frozen + g_train > 0) ? gathers : 0;
+    r.rs_calls += (n > 1) ? rs : 0;
+  }
+  std::sort(gathered.rbegin(), gathered.rend());
+  r.ring = gathered.size() >= 2 ? gathered[0] + gathered[1] : (gathered.empty() ? 0.0 : gathered[0]);
+  std::sort(rs_buffer.rbegin(), rs_buffer.rend());
+  r.rs_inflight = rs_buffer.size() >= 2 ? rs_buffer[0] + rs_buffer[1] : 0.0;
+  return r;
+}
+
+nlohmann::json to_json(const Row& r) {
+  return {{"gpus", r.gpus},
+          {"nodes", r.nodes},
+          {"placement", r.placement},
+          {"frozen_shard_count", r.frozen_shards},
+          {"bytes_per_gpu",
+           {{"frozen_bf16", r.frozen},
+            {"lcm_lora_bf16", r.lcm},
+            {"trainable_master_fp32", r.master},
+            {"trainable_grads_fp32", r.grads},
+            {"adam_moments_fp32", r.adam},
+            {"gather_ring_2_largest_units_bf16", r.ring},
+            {"total_excl_activations", r.total()},
+            {"rs_staging_2_largest_units_fp32_not_in_total", r.rs_inflight}}},
+          {"bytes_moved_per_gpu_per_step",
+           {{"all_gather_intra_node", r.ag_intra},
+            {"all_gather_inter_node", r.ag_inter},
+            {"reduce_scatter_intra_node", r.rs_intra},
+            {"reduce_scatter_inter_node", r.rs_inter},
+            {"total", r.ag_intra + r.ag_inter + r.rs_intra + r.rs_inter}}},
+          {"group_gathers_with_traffic", r.gather_calls},
+          {"reduce_scatters", r.rs_calls}};
+}
+
+double gib(double b) { return b / (1024.0 * 1024.0 * 1024.0); }
+
+std::vector<int64_t> parse_list(const std::string& text) {
+  std::vector<int64_t> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(std::stoll(item));
+  for (int64_t v : out)
+    if (v < 1) throw std::invalid_argument("--gpus: counts must be >= 1");
+  if (out.empty()) throw std::invalid_argument("--gpus is empty");
+  return out;
+}
+
+int run(int argc, char** argv) {
+  po::options_description desc("sdxl_memory_model options");
+  desc.add_options()("help,h", "this text")(
+      "gpus", po::value<std::string>()->default_value("1,2,4,8,16,32,64"), "comma-separated GPU counts (8 per node)")(
+      "keep-gathered", po::bool_switch(), "model keep_gathered (one gather per forward call, none in backward)")(
+      "json", po::value<std::string>(), "also write the results to this JSON file");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+  } catch (const std::exception& e) {
+    std::cerr << "sdxl_memory_model: " << e.what() << "\n\n" << desc;
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << desc;
+    return 0;
+  }
+  const std::vector<int64_t> gpus = parse_list(vm["gpus"].as<std::string>());
+  const bool keep = vm["keep-gathered"].as<bool>();
+  at::set_num_threads(1);
+
+  int64_t lcm_built = 0;
+  std::vector<UnitSize> units = sdxl_unit_sizes(lcm_built);
+  int64_t totals[4] = {0, 0, 0, 0};
+  for (const auto& u : units)
+    for (int r = 0; r < 4; ++r) totals[r] += u.e[r];
+  if (lcm_built != kLcmLoraParams) {
+    // Spread the published count over the units in proportion to what was built.
+    std::fprintf(stderr, "sdxl_memory_model: LCM-LoRA built on meta has %lld parameters, published %lld; scaling\n",
+                 static_cast<long long>(lcm_built), static_cast<long long>(kLcmLoraParams));
+    for (auto& u : units)
+      u.e[1] = lcm_built > 0 ? u.e[1] * kLcmLoraParams / lcm_built : 0;
+  }
+
+  // The traced step, on a network with SDXL's unit structure; its unit names must be SDXL's.
+  const Trace tr = trace_step(sdxl_structure_config(), 8);
+  {
+    std::set<std::string> a, b;
+    for (const auto& u : units) a.insert(u.name);
+    for (const auto& [u, g] : tr.groups) b.insert(u);
+    if (a != b) throw std::runtime_error("sdxl_memory_model: the traced network's units differ from SDXL's");
+  }
+  const auto uses = uses_of(tr);
+  int64_t fwd = 0, bwd = 0, group_gathers = 0, group_rs = 0;
+  for (const auto& c : tr.calls) {
+    fwd += 1;
+    bwd += c.with_grad;
+    group_gathers += tr.groups.at(c.unit) * (1 + c.with_grad);
+    group_rs += c.with_grad ? tr.trainable_groups.at(c.unit) : 0;
+  }
+  // Cross-check against the engine's own counters: the same prediction for the tiny config
+  // (bench_step --config tiny reports the engine's group gathers and reduce-scatters per step).
+  const Trace tiny = trace_step(model::LookaheadModelConfig::tiny(), 8);
+  int64_t tiny_gathers = 0, tiny_rs = 0;
+  for (const auto& c : tiny.calls) {
+    tiny_gathers += tiny.groups.at(c.unit) * (1 + c.with_grad);
+    tiny_rs += c.with_grad ? tiny.trainable_groups.at(c.unit) : 0;
+  }
+
+  std::printf("# sdxl_memory_model: the SDXL lookahead model under the sharded engine, per GPU (8 GPUs per node)\n");
+  std::printf("# element counts: LookaheadModel(LookaheadModelConfig::sdxl(), kMeta).units(), %zu units\n",
+              units.size());
+  std::printf("#   frozen %lld (SDXL UNet + TAESDXL decoder + IR-SE50), LCM-LoRA %lld (built on meta: rank 64 on "
+              "PEFT's targets; published %lld), adapter %lld, lora %lld\n",
+              static_cast<long long>(totals[0]), static_cast<long long>(lcm_built),
+              static_cast<long long>(kLcmLoraParams), static_cast<long long>(totals[2]),
+              static_cast<long long>(totals[3]));
+  std::printf("# one step, traced on a network with SDXL's unit structure (%zu unit calls, %lld with a backward):\n",
+              static_cast<size_t>(fwd), static_cast<long long>(bwd));
+  for (const auto& s : tr.runs) std::printf("#   %s\n", s.c_str());
+  std::printf("#   per step: %lld group gathers (%s), %lld group reduce-scatters\n",
+              static_cast<long long>(keep ? 0 : group_gathers), keep ? "keep_gathered: see rows" : "forward + backward",
+              static_cast<long long>(group_rs));
+  std::printf("#   cross-check, same rule on the tiny config: %lld group gathers, %lld reduce-scatters per step "
+              "(compare bench_step --config tiny's gathers / RS columns)\n",
+              static_cast<long long>(tiny_gathers), static_cast<long long>(tiny_rs));
+  std::printf("# held per GPU: frozen + LCM-LoRA shards in bf16; trainables fp32 master + fp32 grads + 2 fp32 Adam "
+              "moments (16 B/element of the shard);\n#   ring = the 2 largest units' full buffers in bf16 "
+              "(roles sharded over >1 rank); ACTIVATIONS EXCLUDED.\n");
+  std::printf("#   RS staging (not in total): the 2 largest units' unsharded fp32 gradients, held until their "
+              "reduce-scatter is issued.\n");
+  std::printf("# moved per GPU per step: ring algorithm, (S-1)/S of each full buffer per collective over S ranks; "
+              "all-gathers in bf16 %s,\n#   reduce-scatters of trainable grads in fp32 once per backward call; "
+              "inter-node = the part belonging to shards on other nodes ((S-8)/(S-1) of it).\n",
+              keep ? "once per forward call (keep_gathered)" : "per forward call and again per backward call");
+  std::printf("%5s %5s %-9s | %8s %8s %8s %8s %8s %8s %9s | %8s | %9s %9s %9s %9s %9s\n", "GPUs", "nodes", "placement",
+              "frozen", "lcm", "master", "grads", "adam", "ring", "total", "RSstage", "AG.intra", "AG.inter",
+              "RS.intra", "RS.inter", "moved");
+  std::printf("%5s %5s %-9s | %8s %8s %8s %8s %8s %8s %9s | %8s | %9s %9s %9s %9s %9s\n", "", "", "", "GiB", "GiB",
+              "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB");
+  nlohmann::json rows = nlohmann::json::array();
+  for (int64_t n : gpus)
+    for (const char* p : {"full", "node", "replicate"}) {
+      Row r = model_row(units, uses, n, p, keep);
+      std::printf("%5lld %5lld %-9s | %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f %9.2f | %8.2f | %9.2f %9.2f %9.2f %9.2f %9.2f\n",
+                  static_cast<long long>(n), static_cast<long long>(r.nodes), p, gib(r.frozen), gib(r.lcm),
+                  gib(r.master), gib(r.grads), gib(r.adam), gib(r.ring), gib(r.total()), gib(r.rs_inflight),
+                  gib(r.ag_intra), gib(r.ag_inter), gib(r.rs_intra), gib(r.rs_inter),
+                  gib(r.ag_intra + r.ag_inter + r.rs_intra + r.rs_inter));
+      rows.push_back(to_json(r));
+    }
+
+  if (vm.count("json")) {
+    nlohmann::json unit_json = nlohmann::json::array();
+    for (const auto& u : units) {
+      const UnitUse use = uses.contains(u.name) ? uses.at(u.name) : UnitUse{};
+      unit_json.push_back({{"name", u.name},
+                           {"frozen", u.e[0]},
+                           {"lcm", u.e[1]},
+                           {"adapter", u.e[2]},
+                           {"lora", u.e[3]},
+                           {"forward_calls", use.forward_calls},
+                           {"backward_calls", use.backward_calls}});
+    }
+    nlohmann::json doc = {
+        {"benchmark", "sdxl_memory_model"},
+        {"gpus_per_node", kGpusPerNode},
+        {"keep_gathered", keep},
+        {"lcm_lora_params_published", kLcmLoraParams},
+        {"lcm_lora_params_built_on_meta", lcm_built},
+        {"totals", {{"frozen", totals[0]}, {"lcm", totals[1]}, {"adapter", totals[2]}, {"lora", totals[3]}}},
+        {"step_trace", {{"runs", tr.runs}, {"unit_calls", fwd}, {"backward_calls", bwd},
+                        {"group_gathers", group_gathers}, {"group_reduce_scatters", group_rs}}},
+        {"tiny_cross_check", {{"group_gathers", tiny_gathers}, {"group_reduce_scatters", tiny_rs}}},
+        {"assumptions",
+         "frozen and LCM-LoRA stored and gathered in bf16; trainables fp32 master + fp32 grads + 2 fp32 moments, "
+         "gathered in bf16; ring = 2 largest units; activations excluded; ring-algorithm volumes (S-1)/S"},
+        {"units", unit_json},
+        {"rows", rows}};
+    std::ofstream f(vm["json"].as<std::string>());
+    if (!f) throw std::runtime_error("sdxl_memory_model: cannot write " + vm["json"].as<std::string>());
+    f << doc.dump(2) << "\n";
+    std::printf("# wrote %s\n", vm["json"].as<std::string>().c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace lookahead::bench
+
+int main(int argc, char** argv) {
+  try {
+    return lookahead::bench::run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "sdxl_memory_model: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,42 @@
+// Image encoding/decoding (JPEG via libjpeg-turbo, PNG via libpng) and the resize + center crop
+// that turns a decoded image into a training tensor. All tensors here live on the CPU.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace lookahead::data {
+
+enum class ImageCodec { kUnknown, kJpeg, kPng };
+
+/// Codec from the first bytes (JPEG FF D8 FF, PNG 89 'PNG').
+ImageCodec sniff_codec(const uint8_t* data, size_t size);
+
+/// Decodes JPEG or PNG bytes to uint8 [H,W,3] RGB (grayscale and palette are expanded; PNG alpha is
+/// composited on black; 16-bit PNG is reduced to 8 bits). Throws DataError(`file`, `record`) on
+/// bytes that are not a complete image of a supported kind.
+at::Tensor decode_image(const uint8_t* data, size_t size, const std::string& file = "", int64_t record = -1);
+
+/// Encodes uint8 [H,W,3] RGB losslessly as PNG.
+std::vector<uint8_t> encode_png(const at::Tensor& image);
+/// Encodes uint8 [H,W,3] RGB as baseline JPEG (4:2:0) at `quality` 1..100.
+std::vector<uint8_t> encode_jpeg(const at::Tensor& image, int quality = 90);
+
+/// Where a source pixel lands after resize_center_crop: x' = x*scale_x + shift_x (same for y), with
+/// pixel centers at integer coordinates (OpenCV / MTCNN convention).
+struct CropTransform {
+  double scale_x = 1, scale_y = 1, shift_x = 0, shift_y = 0;
+};
+
+/// Scales uint8 [H,W,3] so that its shorter side is `size` (bilinear, antialiased when shrinking,
+/// half-pixel centers), center-crops to size x size and returns float [3,size,size] in [-1,1].
+/// `transform` (optional) receives the landmark mapping.
+at::Tensor resize_center_crop(const at::Tensor& image, int64_t size, CropTransform* transform = nullptr);
+
+/// Applies `t` to landmarks [...,2] (x,y); NaN stays NaN.
+at::Tensor transform_landmarks(const at::Tensor& landmarks, const CropTransform& t);
+
+}  // namespace lookahead::data

@@ -1,0 +1,66 @@
+// `lookahead train` and `lookahead export`.
+#include <boost/program_options/errors.hpp>
+#include <boost/program_options/options_description.hpp>
+#include <boost/program_options/parsers.hpp>
+#include <boost/program_options/value_semantic.hpp>
+#include <boost/program_options/variables_map.hpp>
+
+#include <atomic>
+#include <csignal>
+#include <iostream>
+
+#include "launch/cli.h"
+#include "launch/commands.h"
+#include "launch/train_options.h"
+#include "trainer/export.h"
+#include "trainer/hdf5_batch_source.h"
+#include "trainer/trainer.h"
+
+namespace po = boost::program_options;
+
+namespace lookahead::launch {
+
+namespace {
+
+/// Raised by SIGTERM / SIGUSR1 (SLURM's preemption warnings); the trainer checkpoints and exits 0.
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_stop_signal(int) { g_stop.store(true); }
+
+}  // namespace
+
+int run_train(dist::World& world, const std::vector<std::string>& args) {
+  bool dry_run = false, help = false;
+  trainer::TrainConfig config = parse_train_config(args, dry_run, help);
+  if (help) {
+    if (world.is_root()) std::cout << train_help();
+    return kExitOk;
+  }
+  world.check_consistent("the resolved training configuration", dist::hash_string(config.resolved_ini));
+  if (dry_run) {
+    if (world.is_root())
+      std::cout << "# resolved configuration\n"
+                << config.resolved_ini << "\n# model\n"
+                << trainer::describe_model(config, world.size(), world.local_size());
+    return kExitOk;
+  }
+  std::signal(SIGTERM, on_stop_signal);
+  std::signal(SIGUSR1, on_stop_signal);
+  auto data = trainer::open_hdf5_batch_source(config, world.rank(), world.size());
+  trainer::Trainer trainer(world, config, std::move(data), &g_stop);
+  const int64_t ran = trainer.run();
+  auto exported = [&] {
+    auto tensors = trainer.trainable_tensors();  // collective
+    return world.is_root() ? trainer::export_encoder(tensors, config.train.out + "/export") : trainer::ExportedFiles{};
+  }();
+  if (world.is_root()) {
+    std::cout << "\ntrained " << ran << " step(s), now at step " << trainer.step() << " of " << config.train.steps << "\n"
+              << "  metrics:     " << config.train.out << "/metrics.jsonl\n"
+              << "  checkpoints: " << trainer.checkpoint_dir() << "\n"
+              << "  export:      " << exported.ip_adapter << " (" << exported.ip_adapter_tensors << " tensors), "
+              << exported.kv_encoder << " (" << exported.kv_encoder_tensors << " tensors)\n";
+  }
+  return kExitOk;
+}
+
+}  // namespace lookahead::launch

@@ -1,0 +1,203 @@
+// Options of `lookahead train`: INI sections and flag overrides into TrainConfig.
+#include "launch/train_options.h"
+
+#include <boost/program_options/parsers.hpp>
+#include <boost/program_options/value_semantic.hpp>
+#include <boost/program_options/variables_map.hpp>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+namespace po = boost::program_options;
+
+namespace lookahead::launch {
+
+namespace {
+
+template <typename T>
+po::typed_value<T>* bind(T& target) {
+  return po::value<T>(&target)->default_value(target);
+}
+
+/// Boost prints doubles with 6 significant digits in defaults; keep them exact in the resolved INI.
+std::string format_value(const boost::any& v) {
+  std::ostringstream s;
+  s.precision(17);
+  if (const auto* x = boost::any_cast<std::string>(&v)) return *x;
+  if (const auto* x = boost::any_cast<double>(&v)) s << *x;
+  else if (const auto* x = boost::any_cast<int64_t>(&v)) s << *x;
+  else if (const auto* x = boost::any_cast<uint64_t>(&v)) s << *x;
+  else if (const auto* x = boost::any_cast<bool>(&v)) s << (*x ? "true" : "false");
+  else s << "?";
+  return s.str();
+}
+
+void check(bool ok, const std::string& key, const std::string& message) {
+  if (!ok) throw std::invalid_argument("--" + key + ": " + message);
+}
+
+void validate(const trainer::TrainConfig& c) {
+  const auto one_of = [](const std::string& v, std::initializer_list<const char*> allowed) {
+    for (const char* a : allowed)
+      if (v == a) return true;
+    return false;
+  };
+  check(one_of(c.model.preset, {"sdxl", "tiny"}), "model.preset", "must be sdxl or tiny, got '" + c.model.preset + "'");
+  check(one_of(c.model.arcface_network, {"irse50", "iresnet50", "iresnet100"}), "model.arcface_network",
+        "must be irse50, iresnet50 or iresnet100");
+  check(one_of(c.model.dtype, {"auto", "fp32", "bf16"}), "model.dtype", "must be auto, fp32 or bf16");
+  check(c.model.encoder_lora_rank > 0, "model.encoder_lora_rank", "must be positive");
+  check(c.model.kv_lora_rank > 0, "model.kv_lora_rank", "must be positive");
+  check(one_of(c.loss.mode, {"sum", "alternate"}), "loss.mode", "must be sum or alternate, got '" + c.loss.mode + "'");
+  check(c.loss.lambda_id >= 0, "loss.lambda_id", "must be >= 0");
+  check(c.loss.adapter_drop >= 0 && c.loss.adapter_drop <= 1, "loss.adapter_drop", "must be in [0, 1]");
+  check(c.loss.kv_drop >= 0 && c.loss.kv_drop <= 1, "loss.kv_drop", "must be in [0, 1]");
+  check(c.loss.alpha_every > 0, "loss.alpha_every", "must be positive");
+  check(c.loss.alpha_p_one >= 0 && c.loss.alpha_p_one <= 1, "loss.alpha_p_one", "must be in [0, 1]");
+  check(c.loss.alpha_min >= 0 && c.loss.alpha_min <= 1, "loss.alpha_min", "must be in [0, 1]");
+  check(c.optim.lr_adapter >= 0 && c.optim.lr_lora >= 0, "optim.lr_adapter", "learning rates must be >= 0");
+  check(c.optim.beta1 >= 0 && c.optim.beta1 < 1 && c.optim.beta2 >= 0 && c.optim.beta2 < 1, "optim.beta1",
+        "betas must be in [0, 1)");
+  check(c.optim.eps > 0, "optim.eps", "must be positive");
+  check(c.train.steps > 0, "train.steps", "must be positive");
+  check(c.train.batch_per_rank > 0, "train.batch_per_rank", "must be positive");
+  check(c.train.threads >= 0, "train.threads", "must be >= 0");
+  check(c.train.log_every > 0, "train.log_every", "must be positive");
+  check(c.train.checkpoint_every > 0, "train.checkpoint_every", "must be positive");
+  check(c.train.keep_checkpoints > 0, "train.keep_checkpoints", "must be positive");
+  check(!c.train.out.empty(), "train.out", "must not be empty");
+  check(one_of(c.dist.placement, {"full", "node", "replicate"}), "dist.placement",
+        "must be full, node or replicate, got '" + c.dist.placement + "'");
+  check(c.dist.max_gathered_units >= 1, "dist.max_gathered_units", "must be >= 1");
+  check(!c.data.train_set.empty(), "data.train_set", "is required (an HDF5 training set, docs/data.md)");
+  check(c.data.loader_threads >= 1, "data.loader_threads", "must be >= 1");
+  check(c.data.resolution > 0, "data.resolution", "must be positive");
+  if (c.model.preset == "sdxl")
+    for (const auto& [key, path] : {std::pair<const char*, const std::string&>{"model.unet_weights", c.model.unet_weights},
+                                   {"model.ip_adapter", c.model.ip_adapter},
+                                   {"model.lcm_lora", c.model.lcm_lora},
+                                   {"model.taesd", c.model.taesd},
+                                   {"model.arcface", c.model.arcface}})
+      check(!path.empty(), key, "is required with model.preset = sdxl");
+}
+
+}  // namespace
+
+po::options_description train_options(trainer::TrainConfig& c) {
+  po::options_description model("[model]");
+  model.add_options()
+      ("model.preset", bind(c.model.preset), "sdxl (the published networks) or tiny (random-initialized, CPU-sized)")
+      ("model.unet_config", bind(c.model.unet_config), "diffusers unet/config.json (default: the SDXL base config)")
+      ("model.unet_weights", bind(c.model.unet_weights), "SDXL base UNet weights (.safetensors or .index.json)")
+      ("model.ip_adapter", bind(c.model.ip_adapter), "IP-Adapter Plus face SDXL checkpoint (.bin or .safetensors)")
+      ("model.lcm_lora", bind(c.model.lcm_lora), "LCM-LoRA SDXL (kohya .safetensors)")
+      ("model.taesd", bind(c.model.taesd), "TAESDXL weights (.safetensors)")
+      ("model.arcface", bind(c.model.arcface), "ArcFace weights (IR-SE50 .pth or iresnet .pth/.safetensors)")
+      ("model.arcface_network", bind(c.model.arcface_network), "irse50 | iresnet50 | iresnet100")
+      ("model.encoder_lora_rank", bind(c.model.encoder_lora_rank), "rank of the KV-encoder LoRAs")
+      ("model.kv_lora_rank", bind(c.model.kv_lora_rank), "rank of the KV-head LoRAs")
+      ("model.ip_scale", bind(c.model.ip_scale), "weight of the IP-Adapter image branch")
+      ("model.dtype", bind(c.model.dtype), "auto (bf16 frozen weights on GPU, fp32 on CPU) | fp32 | bf16");
+  po::options_description data("[data]");
+  data.add_options()
+      ("data.train_set", bind(c.data.train_set), "HDF5 training set (lookahead data pack / synth)")
+      ("data.resolution", bind(c.data.resolution), "image side after resize / center crop (8 x the latent side)")
+      ("data.loader_threads", bind(c.data.loader_threads), "background decoding threads per rank")
+      ("data.prefetch_batches", bind(c.data.prefetch_batches), "batches decoded ahead")
+      ("data.skip_corrupt", bind(c.data.skip_corrupt), "skip and count corrupt records instead of stopping");
+  po::options_description loss("[loss]");
+  loss.add_options()
+      ("loss.mode", bind(c.loss.mode), "sum (L_diff + L_LH, the paper) | alternate (two optimizer steps, the official code)")
+      ("loss.lambda_id", bind(c.loss.lambda_id), "λ of the ArcFace identity loss")
+      ("loss.adapter_drop", bind(c.loss.adapter_drop), "probability of unconditional IP tokens (diffusion branch)")
+      ("loss.kv_drop", bind(c.loss.kv_drop), "reference-token dropout")
+      ("loss.timestep_a_diffusion", bind(c.loss.timestep_a_diffusion), "importance sampler a, branch 1")
+      ("loss.timestep_a_lookahead", bind(c.loss.timestep_a_lookahead), "importance sampler a, branch 2")
+      ("loss.alpha_every", bind(c.loss.alpha_every), "steps between draws of the LCM-LoRA scale α")
+      ("loss.alpha_p_one", bind(c.loss.alpha_p_one), "probability that α = 1")
+      ("loss.alpha_min", bind(c.loss.alpha_min), "otherwise α ~ U(alpha_min, 1)");
+  po::options_description optim("[optim]");
+  optim.add_options()
+      ("optim.lr_adapter", bind(c.optim.lr_adapter), "learning rate of the Resampler and to_k_ip / to_v_ip")
+      ("optim.lr_lora", bind(c.optim.lr_lora), "learning rate of the encoder and KV-head LoRAs")
+      ("optim.weight_decay", bind(c.optim.weight_decay), "AdamW decoupled weight decay")
+      ("optim.beta1", bind(c.optim.beta1), "AdamW β1")
+      ("optim.beta2", bind(c.optim.beta2), "AdamW β2")
+      ("optim.eps", bind(c.optim.eps), "AdamW ε")
+      ("optim.clip", bind(c.optim.clip), "global gradient-norm clipping (<= 0: off)");
+  po::options_description run("[train]");
+  run.add_options()
+      ("train.steps", bind(c.train.steps), "optimizer iterations")
+      ("train.batch_per_rank", bind(c.train.batch_per_rank), "samples per rank per step (global batch = this x ranks)")
+      ("train.seed", bind(c.train.seed), "seed of every random draw (data order, noise, t, α, dropouts)")
+      ("train.out", bind(c.train.out), "run directory (metrics.jsonl, checkpoints/, export/)")
+      ("train.log_every", bind(c.train.log_every), "steps between metric lines")
+      ("train.checkpoint_every", bind(c.train.checkpoint_every), "steps between checkpoints")
+      ("train.keep_checkpoints", bind(c.train.keep_checkpoints), "checkpoints kept")
+      ("train.resume", bind(c.train.resume), "\"\" (fresh), latest, or a checkpoint file")
+      ("train.fallback_to_previous", bind(c.train.fallback_to_previous), "a corrupt checkpoint falls back to the one before")
+      ("train.progress", bind(c.train.progress), "progress bar on rank 0")
+      ("train.threads", bind(c.train.threads), "intra-op CPU threads per rank (0: cores / ranks per node)");
+  po::options_description dist("[dist]");
+  dist.add_options()
+      ("dist.placement", bind(c.dist.placement), "frozen weights: full (shard over all ranks) | node | replicate")
+      ("dist.prefetch", bind(c.dist.prefetch), "prefetch the next unit's gather")
+      ("dist.max_gathered_units", bind(c.dist.max_gathered_units), "units gathered at once (memory cap)")
+      ("dist.keep_gathered", bind(c.dist.keep_gathered), "keep units gathered from forward to backward");
+  po::options_description all("lookahead train options (INI: [section] key = value; flags: --section.key=value)");
+  all.add(model).add(data).add(loss).add(optim).add(run).add(dist);
+  return all;
+}
+
+std::string train_help() {
+  trainer::TrainConfig defaults;
+  std::ostringstream s;
+  s << "usage: lookahead train --config FILE.ini [--section.key=value ...] [--dry-run]\n\n" << train_options(defaults);
+  return s.str();
+}
+
+trainer::TrainConfig parse_train_config(const std::vector<std::string>& args, bool& dry_run, bool& help) {
+  trainer::TrainConfig config;
+  po::options_description options = train_options(config);
+  std::string config_file;
+  po::options_description command("command");
+  command.add_options()("config", po::value<std::string>(&config_file), "INI configuration file")(
+      "dry-run", po::bool_switch(&dry_run), "print the resolved configuration, parameter counts and memory, then exit")(
+      "help", po::bool_switch(&help), "this text");
+  po::options_description cli;
+  cli.add(command).add(options);
+  po::variables_map vm;
+  // Flags are stored first: Boost keeps the first value of an option, so they win over the file.
+  po::store(po::command_line_parser(args).options(cli).run(), vm);
+  if (vm.count("config")) {
+    config_file = vm["config"].as<std::string>();
+    std::ifstream in(config_file);
+    if (!in) throw std::invalid_argument("--config: cannot open '" + config_file + "'");
+    try {
+      po::store(po::parse_config_file(in, options, /*allow_unregistered=*/false), vm);
+    } catch (const po::error& e) {
+      throw std::invalid_argument(config_file + ": " + e.what());
+    }
+  }
+  po::notify(vm);
+  if (help) return config;
+  validate(config);
+  // The resolved configuration as INI, in section order.
+  std::ostringstream ini;
+  std::string section;
+  for (const auto& opt : options.options()) {
+    const std::string& key = opt->long_name();
+    const auto dot = key.find('.');
+    if (key.substr(0, dot) != section) {
+      section = key.substr(0, dot);
+      ini << (ini.tellp() > 0 ? "\n" : "") << "[" << section << "]\n";
+    }
+    ini << key.substr(dot + 1) << " = " << format_value(vm[key].value()) << "\n";
+  }
+  config.resolved_ini = ini.str();
+  return config;
+}
+
+}  // namespace lookahead::launch

@@ -1,0 +1,25 @@
+// `lookahead train` options: every key of every INI section, its default and its help, bound to
+// the typed TrainConfig. Parsed once here; the trainer only sees the struct.
+#pragma once
+
+#include <boost/program_options/options_description.hpp>
+
+#include <string>
+#include <vector>
+
+#include "trainer/train_config.h"
+
+namespace lookahead::launch {
+
+/// The options of `lookahead train`, grouped by INI section ("model.unet_weights", ...), bound to `config`.
+boost::program_options::options_description train_options(trainer::TrainConfig& config);
+
+/// Parses `--config FILE.ini` plus `--section.key=value` overrides (flags win over the file) into
+/// a validated TrainConfig; throws std::invalid_argument naming the key for bad values and
+/// boost::program_options::error for unknown keys. `dry_run` / `help` report those flags.
+trainer::TrainConfig parse_train_config(const std::vector<std::string>& args, bool& dry_run, bool& help);
+
+/// The help text of every option (for `lookahead train --help` and docs/configuration.md).
+std::string train_help();
+
+}  // namespace lookahead::launch
