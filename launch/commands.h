@@ -17,6 +17,10 @@ int run_model_command(dist::World& world, const std::vector<std::string>& args);
 /// `lookahead train --config FILE.ini [--section.key=value ...] [--dry-run]`: LCM-Lookahead training.
 int run_train(dist::World& world, const std::vector<std::string>& args);
 
+/// `lookahead export --config FILE.ini [--checkpoint PATH|latest] [--out DIR]`: the trained encoder
+/// of a checkpoint as safetensors (IP-Adapter part for diffusers, KV-encoder part).
+int run_export(dist::World& world, const std::vector<std::string>& args);
+
 /// `lookahead data pack|synth|info`: build, synthesize or describe a training-set file (rank 0 writes).
 int run_data_command(dist::World& world, const std::vector<std::string>& args);
 

@@ -31,6 +31,8 @@ void print_usage(std::ostream& out) {
          "             synthetic set; `data info FILE.h5 [--check-records]` describes (and checks) one\n"
          "  train      `train --config FILE.ini [--section.key=value ...] [--dry-run]` trains the\n"
          "             LCM-Lookahead encoder (launch/configs/*.ini; `train --help` lists every key)\n"
+         "  export     `export --config FILE.ini [--checkpoint PATH|latest] [--out DIR]` writes the\n"
+         "             trained encoder of a checkpoint as safetensors (IP-Adapter + KV encoder)\n"
          "  help       this text; `lookahead <command> --help` describes a command's options\n\n"
       << launch::world_options() << "\n";
 }
@@ -52,6 +54,7 @@ int run_command(const std::string& command, std::vector<std::string> args, int* 
   if (command == "model") runner = launch::run_model_command;
   if (command == "data") runner = launch::run_data_command;
   if (command == "train") runner = launch::run_train;
+  if (command == "export") runner = launch::run_export;
   if (!runner) {
     std::cerr << "lookahead: unknown command '" << command << "'\n\n";
     print_usage(std::cerr);
@@ -60,8 +63,11 @@ int run_command(const std::string& command, std::vector<std::string> args, int* 
   // World options are shared by every command: split them off before the command parses the rest.
   po::options_description world_desc = launch::world_options();
   po::parsed_options parsed = po::command_line_parser(args).options(world_desc).allow_unregistered().run();
+  // train and export print their own option reference.
+  const bool own_help = command == "train" || command == "export";
   for (const auto& opt : parsed.options)
-    if (opt.string_key == "help" || (!opt.original_tokens.empty() && opt.original_tokens[0] == "--help")) {
+    if (own_help) break;
+    else if (opt.string_key == "help" || (!opt.original_tokens.empty() && opt.original_tokens[0] == "--help")) {
       print_usage(std::cout);
       return launch::kExitOk;
     }

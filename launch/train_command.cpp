@@ -8,6 +8,7 @@
 #include <atomic>
 #include <csignal>
 #include <iostream>
+#include <optional>
 
 #include "launch/cli.h"
 #include "launch/commands.h"
@@ -59,6 +60,44 @@ int run_train(dist::World& world, const std::vector<std::string>& args) {
               << "  checkpoints: " << trainer.checkpoint_dir() << "\n"
               << "  export:      " << exported.ip_adapter << " (" << exported.ip_adapter_tensors << " tensors), "
               << exported.kv_encoder << " (" << exported.kv_encoder_tensors << " tensors)\n";
+  }
+  return kExitOk;
+}
+
+int run_export(dist::World& world, const std::vector<std::string>& args) {
+  std::vector<std::string> rest;
+  std::string checkpoint = "latest", out;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&](const std::string& flag) -> std::optional<std::string> {
+      if (a.rfind(flag + "=", 0) == 0) return a.substr(flag.size() + 1);
+      if (a == flag) {
+        if (i + 1 >= args.size()) throw po::error(flag + " needs a value");
+        return args[++i];
+      }
+      return std::nullopt;
+    };
+    if (auto v = value("--checkpoint")) checkpoint = *v;
+    else if (auto v2 = value("--out")) out = *v2;
+    else rest.push_back(a);
+  }
+  bool dry_run = false, help = false;
+  trainer::TrainConfig config = parse_train_config(rest, dry_run, help);
+  if (help) {
+    if (world.is_root())
+      std::cout << "usage: lookahead export --config FILE.ini [--checkpoint PATH|latest] [--out DIR] "
+                   "[--section.key=value ...]\n  writes DIR/ip_adapter.safetensors and DIR/kv_encoder.safetensors "
+                   "from a checkpoint (default: the latest in <train.out>/checkpoints; DIR: <train.out>/export)\n";
+    return kExitOk;
+  }
+  config.train.resume = checkpoint == "latest" ? config.train.out + "/checkpoints" : checkpoint;
+  if (out.empty()) out = config.train.out + "/export";
+  trainer::Trainer trainer(world, config, nullptr, nullptr);
+  auto tensors = trainer.trainable_tensors();  // collective
+  if (world.is_root()) {
+    auto files = trainer::export_encoder(tensors, out);
+    std::cout << "exported step " << trainer.step() << ": " << files.ip_adapter << " (" << files.ip_adapter_tensors
+              << " tensors), " << files.kv_encoder << " (" << files.kv_encoder_tensors << " tensors)\n";
   }
   return kExitOk;
 }

@@ -86,7 +86,6 @@ std::string describe_model(const TrainConfig& c, int world_size, int ranks_per_n
 Trainer::Trainer(dist::World& world, const TrainConfig& config, std::unique_ptr<BatchSource> data,
                  const std::atomic<bool>* stop)
     : world_(world), config_(config), data_(std::move(data)), stop_(stop) {
-  TORCH_CHECK(data_, "Trainer: no data source");
   const c10::Device device = world.device();
   // Ranks of a node share its cores; more threads than cores only add contention.
   const int64_t cores = std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()));
@@ -241,6 +240,7 @@ StepRecord Trainer::train_step() {
 }
 
 int64_t Trainer::run() {
+  TORCH_CHECK(data_, "Trainer: no data source (built for export only)");
   const int64_t start = step_;
   while (step_ < config_.train.steps) {
     if (stop_requested()) {
@@ -252,6 +252,8 @@ int64_t Trainer::run() {
     if (step_ % config_.train.log_every == 0 || step_ == config_.train.steps) log_->write(r);
     if (step_ % config_.train.checkpoint_every == 0 || step_ == config_.train.steps) save_checkpoint();
   }
+  log_->message("samples without usable landmarks (masked out of the identity loss): " +
+                std::to_string(faces_missing_) + "; corrupt records skipped: " + std::to_string(skipped_records_));
   return step_ - start;
 }
 
@@ -284,7 +286,7 @@ void Trainer::save_checkpoint() {
     if (!g->trainable()) req.frozen.push_back(ckpt::FrozenGroupRef{g, sources});
   req.config_text = config_.resolved_ini;
   req.rng_state = generator_state();
-  const DataCursor cursor = data_->cursor();
+  const DataCursor cursor = data_ ? data_->cursor() : DataCursor{};
   req.cursor = ckpt::DataCursor{cursor.epoch, cursor.index};
   req.alpha = ckpt::AlphaState{alpha_->state().alpha, alpha_->state().drawn_at};
   req.keep_last = static_cast<int>(config_.train.keep_checkpoints);
@@ -313,7 +315,7 @@ void Trainer::resume(const std::string& what) {
   const ckpt::LoadResult r = ckpt::load_checkpoint(req);
   for (const auto& s : r.skipped) log_->message("skipped damaged checkpoint " + s);
   step_ = r.step;
-  data_->seek(DataCursor{r.cursor.epoch, r.cursor.global_index});
+  if (data_) data_->seek(DataCursor{r.cursor.epoch, r.cursor.global_index});
   alpha_->restore(model::AlphaSchedule::State{r.alpha.value, r.alpha.step_drawn});
   if (r.rng_state) set_generator_state(*r.rng_state);
   if (r.rng_rederived) log_->message(r.rng_note);

@@ -28,7 +28,8 @@ std::string describe_model(const TrainConfig& config, int world_size, int ranks_
 class Trainer {
  public:
   /// Builds the model (identically on every rank), the engine and the optimizer; resumes when
-  /// train.resume says so. `stop` is raised by a signal handler (SIGTERM / SIGUSR1).
+  /// train.resume says so. `stop` is raised by a signal handler (SIGTERM / SIGUSR1). A null
+  /// `data` builds a trainer that can only load checkpoints and export (run() refuses).
   Trainer(dist::World& world, const TrainConfig& config, std::unique_ptr<BatchSource> data,
           const std::atomic<bool>* stop = nullptr);
   ~Trainer();
