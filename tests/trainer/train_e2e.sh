@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# `lookahead train` end to end on the tiny model and the tiny synthetic set: runs at 2 and 3 ranks,
+# bit-exact resume, resharding a checkpoint to another rank count, SIGTERM (checkpoint + exit 0),
+# a killed rank (the job ends, nothing before the last checkpoint is lost), the exported IP-Adapter
+# loading into diffusers, and config errors.
+# Usage: train_e2e.sh MPIEXEC LOOKAHEAD SOURCE_DIR WORK_DIR MODE
+#   MODE: np2 | np3 | resume | reshard | sigterm | kill | export_diffusers | config_errors
+set -uo pipefail
+MPIEXEC=$1 BIN=$2 SRC=$3 WORK=$4 MODE=$5
+PY=${LA_PYTHON:-$SRC/.venv/bin/python}
+CONFIG=$SRC/launch/configs/tiny.ini
+T=$WORK/train_e2e_$MODE
+rm -rf "$T" && mkdir -p "$T" || { echo "FAIL: cannot create $T"; exit 1; }
+start_s=$(date +%s)
+
+fail() {
+  echo "FAIL: $MODE: $*"
+  exit 1
+}
+show() { echo "---- $1"; sed 's/^/    /' "$1" | tail -${2:-40}; }
+
+synth() {
+  timeout 60 "$BIN" data synth --out "$T/data.h5" --identities 8 --per-identity 4 --size 64 --latent-size 8 \
+    --prompt-embeds 3x24 --pooled 16 --clip-features 5x12 >"$T/synth.log" 2>&1 || { show "$T/synth.log"; fail "data synth failed"; }
+}
+
+# train NP OUT LOG [extra options...]: a tiny run that must succeed.
+train() {
+  local np=$1 out=$2 log=$3
+  shift 3
+  timeout 200 "$MPIEXEC" -np "$np" --oversubscribe "$BIN" train --config "$CONFIG" --data.train_set="$T/data.h5" \
+    --train.out="$out" --train.progress=false "$@" >"$log" 2>&1
+  local rc=$?
+  [ "$rc" -eq 0 ] || { show "$log"; fail "training at np $np ($*) exited $rc"; }
+}
+
+# steps FILE: the step numbers of a metrics.jsonl, space separated.
+steps() { "$PY" -c 'import json,sys; print(" ".join(str(json.loads(l)["step"]) for l in open(sys.argv[1]) if l.strip()))' "$1"; }
+seq_str() { seq -s ' ' "$1" "$2"; }
+
+# check_run OUT STEPS CKPT_EVERY: metrics has STEPS finite lines 0..STEPS-1, checkpoints and export exist.
+check_run() {
+  local out=$1 n=$2 every=$3
+  [ -f "$out/metrics.jsonl" ] || fail "no $out/metrics.jsonl"
+  "$PY" - "$out/metrics.jsonl" "$n" <<'EOF' || fail "bad metrics in $out/metrics.jsonl"
+import json, math, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+n = int(sys.argv[2])
+if len(lines) != n: sys.exit(f"FAIL: {len(lines)} metrics lines, expected {n}")
+if [m["step"] for m in lines] != list(range(n)): sys.exit(f"FAIL: steps {[m['step'] for m in lines]}")
+for m in lines:
+    for k in ("loss_diffusion", "loss_lookahead", "alpha"):
+        if k not in m or not math.isfinite(m[k]): sys.exit(f"FAIL: step {m['step']}: {k} = {m.get(k)}")
+print(f"metrics: {n} steps, final loss_diffusion {lines[-1]['loss_diffusion']:.4f} loss_lookahead {lines[-1]['loss_lookahead']:.4f}")
+EOF
+  for ((s = every; s <= n; s += every)); do
+    local f=$out/checkpoints/$(printf 'step-%06d.h5' "$s")
+    [ -s "$f" ] || fail "missing checkpoint $f"
+  done
+  [ -e "$out/checkpoints/latest" ] || fail "missing $out/checkpoints/latest"
+  for f in ip_adapter.safetensors kv_encoder.safetensors; do
+    [ -s "$out/export/$f" ] || fail "missing export $out/export/$f"
+  done
+}
+
+# bg_train NP OUT LOG [extra...]: starts mpirun in the background; sets BG_PID.
+bg_train() {
+  local np=$1 out=$2 log=$3
+  shift 3
+  "$MPIEXEC" -np "$np" --oversubscribe "$BIN" train --config "$CONFIG" --data.train_set="$T/data.h5" \
+    --train.out="$out" --train.progress=false "$@" >"$log" 2>&1 &
+  BG_PID=$!
+}
+lines_of() { if [ -f "$1" ]; then grep -c . "$1"; else echo 0; fi; }
+# wait_lines FILE N LIMIT_S: until FILE has N lines (fails if the background job ends first).
+wait_lines() {
+  local deadline=$(($(date +%s) + $3))
+  while [ "$(lines_of "$1")" -lt "$2" ]; do
+    kill -0 "$BG_PID" 2>/dev/null || fail "the run ended before $1 had $2 lines"
+    [ "$(date +%s)" -lt "$deadline" ] || { kill -9 "$BG_PID"; fail "$1 did not reach $2 lines in $3 s"; }
+    sleep 0.2
+  done
+}
+# wait_bg LIMIT_S: waits for the background job; sets BG_RC (124 when it had to be killed).
+wait_bg() {
+  local deadline=$(($(date +%s) + $1))
+  while kill -0 "$BG_PID" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.2; done
+  if kill -0 "$BG_PID" 2>/dev/null; then
+    kill -9 "$BG_PID" 2>/dev/null
+    for p in $(pgrep -f -- "--train.out=$BG_OUT"); do kill -9 "$p" 2>/dev/null; done
+    wait "$BG_PID" 2>/dev/null
+    BG_RC=124
+  else
+    wait "$BG_PID"
+    BG_RC=$?
+  fi
+}
+latest_step() {  # the step of checkpoints/latest (a file naming the checkpoint, or a link to it)
+  local l=$1/checkpoints/latest name
+  if [ -L "$l" ]; then name=$(basename "$(readlink "$l")"); else name=$(head -1 "$l" 2>/dev/null); fi
+  echo "$name" | sed -nE 's/^(.*\/)?step-0*([0-9]+)\.h5$/\2/p'
+}
+
+case $MODE in
+np2 | np3)
+  np=${MODE#np}
+  synth
+  train "$np" "$T/run" "$T/run.log" --train.steps=12 --train.checkpoint_every=6
+  grep -q "trained 12 step(s), now at step 12 of 12" "$T/run.log" || { show "$T/run.log"; fail "no completion line"; }
+  check_run "$T/run" 12 6
+  ;;
+
+resume)
+  synth
+  train 2 "$T/full" "$T/full.log" --train.steps=12 --train.checkpoint_every=6
+  train 2 "$T/part" "$T/part1.log" --train.steps=6 --train.checkpoint_every=6
+  train 2 "$T/part" "$T/part2.log" --train.steps=12 --train.checkpoint_every=6 --train.resume=latest
+  grep -q "resumed from .* at step 6 (saved on 2 rank(s), now 2)" "$T/part2.log" || { show "$T/part2.log"; fail "no resume line"; }
+  check_run "$T/full" 12 6
+  check_run "$T/part" 12 6
+  "$PY" - "$T/full/metrics.jsonl" "$T/part/metrics.jsonl" <<'EOF' || fail "resumed metrics differ from the uninterrupted run"
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+b = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
+bad = 0
+for x, y in zip(a, b):
+    for k in sorted(x):
+        if k.startswith(("time_", "mem_")):
+            continue  # wall-clock timings and allocator peaks are not state
+        if k not in y or x[k] != y[k]:  # exact: the JSON numbers themselves
+            print(f"FAIL: step {x['step']}: {k}: uninterrupted {x[k]!r} vs resumed {y.get(k)!r}")
+            bad += 1
+n = len([k for k in a[0] if not k.startswith(("time_", "mem_"))])
+if bad: sys.exit(1)
+print(f"resume: steps 0..{len(a) - 1}: all {n} non-timing metrics bit-identical (resumed at step 6)")
+EOF
+  ;;
+
+reshard)
+  synth
+  train 2 "$T/run" "$T/np2.log" --train.steps=6 --train.checkpoint_every=6
+  train 3 "$T/run" "$T/np3.log" --train.steps=9 --train.checkpoint_every=3 --train.resume=latest
+  grep -Eq "resumed from .* at step 6 \(saved on 2 rank\(s\), now 3\)" "$T/np3.log" ||
+    { show "$T/np3.log"; fail "no 'resumed ... saved on 2 rank(s), now 3' line"; }
+  got=$(steps "$T/run/metrics.jsonl")
+  [ "$got" = "$(seq_str 0 8)" ] || fail "steps '$got', expected 0..8 (6,7,8 after the resume)"
+  [ -s "$T/run/checkpoints/step-000009.h5" ] || fail "no checkpoint at step 9 after the np3 run"
+  echo "reshard: np2 -> np3 resumed at step 6, steps: $got"
+  ;;
+
+sigterm)
+  # SIGTERM to mpirun: OpenMPI 4.1 forwards it to the ranks, which checkpoint and exit 0, but then
+  # mpirun itself ends the job and exits 1 whatever the ranks did; so rc 0 or 1 is accepted there and
+  # the ranks' clean stop is checked in the log. SIGUSR1 is forwarded without ending the job: there
+  # mpirun's exit code is the ranks' and must be 0.
+  synth
+  BG_OUT=$T/run
+  stop_and_check() {  # stop_and_check SIGNAL MIN_LINES ALLOWED_RCS
+    local sig=$1 min=$2 ok_rcs=$3
+    wait_lines "$T/run/metrics.jsonl" "$min" 120
+    kill -"$sig" "$BG_PID"
+    wait_bg 60
+    [ "$BG_RC" -ne 124 ] || { show "$T/run.log"; fail "$sig: the run did not stop within 60 s"; }
+    [[ " $ok_rcs " == *" $BG_RC "* ]] || { show "$T/run.log"; fail "$sig: mpirun exit code $BG_RC, expected one of: $ok_rcs"; }
+    n=$(lines_of "$T/run/metrics.jsonl")
+    [ "$n" -lt 10 ] || fail "$sig: the run finished all 10 steps before the signal took effect"
+    grep -q "stop requested (signal): writing a checkpoint at step $n" "$T/run.log" ||
+      { show "$T/run.log"; fail "$sig: no 'stop requested ... at step $n' line"; }
+    ! grep -Eq "exit code 3|collective timeout|terminate called|rror" "$T/run.log" ||
+      { show "$T/run.log"; fail "$sig: errors in the log of the stopped run"; }
+    ck=$T/run/checkpoints/$(printf 'step-%06d.h5' "$n")
+    [ -s "$ck" ] || { ls -l "$T/run/checkpoints"; fail "$sig: no checkpoint $ck at the step it stopped"; }
+    [ "$(latest_step "$T/run")" = "$n" ] || fail "$sig: latest does not point to step $n"
+    echo "sigterm: $sig -> mpirun rc $BG_RC, checkpoint at step $n"
+  }
+  bg_train 2 "$T/run" "$T/run.log" --train.steps=10 --train.checkpoint_every=100
+  stop_and_check TERM 2 "0 1"
+  n1=$n
+  bg_train 2 "$T/run" "$T/run.log" --train.steps=10 --train.checkpoint_every=100 --train.resume=latest
+  stop_and_check USR1 $((n1 + 2)) "0"
+  grep -q "resumed from .* at step $n1 " "$T/run.log" || { show "$T/run.log"; fail "no resume at step $n1"; }
+  train 2 "$T/run" "$T/resume.log" --train.steps=10 --train.checkpoint_every=100 --train.resume=latest
+  grep -q "resumed from .* at step $n " "$T/resume.log" || { show "$T/resume.log"; fail "no resume at step $n"; }
+  got=$(steps "$T/run/metrics.jsonl")
+  [ "$got" = "$(seq_str 0 9)" ] || fail "steps '$got', expected 0..9"
+  echo "sigterm: stopped at $n1 (SIGTERM) and $n (SIGUSR1), each with a checkpoint; the resumes completed steps 0..9"
+  ;;
+
+kill)
+  synth
+  BG_OUT=$T/run
+  t0=$(date +%s)
+  bg_train 3 "$T/run" "$T/run.log" --timeout 5 --train.steps=12 --train.checkpoint_every=3
+  wait_lines "$T/run/metrics.jsonl" 5 150
+  victim=
+  for p in $(pgrep -f -- "--train.out=$T/run"); do
+    r=$(tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | sed -n 's/^OMPI_COMM_WORLD_RANK=//p')
+    [ "$r" = 1 ] && victim=$p
+  done
+  [ -n "$victim" ] || fail "no rank-1 process found with pgrep -f -- --train.out=$T/run"
+  kill -KILL "$victim"
+  killed_at=$(date +%s)
+  n_at_kill=$(lines_of "$T/run/metrics.jsonl")
+  wait_bg 90
+  took=$(($(date +%s) - killed_at))
+  [ "$BG_RC" -ne 124 ] || { show "$T/run.log"; fail "the job hung after rank 1 was killed (killed after 90 s)"; }
+  [ "$took" -le 60 ] || fail "the job took $took s to end after the kill (limit 60 s)"
+  if [ "$BG_RC" -eq 0 ] && ! grep -q "collective timeout\|ending the job" "$T/run.log"; then
+    show "$T/run.log"
+    fail "exit code 0 and no timeout report after a rank was killed"
+  fi
+  n_after=$(lines_of "$T/run/metrics.jsonl")
+  [ "$n_after" -lt 12 ] || fail "the run completed all 12 steps although rank 1 was killed at line $n_at_kill"
+  ck=$(latest_step "$T/run")
+  [ -n "$ck" ] && [ "$ck" -ge 3 ] || { ls -l "$T/run/checkpoints"; fail "no checkpoint before the kill (latest '$ck')"; }
+  echo "kill: rank 1 (pid $victim) killed at metrics line $n_at_kill; job ended rc $BG_RC in $took s; last checkpoint step $ck"
+  train 3 "$T/run" "$T/resume.log" --timeout 30 --train.steps=12 --train.checkpoint_every=3 --train.resume=latest
+  grep -q "resumed from .* at step $ck " "$T/resume.log" || { show "$T/resume.log"; fail "no resume at step $ck"; }
+  "$PY" - "$T/run/metrics.jsonl" "$n_after" "$ck" 12 <<'EOF' || fail "metrics lost or out of order across the kill"
+import json, sys
+steps = [json.loads(l)["step"] for l in open(sys.argv[1]) if l.strip()]
+n_before, ck, total = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+before, after = steps[:n_before], steps[n_before:]
+if before[:ck] != list(range(ck)): sys.exit(f"FAIL: steps before the kill {before}, expected to start 0..{ck - 1}")
+if after != list(range(ck, total)): sys.exit(f"FAIL: resumed steps {after}, expected {ck}..{total - 1}")
+print(f"kill: steps 0..{ck - 1} kept, {before[ck:]} redone, resumed {ck}..{total - 1}")
+EOF
+  [ -s "$T/run/export/ip_adapter.safetensors" ] || fail "no export after the resumed run"
+  ;;
+
+export_diffusers)
+  synth
+  train 2 "$T/run" "$T/run.log" --train.steps=2 --train.checkpoint_every=2
+  [ -s "$T/run/export/ip_adapter.safetensors" ] || fail "no export"
+  timeout 120 "$PY" "$SRC/tests/trainer/export_check.py" "$T/run/export/ip_adapter.safetensors" \
+    "$SRC/model/lookahead/lookahead_model.cpp" 2>&1 | grep -v "should be kept in float32"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || fail "export_check.py failed"
+  ;;
+
+config_errors)
+  expect() {  # expect NAME RC REGEX -- command...
+    local name=$1 want=$2 re=$3
+    shift 4
+    timeout 60 "$@" >"$T/out.log" 2>&1
+    local rc=$?
+    if [ "$rc" -ne "$want" ] || ! grep -Eq -- "$re" "$T/out.log"; then
+      show "$T/out.log"
+      fail "$name: exit code $rc (want $want), output must match /$re/"
+    fi
+    echo "ok   $name"
+  }
+  expect bad-loss-mode 2 "loss\.mode" -- "$BIN" train --config "$CONFIG" --loss.mode=bogus
+  { cat "$CONFIG"; printf '\n[train]\nbogus_key_e2e = 1\n'; } >"$T/bad.ini"
+  expect unknown-ini-key 2 "bogus_key_e2e" -- "$BIN" train --config "$T/bad.ini"
+  expect dry-run 0 "\[loss\]" -- "$BIN" train --config "$CONFIG" --dry-run
+  grep -q "trainable" "$T/out.log" || { show "$T/out.log"; fail "dry-run: no 'trainable' in the output"; }
+  ;;
+
+*)
+  fail "unknown mode '$MODE'"
+  ;;
+esac
+echo "PASS: $MODE ($(($(date +%s) - start_s)) s)"
+rm -rf "$T"
