@@ -96,6 +96,9 @@ po::options_description train_options(trainer::TrainConfig& c) {
       ("model.taesd", bind(c.model.taesd), "TAESDXL weights (.safetensors)")
       ("model.arcface", bind(c.model.arcface), "ArcFace weights (IR-SE50 .pth or iresnet .pth/.safetensors)")
       ("model.arcface_network", bind(c.model.arcface_network), "irse50 | iresnet50 | iresnet100")
+      ("model.mtcnn", bind(c.model.mtcnn),
+       "folder with facenet-pytorch's pnet.pt / rnet.pt / onet.pt: MTCNN finds the landmarks of samples that have "
+       "none (empty: those samples are left out of the identity loss)")
       ("model.encoder_lora_rank", bind(c.model.encoder_lora_rank), "rank of the KV-encoder LoRAs")
       ("model.kv_lora_rank", bind(c.model.kv_lora_rank), "rank of the KV-head LoRAs")
       ("model.ip_scale", bind(c.model.ip_scale), "weight of the IP-Adapter image branch")

@@ -18,6 +18,8 @@ struct ModelConfig {
   std::string taesd;                    ///< TAESDXL safetensors
   std::string arcface;                  ///< IR-SE50 (.pth) or iresnet weights
   std::string arcface_network = "irse50";  ///< irse50 | iresnet50 | iresnet100
+  std::string mtcnn;                    ///< folder with facenet-pytorch's pnet.pt, rnet.pt, onet.pt: landmarks
+                                        ///< for samples that have none (empty: such samples are masked)
   int64_t encoder_lora_rank = 4;
   int64_t kv_lora_rank = 4;
   double ip_scale = 1.0;

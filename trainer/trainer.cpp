@@ -12,6 +12,7 @@
 
 #include "checkpoints/checkpoint.h"
 #include "model/face/align.h"
+#include "trainer/landmarks.h"
 
 namespace lookahead::trainer {
 
@@ -126,6 +127,12 @@ Trainer::Trainer(dist::World& world, const TrainConfig& config, std::unique_ptr<
   alpha.every = config.loss.alpha_every;
   alpha_ = std::make_unique<model::AlphaSchedule>(config.train.seed, alpha);
 
+  if (!config.model.mtcnn.empty()) {
+    const std::string& d = config.model.mtcnn;
+    mtcnn_ = model::face::Mtcnn(model::face::MtcnnOptions());
+    mtcnn_->load_weights(d + "/pnet.pt", d + "/rnet.pt", d + "/onet.pt");
+    mtcnn_->eval();
+  }
   if (world.is_root()) std::filesystem::create_directories(config.train.out);
   world.comm()->barrier()->wait();
   log_ = std::make_unique<MetricsLog>(config.train.out + "/metrics.jsonl", world.is_root(), config.train.progress,
@@ -162,6 +169,7 @@ StepRecord Trainer::train_step() {
   const double preview = 8.0 * static_cast<double>(batch.z_tgt.size(-1));
   const double ref_size = static_cast<double>(rb.ref_pixels.size(-1));
   at::Tensor lm = rb.ref_pixel_landmarks.to(at::kDouble);  // [B, 5, 2]
+  if (mtcnn_) faces_detected_ += fill_missing_landmarks(*mtcnn_, rb.ref_pixels, lm);
   const at::Tensor valid = at::isfinite(lm).flatten(1).all(1);
   {
     at::NoGradGuard no_grad;
@@ -253,7 +261,8 @@ int64_t Trainer::run() {
     if (step_ % config_.train.checkpoint_every == 0 || step_ == config_.train.steps) save_checkpoint();
   }
   log_->message("samples without usable landmarks (masked out of the identity loss): " +
-                std::to_string(faces_missing_) + "; corrupt records skipped: " + std::to_string(skipped_records_));
+                std::to_string(faces_missing_) + "; landmarks found by MTCNN on this rank: " +
+                std::to_string(faces_detected_) + "; corrupt records skipped: " + std::to_string(skipped_records_));
   return step_ - start;
 }
 

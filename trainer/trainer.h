@@ -12,6 +12,7 @@
 #include "dist/sharded_engine.h"
 #include "dist/world.h"
 #include "model/lookahead/lookahead_model.h"
+#include "model/face/mtcnn_detect.h"
 #include "trainer/batch_source.h"
 #include "trainer/metrics_log.h"
 #include "trainer/train_config.h"
@@ -64,9 +65,11 @@ class Trainer {
   std::unique_ptr<dist::ShardedAdamW> optimizer_;
   std::unique_ptr<model::AlphaSchedule> alpha_;
   std::unique_ptr<MetricsLog> log_;
+  model::face::Mtcnn mtcnn_{nullptr};  ///< landmark fallback (model.mtcnn), CPU
   int64_t step_ = 0;
   int64_t skipped_records_ = 0;
   int64_t faces_missing_ = 0;
+  int64_t faces_detected_ = 0;
 };
 
 }  // namespace lookahead::trainer
