@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <ctime>
 #include <fstream>
+#include <iostream>
 #include <limits>
 #include <stdexcept>
 
@@ -166,6 +167,33 @@ void write_json(const std::string& path, const nlohmann::json& doc) {
   out << doc.dump(2) << "\n";
   out.close();
   if (!out) throw std::runtime_error("cannot write " + path);
+}
+
+int bench_main(const char* name, int argc, char** argv, const std::function<bool(int, char**)>& parse,
+               const std::function<void(std::ostream&)>& usage, const std::function<dist::WorldConfig()>& config,
+               const std::function<int(dist::World&)>& run) {
+  bool help = false;
+  std::string usage_error;
+  try {
+    help = !parse(argc, argv);
+  } catch (const std::exception& e) {
+    usage_error = e.what();
+  }
+  dist::World world(config(), &argc, &argv);
+  if (help || !usage_error.empty()) {
+    if (world.is_root()) {
+      if (!usage_error.empty()) std::cerr << name << ": " << usage_error << "\n\n";
+      usage(usage_error.empty() ? std::cout : std::cerr);
+    }
+    return usage_error.empty() ? kExitOk : kExitUsage;
+  }
+  try {
+    return run(world);
+  } catch (const dist::DistError& e) {
+    world.abort(e.kind() == dist::ErrorKind::kInvalidArgument ? kExitError : kExitDistributed, e.what());
+  } catch (const std::exception& e) {
+    world.abort(kExitError, e.what());
+  }
 }
 
 }  // namespace lookahead::bench

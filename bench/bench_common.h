@@ -11,6 +11,8 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
+#include <iosfwd>
 #include <string>
 #include <vector>
 
@@ -87,5 +89,13 @@ nlohmann::json run_metadata(const dist::World& world);
 
 /// Writes `doc` pretty-printed to `path`; throws std::runtime_error when that fails.
 void write_json(const std::string& path, const nlohmann::json& doc);
+
+/// The `main` of a distributed benchmark: `parse` reads argv into the benchmark's options
+/// (returns false for --help, throws for bad input) before the World starts, so that `config`
+/// can depend on them; rank 0 prints `usage` for --help or a bad command line; `run` runs; errors
+/// become the exit codes above (a failure on one rank aborts the job instead of hanging it).
+int bench_main(const char* name, int argc, char** argv, const std::function<bool(int, char**)>& parse,
+               const std::function<void(std::ostream&)>& usage, const std::function<dist::WorldConfig()>& config,
+               const std::function<int(dist::World&)>& run);
 
 }  // namespace lookahead::bench

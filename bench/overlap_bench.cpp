@@ -293,30 +293,14 @@ int run(const Options& opt, dist::World& world) {
 int main(int argc, char** argv) {
   using namespace lookahead;
   bench::Options opt;
-  bool help = false;
-  std::string usage_error;
-  try {
-    help = !bench::parse_options(argc, argv, opt);
-  } catch (const std::exception& e) {
-    usage_error = e.what();
-  }
-  dist::WorldConfig config;
-  config.comm.timeout_s = opt.timeout_s;
-  config.comm.verify_signatures = opt.verify;
-  dist::World world(config, &argc, &argv);
-  if (help || !usage_error.empty()) {
-    if (world.is_root()) {
-      if (!usage_error.empty()) std::cerr << "bench_overlap: " << usage_error << "\n\n";
-      (usage_error.empty() ? std::cout : std::cerr) << bench::describe_options();
-    }
-    return usage_error.empty() ? bench::kExitOk : bench::kExitUsage;
-  }
-  try {
-    return bench::run(opt, world);
-  } catch (const dist::DistError& e) {
-    world.abort(e.kind() == dist::ErrorKind::kInvalidArgument ? bench::kExitError : bench::kExitDistributed,
-                e.what());
-  } catch (const std::exception& e) {
-    world.abort(bench::kExitError, e.what());
-  }
+  return bench::bench_main(
+      "bench_overlap", argc, argv, [&](int c, char** v) { return bench::parse_options(c, v, opt); }, 
+      [](std::ostream& out) { out << bench::describe_options(); },
+      [&] {
+        dist::WorldConfig config;
+        config.comm.timeout_s = opt.timeout_s;
+        config.comm.verify_signatures = opt.verify;
+        return config;
+      },
+      [&](dist::World& world) { return bench::run(opt, world); });
 }

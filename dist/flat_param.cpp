@@ -104,10 +104,10 @@ FlatParamGroup::FlatParamGroup(std::string name, std::vector<std::pair<std::stri
     }
   }
 
-  placeholder_ = at::empty({0}, compute_options());
+  empty_ = at::empty({0}, compute_options());
   params_.reserve(params.size());
   for (auto& [pname, t] : params) params_.push_back(std::move(t));
-  point_at_placeholders();
+  point_at_empty();
   // Gradients the parameters carried in belong to the full tensors that are gone now.
   for (auto& p : params_) p.mutable_grad() = at::Tensor();
 }
@@ -116,10 +116,10 @@ at::TensorOptions FlatParamGroup::compute_options() const {
   return at::TensorOptions().dtype(compute_dtype_).device(device_);
 }
 
-void FlatParamGroup::point_at_placeholders() {
+void FlatParamGroup::point_at_empty() {
   // set_data swaps the storage of the existing TensorImpl, so every holder of the tensor (module
   // member fields and the module's parameter dict alike) sees the change.
-  for (auto& p : params_) p.set_data(placeholder_);
+  for (auto& p : params_) p.set_data(empty_);
   bound_ = false;
 }
 
@@ -185,7 +185,7 @@ void FlatParamGroup::release() {
     gather_work_->wait();
     gather_work_.reset();
   }
-  point_at_placeholders();
+  point_at_empty();
   gathered_ = at::Tensor();
 }
 

@@ -1,7 +1,7 @@
 // FlatParamGroup: the storage half of the sharded engine. A set of named parameters of one role
 // (the frozen base weights of one sharding unit, or its trainable adapters) lives as one flat,
 // padded buffer split evenly across the ranks of a shard group. Between uses each parameter holds
-// only an empty placeholder; gather()+bind() make the full values visible through the very same
+// only an empty tensor; gather()+bind() make the full values visible through the very same
 // tensor objects the modules hold, release() frees them again, and reduce_scatter_grads() turns
 // the parameters' gradients into this rank's fp32 gradient shard. Knows nothing about model/.
 #pragma once
@@ -78,7 +78,7 @@ struct FlatParamBytes {
 ///   auto work = g.gather();   // asynchronous all_gather
 ///   g.bind();                 // waits, then module->weight etc. see the full values
 ///   ... forward / backward ...
-///   g.release();              // parameters back to empty placeholders
+///   g.release();              // parameters back to empty tensors
 ///   g.reduce_scatter_grads(ReduceOp::kAvg);  // asynchronous; g.finish() adds into grad_shard()
 ///
 /// Not thread-safe: one thread drives a group. Every rank of the shard group must call the
@@ -87,7 +87,7 @@ class FlatParamGroup {
  public:
   /// Takes over `params` (name, tensor): copies this rank's shard of their concatenated values
   /// (padded with zeros) into a local shard [shard_numel] of `storage_dtype` on `device`, then
-  /// replaces each tensor's data by an empty placeholder with `set_data`, so the full values no
+  /// replaces each tensor's data by an empty tensor with `set_data`, so the full values no
   /// longer occupy memory while the tensor objects (shared with the modules that own them) stay
   /// the same. `comm` is the shard group; null means replicate: the whole buffer is kept locally
   /// and no collective is ever issued. `compute_dtype` (default: storage dtype) is the dtype the
@@ -124,7 +124,7 @@ class FlatParamGroup {
   /// Waits for the gather started by gather() and points every parameter at its view (original
   /// shape, compute dtype) of the gathered buffer.
   void bind();
-  /// Points the parameters back at placeholders and drops the gathered buffer (waiting first for
+  /// Points the parameters back at empty tensors and drops the gathered buffer (waiting first for
   /// a gather still in flight, whose buffer must not be freed under it).
   void release();
   bool is_bound() const { return bound_; }
@@ -177,7 +177,7 @@ class FlatParamGroup {
 
   bool replicated() const { return !comm_ || comm_->size() == 1; }
   at::TensorOptions compute_options() const;
-  void point_at_placeholders();
+  void point_at_empty();
   void delay() const;
 
   std::string name_;
@@ -188,7 +188,7 @@ class FlatParamGroup {
   c10::Device device_;
   bool trainable_ = false;
   std::vector<at::Tensor> params_;
-  at::Tensor placeholder_;  // [0] compute dtype: what unbound parameters hold
+  at::Tensor empty_;  // [0] compute dtype: what unbound parameters hold
 
   at::Tensor shard_;       // [shard_numel] storage dtype
   at::Tensor grad_shard_;  // [shard_numel] fp32, undefined until the first finished reduction
