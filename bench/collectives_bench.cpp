@@ -516,7 +516,7 @@ int main(int argc, char** argv) {
   using namespace lookahead;
   bench::Options opt;
   return bench::bench_main(
-      "bench_collectives", argc, argv, [&](int c, char** v) { return bench::parse_options(c, v, opt); }, 
+      "bench_collectives", argc, argv, [&](int c, char** v) { return bench::parse_options(c, v, opt); },
       [](std::ostream& out) { out << bench::describe_options(); },
       [&] {
         dist::WorldConfig config;
