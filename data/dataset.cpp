@@ -203,6 +203,35 @@ std::shared_ptr<TrainingSet> TrainingSet::open(const std::string& path) {
     set->extras_.push_back(open_bulk(kExtraNames[i], want));
   }
 
+  if (h5::exists(f, kGlobalsGroup)) {
+    h5::Handle group(H5Gopen2(f, kGlobalsGroup, H5P_DEFAULT), "H5Gopen2", path);
+    H5G_info_t info;
+    LA_DATA_H5_CHECK(H5Gget_info(group.get(), &info), path);
+    for (hsize_t i = 0; i < info.nlinks; ++i) {
+      const ssize_t len = LA_DATA_H5_CHECK(
+          H5Lget_name_by_idx(group.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT), path);
+      std::string name(static_cast<size_t>(len), '\0');
+      LA_DATA_H5_CHECK(H5Lget_name_by_idx(group.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(),
+                                          static_cast<size_t>(len) + 1, H5P_DEFAULT),
+                       path);
+      const std::string where = std::string(kGlobalsGroup) + "/" + name;
+      h5::Handle ds(H5Oopen(group.get(), name.c_str(), H5P_DEFAULT), "H5Oopen", path);
+      if (H5Iget_type(ds.get()) != H5I_DATASET) throw DataError(path, -1, "'" + where + "' is not a dataset");
+      h5::Handle ftype(H5Dget_type(ds.get()), "H5Dget_type", path);
+      const size_t tsize = H5Tget_size(ftype.get());
+      if (H5Tget_class(ftype.get()) != H5T_FLOAT || (tsize != 4 && tsize != 2))
+        throw DataError(path, -1, "global dataset '" + where + "' must be float16 or float32");
+      at::Tensor t = at::empty(h5::dims(ds.get(), path), tsize == 4 ? at::kFloat : at::kHalf);
+      if (tsize == 4) {
+        if (t.numel() > 0) h5::read_dataset(ds.get(), H5T_NATIVE_FLOAT, t.data_ptr(), path);
+      } else {
+        h5::Handle f16 = make_f16(path);
+        if (t.numel() > 0) h5::read_dataset(ds.get(), f16.get(), t.data_ptr(), path);
+      }
+      set->globals_.emplace(name, std::move(t));
+    }
+  }
+
   set->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (set->fd_ < 0) throw DataError(path, -1, std::string("open: ") + std::strerror(errno));
   // `file` closes here; HDF5 keeps the file itself open while the bulk datasets (fallback reads) are.
@@ -264,6 +293,17 @@ at::Tensor TrainingSet::extra(const std::string& name, int64_t index) const {
     return out;
   }
   return {};
+}
+
+at::Tensor TrainingSet::global(const std::string& name) const {
+  const auto it = globals_.find(name);
+  return it == globals_.end() ? at::Tensor() : it->second.clone();
+}
+
+std::vector<std::string> TrainingSet::global_names() const {
+  std::vector<std::string> names;
+  for (const auto& entry : globals_) names.push_back(entry.first);
+  return names;
 }
 
 at::Tensor TrainingSet::landmarks(int64_t index) const {
@@ -404,6 +444,16 @@ int64_t TrainingSetWriter::add(const RecordData& rec) {
   return index;
 }
 
+void TrainingSetWriter::set_global(const std::string& name, const at::Tensor& t) {
+  TORCH_CHECK(!finished_, "TrainingSetWriter: set_global() after finish()");
+  TORCH_CHECK(!name.empty() && name.find('/') == std::string::npos && name != ".", path_,
+              ": global tensor name '", name, "' must be non-empty and contain no '/'");
+  TORCH_CHECK(t.defined(), path_, ": global tensor '", name, "' is undefined");
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kHalf, path_, ": global tensor '", name,
+              "' must be float16 or float32, got ", t.scalar_type());
+  globals_[name] = t.detach().to(at::kCPU).contiguous().clone();
+}
+
 namespace {
 
 // Creates a contiguous dataset from a spool file, copying in pieces so memory stays bounded.
@@ -484,6 +534,18 @@ int64_t TrainingSetWriter::finish() {
         write_spool(f, s->name, f16.get(), f16.get(), shape, s->fp, s->bytes, 2, tmp);
       } else {
         write_spool(f, s->name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, shape, s->fp, s->bytes, 4, tmp);
+      }
+    }
+    if (!globals_.empty()) {
+      h5::Handle group(H5Gcreate2(f, kGlobalsGroup, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "H5Gcreate2", tmp);
+      for (const auto& [name, t] : globals_) {
+        const std::vector<int64_t> shape = t.sizes().vec();
+        if (t.scalar_type() == at::kHalf) {
+          h5::Handle f16 = make_f16(tmp);
+          h5::write_dataset(group.get(), name, f16.get(), shape, t.data_ptr(), tmp);
+        } else {
+          h5::write_dataset(group.get(), name, H5T_IEEE_F32LE, shape, t.data_ptr(), tmp);
+        }
       }
     }
     LA_DATA_H5_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL), tmp);

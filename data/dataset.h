@@ -1,12 +1,13 @@
 // The HDF5 training-set format (docs/data.md): reader (TrainingSet) and streaming writer
 // (TrainingSetWriter). One file holds every record: encoded image bytes, identity, prompt,
-// photo/style flag, 5 landmarks and optional precomputed tensors.
+// photo/style flag, 5 landmarks and optional precomputed tensors, plus optional file-level tensors.
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -25,6 +26,11 @@ inline constexpr const char* kLatents = "latents";                            //
 inline constexpr const char* kPromptEmbeds = "prompt_embeds";                 // [N,M,D]
 inline constexpr const char* kPooledPromptEmbeds = "pooled_prompt_embeds";    // [N,P]
 inline constexpr const char* kClipFeatures = "clip_features";                 // [N,T,D]
+
+/// Group of the file-level ("global") tensors; a file without it has none.
+inline constexpr const char* kGlobalsGroup = "globals";
+/// Global: CLIP image-encoder features of the all-zero image, IP-Adapter's unconditional input.
+inline constexpr const char* kClipUncond = "clip_uncond";                     // [1,T,D]
 
 /// One decoded record.
 struct Record {
@@ -65,6 +71,11 @@ class TrainingSet {
   /// Per-record shape of optional tensor `name`; empty when the file has none.
   std::vector<int64_t> extra_shape(const std::string& name) const;
   bool has_extra(const std::string& name) const { return !extra_shape(name).empty(); }
+  /// File-level tensor `name` (e.g. kClipUncond) as stored (float16/float32, CPU); undefined when
+  /// the file has none. Thread-safe (read at open).
+  at::Tensor global(const std::string& name) const;
+  /// Names of the file-level tensors, sorted.
+  std::vector<std::string> global_names() const;
 
   int64_t identity(int64_t index) const { return identity_.at(check(index)); }
   bool photo(int64_t index) const { return photo_.at(check(index)) != 0; }
@@ -93,6 +104,7 @@ class TrainingSet {
   std::vector<int32_t> hw_;       // [N,2]
   std::unique_ptr<Extra> images_;
   std::vector<std::unique_ptr<Extra>> extras_;
+  std::map<std::string, at::Tensor> globals_;
   mutable std::mutex h5_mutex_;  // HDF5 (serial build) is not thread-safe: fallback reads only
 };
 
@@ -121,6 +133,9 @@ class TrainingSetWriter {
 
   /// Appends one record; returns its index.
   int64_t add(const RecordData& record);
+  /// Stores a file-level tensor (float16 or float32, any shape) under `name` (no '/'); a second
+  /// call with the same name replaces it. Written by finish().
+  void set_global(const std::string& name, const at::Tensor& t);
   int64_t size() const { return static_cast<int64_t>(identity_.size()); }
   /// Writes the file and renames it into place; returns the record count.
   int64_t finish();
@@ -138,6 +153,7 @@ class TrainingSetWriter {
   std::vector<int32_t> hw_;
   std::unique_ptr<Spool> images_;
   std::vector<std::unique_ptr<Spool>> extras_;
+  std::map<std::string, at::Tensor> globals_;
 };
 
 }  // namespace lookahead::data

@@ -201,9 +201,11 @@ std::vector<uint8_t> encode_jpeg(const at::Tensor& image, int quality) {
   return std::vector<uint8_t>(e.buffer, e.buffer + e.size);
 }
 
-at::Tensor resize_center_crop(const at::Tensor& image, int64_t size, CropTransform* transform) {
-  check_rgb(image, "resize_center_crop");
-  TORCH_CHECK(size > 0, "resize_center_crop: size must be positive, got ", size);
+at::Tensor resize_crop(const at::Tensor& image, int64_t size, const CropPlacement& placement, CropTransform* transform) {
+  check_rgb(image, "resize_crop");
+  TORCH_CHECK(size > 0, "resize_crop: size must be positive, got ", size);
+  TORCH_CHECK(placement.x >= 0 && placement.x <= 1 && placement.y >= 0 && placement.y <= 1,
+              "resize_crop: the crop placement must lie in [0, 1], got (", placement.x, ", ", placement.y, ")");
   const int64_t h = image.size(0), w = image.size(1);
   // Shorter side -> size; the longer one rounds (as torchvision's Resize(int) does).
   const double s = static_cast<double>(size) / static_cast<double>(std::min(h, w));
@@ -216,8 +218,11 @@ at::Tensor resize_center_crop(const at::Tensor& image, int64_t size, CropTransfo
     x = shrink ? at::_upsample_bilinear2d_aa(x, {nh, nw}, /*align_corners=*/false)
                : at::upsample_bilinear2d(x, {nh, nw}, /*align_corners=*/false);
   }
-  const int64_t top = (nh - size) / 2, left = (nw - size) / 2;
+  // The centered placement keeps the floor division of the original center crop.
+  const int64_t top = placement.y == 0.5 ? (nh - size) / 2 : std::llround(static_cast<double>(nh - size) * placement.y);
+  const int64_t left = placement.x == 0.5 ? (nw - size) / 2 : std::llround(static_cast<double>(nw - size) * placement.x);
   x = x.slice(2, top, top + size).slice(3, left, left + size);
+  if (placement.flip) x = x.flip({3});
   x = x.squeeze(0).clamp(0, 255).div(127.5).sub(1.0).contiguous();
   if (transform) {
     // Half-pixel centers: a source pixel center x maps to (x + 0.5) * nw/w - 0.5, then the crop.
@@ -225,8 +230,23 @@ at::Tensor resize_center_crop(const at::Tensor& image, int64_t size, CropTransfo
     transform->scale_y = static_cast<double>(nh) / static_cast<double>(h);
     transform->shift_x = 0.5 * transform->scale_x - 0.5 - static_cast<double>(left);
     transform->shift_y = 0.5 * transform->scale_y - 0.5 - static_cast<double>(top);
+    transform->flipped = placement.flip;
+    if (placement.flip) {  // x' = (size - 1) - x
+      transform->scale_x = -transform->scale_x;
+      transform->shift_x = static_cast<double>(size - 1) - transform->shift_x;
+    }
   }
   return x;
+}
+
+at::Tensor resize_center_crop(const at::Tensor& image, int64_t size, CropTransform* transform) {
+  return resize_crop(image, size, CropPlacement{}, transform);
+}
+
+at::Tensor flip_landmark_order(const at::Tensor& landmarks) {
+  TORCH_CHECK(landmarks.dim() >= 2 && landmarks.size(-2) == 5 && landmarks.size(-1) == 2,
+              "flip_landmark_order: expected [..., 5, 2] landmarks, got ", landmarks.sizes());
+  return landmarks.index_select(-2, at::tensor({1, 0, 2, 4, 3}, at::kLong).to(landmarks.device()));
 }
 
 at::Tensor transform_landmarks(const at::Tensor& landmarks, const CropTransform& t) {

@@ -29,12 +29,30 @@ std::vector<uint8_t> encode_jpeg(const at::Tensor& image, int quality = 90);
 /// pixel centers at integer coordinates (OpenCV / MTCNN convention).
 struct CropTransform {
   double scale_x = 1, scale_y = 1, shift_x = 0, shift_y = 0;
+  bool flipped = false;  ///< mirrored left-right: scale_x < 0, and left/right landmarks swap roles
 };
 
 /// Scales uint8 [H,W,3] so that its shorter side is `size` (bilinear, antialiased when shrinking,
 /// half-pixel centers), center-crops to size x size and returns float [3,size,size] in [-1,1].
 /// `transform` (optional) receives the landmark mapping.
 at::Tensor resize_center_crop(const at::Tensor& image, int64_t size, CropTransform* transform = nullptr);
+
+/// Where the crop of resize_crop lies and whether the result is mirrored.
+struct CropPlacement {
+  double x = 0.5;  ///< 0: leftmost crop, 1: rightmost, 0.5: centered (fraction of the horizontal slack)
+  double y = 0.5;  ///< 0: top, 1: bottom
+  bool flip = false;  ///< mirror left-right after cropping
+};
+
+/// resize_center_crop with the crop anywhere (torchvision's Resize + RandomCrop, at a given offset:
+/// round(slack * placement)) and an optional horizontal flip. `transform` maps source landmarks to
+/// output pixels, flip included; after a flip apply flip_landmark_order as well.
+at::Tensor resize_crop(const at::Tensor& image, int64_t size, const CropPlacement& placement,
+                       CropTransform* transform = nullptr);
+
+/// The 5 landmarks of a mirrored face in template order: left and right eye swap, and so do the
+/// mouth corners ([..., 5, 2] -> [..., 5, 2]).
+at::Tensor flip_landmark_order(const at::Tensor& landmarks);
 
 /// Applies `t` to landmarks [...,2] (x,y); NaN stays NaN.
 at::Tensor transform_landmarks(const at::Tensor& landmarks, const CropTransform& t);

@@ -4,6 +4,7 @@
 #include "data/loader.h"
 
 #include "data/image_io.h"
+#include "data/random.h"
 
 namespace lookahead::data {
 
@@ -179,7 +180,8 @@ Batch Loader::load(const SampleBatch& sb, const std::vector<Pair>& pairs) const 
       throw DataError(set.path(), index, std::string("loading failed: ") + e.what());
     }
   };
-  for (const Pair& p : pairs) {
+  for (size_t j = 0; j < pairs.size(); ++j) {
+    const Pair& p = pairs[j];
     Record t, r;
     try {
       t = get(p.target);
@@ -189,11 +191,25 @@ Batch Loader::load(const SampleBatch& sb, const std::vector<Pair>& pairs) const 
       ++b.skipped;
       continue;
     }
+    // Augmentation draws depend on (seed, epoch, sample index) only.
+    SplitMix aug(derive_seed(opt_.seed ^ 0x61756721ull, static_cast<uint64_t>(sb.epoch),
+                             static_cast<uint64_t>(sb.indices.at(j))));
+    auto placement = [&] {
+      CropPlacement c;
+      if (opt_.random_crop) {
+        c.x = aug.uniform01();
+        c.y = aug.uniform01();
+      }
+      c.flip = opt_.hflip_p > 0 && aug.uniform01() < opt_.hflip_p;
+      return c;
+    };
+    const CropPlacement tp = placement(), rp = placement();
     CropTransform tt, rt;
-    timg.push_back(resize_center_crop(t.image, S, &tt));
-    rimg.push_back(resize_center_crop(r.image, S, &rt));
-    tlm.push_back(transform_landmarks(t.landmarks, tt));
-    rlm.push_back(transform_landmarks(r.landmarks, rt));
+    timg.push_back(resize_crop(t.image, S, tp, &tt));
+    rimg.push_back(resize_crop(r.image, S, rp, &rt));
+    at::Tensor tl = transform_landmarks(t.landmarks, tt), rl = transform_landmarks(r.landmarks, rt);
+    tlm.push_back(tt.flipped ? flip_landmark_order(tl) : tl);
+    rlm.push_back(rt.flipped ? flip_landmark_order(rl) : rl);
     if (t.latents.defined()) {
       tlat.push_back(t.latents);
       rlat.push_back(r.latents);

@@ -30,6 +30,10 @@ struct LoaderOptions {
   int threads = 2;            ///< decoding threads; 0 = decode in the caller's thread on next()
   int prefetch = 4;           ///< batches decoded ahead of the consumer (>= 1)
   bool skip_corrupt = false;  ///< drop (and count) samples whose target or reference is corrupt
+  /// Augmentation (each image of a pair drawn independently, from (seed, epoch, sample) only, so
+  /// any thread or rank count gives the same batches). Crops then only differ on non-square images.
+  bool random_crop = false;   ///< Resize + RandomCrop (the official transform) instead of a center crop
+  double hflip_p = 0;         ///< probability of a horizontal flip (landmark roles swapped with it)
 };
 
 /// One rank's batch. B = this rank's slice (minus skipped samples); S = resolution.

@@ -244,6 +244,10 @@ void describe(const std::string& path, bool verify, std::ostream& out, int64_t* 
     for (int64_t d : shape) out << "," << d;
     out << "] " << (n > 0 ? c10::toString(set->extra(name, 0).scalar_type()) : "") << "\n";
   }
+  for (const std::string& name : set->global_names()) {
+    at::Tensor g = set->global(name);
+    out << "  globals/" << name << " " << g.sizes() << " " << c10::toString(g.scalar_type()) << "\n";
+  }
   int64_t bad = 0;
   if (verify) {
     for (int64_t i = 0; i < n; ++i) {

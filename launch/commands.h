@@ -24,4 +24,12 @@ int run_export(dist::World& world, const std::vector<std::string>& args);
 /// `lookahead data pack|synth|info`: build, synthesize or describe a training-set file (rank 0 writes).
 int run_data_command(dist::World& world, const std::vector<std::string>& args);
 
+/// `lookahead data encode --config FILE.ini --in SET.h5 --out SET.h5`: adds the precomputed latents,
+/// prompt embeddings and CLIP features the trainer reads (distributed over the ranks, rank 0 writes).
+int run_data_encode(dist::World& world, const std::vector<std::string>& args);
+
+/// `lookahead eval --config FILE.ini --checkpoint PATH|latest [...]`: samples with the trained encoder,
+/// measures ID similarity and CLIP score, writes metrics.json, the images and an HTML report.
+int run_eval(dist::World& world, const std::vector<std::string>& args);
+
 }  // namespace lookahead::launch

@@ -1,6 +1,8 @@
-// `lookahead data pack|synth|info`: build a training-set file from a folder of images + JSONL
-// metadata, write a synthetic one (tests, tiny demo), or describe/verify one. Only rank 0 writes;
-// the other ranks wait, so the command is safe under mpirun.
+// `lookahead data pack|synth|info|ffhq|encode`: build a training-set file from a folder of images +
+// JSONL metadata, write a synthetic one (tests, tiny demo), describe/verify one, convert FFHQ
+// (images + ffhq-dataset-v2.json, docs/ffhq.md), or add precomputed encoder outputs (`encode`, its
+// own command: launch/data_encode_command.cpp). Only rank 0 writes; the other ranks wait, so the
+// command is safe under mpirun.
 #include <boost/program_options/options_description.hpp>
 #include <boost/program_options/parsers.hpp>
 #include <boost/program_options/positional_options.hpp>
@@ -10,6 +12,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "data/ffhq.h"
 #include "data/tools.h"
 #include "launch/cli.h"
 #include "launch/commands.h"
@@ -38,12 +41,18 @@ std::vector<int64_t> parse_shape(std::string s, const char* flag, size_t rank) {
   return out;
 }
 
-void usage(std::ostream& out, const po::options_description& pack, const po::options_description& synth) {
+void usage(std::ostream& out, const po::options_description& pack, const po::options_description& synth,
+           const po::options_description& ffhq) {
   out << "Usage: lookahead data pack --images DIR --meta FILE.jsonl --out FILE.h5\n"
          "       lookahead data synth --out FILE.h5 [--identities K --per-identity M --size S ...]\n"
-         "       lookahead data info FILE.h5 [--check-records]\n\n"
+         "       lookahead data info FILE.h5 [--check-records]\n"
+         "       lookahead data ffhq --root DIR --json ffhq-dataset-v2.json --out FILE.h5 [--category C --first I\n"
+         "                           --count N --resize S --verify-md5 --skip-missing --prompt P]\n"
+         "       lookahead data encode --config FILE.ini --in SET.h5 --out SET.h5 [...]"
+         " (lookahead data encode --help)\n\n"
       << pack << "\n"
-      << synth;
+      << synth << "\n"
+      << ffhq;
 }
 
 // Runs `work` on rank 0 only; every rank returns its exit code after the barrier.
@@ -78,13 +87,30 @@ int run_data_command(dist::World& world, const std::vector<std::string>& args) {
       ("pooled", po::value<int64_t>()->default_value(0), "P > 0: random pooled prompt embeddings [P] (e.g. 16)")
       ("clip-features", po::value<std::string>()->default_value(""), "TxD: random CLIP image features (e.g. 5x12)");
 
+  po::options_description ffhq("ffhq options");
+  ffhq.add_options()
+      ("root", po::value<std::string>()->required(), "FFHQ folder holding images1024x1024/ (image.file_path base)")
+      ("json", po::value<std::string>()->required(), "the metadata file ffhq-dataset-v2.json")
+      ("out", po::value<std::string>()->required(), "training-set file to write (HDF5)")
+      ("category", po::value<std::string>()->default_value("validation"),
+       "validation (indices 60000..69999), training (0..59999) or all")
+      ("first", po::value<int64_t>()->default_value(0), "smallest FFHQ index converted")
+      ("count", po::value<int64_t>()->default_value(-1), "number of images (in index order); -1 = all selected")
+      ("resize", po::value<int64_t>()->default_value(0), "S > 0: store S x S PNGs (antialiased), landmarks scaled")
+      ("verify-md5", po::bool_switch(), "check each PNG against image.file_md5 first")
+      ("skip-missing", po::bool_switch(), "skip (and count) entries whose image file is missing")
+      ("prompt", po::value<std::string>()->default_value(""), "prompt stored with every record");
+
   const std::string sub = args.empty() ? "" : args[0];
   std::vector<std::string> rest(args.begin() + (args.empty() ? 0 : 1), args.end());
-  for (const auto& a : rest)
-    if (a == "--help" || a == "-h") {
-      if (world.is_root()) usage(std::cout, pack, synth);
-      return kExitOk;
-    }
+  // `encode` parses (and documents) its own options, including --help.
+  if (sub == "encode") return run_data_encode(world, rest);
+  bool help = sub == "help" || sub == "--help" || sub == "-h";
+  for (const auto& a : rest) help = help || a == "--help" || a == "-h";
+  if (help) {
+    if (world.is_root()) usage(std::cout, pack, synth, ffhq);
+    return kExitOk;
+  }
   if (sub == "pack") {
     auto vm = parse(rest, pack);
     data::PackOptions o{vm["images"].as<std::string>(), vm["meta"].as<std::string>(), vm["out"].as<std::string>()};
@@ -134,7 +160,33 @@ int run_data_command(dist::World& world, const std::vector<std::string>& args) {
     world.comm()->barrier()->wait();
     return corrupt > 0 ? kExitError : kExitOk;
   }
-  throw std::invalid_argument("data: expected a subcommand pack, synth or info, got '" + sub +
+  if (sub == "ffhq") {
+    auto vm = parse(rest, ffhq);
+    data::FfhqOptions o;
+    o.root = vm["root"].as<std::string>();
+    o.json = vm["json"].as<std::string>();
+    o.out = vm["out"].as<std::string>();
+    o.category = data::parse_ffhq_category(vm["category"].as<std::string>());
+    o.first = vm["first"].as<int64_t>();
+    o.count = vm["count"].as<int64_t>();
+    o.resize = vm["resize"].as<int64_t>();
+    o.verify_md5 = vm["verify-md5"].as<bool>();
+    o.skip_missing = vm["skip-missing"].as<bool>();
+    o.prompt = vm["prompt"].as<std::string>();
+    if (o.first < 0) throw std::invalid_argument("--first must be >= 0");
+    if (o.count == 0 || o.count < -1) throw std::invalid_argument("--count must be >= 1 (or -1 = all)");
+    if (o.resize < 0) throw std::invalid_argument("--resize must be >= 1 (or 0 = keep the size)");
+    return on_root(world, [&] {
+      data::FfhqReport r = data::convert_ffhq(o);
+      std::cout << "data ffhq: " << o.out << ": " << r.records << " records (FFHQ " << r.first_index << ".."
+                << r.last_index << ", " << data::to_string(o.category) << "), " << r.height << "x" << r.width
+                << ", " << r.selected << " selected of " << r.entries << " entries, " << r.skipped_missing
+                << " missing skipped" << (o.verify_md5 ? ", " + std::to_string(r.md5_verified) + " MD5 verified" : "")
+                << "\n";
+    });
+  }
+  throw std::invalid_argument("data: expected a subcommand pack, synth or info (sets), ffhq (FFHQ conversion) or "
+                              "encode (encoder outputs), got '" + sub +
                               "' (lookahead data --help lists the options)");
 }
 

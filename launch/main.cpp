@@ -28,11 +28,17 @@ void print_usage(std::ostream& out) {
          "             a weight file and the supported network it matches\n"
          "  data       `data pack --images DIR --meta FILE.jsonl --out FILE.h5` packs images + metadata;\n"
          "             `data synth --out FILE.h5 --identities K --per-identity M --size S` writes a\n"
-         "             synthetic set; `data info FILE.h5 [--check-records]` describes (and checks) one\n"
+         "             synthetic set; `data info FILE.h5 [--check-records]` describes (and checks) one;\n"
+         "             `data ffhq` prepares the FFHQ evaluation set; `data encode` adds precomputed latents,\n"
+         "             prompt embeddings and CLIP features\n"
          "  train      `train --config FILE.ini [--section.key=value ...] [--dry-run]` trains the\n"
          "             LCM-Lookahead encoder (launch/configs/*.ini; `train --help` lists every key)\n"
          "  export     `export --config FILE.ini [--checkpoint PATH|latest] [--out DIR]` writes the\n"
          "             trained encoder of a checkpoint as safetensors (IP-Adapter + KV encoder)\n"
+         "  eval       `eval --config FILE.ini --checkpoint PATH|latest --eval-set FILE.h5 --prompts FILE.txt\n"
+         "             --out DIR` samples with the trained encoder, measures ID similarity and CLIP score and\n"
+         "             writes metrics.json, the images and report.html (several --checkpoint: a comparison);\n"
+         "             `eval report --runs DIR ... --out DIR` combines finished runs into one report\n"
          "  help       this text; `lookahead <command> --help` describes a command's options\n\n"
       << launch::world_options() << "\n";
 }
@@ -55,6 +61,7 @@ int run_command(const std::string& command, std::vector<std::string> args, int* 
   if (command == "data") runner = launch::run_data_command;
   if (command == "train") runner = launch::run_train;
   if (command == "export") runner = launch::run_export;
+  if (command == "eval") runner = launch::run_eval;
   if (!runner) {
     std::cerr << "lookahead: unknown command '" << command << "'\n\n";
     print_usage(std::cerr);
@@ -64,7 +71,7 @@ int run_command(const std::string& command, std::vector<std::string> args, int* 
   po::options_description world_desc = launch::world_options();
   po::parsed_options parsed = po::command_line_parser(args).options(world_desc).allow_unregistered().run();
   // train and export print their own option reference.
-  const bool own_help = command == "train" || command == "export";
+  const bool own_help = command == "train" || command == "export" || command == "eval" || command == "data";
   for (const auto& opt : parsed.options)
     if (own_help) break;
     else if (opt.string_key == "help" || (!opt.original_tokens.empty() && opt.original_tokens[0] == "--help")) {

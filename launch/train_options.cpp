@@ -38,7 +38,7 @@ void check(bool ok, const std::string& key, const std::string& message) {
   if (!ok) throw std::invalid_argument("--" + key + ": " + message);
 }
 
-void validate(const trainer::TrainConfig& c) {
+void validate(const trainer::TrainConfig& c, ConfigUse use) {
   const auto one_of = [](const std::string& v, std::initializer_list<const char*> allowed) {
     for (const char* a : allowed)
       if (v == a) return true;
@@ -71,10 +71,24 @@ void validate(const trainer::TrainConfig& c) {
   check(one_of(c.dist.placement, {"full", "node", "replicate"}), "dist.placement",
         "must be full, node or replicate, got '" + c.dist.placement + "'");
   check(c.dist.max_gathered_units >= 1, "dist.max_gathered_units", "must be >= 1");
-  check(!c.data.train_set.empty(), "data.train_set", "is required (an HDF5 training set, docs/data.md)");
+  if (use == ConfigUse::kTrain) check(!c.data.train_set.empty(), "data.train_set", "is required (an HDF5 training set, docs/data.md)");
+  check(c.eval.identities >= 0, "eval.identities", "must be >= 0");
+  check(c.eval.samples > 0, "eval.samples", "must be positive");
+  check(c.eval.steps > 0, "eval.steps", "must be positive");
+  check(one_of(c.eval.sampler, {"dpm_solver", "euler", "ddim"}), "eval.sampler",
+        "must be dpm_solver, euler or ddim, got '" + c.eval.sampler + "'");
+  check(one_of(c.eval.guidance, {"lookahead", "cfg"}), "eval.guidance",
+        "must be lookahead or cfg, got '" + c.eval.guidance + "'");
+  check(c.eval.resolution > 0 && c.eval.resolution % 8 == 0, "eval.resolution", "must be a positive multiple of 8");
+  check(c.eval.every >= 0, "eval.every", "must be >= 0");
+  if (c.eval.every > 0) {
+    check(!c.eval.eval_set.empty(), "eval.eval_set", "is required with eval.every > 0");
+    check(!c.eval.prompts.empty(), "eval.prompts", "is required with eval.every > 0");
+  }
   check(c.data.loader_threads >= 1, "data.loader_threads", "must be >= 1");
   check(c.data.resolution > 0, "data.resolution", "must be positive");
-  if (c.model.preset == "sdxl")
+  check(c.data.hflip_p >= 0 && c.data.hflip_p <= 1, "data.hflip_p", "must be in [0, 1]");
+  if (c.model.preset == "sdxl" && use != ConfigUse::kEncode)
     for (const auto& [key, path] : {std::pair<const char*, const std::string&>{"model.unet_weights", c.model.unet_weights},
                                    {"model.ip_adapter", c.model.ip_adapter},
                                    {"model.lcm_lora", c.model.lcm_lora},
@@ -102,14 +116,24 @@ po::options_description train_options(trainer::TrainConfig& c) {
       ("model.encoder_lora_rank", bind(c.model.encoder_lora_rank), "rank of the KV-encoder LoRAs")
       ("model.kv_lora_rank", bind(c.model.kv_lora_rank), "rank of the KV-head LoRAs")
       ("model.ip_scale", bind(c.model.ip_scale), "weight of the IP-Adapter image branch")
-      ("model.dtype", bind(c.model.dtype), "auto (bf16 frozen weights on GPU, fp32 on CPU) | fp32 | bf16");
+      ("model.dtype", bind(c.model.dtype), "auto (bf16 frozen weights on GPU, fp32 on CPU) | fp32 | bf16")
+      ("model.sdxl_folder", bind(c.model.sdxl_folder),
+       "diffusers SDXL base folder (text_encoder/, text_encoder_2/, tokenizer/, tokenizer_2/, vae/): prompt and "
+       "image encoding for `data encode` and evaluation")
+      ("model.vae", bind(c.model.vae), "AutoencoderKL folder used instead of <sdxl_folder>/vae (e.g. sdxl-vae-fp16-fix)")
+      ("model.image_encoder", bind(c.model.image_encoder),
+       "IP-Adapter image encoder folder (CLIP ViT-H/14, config.json + model.safetensors)");
   po::options_description data("[data]");
   data.add_options()
       ("data.train_set", bind(c.data.train_set), "HDF5 training set (lookahead data pack / synth)")
       ("data.resolution", bind(c.data.resolution), "image side after resize / center crop (8 x the latent side)")
       ("data.loader_threads", bind(c.data.loader_threads), "background decoding threads per rank")
       ("data.prefetch_batches", bind(c.data.prefetch_batches), "batches decoded ahead")
-      ("data.skip_corrupt", bind(c.data.skip_corrupt), "skip and count corrupt records instead of stopping");
+      ("data.skip_corrupt", bind(c.data.skip_corrupt), "skip and count corrupt records instead of stopping")
+      ("data.random_crop", bind(c.data.random_crop),
+       "Resize + RandomCrop (official; differs from the center crop only on non-square images); needs on-the-fly "
+       "encoding")
+      ("data.hflip_p", bind(c.data.hflip_p), "probability of a horizontal flip; needs on-the-fly encoding");
   po::options_description loss("[loss]");
   loss.add_options()
       ("loss.mode", bind(c.loss.mode), "sum (L_diff + L_LH, the paper) | alternate (two optimizer steps, the official code)")
@@ -149,8 +173,30 @@ po::options_description train_options(trainer::TrainConfig& c) {
       ("dist.prefetch", bind(c.dist.prefetch), "prefetch the next unit's gather")
       ("dist.max_gathered_units", bind(c.dist.max_gathered_units), "units gathered at once (memory cap)")
       ("dist.keep_gathered", bind(c.dist.keep_gathered), "keep units gathered from forward to backward");
+  po::options_description eval("[eval]");
+  eval.add_options()
+      ("eval.eval_set", bind(c.eval.eval_set), "HDF5 evaluation set (lookahead data ffhq / pack): reference photos")
+      ("eval.prompts", bind(c.eval.prompts), "text file of prompts, one per line")
+      ("eval.identities", bind(c.eval.identities), "first N identities of the set (0: all)")
+      ("eval.samples", bind(c.eval.samples), "images per (identity, prompt)")
+      ("eval.steps", bind(c.eval.steps), "sampler steps")
+      ("eval.sampler", bind(c.eval.sampler), "dpm_solver (DPM-Solver++ 2M) | euler | ddim")
+      ("eval.scheduler_config", bind(c.eval.scheduler_config), "diffusers scheduler_config.json (empty: SDXL base's)")
+      ("eval.guidance", bind(c.eval.guidance), "lookahead (three-term, with and without reference K/V) | cfg")
+      ("eval.cfg_scale", bind(c.eval.cfg_scale), "cfg guidance scale")
+      ("eval.scale_nokv", bind(c.eval.scale_nokv), "lookahead guidance: text scale without reference K/V")
+      ("eval.scale_full", bind(c.eval.scale_full), "lookahead guidance: scale of the fully conditioned term")
+      ("eval.scale_kv", bind(c.eval.scale_kv), "lookahead guidance: scale of the reference-K/V-only term")
+      ("eval.encoder_prompt", bind(c.eval.encoder_prompt), "prompt of the KV encoder's reference run")
+      ("eval.resolution", bind(c.eval.resolution), "generated image side in pixels")
+      ("eval.seed", bind(c.eval.seed), "base seed; each (identity, prompt, sample) has its own")
+      ("eval.clip_model", bind(c.eval.clip_model), "transformers CLIPModel folder for the CLIP score")
+      ("eval.clip_model_name", bind(c.eval.clip_model_name), "name of that CLIP model, written into the results")
+      ("eval.every", bind(c.eval.every), "training: evaluate every K steps (0: never)")
+      ("eval.out", bind(c.eval.out), "output folder (default: <train.out>/eval)")
+      ("eval.save_images", bind(c.eval.save_images), "write the generated images next to metrics.json");
   po::options_description all("lookahead train options (INI: [section] key = value; flags: --section.key=value)");
-  all.add(model).add(data).add(loss).add(optim).add(run).add(dist);
+  all.add(model).add(data).add(loss).add(optim).add(run).add(dist).add(eval);
   return all;
 }
 
@@ -161,7 +207,8 @@ std::string train_help() {
   return s.str();
 }
 
-trainer::TrainConfig parse_train_config(const std::vector<std::string>& args, bool& dry_run, bool& help) {
+trainer::TrainConfig parse_train_config(const std::vector<std::string>& args, bool& dry_run, bool& help,
+                                        ConfigUse use) {
   trainer::TrainConfig config;
   po::options_description options = train_options(config);
   std::string config_file;
@@ -186,7 +233,7 @@ trainer::TrainConfig parse_train_config(const std::vector<std::string>& args, bo
   }
   po::notify(vm);
   if (help) return config;
-  validate(config);
+  validate(config, use);
   // The resolved configuration as INI, in section order.
   std::ostringstream ini;
   std::string section;

@@ -17,7 +17,15 @@ boost::program_options::options_description train_options(trainer::TrainConfig& 
 /// Parses `--config FILE.ini` plus `--section.key=value` overrides (flags win over the file) into
 /// a validated TrainConfig; throws std::invalid_argument naming the key for bad values and
 /// boost::program_options::error for unknown keys. `dry_run` / `help` report those flags.
-trainer::TrainConfig parse_train_config(const std::vector<std::string>& args, bool& dry_run, bool& help);
+/// What a configuration is parsed for: which keys must be set.
+enum class ConfigUse {
+  kTrain,     ///< data.train_set and (sdxl) every weight file
+  kEvaluate,  ///< (sdxl) every weight file; no training set
+  kEncode,    ///< only the input encoders (model.sdxl_folder / image_encoder, checked when built)
+};
+
+trainer::TrainConfig parse_train_config(const std::vector<std::string>& args, bool& dry_run, bool& help,
+                                        ConfigUse use = ConfigUse::kTrain);
 
 /// The help text of every option (for `lookahead train --help` and docs/configuration.md).
 std::string train_help();

@@ -10,9 +10,10 @@
 namespace lookahead::trainer {
 
 /// Opens `config.data.train_set` for rank `rank` of `world_size` (global batch =
-/// train.batch_per_rank x world_size). The set must carry precomputed latents, prompt embeddings
-/// (+ pooled) and CLIP features; a set without them is refused with a message naming what is
-/// missing.
+/// train.batch_per_rank x world_size). Latents, prompt embeddings (+ pooled) and CLIP features
+/// come precomputed from the set (`lookahead data encode`) or, when it has none, are encoded on
+/// the fly with build_conditioner; a set without them is refused only when no encoder can be
+/// built. Augmentation (data.random_crop, data.hflip_p) needs on-the-fly encoding.
 std::unique_ptr<BatchSource> open_hdf5_batch_source(const TrainConfig& config, int rank, int world_size);
 
 }  // namespace lookahead::trainer

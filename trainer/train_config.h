@@ -24,6 +24,10 @@ struct ModelConfig {
   int64_t kv_lora_rank = 4;
   double ip_scale = 1.0;
   std::string dtype = "auto";           ///< auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+  // Networks that only encode inputs (`lookahead data encode`, on-the-fly encoding, evaluation).
+  std::string sdxl_folder;              ///< diffusers SDXL base folder: text_encoder(_2)/, tokenizer(_2)/, vae/
+  std::string vae;                      ///< AutoencoderKL folder overriding <sdxl_folder>/vae (e.g. the fp16 fix)
+  std::string image_encoder;            ///< IP-Adapter image encoder folder (CLIP ViT-H/14, transformers layout)
 };
 
 /// [data]
@@ -33,6 +37,9 @@ struct DataConfig {
   int64_t loader_threads = 2;
   int64_t prefetch_batches = 2;
   bool skip_corrupt = false;            ///< skip and count corrupt records instead of failing
+  /// Augmentation (needs on-the-fly encoding: precomputed latents are of the unaugmented image).
+  bool random_crop = false;             ///< Resize + RandomCrop as the official code (a no-op on square images)
+  double hflip_p = 0;                   ///< probability of a horizontal flip (not in the official code)
 };
 
 /// [loss]
@@ -82,6 +89,30 @@ struct DistConfig {
   bool keep_gathered = false;
 };
 
+/// [eval]: `lookahead eval`, and a small evaluation every `every` steps of training (method §4, §8).
+struct EvalConfig {
+  std::string eval_set;                 ///< HDF5 set (docs/data.md): one reference photo per identity is used
+  std::string prompts;                  ///< text file, one prompt per line ('#' comments, blank lines ignored)
+  int64_t identities = 0;               ///< evaluate the first N identities of the set (0: all)
+  int64_t samples = 4;                  ///< images per (identity, prompt)
+  int64_t steps = 50;                   ///< sampler steps
+  std::string sampler = "dpm_solver";   ///< dpm_solver (DPM-Solver++ 2M) | euler | ddim
+  std::string scheduler_config;         ///< diffusers scheduler_config.json (empty: SDXL base's)
+  std::string guidance = "lookahead";   ///< lookahead (three-term, with / without reference K/V) | cfg
+  double cfg_scale = 5.0;               ///< cfg: ε_u + s·(ε_c − ε_u)
+  double scale_nokv = 3.0;              ///< lookahead: weight of (ε_nokv_c − ε_nokv_u)
+  double scale_full = 2.0;              ///< lookahead: weight of (ε_full_c − ε_nokv_u)
+  double scale_kv = 2.0;                ///< lookahead: weight of (ε_full_u − ε_nokv_u)
+  std::string encoder_prompt = "A photo of a face";  ///< prompt of the KV encoder's reference run
+  int64_t resolution = 1024;            ///< generated image side (8 x the latent side)
+  uint64_t seed = 0;                    ///< seeds are drawn per (identity, prompt, sample) from this
+  std::string clip_model;               ///< transformers CLIPModel folder for the CLIP score (tiny: random)
+  std::string clip_model_name = "openai/clip-vit-large-patch14";  ///< name written into the results
+  int64_t every = 0;                    ///< training: evaluate every K steps (0: never)
+  std::string out;                      ///< output folder (default <train.out>/eval)
+  bool save_images = true;              ///< write the generated images (PNG) next to metrics.json
+};
+
 struct TrainConfig {
   ModelConfig model;
   DataConfig data;
@@ -89,6 +120,7 @@ struct TrainConfig {
   OptimConfig optim;
   RunConfig train;
   DistConfig dist;
+  EvalConfig eval;
   /// The resolved configuration as INI text (stored in checkpoints and printed by --dry-run).
   std::string resolved_ini;
 };

@@ -257,7 +257,21 @@ int64_t Trainer::run() {
       return step_ - start;
     }
     StepRecord r = train_step();
-    if (step_ % config_.train.log_every == 0 || step_ == config_.train.steps) log_->write(r);
+    const bool evaluate_now = config_.eval.every > 0 && step_ % config_.eval.every == 0;
+    if (evaluate_now) {
+      std::ostringstream dir;
+      dir << (config_.eval.out.empty() ? config_.train.out + "/eval" : config_.eval.out) << "/step-" << std::setw(6)
+          << std::setfill('0') << step_;
+      const auto t = Clock::now();
+      nlohmann::json metrics = evaluate(dir.str(), EvalRunInfo{"step-" + std::to_string(step_), "", step_},
+                                        EvalGuidance::from_config(config_.eval));
+      if (world_.is_root()) {
+        for (const auto& [k, v] : eval_log_values(metrics)) r.values[k] = v;
+        r.values["time_eval_s"] = seconds_since(t);
+        log_->message("evaluation at step " + std::to_string(step_) + ": " + dir.str() + "/report.html");
+      }
+    }
+    if (evaluate_now || step_ % config_.train.log_every == 0 || step_ == config_.train.steps) log_->write(r);
     if (step_ % config_.train.checkpoint_every == 0 || step_ == config_.train.steps) save_checkpoint();
   }
   log_->message("samples without usable landmarks (masked out of the identity loss): " +
@@ -306,11 +320,18 @@ void Trainer::save_checkpoint() {
   log_->message(msg.str());
 }
 
-void Trainer::resume(const std::string& what) {
+std::string Trainer::load_checkpoint(const std::string& what) { return resume(what); }
+
+nlohmann::json Trainer::evaluate(const std::string& out_dir, const EvalRunInfo& info, const EvalGuidance& guidance) {
+  if (!evaluator_) evaluator_ = std::make_unique<Evaluator>(world_, config_, *model_, engine_.get());
+  return evaluator_->run(out_dir, info, guidance);
+}
+
+std::string Trainer::resume(const std::string& what) {
   const std::filesystem::path source = what == "latest" ? std::filesystem::path(checkpoint_dir()) : std::filesystem::path(what);
   if (what == "latest" && ckpt::list_checkpoints(source).empty()) {
     log_->message("resume = latest: no checkpoint in " + source.string() + ", starting at step 0");
-    return;
+    return {};
   }
   ckpt::LoadRequest req;
   req.source = source;
@@ -330,6 +351,7 @@ void Trainer::resume(const std::string& what) {
   if (r.rng_rederived) log_->message(r.rng_note);
   log_->message("resumed from " + r.path.string() + " at step " + std::to_string(step_) + " (saved on " +
                 std::to_string(r.saved_world_size) + " rank(s), now " + std::to_string(world_.size()) + ")");
+  return r.path.string();
 }
 
 std::map<std::string, at::Tensor> Trainer::trainable_tensors() {

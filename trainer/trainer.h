@@ -14,6 +14,7 @@
 #include "model/lookahead/lookahead_model.h"
 #include "model/face/mtcnn_detect.h"
 #include "trainer/batch_source.h"
+#include "trainer/evaluator.h"
 #include "trainer/metrics_log.h"
 #include "trainer/train_config.h"
 
@@ -50,10 +51,17 @@ class Trainer {
   std::map<std::string, at::Tensor> trainable_tensors();
   /// Where checkpoints go: <train.out>/checkpoints.
   std::string checkpoint_dir() const;
+  /// Loads a checkpoint ("latest" or a path; collective): trainables, optimizer, step, cursor, α
+  /// and RNG state. Returns the path it loaded ("" when "latest" found none).
+  std::string load_checkpoint(const std::string& what);
+  /// Evaluates the current weights (collective; eval section of the config) into `out_dir`;
+  /// returns the metrics document on rank 0 (empty elsewhere). The evaluation networks are built
+  /// on first use.
+  nlohmann::json evaluate(const std::string& out_dir, const EvalRunInfo& info, const EvalGuidance& guidance);
 
  private:
   StepRecord train_step();
-  void resume(const std::string& what);
+  std::string resume(const std::string& what);
   bool stop_requested();
 
   dist::World& world_;
@@ -66,6 +74,7 @@ class Trainer {
   std::unique_ptr<model::AlphaSchedule> alpha_;
   std::unique_ptr<MetricsLog> log_;
   model::face::Mtcnn mtcnn_{nullptr};  ///< landmark fallback (model.mtcnn), CPU
+  std::unique_ptr<Evaluator> evaluator_;  ///< built at the first evaluation
   int64_t step_ = 0;
   int64_t skipped_records_ = 0;
   int64_t faces_missing_ = 0;

@@ -318,6 +318,26 @@ ClipTokenizer ClipTokenizer::from_pretrained(const std::string& folder) {
   return tok;
 }
 
+ClipTokenizer ClipTokenizer::byte_level(ClipTokenizerOptions options) {
+  ClipTokenizer tok;
+  tok.options_ = options;
+  tok.finish_setup();
+  std::vector<std::string> vocab;
+  for (const auto& entry : bytes_to_unicode()) vocab.push_back(tok.byte_to_unicode_[entry.first]);
+  const size_t n_bytes = vocab.size();
+  for (size_t k = 0; k < n_bytes; ++k) vocab.push_back(vocab[k] + "</w>");
+  vocab.push_back(kBos);
+  vocab.push_back(kEos);
+  for (size_t k = 0; k < vocab.size(); ++k) tok.encoder_.emplace(vocab[k], static_cast<int64_t>(k));
+  tok.build_decoder();
+  tok.bos_id_ = tok.token_id(kBos);
+  tok.eos_id_ = tok.token_id(kEos);
+  if (tok.options_.pad_id == ClipTokenizerOptions{}.pad_id) tok.options_.pad_id = tok.eos_id_;
+  TORCH_CHECK(tok.options_.pad_id >= 0 && tok.options_.pad_id < tok.vocab_size(), "clip tokenizer: byte_level pad_id ",
+              options.pad_id, " is outside the vocabulary [0, ", tok.vocab_size(), ")");
+  return tok;
+}
+
 void ClipTokenizer::finish_setup() {
   for (const auto& [byte, cp] : bytes_to_unicode()) {
     std::string s;

@@ -32,6 +32,12 @@ class ClipTokenizer {
   /// Loads a transformers tokenizer folder (vocab.json, merges.txt; pad token and model length
   /// from tokenizer_config.json / special_tokens_map.json when present).
   static ClipTokenizer from_pretrained(const std::string& folder);
+  /// A CLIP BPE tokenizer without merges whose vocabulary is the 256 byte-unicode symbols, the
+  /// same 256 with `</w>`, then `<|startoftext|>` (512) and `<|endoftext|>` (513): every byte of a
+  /// word is one token. For small test models (no files; EOS is the largest id, so the legacy
+  /// eos_token_id = 2 pooling rule finds it). options.pad_id is an id of this vocabulary (0 is
+  /// `!`, tokenizer_2's convention); the default 49407 (CLIP-L's `<|endoftext|>`) means 513.
+  static ClipTokenizer byte_level(ClipTokenizerOptions options = {});
 
   /// Token ids of `text` without BOS/EOS, truncation or padding.
   std::vector<int64_t> tokenize(const std::string& text) const;
