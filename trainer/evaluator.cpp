@@ -15,6 +15,7 @@
 
 #include "data/dataset.h"
 #include "data/image_io.h"
+#include "data/random.h"
 #include "dist/sharded_engine.h"
 #include "model/lookahead/conditioner.h"
 #include "model/lookahead/generation.h"
@@ -33,13 +34,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 /// Restores the default CPU generator when it goes out of scope, so that building random
 /// evaluation networks (tiny preset) leaves the training's random stream untouched.
@@ -149,10 +143,10 @@ json metric_block(const std::vector<const json*>& samples) {
 }  // namespace
 
 uint64_t eval_sample_seed(uint64_t base_seed, int64_t identity, int64_t prompt_index, int64_t sample) {
-  uint64_t h = splitmix64(base_seed);
-  h = splitmix64(h ^ static_cast<uint64_t>(identity));
-  h = splitmix64(h ^ static_cast<uint64_t>(prompt_index));
-  h = splitmix64(h ^ static_cast<uint64_t>(sample));
+  uint64_t h = data::mix64(base_seed);
+  h = data::mix64(h ^ static_cast<uint64_t>(identity));
+  h = data::mix64(h ^ static_cast<uint64_t>(prompt_index));
+  h = data::mix64(h ^ static_cast<uint64_t>(sample));
   return h >> 1;  // below 2^63: a valid seed for every generator API
 }
 

@@ -132,6 +132,22 @@ for m in lines:
         assert 0 <= m["eval_face_failure_rate"] <= 1 and m["eval_clip_score"] >= 0, m
 EOF
   for s in 000002 000004; do check_metrics "$T/run/eval/step-$s/metrics.json" 2 "$N_PROMPTS" 2; done
+  # Evaluation leaves training alone: a run without it has the same losses, and `lookahead eval`
+  # of the step-4 checkpoint gives the same samples as the evaluation done during training.
+  timeout 240 "$MPIEXEC" -np 2 --oversubscribe "$BIN" train "${BASE[@]}" --train.out="$T/plain" --train.steps=4 \
+    --train.checkpoint_every=2 >"$T/plain.log" 2>&1 || { show "$T/plain.log"; fail "training without evaluation"; }
+  evaluate 2 "$T/eval_after.log" --out "$T/after" --checkpoint "$T/run/checkpoints/step-000004.h5"
+  "$PY" - "$T" <<'EOF' || fail "evaluation changed training, or differs from lookahead eval"
+import json, sys
+t = sys.argv[1]
+def losses(path):
+    return [(m["loss_diffusion"], m["loss_lookahead"], m["grad_norm"]) for m in map(json.loads, open(path))]
+assert losses(f"{t}/run/metrics.jsonl") == losses(f"{t}/plain/metrics.jsonl"), "losses differ with evaluation on"
+during = json.load(open(f"{t}/run/eval/step-000004/metrics.json"))
+after = json.load(open(f"{t}/after/metrics.json"))
+assert during["samples"] == after["samples"] and during["overall"] == after["overall"], "eval during != eval after"
+print("training with evaluation == without; evaluation during training == lookahead eval of the checkpoint")
+EOF
   echo "PASS: evaluation every 2 steps during training"
   ;;
 errors)
