@@ -240,11 +240,13 @@ def import_facenet_mtcnn():
 def mtcnn_cases(outdir, gen, cases):
     mtcnn = import_facenet_mtcnn()
     h, w = (int(v) for v in torch.randint(12, 60, (2,), generator=gen))
+    combined = {}  # all three under pnet./rnet./onet., the single file `model run --model mtcnn` takes
     for name, net, shape in (("pnet", mtcnn.PNet(), (2, 3, h, w)), ("rnet", mtcnn.RNet(), (3, 3, 24, 24)),
                              ("onet", mtcnn.ONet(), (3, 3, 48, 48))):
         net.eval()
         save_file({k: v.contiguous() for k, v in net.state_dict().items()},
                   os.path.join(outdir, f"mtcnn_{name}.safetensors"))
+        combined.update({f"{name}.{k}": v.contiguous() for k, v in net.state_dict().items()})
         x = (torch.randint(0, 256, shape, generator=gen).float() - 127.5) * 0.0078125
         with torch.no_grad():
             out = net(x)
@@ -253,6 +255,7 @@ def mtcnn_cases(outdir, gen, cases):
         cases[f"{name}.probability"] = out[-1]
         if name == "onet":
             cases["onet.landmarks"] = out[1]
+    save_file(combined, os.path.join(outdir, "mtcnn_all.safetensors"))
 
 
 def mtcnn_photo_cases(outdir):
