@@ -4,6 +4,7 @@
 #include <boost/program_options/errors.hpp>
 
 #include <filesystem>
+#include <iomanip>
 #include <iostream>
 #include <optional>
 #include <sstream>
@@ -174,9 +175,15 @@ int run_eval(dist::World& world, const std::vector<std::string>& args) {
       nlohmann::json metrics = trainer.evaluate(dir, trainer::EvalRunInfo{label, path, trainer.step()}, g);
       if (world.is_root()) {
         const auto& o = metrics["overall"];
-        std::cout << label << ": ID " << o["id_similarity"]["mean"] << " (strict " << o["id_similarity_strict"]["mean"]
-                  << ", no face " << o["face_failure_rate"] << "), CLIP score " << o["clip_score"]["mean"] << " -> "
-                  << dir << "/report.html\n";
+        auto num = [](const nlohmann::json& v, double scale = 1.0) {
+          if (v.is_null()) return std::string("n/a");
+          std::ostringstream s;
+          s << std::fixed << std::setprecision(scale == 1.0 ? 3 : 1) << v.get<double>() * scale;
+          return s.str();
+        };
+        std::cout << label << ": ID " << num(o["id_similarity"]["mean"]) << " (strict "
+                  << num(o["id_similarity_strict"]["mean"]) << ", no face " << num(o["face_failure_rate"], 100.0)
+                  << " %), CLIP score " << num(o["clip_score"]["mean"]) << " -> " << dir << "/report.html\n";
         entries.push_back(trainer::ReportEntry{label, metrics, dir});
       }
     }
