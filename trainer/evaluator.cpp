@@ -196,21 +196,30 @@ struct Evaluator::Impl {
   std::vector<int64_t> ref_records;  // the reference record of each
   std::vector<std::string> prompts;
   at::Tensor encoder_prompt, encoder_pooled, clip_uncond;
-  std::map<int64_t, std::pair<at::Tensor, at::Tensor>> ref_cache;  // identity index -> (latents, CLIP features)
+  /// An identity's reference, prepared once per rank that needs it.
+  struct Reference {
+    at::Tensor image;      // uint8 [S, S, 3]: the photo as the model sees it (resized, cropped)
+    at::Tensor landmarks;  // [5, 2] in its pixels (NaN: unknown)
+    at::Tensor latents;    // [1, 4, h, w]
+    at::Tensor features;   // [1, T, D] CLIP image features
+  };
+  std::map<int64_t, Reference> references;  // by identity index
 
   Impl(dist::World& w, const TrainConfig& c, model::LookaheadModel& m, dist::ShardedEngine* e)
       : world(w), config(c), model(m), engine(e) {}
 
   at::Device device() const { return model.tensor_options().device(); }
 
-  /// The reference photo of identity index i: uint8 [S, S, 3], [3, S, S] in [-1, 1], landmarks [5, 2].
-  std::tuple<at::Tensor, at::Tensor, at::Tensor> reference(int64_t i) const {
-    const int64_t record = ref_records.at(static_cast<size_t>(i));
-    data::Record r = set->get(record);
+  const Reference& reference(int64_t i) {
+    auto it = references.find(i);
+    if (it != references.end()) return it->second;
+    data::Record r = set->get(ref_records.at(static_cast<size_t>(i)));
     data::CropTransform t;
-    at::Tensor pixels = data::resize_center_crop(r.image, config.eval.resolution, &t);  // [3, S, S]
-    at::Tensor lm = data::transform_landmarks(r.landmarks, t);                          // [5, 2]
-    return {to_uint8_hwc(pixels), pixels, lm};
+    at::Tensor pixels = data::resize_center_crop(r.image, config.eval.resolution, &t);  // [3, S, S] in [-1, 1]
+    at::Tensor px = pixels.unsqueeze(0).to(device());                                   // [1, 3, S, S]
+    Reference ref{to_uint8_hwc(pixels), data::transform_landmarks(r.landmarks, t), cond->encode_latents(px),
+                  cond->clip_features((px + 1.0) / 2.0)};
+    return references.emplace(i, std::move(ref)).first->second;
   }
 
   /// Generates, scores and encodes one item; returns its frame.
@@ -220,20 +229,12 @@ struct Evaluator::Impl {
     const int64_t identity = identities.at(static_cast<size_t>(ii));
     const std::string& prompt = prompts.at(static_cast<size_t>(pi));
     const int64_t n = config.eval.samples;
-    auto [ref_u8, ref_pixels, ref_lm] = reference(ii);
-
-    auto cached = ref_cache.find(ii);
-    if (cached == ref_cache.end()) {
-      at::Tensor px = ref_pixels.unsqueeze(0).to(device());                    // [1, 3, S, S]
-      at::Tensor latents = cond->encode_latents(px);                           // [1, 4, h, w]
-      at::Tensor features = cond->clip_features((px + 1.0) / 2.0);             // [1, T, D]
-      cached = ref_cache.emplace(ii, std::make_pair(latents, features)).first;
-    }
+    const Reference& ref = reference(ii);
     const auto embeds = cond->encode_prompts({prompt});
     const double s = static_cast<double>(config.eval.resolution);
     model::GenerationInputs in;
-    in.ref_latents = cached->second.first;
-    in.clip_ref = cached->second.second;
+    in.ref_latents = ref.latents;
+    in.clip_ref = ref.features;
     in.clip_uncond = clip_uncond;
     in.prompt = embeds.context;
     in.pooled = embeds.pooled;
@@ -266,7 +267,7 @@ struct Evaluator::Impl {
     at::Tensor gen_u8 = at::stack(u8);                                           // [N, H, W, 3]
 
     std::vector<bool> ref_found;
-    at::Tensor ref_emb = id->embed(ref_u8.unsqueeze(0), ref_lm.unsqueeze(0), &ref_found);  // [1, 512]
+    at::Tensor ref_emb = id->embed(ref.image.unsqueeze(0), ref.landmarks.unsqueeze(0), &ref_found);  // [1, 512]
     std::vector<IdScore> ids = id->score(ref_emb[0], gen_u8);
     if (engine) engine->end_step();
     at::Tensor gen01 = gen_u8.permute({0, 3, 1, 2}).to(at::kFloat).div(255.0);  // [N, 3, H, W]
@@ -278,7 +279,8 @@ struct Evaluator::Impl {
     r["reference_face_found"] = static_cast<bool>(ref_found.at(0));
     json samples = json::array();
     std::vector<std::vector<uint8_t>> blobs;
-    if (config.eval.save_images) blobs.push_back(data::encode_png(ref_u8));
+    // The reference image travels once, with the identity's first prompt.
+    if (config.eval.save_images && pi == 0) blobs.push_back(data::encode_png(ref.image));
     for (int64_t k = 0; k < n; ++k) {
       const IdScore& sc = ids.at(static_cast<size_t>(k));
       const bool found = ref_found.at(0) && sc.face_found;
@@ -434,7 +436,7 @@ json Evaluator::run(const std::string& out_dir, const EvalRunInfo& info, const E
     const int64_t ii = k / static_cast<int64_t>(m.prompts.size());
     ref_found[static_cast<size_t>(ii)] = r["reference_face_found"].get<bool>();
     size_t blob = 1;
-    if (m.config.eval.save_images) {
+    if (m.config.eval.save_images && k % static_cast<int64_t>(m.prompts.size()) == 0) {
       std::ostringstream ref;
       ref << "images/id" << std::setw(4) << std::setfill('0') << m.identities[static_cast<size_t>(ii)] << "/reference.png";
       write_bytes(out / ref.str(), parts.at(blob++));

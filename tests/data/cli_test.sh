@@ -7,21 +7,7 @@ MPIEXEC=$1 BIN=$2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 out="$work/out.txt"
-fails=0 total=0
-check() {  # check NAME EXPECTED_RC REGEX -- command...
-  local name=$1 want_rc=$2 regex=$3
-  shift 4
-  total=$((total + 1))
-  timeout 120 "$@" >"$out" 2>&1
-  local rc=$?
-  if [ "$rc" -ne "$want_rc" ] || ! grep -Eq -- "$regex" "$out"; then
-    echo "FAIL $name: rc $rc (want $want_rc), output must match /$regex/:"
-    sed 's/^/    /' "$out" | head -40
-    fails=$((fails + 1))
-  else
-    echo "ok   $name"
-  fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../check.sh"
 check synth 0 "data synth: .*/s.h5: 12 records, 4 identities, 32x32" -- \
   "$BIN" data synth --out "$work/s.h5" --identities 4 --per-identity 3 --size 32 --latent-size 4 \
   --prompt-embeds 3x24 --pooled 16 --clip-features 5x12 --seed 1
@@ -69,5 +55,4 @@ check bad-shape 2 "--prompt-embeds must be 2 sizes" -- "$BIN" data synth --out "
 check no-subcommand 2 "expected a subcommand pack, synth or info" -- "$BIN" data
 check missing-out 2 "out" -- "$BIN" data synth
 [ ! -e "$work/bad.h5" ] || { echo "FAIL a failed pack left $work/bad.h5 behind"; fails=$((fails + 1)); }
-echo "$((total - fails)) passed, $fails failed"
-[ "$fails" -eq 0 ]
+check_summary

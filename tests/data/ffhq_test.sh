@@ -10,21 +10,7 @@ MPIEXEC=$1 BIN=$2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 out="$work/out.txt"
-fails=0 total=0
-check() {  # check NAME EXPECTED_RC REGEX -- command...
-  local name=$1 want_rc=$2 regex=$3
-  shift 4
-  total=$((total + 1))
-  timeout 120 "$@" >"$out" 2>&1
-  local rc=$?
-  if [ "$rc" -ne "$want_rc" ] || ! grep -Eq -- "$regex" "$out"; then
-    echo "FAIL $name: rc $rc (want $want_rc), output must match /$regex/:"
-    sed 's/^/    /' "$out" | head -40
-    fails=$((fails + 1))
-  else
-    echo "ok   $name"
-  fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../check.sh"
 
 png_1x1() {  # a valid 1x1 RGB PNG
   printf '\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00\x90wS\xde\x00\x00\x00\x0cIDATx\x9cc\xf8\xcf\xc0\x00\x00\x03\x01\x01\x00\xc9\xfe\x92\xef\x00\x00\x00\x00IEND\xaeB`\x82' >"$1"
@@ -102,5 +88,4 @@ check bad-category 2 "category must be all, training or validation, got 'test'" 
 check bad-count 2 "--count must be >= 1" -- "$BIN" data ffhq --root "$root" --json "$json" --out "$work/bad.h5" --count 0
 check missing-root 2 "root" -- "$BIN" data ffhq --json "$json" --out "$work/bad.h5"
 [ ! -e "$work/bad.h5" ] || { echo "FAIL a failed conversion left $work/bad.h5 behind"; fails=$((fails + 1)); }
-echo "$((total - fails)) passed, $fails failed"
-[ "$fails" -eq 0 ]
+check_summary

@@ -5,20 +5,8 @@
 set -uo pipefail
 MPIEXEC=$1 BIN=$2
 out=$(mktemp)
-fails=0
-check() {  # check NAME EXPECTED_RC REGEX -- command...
-  local name=$1 want_rc=$2 regex=$3
-  shift 4
-  timeout 60 "$@" >"$out" 2>&1
-  local rc=$?
-  if [ "$rc" -ne "$want_rc" ] || ! grep -Eq -- "$regex" "$out"; then
-    echo "FAIL $name: rc $rc (want $want_rc), output must match /$regex/:"
-    sed 's/^/    /' "$out" | head -40
-    fails=$((fails + 1))
-  else
-    echo "ok   $name"
-  fi
-}
+CHECK_TIMEOUT=60
+source "$(dirname "${BASH_SOURCE[0]}")/../check.sh"
 check help 0 "Commands:" -- "$BIN" --help
 check help-lists-env 0 "env +print ranks" -- "$BIN" help
 check version 0 "^lookahead [0-9]+\.[0-9]+\.[0-9]+ \(torch " -- "$BIN" version
@@ -34,5 +22,4 @@ check stray-flag 2 "unrecognised option '--bogus'|unrecognized option '--bogus'"
 check diverged-ranks 3 "rank 1: [0-9a-f]{16} +<-- differs from rank 0" -- \
   "$MPIEXEC" --oversubscribe -np 1 "$BIN" env --timeout 30 : -np 1 "$BIN" env --timeout 31
 rm -f "$out"
-echo "$((12 - fails)) passed, $fails failed"
-[ "$fails" -eq 0 ]
+check_summary

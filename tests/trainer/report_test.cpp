@@ -153,7 +153,7 @@ TEST(EvalReport, GridsHaveEveryImageWithCaptions) {
   const std::string grid_b = between(html, "<div class=\"grid\" data-label=\"cfg &lt;baseline&gt;\">", "</table>");
   EXPECT_EQ(count(grid_a, "<img class=\"generation\""), 8u);
   EXPECT_EQ(count(grid_a, "<img class=\"reference\""), 2u);
-  // The baseline's sample (identity 1, prompt 1, sample 1) was not saved: a placeholder instead.
+  // The baseline's sample (identity 1, prompt 1, sample 1) was not saved: its cell says "not saved".
   EXPECT_EQ(count(grid_b, "<img class=\"generation\""), 7u);
   EXPECT_EQ(count(grid_b, "<div class=\"missing\">not saved</div>"), 1u);
   EXPECT_EQ(count(html, "<img class=\"generation\""), 15u);
