@@ -19,6 +19,15 @@ bool ranges_overlap(const at::Tensor& a, const at::Tensor& b) {
 
 }  // namespace
 
+std::vector<double> all_reduce_values(Communicator& comm, const std::vector<double>& values, ReduceOp op) {
+  // An owned buffer, not a view of `values`: a failed collective keeps its tensors alive (a stuck
+  // backend may still write them) beyond this call.
+  at::Tensor t = at::tensor(c10::ArrayRef<double>(values), at::TensorOptions().dtype(at::kDouble));
+  comm.all_reduce(t, op)->wait();
+  const double* p = t.data_ptr<double>();
+  return std::vector<double>(p, p + t.numel());
+}
+
 std::string OpSignature::to_string() const {
   std::ostringstream s;
   s << "#" << seq << " " << dist::to_string(static_cast<OpType>(op)) << " "

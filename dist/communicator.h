@@ -9,6 +9,7 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "dist/flight_recorder.h"
 #include "dist/watchdog.h"
@@ -132,5 +133,12 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
 };
 
 using CommunicatorPtr = std::shared_ptr<Communicator>;
+
+/// Host bookkeeping (losses, counts, flags) reduced over `comm`, a communicator of CPU tensors
+/// (the World's comm()). Taking plain numbers, not tensors, is the point: a value read from a GPU
+/// tensor arrives here already on the host, so the MPI communicator is never handed device memory
+/// whatever device the model runs on. Integers up to 2^53 are exact. Collective; returns the
+/// reduced values on every rank.
+std::vector<double> all_reduce_values(Communicator& comm, const std::vector<double>& values, ReduceOp op);
 
 }  // namespace lookahead::dist

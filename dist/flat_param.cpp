@@ -189,6 +189,16 @@ void FlatParamGroup::release() {
   gathered_ = at::Tensor();
 }
 
+void FlatParamGroup::abandon() noexcept {
+  gather_work_.reset();
+  gathered_ = at::Tensor();
+  try {
+    point_at_empty();
+  } catch (const std::exception&) {
+    // Only reachable on a broken allocator; the modules are being destroyed anyway.
+  }
+}
+
 WorkHandle FlatParamGroup::reduce_scatter_grads(ReduceOp op) {
   TORCH_CHECK(trainable_, "FlatParamGroup '", name_,
               "': reduce_scatter_grads on a frozen group (frozen parameters have no gradients)");

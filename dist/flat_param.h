@@ -127,6 +127,10 @@ class FlatParamGroup {
   /// Points the parameters back at empty tensors and drops the gathered buffer (waiting first for
   /// a gather still in flight, whose buffer must not be freed under it).
   void release();
+  /// Teardown (destructors, possibly while unwinding from a failed collective): like release(),
+  /// but waits for nothing and throws nothing. A gather still in flight keeps its buffer alive
+  /// through its Work until it ends, so the storage is never freed under the collective.
+  void abandon() noexcept;
   bool is_bound() const { return bound_; }
   /// A gather started and not yet bound or released.
   bool gather_pending() const { return gather_work_ != nullptr; }

@@ -6,11 +6,16 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <cstdio>
 #include <thread>
 
 namespace lookahead::dist {
 
 namespace {
+
+/// Seconds a communicator waits for its in-flight work at shutdown when collectives have no
+/// timeout (CommConfig::timeout_s <= 0); past it, the comm is aborted rather than waited for.
+constexpr double kShutdownLimitS = 60.0;
 
 ncclDataType_t nccl_type(at::ScalarType t) {
   switch (t) {
@@ -58,8 +63,11 @@ class CudaEvent {
 
 struct NcclCommunicator::State {
   ncclComm_t comm = nullptr;
-  std::mutex mutex;                 // guards comm against abort racing a poll
+  // Guards comm: every NCCL call on it (enqueue, readiness and error polls, finalize) holds it,
+  // so the watchdog's ncclCommAbort can never pull the comm from under a call in progress.
+  std::mutex mutex;
   std::atomic<bool> aborted{false};
+  std::atomic<bool> work_failed{false};  // some collective failed: shutdown must not finalize
   c10::cuda::CUDAStream stream;     // communication stream (high priority)
   std::vector<std::weak_ptr<Work>> outstanding;
   double timeout_s = 0;
@@ -94,21 +102,26 @@ class NcclWork final : public Work {
   bool is_done() override {
     WorkState s = state();
     if (s == WorkState::kDone || s == WorkState::kFailed) return true;
+    // Polled from the watchdog thread too: query the event and free the held tensors on our
+    // device, not on the thread's default GPU 0.
+    c10::cuda::CUDAGuard guard(device_);
     cudaError_t rc = cudaEventQuery(end_.get());
     if (rc == cudaSuccess) {
       mark_done();
       return true;
     }
     if (rc != cudaErrorNotReady) {
+      state_->work_failed.store(true);
       mark_failed(ErrorKind::kBackend, std::string("CUDA error while waiting for ") + to_string(info().op) + ": " +
                                            cudaGetErrorString(rc) + " (" + where() + ")");
       return true;
     }
     std::lock_guard<std::mutex> lock(state_->mutex);
-    if (state_->aborted.load()) return false;  // the abort path fails us
+    if (state_->aborted.load() || !state_->comm) return false;  // the abort path fails us
     ncclResult_t async = ncclSuccess;
     if (ncclCommGetAsyncError(state_->comm, &async) == ncclSuccess && async != ncclSuccess &&
         async != ncclInProgress) {
+      state_->work_failed.store(true);
       mark_failed(ErrorKind::kBackend, std::string("NCCL asynchronous error during ") + to_string(info().op) +
                                            " on communicator '" + info().comm_name + "': " +
                                            ncclGetErrorString(async) + " (" + where() + ")");
@@ -145,6 +158,12 @@ std::string nccl_version() {
   return std::to_string(v / 10000) + "." + std::to_string((v / 100) % 100) + "." + std::to_string(v % 100);
 }
 
+std::string cuda_device_id(c10::Device device) {
+  char id[64] = {0};
+  LA_CUDA_CHECK(cudaDeviceGetPCIBusId(id, sizeof id - 1, device.index()));
+  return id;
+}
+
 std::shared_ptr<NcclCommunicator> NcclCommunicator::create(MpiCommunicator& bootstrap, c10::Device device,
                                                            std::string name,
                                                            std::shared_ptr<CommServices> services) {
@@ -169,19 +188,59 @@ NcclCommunicator::NcclCommunicator(std::shared_ptr<MpiCommunicator> bootstrap, c
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0;  // init and calls return at once; we poll with a timeout instead of hanging
   LA_NCCL_CHECK(ncclCommInitRankConfig(&state_->comm, size, id, rank, &config));
-  state_->wait_ready("ncclCommInitRankConfig");
+  try {
+    state_->wait_ready("ncclCommInitRankConfig");
+  } catch (...) {
+    // A peer that never joins leaves the init running; the destructor will not run for a
+    // constructor that throws, so stop it here.
+    ncclCommAbort(state_->comm);
+    state_->comm = nullptr;
+    throw;
+  }
 }
 
 NcclCommunicator::~NcclCommunicator() {
   std::lock_guard<std::mutex> lock(state_->mutex);
-  if (!state_->comm) return;
-  if (state_->aborted.load()) return;  // already aborted
-  // Destroying with work in flight can block; finish the stream first (bounded by the watchdog).
-  cudaStreamSynchronize(state_->stream.stream());
-  ncclCommFinalize(state_->comm);
-  ncclResult_t st = ncclInProgress;
-  while (ncclCommGetAsyncError(state_->comm, &st) == ncclSuccess && st == ncclInProgress) std::this_thread::yield();
-  ncclCommDestroy(state_->comm);
+  if (!state_->comm || state_->aborted.load()) return;  // never created, or already aborted
+  c10::cuda::CUDAGuard guard(device_);
+  // A collective whose peer died or diverged never ends, and exit must not hang on it: wait a
+  // bounded time for the stream and for the finalize, and abort instead of destroying when either
+  // does not finish or some collective already failed.
+  const double limit_s = state_->timeout_s > 0 ? state_->timeout_s : kShutdownLimitS;
+  const auto deadline =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(limit_s));
+  std::string problem = state_->work_failed.load() ? "a collective on it failed" : "";
+  while (problem.empty()) {
+    const cudaError_t rc = cudaStreamQuery(state_->stream.stream());
+    if (rc == cudaSuccess) break;
+    if (rc != cudaErrorNotReady)
+      problem = std::string("its stream reported ") + cudaGetErrorString(rc);
+    else if (Clock::now() > deadline)
+      problem = "collectives still in flight after " + std::to_string(limit_s) + " s";
+    else
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  if (problem.empty()) {
+    // On a non-blocking comm the finalize runs in the background; its state says when it is done.
+    ncclResult_t st = ncclCommFinalize(state_->comm);
+    if (st == ncclSuccess || st == ncclInProgress) {
+      for (;;) {
+        if (ncclCommGetAsyncError(state_->comm, &st) != ncclSuccess) st = ncclInternalError;
+        if (st != ncclInProgress || Clock::now() > deadline) break;
+        std::this_thread::yield();
+      }
+    }
+    if (st != ncclSuccess)
+      problem = st == ncclInProgress ? "ncclCommFinalize did not complete within " + std::to_string(limit_s) + " s"
+                                     : std::string("ncclCommFinalize: ") + ncclGetErrorString(st);
+  }
+  if (problem.empty()) {
+    ncclCommDestroy(state_->comm);
+  } else {
+    std::fprintf(stderr, "[lookahead %s] NCCL communicator '%s' at shutdown: %s; aborting it instead of waiting\n",
+                 where().c_str(), name().c_str(), problem.c_str());
+    ncclCommAbort(state_->comm);
+  }
   state_->comm = nullptr;
 }
 
@@ -208,7 +267,50 @@ WorkHandle NcclCommunicator::start(Op op, WorkInfo info) {
   LA_CUDA_CHECK(cudaEventRecord(ready.get(), c10::cuda::getCurrentCUDAStream(device_.index()).stream()));
   LA_CUDA_CHECK(cudaStreamWaitEvent(comm_stream, ready.get(), 0));
 
-  ncclComm_t comm = state_->comm;
+  {
+    std::unique_lock<std::mutex> lock(state_->mutex);
+    // The base class checked for an abort before calling us, but the watchdog may have aborted the
+    // comm since; after ncclCommAbort it must not be touched.
+    if (state_->aborted.load() || !state_->comm)
+      throw DistError(ErrorKind::kAborted, "communicator '" + name() + "' was aborted at " + where() +
+                                               " after an earlier failure:\n" + aborted_reason());
+    std::string failure;
+    ErrorKind kind = ErrorKind::kBackend;
+    try {
+      enqueue(op, state_->comm, comm_stream);
+      state_->wait_ready(to_string(op.type));
+      LA_CUDA_CHECK(cudaEventRecord(work->end_event().get(), comm_stream));
+    } catch (const DistError& e) {
+      failure = e.what();
+      kind = e.kind();
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    if (!failure.empty()) {
+      // The collective may be enqueued but is not tracked: nothing would ever wait for it or end it.
+      // Abort the comm (so that its kernels stop and shutdown does not hang), then report.
+      lock.unlock();
+      abort(std::string("starting ") + to_string(op.type) + " failed: " + failure);
+      throw DistError(kind, failure);
+    }
+  }
+  // The caching allocator must not hand these blocks to another stream before NCCL is done.
+  for (const at::Tensor* t : {&op.output, &op.input})
+    if (t->defined()) c10::cuda::CUDACachingAllocator::recordStream(t->storage().data_ptr(), state_->stream);
+  std::vector<at::Tensor> held;
+  if (op.output.defined()) held.push_back(op.output);
+  if (op.input.defined()) held.push_back(op.input);
+  work->hold(std::move(held));
+  work->mark_running();
+  {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    std::erase_if(state_->outstanding, [](const std::weak_ptr<Work>& w) { return w.expired(); });
+    state_->outstanding.push_back(work);
+  }
+  return work;
+}
+
+void NcclCommunicator::enqueue(Op& op, ncclComm_t comm, cudaStream_t comm_stream) {
   switch (op.type) {
     case OpType::kAllGather:
       LA_NCCL_CHECK(ncclAllGather(op.input.data_ptr(), op.output.data_ptr(), op.input.nbytes(), ncclUint8, comm,
@@ -233,22 +335,6 @@ WorkHandle NcclCommunicator::start(Op op, WorkInfo info) {
       break;
     }
   }
-  state_->wait_ready(to_string(op.type));
-  LA_CUDA_CHECK(cudaEventRecord(work->end_event().get(), comm_stream));
-  // The caching allocator must not hand these blocks to another stream before NCCL is done.
-  for (const at::Tensor* t : {&op.output, &op.input})
-    if (t->defined()) c10::cuda::CUDACachingAllocator::recordStream(t->storage().data_ptr(), state_->stream);
-  std::vector<at::Tensor> held;
-  if (op.output.defined()) held.push_back(op.output);
-  if (op.input.defined()) held.push_back(op.input);
-  work->hold(std::move(held));
-  work->mark_running();
-  {
-    std::lock_guard<std::mutex> lock(state_->mutex);
-    std::erase_if(state_->outstanding, [](const std::weak_ptr<Work>& w) { return w.expired(); });
-    state_->outstanding.push_back(work);
-  }
-  return work;
 }
 
 std::shared_ptr<Communicator> NcclCommunicator::split(int color, int key, const std::string& name) {

@@ -60,6 +60,8 @@ class NcclCommunicator final : public Communicator {
   void check_device(const at::Tensor& t, const char* what) const override;
 
  private:
+  /// The NCCL call of `op` on `comm_stream` (caller holds the state's mutex).
+  void enqueue(Op& op, ncclComm_t comm, cudaStream_t comm_stream);
   NcclCommunicator(std::shared_ptr<MpiCommunicator> bootstrap, c10::Device device, int rank, int size,
                    std::string name, std::shared_ptr<CommServices> services);
 
@@ -70,5 +72,9 @@ class NcclCommunicator final : public Communicator {
 
 /// NCCL version of the linked library, e.g. "2.27.7".
 std::string nccl_version();
+
+/// PCI bus id of a CUDA device ("0000:1B:00.0"): the same physical GPU gives the same id in every
+/// process, whatever CUDA_VISIBLE_DEVICES calls it there.
+std::string cuda_device_id(c10::Device device);
 
 }  // namespace lookahead::dist

@@ -151,8 +151,13 @@ ShardedEngine::ShardedEngine(World& world, std::vector<EngineUnit> units, const 
 }
 
 ShardedEngine::~ShardedEngine() {
+  // The destructor also runs while a failed gather's DistError unwinds; waiting on that gather
+  // here would rethrow from a noexcept destructor and end the process without its report.
   for (auto& u : units_)
-    if (u->state != Unit::State::kReleased) release(*u);
+    if (u->state != Unit::State::kReleased) {
+      u->for_each_group([](FlatParamGroup& g) { g.abandon(); });
+      u->state = Unit::State::kReleased;
+    }
 }
 
 ShardedEngine::Unit& ShardedEngine::unit(const std::string& name) {

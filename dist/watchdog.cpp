@@ -2,6 +2,7 @@
 #include "dist/watchdog.h"
 
 #include <c10/core/ScalarType.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 
 #include <cstdio>
 #include <sstream>
@@ -11,12 +12,17 @@
 namespace lookahead::dist {
 
 Watchdog::Watchdog(double poll_s, std::shared_ptr<const FlightRecorder> recorder, Clock::time_point origin,
-                   TimeoutHandler on_timeout)
+                   TimeoutHandler on_timeout, c10::Device device)
     : poll_s_(poll_s > 0 ? poll_s : 0.05),
       recorder_(std::move(recorder)),
       origin_(origin),
       on_timeout_(std::move(on_timeout)),
-      thread_([this] { loop(); }) {}
+      device_(device),
+      thread_([this] { loop(); }) {
+  // Nothing is watched before the thread has selected its device.
+  std::unique_lock<std::mutex> lock(mutex_);
+  cv_.wait(lock, [&] { return bound_; });
+}
 
 Watchdog::~Watchdog() {
   {
@@ -37,9 +43,27 @@ size_t Watchdog::in_flight() const {
   return entries_.size();
 }
 
+c10::Device Watchdog::thread_device() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return thread_device_;
+}
+
 void Watchdog::loop() {
+  // The current device is per thread; select the process's before anything touches CUDA here.
+  c10::Device current = device_;
+  try {
+    const c10::impl::DeviceGuardImplInterface* impl = c10::impl::getDeviceGuardImpl(device_.type());
+    if (!device_.is_cpu()) impl->setDevice(device_);
+    current = impl->getDevice();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "[lookahead %s] watchdog: cannot select %s: %s\n", where().c_str(), device_.str().c_str(),
+                 e.what());
+  }
   auto period = std::chrono::duration<double>(poll_s_);
   std::unique_lock<std::mutex> lock(mutex_);
+  thread_device_ = current;
+  bound_ = true;
+  cv_.notify_all();
   while (!stop_) {
     cv_.wait_for(lock, period, [&] { return stop_; });
     if (stop_) break;

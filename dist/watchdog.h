@@ -2,6 +2,9 @@
 // past its timeout, or that its backend reports failed, into an error report instead of a hang.
 #pragma once
 
+#include <c10/core/Device.h>
+
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -19,6 +22,10 @@ class Communicator;
 /// Polls watched collectives. On a timeout it marks the Work failed (kTimeout) with a report
 /// naming the op, the rank, the communicator and the flight-recorder history, aborts the
 /// communicator, and calls the timeout handler (the World's: log, then end the job).
+///
+/// The polling thread runs on the process's device: polling an NCCL work queries CUDA events and
+/// frees the tensors it held, and a thread that never selected a device would do both on GPU 0,
+/// creating a CUDA context there for every rank of the node.
 class Watchdog {
  public:
   using TimeoutHandler = std::function<void(const std::string& report)>;
@@ -26,8 +33,9 @@ class Watchdog {
   /// @param poll_s   seconds between polls
   /// @param recorder history included in reports
   /// @param origin   time zero of the reports
+  /// @param device   the device the polling thread selects before its first poll (the World's)
   Watchdog(double poll_s, std::shared_ptr<const FlightRecorder> recorder, Clock::time_point origin,
-           TimeoutHandler on_timeout);
+           TimeoutHandler on_timeout, c10::Device device = c10::Device(c10::kCPU));
   ~Watchdog();
   Watchdog(const Watchdog&) = delete;
   Watchdog& operator=(const Watchdog&) = delete;
@@ -36,6 +44,9 @@ class Watchdog {
   void watch(WorkHandle work, std::weak_ptr<Communicator> comm, double timeout_s);
   /// Number of collectives currently watched (tests, diagnostics).
   size_t in_flight() const;
+  /// The device the polling thread reports as its current one, read on that thread after it
+  /// selected `device` (equal to it; tests check the binding through this).
+  c10::Device thread_device() const;
 
  private:
   struct Entry {
@@ -50,10 +61,13 @@ class Watchdog {
   std::shared_ptr<const FlightRecorder> recorder_;
   Clock::time_point origin_;
   TimeoutHandler on_timeout_;
+  c10::Device device_;
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   std::vector<Entry> entries_;
   bool stop_ = false;
+  bool bound_ = false;                       // the thread selected device_
+  c10::Device thread_device_{c10::kCPU};
   std::thread thread_;
 };
 

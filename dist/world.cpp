@@ -8,6 +8,7 @@
 #include <xxhash.h>
 
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <sstream>
 #include <thread>
@@ -63,7 +64,7 @@ World::World(const WorldConfig& config, int* argc, char*** argv) : config_(confi
   services_->recorder = std::make_shared<FlightRecorder>(config_.comm.flight_recorder_size);
   services_->watchdog = std::make_shared<Watchdog>(config_.comm.watchdog_poll_s, services_->recorder,
                                                    services_->origin,
-                                                   [this](const std::string& report) { on_fatal(report); });
+                                                   [this](const std::string& report) { on_fatal(report); }, device_);
   world_ = MpiCommunicator::create(MPI_COMM_WORLD, "world", services_);
   node_ = MpiCommunicator::create(local, "node" + std::to_string(node_rank_), services_);
 }
@@ -100,6 +101,7 @@ CommunicatorPtr World::nccl_comm() {
     if (!device_.is_cuda())
       throw DistError(ErrorKind::kInvalidArgument,
                       "an NCCL communicator needs a GPU, and this process has none (" + where() + ")");
+    check_own_gpu();
     nccl_ = NcclCommunicator::create(static_cast<MpiCommunicator&>(*world_), device_, "world", services_);
   }
   return nccl_;
@@ -107,6 +109,57 @@ CommunicatorPtr World::nccl_comm() {
   throw DistError(ErrorKind::kInvalidArgument,
                   "this build of Lookahead has no NCCL communicator (configured without CUDA torch or NCCL)");
 #endif
+}
+
+void World::check_own_gpu() {
+  // Every rank of the node sends its GPU's bus id and its own name for it, as fixed-size rows.
+  constexpr int64_t kRow = 64;
+  std::string mine[2] = {"", device_.str()};
+#if LA_HAVE_NCCL
+  mine[0] = cuda_device_id(device_);
+#endif
+  at::Tensor row = at::zeros({2 * kRow}, at::kByte);
+  for (int k = 0; k < 2; ++k)
+    std::memcpy(row.data_ptr<uint8_t>() + k * kRow, mine[k].data(), std::min<size_t>(mine[k].size(), kRow - 1));
+  at::Tensor all = at::empty({local_size_ * 2 * kRow}, at::kByte);
+  node_->all_gather(all, row)->wait();
+  std::vector<std::string> ids, devices;
+  for (int r = 0; r < local_size_; ++r) {
+    const char* base = reinterpret_cast<const char*>(all.data_ptr<uint8_t>()) + r * 2 * kRow;
+    ids.emplace_back(base);
+    devices.emplace_back(base + kRow);
+  }
+  const std::string problem = shared_gpu_problem(ids, devices, static_cast<int>(torch::cuda::device_count()));
+  if (!problem.empty())
+    throw DistError(ErrorKind::kInvalidArgument, "host " + hostname_ + ": " + problem + " (" + where() + ")");
+}
+
+std::string shared_gpu_problem(const std::vector<std::string>& gpu_ids, const std::vector<std::string>& devices,
+                               int visible) {
+  TORCH_CHECK(gpu_ids.size() == devices.size(), "shared_gpu_problem: ", gpu_ids.size(), " ids for ", devices.size(),
+              " devices");
+  std::ostringstream msg;
+  bool any = false;
+  std::vector<bool> reported(gpu_ids.size(), false);
+  for (size_t r = 0; r < gpu_ids.size(); ++r) {
+    if (reported[r]) continue;
+    std::vector<size_t> same{r};
+    for (size_t q = r + 1; q < gpu_ids.size(); ++q)
+      if (gpu_ids[q] == gpu_ids[r]) same.push_back(q);
+    if (same.size() < 2) continue;
+    msg << (any ? "; " : "") << "local ranks";
+    for (size_t i = 0; i < same.size(); ++i) {
+      reported[same[i]] = true;
+      msg << (i == 0 ? " " : i + 1 == same.size() ? " and " : ", ") << same[i] << " (" << devices[same[i]] << ")";
+    }
+    msg << " are all bound to GPU " << gpu_ids[r];
+    any = true;
+  }
+  if (!any) return {};
+  msg << ". NCCL runs one rank per GPU: this node has " << gpu_ids.size() << " ranks and each sees " << visible
+      << " GPU(s). Launch at most " << visible << " rank(s) per node (e.g. mpirun --map-by ppr:" << visible
+      << ":node), or give each rank a GPU of its own (CUDA_VISIBLE_DEVICES)";
+  return msg.str();
 }
 
 CommunicatorPtr World::comm_for(const c10::Device& device) {

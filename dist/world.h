@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "dist/communicator.h"
 
@@ -58,7 +59,8 @@ class World {
   /// MPI communicator over the ranks of this node.
   CommunicatorPtr node_comm() const { return node_; }
   /// NCCL communicator over all ranks (CUDA tensors on device()), created on first use.
-  /// Throws DistError if this build has no NCCL or this process has no GPU.
+  /// Throws DistError if this build has no NCCL, this process has no GPU, or two ranks of a node
+  /// were bound to the same GPU (more ranks than visible GPUs).
   CommunicatorPtr nccl_comm();
   /// The communicator for tensors on `device`: NCCL for CUDA, MPI for CPU.
   CommunicatorPtr comm_for(const c10::Device& device);
@@ -75,6 +77,8 @@ class World {
 
  private:
   void on_fatal(const std::string& report);
+  /// Collective over the node: throws DistError naming the ranks that share this rank's GPU.
+  void check_own_gpu();
 
   WorldConfig config_;
   int rank_ = 0, size_ = 1;
@@ -95,5 +99,13 @@ class World {
 
 /// 64-bit xxHash of `text` (configuration hashes for World::check_consistent).
 uint64_t hash_string(const std::string& text);
+
+/// The ranks of one node that were bound to the same physical GPU, as a sentence with the fix, or
+/// "" when each has its own. `gpu_ids[r]` identifies local rank r's GPU (its PCI bus id) and
+/// `devices[r]` names it as that rank sees it ("cuda:0"); `visible` is the GPU count a rank sees.
+/// NCCL cannot run two ranks on one GPU and would only say "Duplicate GPU detected" from inside
+/// its init.
+std::string shared_gpu_problem(const std::vector<std::string>& gpu_ids, const std::vector<std::string>& devices,
+                               int visible);
 
 }  // namespace lookahead::dist

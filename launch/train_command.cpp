@@ -42,12 +42,12 @@ int run_train(dist::World& world, const std::vector<std::string>& args) {
     if (world.is_root())
       std::cout << "# resolved configuration\n"
                 << config.resolved_ini << "\n# model\n"
-                << trainer::describe_model(config, world.size(), world.local_size());
+                << trainer::describe_model(config, world.size(), world.local_size(), world.device());
     return kExitOk;
   }
   std::signal(SIGTERM, on_stop_signal);
   std::signal(SIGUSR1, on_stop_signal);
-  auto data = trainer::open_hdf5_batch_source(config, world.rank(), world.size());
+  auto data = trainer::open_hdf5_batch_source(config, world.rank(), world.size(), world.device());
   trainer::Trainer trainer(world, config, std::move(data), &g_stop);
   const int64_t ran = trainer.run();
   auto exported = [&] {

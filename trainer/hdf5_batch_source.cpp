@@ -2,8 +2,6 @@
 #include "trainer/hdf5_batch_source.h"
 
 #include <ATen/ATen.h>
-#include <ATen/Context.h>
-#include <c10/core/impl/DeviceGuardImplInterface.h>
 
 #include <sstream>
 
@@ -16,15 +14,10 @@ namespace lookahead::trainer {
 
 namespace {
 
-/// The device the World bound this process to (its current CUDA device), else the CPU.
-at::Device bound_device() {
-  if (!at::hasCUDA()) return at::kCPU;
-  return c10::impl::getDeviceGuardImpl(c10::kCUDA)->getDevice();
-}
-
 class Hdf5BatchSource : public BatchSource {
  public:
-  Hdf5BatchSource(const TrainConfig& config, int rank, int world_size) : path_(config.data.train_set) {
+  Hdf5BatchSource(const TrainConfig& config, int rank, int world_size, const c10::Device& device)
+      : path_(config.data.train_set) {
     set_ = data::TrainingSet::open(path_);
     bool precomputed = true;
     for (const char* name : {data::kLatents, data::kPromptEmbeds, data::kPooledPromptEmbeds, data::kClipFeatures}) {
@@ -60,7 +53,7 @@ class Hdf5BatchSource : public BatchSource {
       clip = set_->extra_shape(data::kClipFeatures);
     } else {
       // Each rank encodes its own samples with the encoders `data encode` would use.
-      conditioner_ = build_conditioner(config, bound_device());
+      conditioner_ = build_conditioner(config, device);
       const auto& vae = conditioner_->config().vae;
       const int64_t f = int64_t{1} << (vae.block_out_channels.size() - 1);
       TORCH_CHECK(resolution_ % f == 0, "data.resolution ", resolution_, " must be a multiple of the VAE's factor ", f);
@@ -163,8 +156,9 @@ class Hdf5BatchSource : public BatchSource {
 
 }  // namespace
 
-std::unique_ptr<BatchSource> open_hdf5_batch_source(const TrainConfig& config, int rank, int world_size) {
-  return std::make_unique<Hdf5BatchSource>(config, rank, world_size);
+std::unique_ptr<BatchSource> open_hdf5_batch_source(const TrainConfig& config, int rank, int world_size,
+                                                    const c10::Device& device) {
+  return std::make_unique<Hdf5BatchSource>(config, rank, world_size, device);
 }
 
 }  // namespace lookahead::trainer

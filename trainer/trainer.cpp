@@ -48,8 +48,9 @@ model::LookaheadModelConfig model_config(const TrainConfig& c, const c10::Device
   return m;
 }
 
-std::string describe_model(const TrainConfig& c, int world_size, int ranks_per_node) {
-  model::LookaheadModel m(model_config(c, at::kMeta), at::kMeta);
+std::string describe_model(const TrainConfig& c, int world_size, int ranks_per_node, const c10::Device& device) {
+  // Shapes only, on the meta device; the dtypes are those of a run on `device`.
+  model::LookaheadModel m(model_config(c, device), at::kMeta);
   int64_t frozen = 0, lcm = 0, adapter = 0, lora = 0, largest_unit = 0;
   size_t units = 0;
   for (const auto& u : m.units()) {
@@ -73,8 +74,9 @@ std::string describe_model(const TrainConfig& c, int world_size, int ranks_per_n
     << "  frozen LCM-LoRA  " << lcm << (c.model.preset == "sdxl" ? " (attached from model.lcm_lora at load)" : "") << "\n"
     << "  trainable adapter " << adapter << " (lr " << c.optim.lr_adapter << ")\n"
     << "  trainable LoRA   " << lora << " (lr " << c.optim.lr_lora << ")\n"
-    << "memory per rank, " << world_size << " rank(s), placement " << c.dist.placement << " (weights and optimizer only, "
-    << "activations excluded):\n"
+    << "memory per rank, " << world_size << " rank(s) on " << (device.is_cuda() ? "GPU" : "CPU") << ", placement "
+    << c.dist.placement << ", frozen weights in " << (frozen_bytes == 2.0 ? "bf16" : "fp32")
+    << " (weights and optimizer only, activations excluded):\n"
     << "  frozen shard     " << gib(static_cast<double>(frozen + lcm) * frozen_bytes / shard) << " GiB\n"
     << "  trainable shard  " << gib(trainable * 4.0 / world_size) << " GiB (fp32 master)\n"
     << "  gradient shard   " << gib(trainable * 4.0 / world_size) << " GiB (fp32)\n"
@@ -148,9 +150,8 @@ std::string Trainer::checkpoint_dir() const { return config_.train.out + "/check
 
 bool Trainer::stop_requested() {
   // Every rank must agree, or one would checkpoint while the others train on.
-  at::Tensor flag = at::tensor({static_cast<int64_t>(stop_ && stop_->load())}, at::kLong);
-  world_.comm()->all_reduce(flag, dist::ReduceOp::kMax)->wait();
-  return flag.item<int64_t>() != 0;
+  const double mine = stop_ && stop_->load() ? 1.0 : 0.0;
+  return dist::all_reduce_values(*world_.comm(), {mine}, dist::ReduceOp::kMax)[0] != 0.0;
 }
 
 StepRecord Trainer::train_step() {
@@ -178,10 +179,12 @@ StepRecord Trainer::train_step() {
   }
   batch.ref_landmarks = lm * (preview / ref_size);
 
-  // The identity loss is a mean over the usable samples of the whole global batch.
-  at::Tensor counts = at::stack({valid.sum(), at::scalar_tensor(rb.skipped_records, at::kLong)}).to(at::kLong);
-  world_.comm()->all_reduce(counts, dist::ReduceOp::kSum)->wait();
-  const int64_t global_valid = counts[0].item<int64_t>();
+  // The identity loss is a mean over the usable samples of the whole global batch. Host values go
+  // over the World's MPI communicator, whatever device the model runs on.
+  const std::vector<double> counts =
+      dist::all_reduce_values(*world_.comm(), {valid.sum().item<double>(), static_cast<double>(rb.skipped_records)},
+                              dist::ReduceOp::kSum);
+  const auto global_valid = static_cast<int64_t>(counts[0]);
   faces_missing_ += global - global_valid;
 
   const auto latent = data_->latent_shape();
@@ -215,15 +218,16 @@ StepRecord Trainer::train_step() {
   engine_->end_step();
   const double compute_s = seconds_since(t0);
 
-  at::Tensor losses = at::stack({l1.detach().to(at::kDouble), l2_global.detach().to(at::kDouble)});
-  world_.comm()->all_reduce(losses, dist::ReduceOp::kAvg)->wait();
+  // The losses live on the model's device (CUDA on GPUs); their values cross to the host here.
+  const std::vector<double> losses = dist::all_reduce_values(
+      *world_.comm(), {l1.detach().item<double>(), l2_global.detach().item<double>()}, dist::ReduceOp::kAvg);
 
   StepRecord r;
   r.step = step_;
   const auto& times = engine_->times();
   const auto mem = engine_->memory();
-  r.values = {{"loss_diffusion", losses[0].item<double>()},
-              {"loss_lookahead", losses[1].item<double>()},
+  r.values = {{"loss_diffusion", losses[0]},
+              {"loss_lookahead", losses[1]},
               {"alpha", alpha},
               {"t_diffusion_mean", draw.timesteps.to(at::kDouble).mean().item<double>()},
               {"t_lookahead_mean", draw.lcm_timesteps.to(at::kDouble).mean().item<double>()},
@@ -231,7 +235,7 @@ StepRecord Trainer::train_step() {
               {"lr_adapter", config_.optim.lr_adapter},
               {"lr_lora", config_.optim.lr_lora},
               {"faces_valid", static_cast<double>(global_valid)},
-              {"records_skipped", static_cast<double>(counts[1].item<int64_t>())},
+              {"records_skipped", counts[1]},
               {"time_step_s", seconds_since(t_step)},
               {"time_data_s", data_s},
               {"time_compute_s", compute_s - optimizer_s},

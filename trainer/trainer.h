@@ -24,8 +24,9 @@ namespace lookahead::trainer {
 model::LookaheadModelConfig model_config(const TrainConfig& config, const c10::Device& device);
 
 /// Elements per role of the model `config` describes (built on the meta device), and the bytes
-/// each rank would hold for `world_size` ranks (`ranks_per_node` for placement node).
-std::string describe_model(const TrainConfig& config, int world_size, int ranks_per_node);
+/// each rank would hold for `world_size` ranks (`ranks_per_node` for placement node) computing on
+/// `device` (the World's: model.dtype = auto means bf16 on a GPU, fp32 on the CPU).
+std::string describe_model(const TrainConfig& config, int world_size, int ranks_per_node, const c10::Device& device);
 
 class Trainer {
  public:

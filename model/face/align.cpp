@@ -57,9 +57,15 @@ at::Tensor warp_affine(const at::Tensor& image, const at::Tensor& matrices, int6
   const auto norm_in = at::tensor({2.0 / (w - 1), 0.0, -1.0, 0.0, 2.0 / (h - 1), -1.0, 0.0, 0.0, 1.0}, at::kDouble)
                            .view({3, 3});
   const auto theta = at::matmul(norm_in, at::matmul(inv, denorm_out)).slice(1, 0, 2);  // [B, 2, 3]
-  const auto grid = at::affine_grid_generator(theta.to(image.options()), {b, image.size(1), out_h, out_w},
+  // Sampling coordinates need more than the 8 significant bits of bf16 (a 1024-px image would be
+  // read up to about a pixel off): reduced-precision images are sampled in fp32, and the crop
+  // comes back in the image's dtype. The cast is differentiable, so gradients still reach `image`.
+  const bool reduced = image.scalar_type() == at::kBFloat16 || image.scalar_type() == at::kHalf;
+  const at::Tensor source = reduced ? image.to(at::kFloat) : image;  // [B, C, H, W]
+  const auto grid = at::affine_grid_generator(theta.to(source.options()), {b, image.size(1), out_h, out_w},
                                               /*align_corners=*/true);              // [B, out_h, out_w, 2]
-  return at::grid_sampler(image, grid, /*interpolation_mode=*/0, /*padding_mode=*/0, /*align_corners=*/true);
+  at::Tensor crop = at::grid_sampler(source, grid, /*interpolation_mode=*/0, /*padding_mode=*/0, /*align_corners=*/true);
+  return reduced ? crop.to(image.scalar_type()) : crop;
 }
 
 at::Tensor align_faces(const at::Tensor& images, const at::Tensor& landmarks, int64_t size) {

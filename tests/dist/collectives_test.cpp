@@ -239,6 +239,21 @@ TEST(CollectiveArguments, RejectedWithAClearMessage) {
   EXPECT_EQ(comm->issued(), issued);  // nothing reached the wire
 }
 
+TEST(HostValues, ReducedOverTheRanks) {
+  auto comm = world().comm();
+  const int r = comm->rank(), n = comm->size();
+  // Counts beyond 32 bits stay exact, losses average, flags take the maximum.
+  const double big = static_cast<double>(int64_t{1} << 40);
+  const std::vector<double> sum = all_reduce_values(*comm, {1.0, big + r, 0.25 * r}, ReduceOp::kSum);
+  ASSERT_EQ(sum.size(), 3u);
+  EXPECT_EQ(sum[0], n);
+  EXPECT_EQ(sum[1], n * big + n * (n - 1) / 2.0);
+  EXPECT_DOUBLE_EQ(sum[2], 0.25 * n * (n - 1) / 2.0);
+  EXPECT_DOUBLE_EQ(all_reduce_values(*comm, {2.0 * r}, ReduceOp::kAvg)[0], n - 1.0);
+  EXPECT_EQ(all_reduce_values(*comm, {r == n - 1 ? 1.0 : 0.0}, ReduceOp::kMax)[0], 1.0);
+  EXPECT_TRUE(all_reduce_values(*comm, {}, ReduceOp::kSum).empty());
+}
+
 TEST(CollectiveArguments, RankDependentShapesAreAMismatchNotAHang) {
   auto comm = world().comm();
   const int r = comm->rank(), n = comm->size();

@@ -33,7 +33,9 @@ std::unique_ptr<LookaheadModel> make_model() {
   at::manual_seed(31);
   auto config = model::LookaheadModelConfig::tiny();
   config.lambda_id = 1.0;  // so that the identity branch's gradients weigh as much as the diffusion's
-  auto m = std::make_unique<LookaheadModel>(config);
+  // On the World's device, where the engine puts the shards; batches stay on the CPU (the model
+  // moves its inputs).
+  auto m = std::make_unique<LookaheadModel>(config, world().device());
   at::NoGradGuard no_grad;
   for (auto& [k, t] : m->lora_parameters()) t.normal_(0.0, 0.1);  // every LoRA passes gradients
   return m;
@@ -103,8 +105,8 @@ Trace reference_run() {
     trace.diffusion.push_back(l1.item<double>());
     trace.lookahead.push_back(l2.item<double>());
   }
-  for (auto& [k, t] : m->adapter_parameters()) trace.params[k] = t.detach().clone();
-  for (auto& [k, t] : m->lora_parameters()) trace.params[k] = t.detach().clone();
+  for (auto& [k, t] : m->adapter_parameters()) trace.params[k] = t.detach().cpu().clone();
+  for (auto& [k, t] : m->lora_parameters()) trace.params[k] = t.detach().cpu().clone();
   return trace;
 }
 
@@ -133,13 +135,14 @@ Trace sharded_run(const EngineOptions& options) {
     opt.step();
     opt.zero_grad();
     engine.end_step();
-    at::Tensor losses = at::stack({l1.detach(), l2.detach()}).to(at::kDouble);
-    w.comm()->all_reduce(losses, ReduceOp::kAvg)->wait();
-    trace.diffusion.push_back(losses[0].item<double>());
-    trace.lookahead.push_back(losses[1].item<double>());
+    // Device losses cross to the host before the World's MPI communicator.
+    const std::vector<double> losses =
+        all_reduce_values(*w.comm(), {l1.item<double>(), l2.item<double>()}, ReduceOp::kAvg);
+    trace.diffusion.push_back(losses[0]);
+    trace.lookahead.push_back(losses[1]);
   }
   for (auto& [g, lr] : engine.trainable_groups())
-    for (const auto& e : g->layout().entries) trace.params[e.name] = g->full_tensor(e.name);
+    for (const auto& e : g->layout().entries) trace.params[e.name] = g->full_tensor(e.name).cpu();
   m->set_unit_runner(nullptr);
   return trace;
 }
@@ -156,8 +159,8 @@ TEST(LookaheadEngine, NRanksReproduceOneRankOnTheWholeModel) {
   std::string worst_key;
   auto fresh = make_model();
   std::map<std::string, at::Tensor> initial;
-  for (auto& [k, t] : fresh->adapter_parameters()) initial[k] = t;
-  for (auto& [k, t] : fresh->lora_parameters()) initial[k] = t;
+  for (auto& [k, t] : fresh->adapter_parameters()) initial[k] = t.cpu();
+  for (auto& [k, t] : fresh->lora_parameters()) initial[k] = t.cpu();
   for (const auto& [k, t] : want.params) {
     ASSERT_TRUE(got.params.contains(k)) << k;
     const double err = (got.params.at(k) - t).abs().max().item<double>();

@@ -34,7 +34,12 @@ model::unet::UNetConfig tiny_config() {
                                             "tiny");
 }
 
-/// The UNet with its KV encoder and IP-Adapter, built identically on every rank.
+/// The device everything runs on: the World's, where the engine puts the shards (a GPU when the
+/// World bound one). The unsharded reference runs there too, so both see the same kernels.
+c10::Device device() { return world().device(); }
+
+/// The UNet with its KV encoder and IP-Adapter, built identically on every rank: drawn on the
+/// CPU (GPU random kernels depend on the launch grid), then moved to device().
 struct Model {
   Model()
       : unet((at::manual_seed(7), tiny_config())),
@@ -48,6 +53,10 @@ struct Model {
       v.normal_(0.0, 0.1);
     }
     for (auto& p : unet->parameters()) p.set_requires_grad(false);
+    // Module::to swaps each parameter's data in place, so the tensors the encoder and the
+    // adapter handed out stay the module's.
+    unet->to(device());
+    ip->to(device());
   }
 
   /// Sharding units with their parameters by role; names are the checkpoint keys.
@@ -114,7 +123,7 @@ Batch make_batch(int step, int64_t first, int64_t count) {
     cols[5].push_back(at::randn({1, 6}, gen));
     cols[6].push_back(at::randn({1, 4, 24}, gen));
   }
-  auto cat = [&](int c) { return at::cat(cols[c], 0); };
+  auto cat = [&](int c) { return at::cat(cols[c], 0).to(device()); };
   return Batch{cat(0), cat(1), cat(2), cat(3), cat(4), cat(5), cat(6)};
 }
 
@@ -122,7 +131,7 @@ Batch make_batch(int step, int64_t first, int64_t count) {
 at::Tensor loss(Model& m, const Batch& b, int step) {
   model::unet::UNetInputs ref;
   ref.sample = b.ref;
-  ref.timestep = at::full({b.ref.size(0)}, 100 + 37 * step, at::kLong);
+  ref.timestep = at::full({b.ref.size(0)}, 100 + 37 * step, at::TensorOptions().dtype(at::kLong).device(device()));
   ref.encoder_hidden_states = b.prompt;
   ref.text_embeds = b.text_embeds;
   ref.time_ids = b.time_ids;
@@ -163,7 +172,7 @@ Trace reference_run() {
     opt.step();
     trace.losses.push_back(l.item<double>());
   }
-  for (auto& [k, t] : m.trainables()) trace.params[k] = t.detach().clone();
+  for (auto& [k, t] : m.trainables()) trace.params[k] = t.detach().cpu().clone();
   return trace;
 }
 
@@ -193,12 +202,11 @@ ShardedRun sharded_run(const EngineOptions& options) {
     run.memory.push_back(engine.memory());  // gradient shards still held
     opt.zero_grad();
     engine.end_step();
-    at::Tensor mean = l.detach().reshape({1}).clone();
-    w.comm()->all_reduce(mean, ReduceOp::kAvg)->wait();
-    run.trace.losses.push_back(mean.item<double>());
+    // The loss is on the device; the World's MPI communicator takes host values.
+    run.trace.losses.push_back(all_reduce_values(*w.comm(), {l.item<double>()}, ReduceOp::kAvg)[0]);
   }
   for (auto& [g, lr] : engine.trainable_groups()) {
-    for (const auto& e : g->layout().entries) run.trace.params[e.name] = g->full_tensor(e.name);
+    for (const auto& e : g->layout().entries) run.trace.params[e.name] = g->full_tensor(e.name).cpu();
     run.trainable_numel += g->layout().numel;
     run.reduce_volume_matches =
         run.reduce_volume_matches && g->reduced_elements() == g->reduce_calls() * g->layout().numel;
@@ -236,7 +244,8 @@ void expect_matches_reference(const Trace& got, const std::string& what) {
   // The training moved the parameters (the comparison is not of untouched initial values).
   Model fresh;
   double moved = 0;
-  for (auto& [k, t] : fresh.trainables()) moved = std::max(moved, (want.params.at(k) - t).abs().max().item<double>());
+  for (auto& [k, t] : fresh.trainables())
+    moved = std::max(moved, (want.params.at(k) - t.cpu()).abs().max().item<double>());
   EXPECT_GT(moved, 1e-3) << what;
 }
 

@@ -30,6 +30,13 @@ bool eventually(const std::function<bool()>& pred, double seconds) {
   return pred();
 }
 
+TEST(Watchdog, PollsOnTheDeviceItWasGiven) {
+  // The World passes its device; on the CPU the thread reports the CPU (on a GPU node, world_test
+  // checks that it reports the rank's GPU rather than the thread default, GPU 0).
+  Watchdog dog(0.01, std::make_shared<FlightRecorder>(4), Clock::now(), nullptr, c10::Device(c10::kCPU));
+  EXPECT_EQ(dog.thread_device(), c10::Device(c10::kCPU));
+}
+
 TEST(Watchdog, TimesOutARunningCollectiveWithAReport) {
   auto recorder = std::make_shared<FlightRecorder>(8);
   std::mutex mutex;

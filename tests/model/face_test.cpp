@@ -145,6 +145,29 @@ TEST(FaceAlign, GradientsReachPixels) {
   EXPECT_NEAR(g[0][1][y][x].item<double>(), fd, 1e-6);
 }
 
+TEST(FaceAlign, ReducedPrecisionImagesAreSampledAtFullPrecisionPositions) {
+  // Vertical stripes 8 px wide on a 1024-px image: a crop read from positions off by a fraction
+  // of a pixel differs from the exact one by up to the full contrast at every stripe edge.
+  const auto x = at::arange(1024, at::kLong);
+  const auto stripes =
+      at::floor_divide(x, 8).remainder(2).to(at::kFloat).view({1, 1, 1, 1024}).expand({1, 3, 1024, 1024});
+  const auto lm = arcface_template().unsqueeze(0) * 8.0 + at::tensor({37.0, 21.0}, at::kDouble);  // [1, 5, 2]
+  const auto exact = align_faces(stripes.contiguous(), lm, 112);                                // fp32
+  for (at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {
+    const auto crop = align_faces(stripes.to(dtype).contiguous(), lm, 112);
+    EXPECT_EQ(crop.scalar_type(), dtype);
+    // Only the rounding of the sampled values remains (bf16: 2^-9 of values in [0, 1]); a grid
+    // built in bf16 misplaces the edges and differs by up to 1.
+    EXPECT_LT((crop.to(at::kFloat) - exact).abs().max().item<double>(), 0.01) << c10::toString(dtype);
+  }
+  // The gradient still reaches a bf16 image.
+  auto img = stripes.to(at::kBFloat16).contiguous().requires_grad_(true);
+  align_faces(img, lm, 112).to(at::kFloat).sum().backward();
+  ASSERT_TRUE(img.grad().defined());
+  EXPECT_EQ(img.grad().scalar_type(), at::kBFloat16);
+  EXPECT_GT(img.grad().to(at::kFloat).abs().sum().item<double>(), 0.0);
+}
+
 TEST(FaceMtcnn, KeysOnMeta) {
   Mtcnn net(MtcnnOptions().tensor_options(at::TensorOptions().device(at::kMeta)));
   const auto keys = state_shapes(*net);

@@ -159,14 +159,16 @@ TEST(EncodeSet, ReplacesExistingTensorsAndHalvesLatents) {
     expect_encoded(*cond, *src, *dst, 64);
   }
   // The batch source reads the set's clip_uncond.
-  auto source = open_hdf5_batch_source(tiny_config(o.out), test::world().rank(), test::world().size());
+  auto source = open_hdf5_batch_source(tiny_config(o.out), test::world().rank(), test::world().size(),
+                                       test::world().device());
   EXPECT_NE(source->describe().find("globals/clip_uncond"), std::string::npos) << source->describe();
   const RankBatch b = source->next();
   EXPECT_TRUE(at::equal(b.batch.clip_uncond, cond->clip_uncond()));
   EXPECT_EQ(b.batch.tgt_prompt.sizes(), (at::IntArrayRef{2, 77, 24}));
   EXPECT_EQ(b.batch.z_tgt.sizes(), (at::IntArrayRef{2, 4, 8, 8}));
   // A set without the global: zeros, and describe() says so.
-  auto plain = open_hdf5_batch_source(tiny_config(in), test::world().rank(), test::world().size());
+  auto plain = open_hdf5_batch_source(tiny_config(in), test::world().rank(), test::world().size(),
+                                      test::world().device());
   EXPECT_NE(plain->describe().find("zeros"), std::string::npos) << plain->describe();
   EXPECT_TRUE(at::equal(plain->next().batch.clip_uncond, at::zeros({1, 5, 12})));
 }
@@ -184,8 +186,8 @@ TEST(EncodeSet, OnTheFlyEqualsPrecomputed) {
   encode_training_set(test::world(), *cond, o);
   test::world().comm()->barrier()->wait();
   const int rank = test::world().rank(), size = test::world().size();
-  auto fly = open_hdf5_batch_source(tiny_config(in), rank, size);
-  auto pre = open_hdf5_batch_source(tiny_config(o.out), rank, size);
+  auto fly = open_hdf5_batch_source(tiny_config(in), rank, size, test::world().device());
+  auto pre = open_hdf5_batch_source(tiny_config(o.out), rank, size, test::world().device());
   EXPECT_NE(fly->describe().find("on the fly"), std::string::npos) << fly->describe();
   EXPECT_EQ(fly->latent_shape(), pre->latent_shape());
   for (int step = 0; step < 2; ++step) {
@@ -203,7 +205,7 @@ TEST(EncodeSet, OnTheFlyEqualsPrecomputed) {
   TrainConfig sdxl = tiny_config(in);
   sdxl.model.preset = "sdxl";
   try {
-    open_hdf5_batch_source(sdxl, rank, size);
+    open_hdf5_batch_source(sdxl, rank, size, test::world().device());
     FAIL() << "a raw set was accepted without encoders";
   } catch (const c10::Error& e) {
     EXPECT_NE(std::string(e.what()).find("has no precomputed 'latents'"), std::string::npos) << e.what();
