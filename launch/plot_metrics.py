@@ -5,9 +5,9 @@ Usage: plot_metrics.py RUN_DIR [--png FILE] [--summary FILE] [--resume-step N ..
 
 Writes a PNG with L_diff and L_LH per step (a dashed line at every resume point) and a Markdown
 summary: steps, final losses, mean step time and its breakdown from the time_* fields, the
-checkpoint list and the exported files. Resume points are taken from --resume-step and, in
-addition, detected where the appended metrics.jsonl goes back in steps or where a run continues
-(the file is appended to by every invocation). Needs only the standard library for the summary;
+checkpoint list and the exported files. Resume points are taken from --resume-step, from the
+records marked "resumed" (a resumed run rewrites metrics.jsonl so that every step appears once and
+marks its first record), and, for files written before that, from where the file goes back in steps. Needs only the standard library for the summary;
 matplotlib (Agg) for the plot, which is skipped with a note when matplotlib is missing.
 """
 import argparse
@@ -48,6 +48,11 @@ def repeated_steps(records):
             out.append(s)
         last = s
     return out
+
+
+def marked_resumes(records):
+    """Steps whose record is the first one written after a resume."""
+    return [int(r["step"]) for r in records if r.get("resumed")]
 
 
 def human_bytes(n):
@@ -158,7 +163,7 @@ def main():
     if not raw:
         sys.exit(f"plot_metrics: {metrics} has no step records")
     records = dedupe(raw)
-    resume_steps = sorted(set(a.resume_step) | set(repeated_steps(raw)))
+    resume_steps = sorted(set(a.resume_step) | set(repeated_steps(raw)) | set(marked_resumes(raw)))
     png = a.png or os.path.join(a.run_dir, "loss.png")
     md = a.summary or os.path.join(a.run_dir, "summary.md")
     wrote_png = plot(records, resume_steps, png)

@@ -38,13 +38,20 @@ int run_train(dist::World& world, const std::vector<std::string>& args) {
     return kExitOk;
   }
   world.check_consistent("the resolved training configuration", dist::hash_string(config.resolved_ini));
+  const std::vector<std::string> missing = missing_inputs(config);
+  std::string missing_text;
+  for (const auto& m : missing) missing_text += "\n  " + m;
   if (dry_run) {
-    if (world.is_root())
+    if (world.is_root()) {
       std::cout << "# resolved configuration\n"
                 << config.resolved_ini << "\n# model\n"
                 << trainer::describe_model(config, world.size(), world.local_size(), world.device());
-    return kExitOk;
+      if (!missing.empty()) std::cerr << "lookahead train: missing inputs:" << missing_text << "\n";
+    }
+    return missing.empty() ? kExitOk : kExitUsage;
   }
+  // All at once, before minutes of model building end at the first one.
+  if (!missing.empty()) throw std::invalid_argument("missing inputs:" + missing_text);
   std::signal(SIGTERM, on_stop_signal);
   std::signal(SIGUSR1, on_stop_signal);
   auto data = trainer::open_hdf5_batch_source(config, world.rank(), world.size(), world.device());

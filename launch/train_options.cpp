@@ -5,10 +5,13 @@
 #include <boost/program_options/value_semantic.hpp>
 #include <boost/program_options/variables_map.hpp>
 
+#include <charconv>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <type_traits>
 
 namespace po = boost::program_options;
 
@@ -16,22 +19,36 @@ namespace lookahead::launch {
 
 namespace {
 
-template <typename T>
-po::typed_value<T>* bind(T& target) {
-  return po::value<T>(&target)->default_value(target);
+/// The shortest text that reads back as exactly `v` (1e-05, 0.1, 600): what a user would write,
+/// where a fixed precision prints 0.10000000000000001 or rounds 1e-5 away.
+std::string format_number(double v) {
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::general);
+  return std::string(buf, r.ptr);
 }
 
-/// Boost prints doubles with 6 significant digits in defaults; keep them exact in the resolved INI.
+/// A value as the INI and --help show it: numbers exact and short, booleans as true / false.
+template <typename T>
+std::string format_typed(const T& v) {
+  if constexpr (std::is_same_v<T, bool>) return v ? "true" : "false";
+  else if constexpr (std::is_floating_point_v<T>) return format_number(static_cast<double>(v));
+  else if constexpr (std::is_integral_v<T>) return std::to_string(v);
+  else return v;
+}
+
+template <typename T>
+po::typed_value<T>* bind(T& target) {
+  // Boost's own default text is lexical_cast: 17 digits for doubles and 0/1 for booleans.
+  return po::value<T>(&target)->default_value(target, format_typed(target));
+}
+
 std::string format_value(const boost::any& v) {
-  std::ostringstream s;
-  s.precision(17);
   if (const auto* x = boost::any_cast<std::string>(&v)) return *x;
-  if (const auto* x = boost::any_cast<double>(&v)) s << *x;
-  else if (const auto* x = boost::any_cast<int64_t>(&v)) s << *x;
-  else if (const auto* x = boost::any_cast<uint64_t>(&v)) s << *x;
-  else if (const auto* x = boost::any_cast<bool>(&v)) s << (*x ? "true" : "false");
-  else s << "?";
-  return s.str();
+  if (const auto* x = boost::any_cast<double>(&v)) return format_typed(*x);
+  if (const auto* x = boost::any_cast<int64_t>(&v)) return format_typed(*x);
+  if (const auto* x = boost::any_cast<uint64_t>(&v)) return format_typed(*x);
+  if (const auto* x = boost::any_cast<bool>(&v)) return format_typed(*x);
+  return "?";
 }
 
 void check(bool ok, const std::string& key, const std::string& message) {
@@ -57,9 +74,10 @@ void validate(const trainer::TrainConfig& c, ConfigUse use) {
   check(c.loss.alpha_every > 0, "loss.alpha_every", "must be positive");
   check(c.loss.alpha_p_one >= 0 && c.loss.alpha_p_one <= 1, "loss.alpha_p_one", "must be in [0, 1]");
   check(c.loss.alpha_min >= 0 && c.loss.alpha_min <= 1, "loss.alpha_min", "must be in [0, 1]");
-  check(c.optim.lr_adapter >= 0 && c.optim.lr_lora >= 0, "optim.lr_adapter", "learning rates must be >= 0");
-  check(c.optim.beta1 >= 0 && c.optim.beta1 < 1 && c.optim.beta2 >= 0 && c.optim.beta2 < 1, "optim.beta1",
-        "betas must be in [0, 1)");
+  check(c.optim.lr_adapter >= 0, "optim.lr_adapter", "must be >= 0, got " + format_number(c.optim.lr_adapter));
+  check(c.optim.lr_lora >= 0, "optim.lr_lora", "must be >= 0, got " + format_number(c.optim.lr_lora));
+  check(c.optim.beta1 >= 0 && c.optim.beta1 < 1, "optim.beta1", "must be in [0, 1), got " + format_number(c.optim.beta1));
+  check(c.optim.beta2 >= 0 && c.optim.beta2 < 1, "optim.beta2", "must be in [0, 1), got " + format_number(c.optim.beta2));
   check(c.optim.eps > 0, "optim.eps", "must be positive");
   check(c.train.steps > 0, "train.steps", "must be positive");
   check(c.train.batch_per_rank > 0, "train.batch_per_rank", "must be positive");
@@ -200,6 +218,44 @@ po::options_description train_options(trainer::TrainConfig& c) {
   return all;
 }
 
+std::vector<std::string> missing_inputs(const trainer::TrainConfig& c, ConfigUse use) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> missing;
+  auto need = [&](const char* key, const std::string& path, bool folder) {
+    if (path.empty()) return;
+    std::error_code ec;
+    const fs::file_status st = fs::status(path, ec);
+    if (!fs::exists(st))
+      missing.push_back(std::string(key) + " = " + path + ": no such " + (folder ? "folder" : "file"));
+    else if (folder && !fs::is_directory(st))
+      missing.push_back(std::string(key) + " = " + path + ": not a folder");
+    else if (!folder && fs::is_directory(st))
+      missing.push_back(std::string(key) + " = " + path + ": a folder, not a file");
+  };
+  if (c.model.preset == "sdxl" && use != ConfigUse::kEncode) {
+    need("model.unet_weights", c.model.unet_weights, false);
+    need("model.ip_adapter", c.model.ip_adapter, false);
+    need("model.lcm_lora", c.model.lcm_lora, false);
+    need("model.taesd", c.model.taesd, false);
+    need("model.arcface", c.model.arcface, false);
+  }
+  need("model.unet_config", c.model.unet_config, false);
+  need("model.mtcnn", c.model.mtcnn, true);
+  if (!c.model.mtcnn.empty() && fs::is_directory(c.model.mtcnn))
+    for (const char* net : {"pnet.pt", "rnet.pt", "onet.pt"})
+      need("model.mtcnn", c.model.mtcnn + "/" + net, false);
+  need("model.sdxl_folder", c.model.sdxl_folder, true);
+  need("model.vae", c.model.vae, true);
+  need("model.image_encoder", c.model.image_encoder, true);
+  if (use == ConfigUse::kTrain) need("data.train_set", c.data.train_set, false);
+  if (use == ConfigUse::kTrain && c.eval.every > 0) {
+    need("eval.eval_set", c.eval.eval_set, false);
+    need("eval.prompts", c.eval.prompts, false);
+    need("eval.clip_model", c.eval.clip_model, true);
+  }
+  return missing;
+}
+
 std::string train_help() {
   trainer::TrainConfig defaults;
   std::ostringstream s;
@@ -233,6 +289,12 @@ trainer::TrainConfig parse_train_config(const std::vector<std::string>& args, bo
   }
   po::notify(vm);
   if (help) return config;
+  // Without a file every setting is a default, and the first complaint would be about whichever
+  // required key validation reaches first; say what is actually missing.
+  if (config_file.empty())
+    throw std::invalid_argument(
+        "--config: no configuration file given; start from launch/configs/tiny.ini (CPU-sized) or "
+        "launch/configs/sdxl-lookahead.ini, and override any key with --section.key=value");
   validate(config, use);
   // The resolved configuration as INI, in section order.
   std::ostringstream ini;

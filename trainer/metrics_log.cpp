@@ -6,11 +6,13 @@
 #include <cmath>
 #include <cstdio>
 #include <stdexcept>
+#include <vector>
 
 namespace lookahead::trainer {
 
 MetricsLog::MetricsLog(const std::string& path, bool enabled, bool progress, int64_t total_steps)
-    : enabled_(enabled), progress_(progress && enabled), total_(total_steps), start_(std::chrono::steady_clock::now()) {
+    : path_(path), enabled_(enabled), progress_(progress && enabled), total_(total_steps),
+      start_(std::chrono::steady_clock::now()) {
   if (!enabled_ || path.empty()) return;
   file_.open(path, std::ios::app);
   if (!file_) throw std::runtime_error("cannot open the metrics file '" + path + "' for appending");
@@ -26,6 +28,8 @@ void MetricsLog::write(const StepRecord& r) {
     nlohmann::json j;
     j["step"] = r.step;
     for (const auto& [k, v] : r.values) j[k] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
+    if (mark_resumed_) j["resumed"] = 1;
+    mark_resumed_ = false;
     file_ << j.dump() << "\n";
     file_.flush();  // a killed run keeps every step it finished
   }
@@ -57,6 +61,41 @@ void MetricsLog::write(const StepRecord& r) {
                static_cast<int>(eta) % 60);
   std::fflush(stderr);
   bar_shown_ = true;
+}
+
+void MetricsLog::truncate_from(int64_t step) {
+  if (!enabled_ || path_.empty()) return;
+  file_.close();
+  std::vector<std::string> kept;
+  {
+    std::ifstream in(path_);
+    std::string line;
+    int64_t number = 0;
+    while (std::getline(in, line)) {
+      ++number;
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      // A line cut short by a kill mid-write is dropped, as are steps the resume will redo.
+      if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j["step"].is_number_integer()) {
+        std::fprintf(stderr, "metrics: %s:%lld: dropped an unreadable line\n", path_.c_str(),
+                     static_cast<long long>(number));
+        continue;
+      }
+      if (j["step"].get<int64_t>() < step) kept.push_back(line);
+    }
+  }
+  const std::string tmp = path_ + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    for (const auto& l : kept) out << l << "\n";
+    out.flush();
+    if (!out) throw std::runtime_error("cannot rewrite the metrics file '" + path_ + "' (writing " + tmp + ")");
+  }
+  if (std::rename(tmp.c_str(), path_.c_str()) != 0)
+    throw std::runtime_error("cannot replace the metrics file '" + path_ + "' with " + tmp);
+  file_.open(path_, std::ios::app);
+  if (!file_) throw std::runtime_error("cannot open the metrics file '" + path_ + "' for appending");
+  mark_resumed_ = true;
 }
 
 void MetricsLog::message(const std::string& text) {

@@ -24,11 +24,18 @@ class MetricsLog {
   MetricsLog(const std::string& path, bool enabled, bool progress, int64_t total_steps);
   ~MetricsLog();
   void write(const StepRecord& record);
+  /// A resumed run starts again at `step`: records of steps >= `step` (written after the checkpoint
+  /// by the run that stopped) are dropped from the file, so every step appears once, and the next
+  /// record written carries "resumed": 1 (plots mark the resume point with it). The file is
+  /// rewritten to a temporary name and renamed, so a crash leaves the old or the new file whole.
+  void truncate_from(int64_t step);
   /// Prints a line that stays (above the progress bar).
   void message(const std::string& text);
 
  private:
+  std::string path_;
   bool enabled_, progress_;
+  bool mark_resumed_ = false;
   int64_t total_;
   std::ofstream file_;
   std::chrono::steady_clock::time_point start_;

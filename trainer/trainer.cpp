@@ -72,8 +72,10 @@ std::string describe_model(const TrainConfig& c, int world_size, int ranks_per_n
   s << "parameters (" << units << " sharding units):\n"
     << "  frozen base      " << frozen << "\n"
     << "  frozen LCM-LoRA  " << lcm << (c.model.preset == "sdxl" ? " (attached from model.lcm_lora at load)" : "") << "\n"
-    << "  trainable adapter " << adapter << " (lr " << c.optim.lr_adapter << ")\n"
+    << "  trainable adapter " << adapter << " (lr " << std::defaultfloat << std::setprecision(6)
+    << c.optim.lr_adapter << ")\n"
     << "  trainable LoRA   " << lora << " (lr " << c.optim.lr_lora << ")\n"
+    << std::fixed << std::setprecision(1)
     << "memory per rank, " << world_size << " rank(s) on " << (device.is_cuda() ? "GPU" : "CPU") << ", placement "
     << c.dist.placement << ", frozen weights in " << (frozen_bytes == 2.0 ? "bf16" : "fp32")
     << " (weights and optimizer only, activations excluded):\n"
@@ -218,19 +220,25 @@ StepRecord Trainer::train_step() {
   engine_->end_step();
   const double compute_s = seconds_since(t0);
 
-  // The losses live on the model's device (CUDA on GPUs); their values cross to the host here.
-  const std::vector<double> losses = dist::all_reduce_values(
-      *world_.comm(), {l1.detach().item<double>(), l2_global.detach().item<double>()}, dist::ReduceOp::kAvg);
+  // Logged values are the global batch's, whatever the rank count: loss means over ranks (each a
+  // mean over its equal share) and timestep means over every sample. The losses live on the
+  // model's device (CUDA on GPUs); their values cross to the host here.
+  const std::vector<double> sums = dist::all_reduce_values(
+      *world_.comm(),
+      {l1.detach().item<double>(), l2_global.detach().item<double>(), draw.timesteps.to(at::kDouble).sum().item<double>(),
+       draw.lcm_timesteps.to(at::kDouble).sum().item<double>()},
+      dist::ReduceOp::kSum);
+  const double ranks = static_cast<double>(world_.size()), samples = static_cast<double>(global);
 
   StepRecord r;
   r.step = step_;
   const auto& times = engine_->times();
   const auto mem = engine_->memory();
-  r.values = {{"loss_diffusion", losses[0]},
-              {"loss_lookahead", losses[1]},
+  r.values = {{"loss_diffusion", sums[0] / ranks},
+              {"loss_lookahead", sums[1] / ranks},
               {"alpha", alpha},
-              {"t_diffusion_mean", draw.timesteps.to(at::kDouble).mean().item<double>()},
-              {"t_lookahead_mean", draw.lcm_timesteps.to(at::kDouble).mean().item<double>()},
+              {"t_diffusion_mean", sums[2] / samples},
+              {"t_lookahead_mean", sums[3] / samples},
               {"grad_norm", norm2},
               {"lr_adapter", config_.optim.lr_adapter},
               {"lr_lora", config_.optim.lr_lora},
@@ -335,6 +343,7 @@ std::string Trainer::resume(const std::string& what) {
   const std::filesystem::path source = what == "latest" ? std::filesystem::path(checkpoint_dir()) : std::filesystem::path(what);
   if (what == "latest" && ckpt::list_checkpoints(source).empty()) {
     log_->message("resume = latest: no checkpoint in " + source.string() + ", starting at step 0");
+    if (data_) log_->truncate_from(0);  // what a run that died before its first checkpoint logged
     return {};
   }
   ckpt::LoadRequest req;
@@ -349,12 +358,18 @@ std::string Trainer::resume(const std::string& what) {
   const ckpt::LoadResult r = ckpt::load_checkpoint(req);
   for (const auto& s : r.skipped) log_->message("skipped damaged checkpoint " + s);
   step_ = r.step;
-  if (data_) data_->seek(DataCursor{r.cursor.epoch, r.cursor.global_index});
+  if (data_) {
+    data_->seek(DataCursor{r.cursor.epoch, r.cursor.global_index});
+    // Steps logged after this checkpoint by the run that stopped are redone now.
+    log_->truncate_from(step_);
+  }
   alpha_->restore(model::AlphaSchedule::State{r.alpha.value, r.alpha.step_drawn});
   if (r.rng_state) set_generator_state(*r.rng_state);
   if (r.rng_rederived) log_->message(r.rng_note);
-  log_->message("resumed from " + r.path.string() + " at step " + std::to_string(step_) + " (saved on " +
-                std::to_string(r.saved_world_size) + " rank(s), now " + std::to_string(world_.size()) + ")");
+  // Export and evaluation load checkpoints without training on: they do not resume anything.
+  log_->message((data_ ? "resumed from " : "loaded checkpoint ") + r.path.string() + " at step " +
+                std::to_string(step_) + " (saved on " + std::to_string(r.saved_world_size) + " rank(s), now " +
+                std::to_string(world_.size()) + ")");
   return r.path.string();
 }
 

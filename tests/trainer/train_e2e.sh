@@ -108,6 +108,27 @@ np2 | np3)
   train "$np" "$T/run" "$T/run.log" --train.steps=12 --train.checkpoint_every=6
   grep -q "trained 12 step(s), now at step 12 of 12" "$T/run.log" || { show "$T/run.log"; fail "no completion line"; }
   check_run "$T/run" 12 6
+  # Logged values are the global batch's: one rank with the whole global batch logs the same.
+  train 1 "$T/one" "$T/one.log" --train.steps=3 --train.checkpoint_every=3 --train.batch_per_rank=$((2 * np))
+  "$PY" - "$T/run/metrics.jsonl" "$T/one/metrics.jsonl" "$np" <<'EOF' || fail "logged values depend on the rank count"
+import json, math, sys
+many = [json.loads(l) for l in open(sys.argv[1]) if l.strip()][:3]
+one = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
+bad = 0
+for a, b in zip(many, one):
+    for k in sorted(set(a) | set(b)):
+        if k.startswith(("time_", "mem_")): continue  # rank 0's own, by definition
+        x, y = a.get(k), b.get(k)
+        exact = k in ("step", "alpha", "t_diffusion_mean", "t_lookahead_mean", "faces_valid", "records_skipped",
+                      "lr_adapter", "lr_lora")
+        # Losses and norms: the same samples, summed in another order (fp32).
+        ok = x == y if exact else (x is not None and y is not None and math.isclose(x, y, rel_tol=1e-4, abs_tol=1e-6))
+        if not ok:
+            print(f"FAIL: step {a['step']}: {k}: {sys.argv[3]} ranks {x!r}, 1 rank {y!r}")
+            bad += 1
+if bad or len(one) != 3: sys.exit(1)
+print(f"{sys.argv[3]} ranks vs 1 rank with the same global batch: steps 0..2 log the same values")
+EOF
   ;;
 
 resume)
@@ -131,6 +152,10 @@ for x, y in zip(a, b):
             print(f"FAIL: step {x['step']}: {k}: uninterrupted {x[k]!r} vs resumed {y.get(k)!r}")
             bad += 1
 n = len([k for k in a[0] if not k.startswith(("time_", "mem_"))])
+marked = [y["step"] for y in b if y.get("resumed")]
+if marked != [6]:
+    print(f"FAIL: records marked resumed: {marked}, expected [6]")
+    bad += 1
 if bad: sys.exit(1)
 print(f"resume: steps 0..{len(a) - 1}: all {n} non-timing metrics bit-identical (resumed at step 6)")
 EOF
@@ -216,14 +241,16 @@ kill)
   echo "kill: rank 1 (pid $victim) killed at metrics line $n_at_kill; job ended rc $BG_RC in $took s; last checkpoint step $ck"
   train 3 "$T/run" "$T/resume.log" --timeout 30 --train.steps=12 --train.checkpoint_every=3 --train.resume=latest
   grep -q "resumed from .* at step $ck " "$T/resume.log" || { show "$T/resume.log"; fail "no resume at step $ck"; }
-  "$PY" - "$T/run/metrics.jsonl" "$n_after" "$ck" 12 <<'EOF' || fail "metrics lost or out of order across the kill"
+  "$PY" - "$T/run/metrics.jsonl" "$n_after" "$ck" 12 <<'EOF' || fail "metrics lost, repeated or out of order across the kill"
 import json, sys
-steps = [json.loads(l)["step"] for l in open(sys.argv[1]) if l.strip()]
+records = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+steps = [r["step"] for r in records]
 n_before, ck, total = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-before, after = steps[:n_before], steps[n_before:]
-if before[:ck] != list(range(ck)): sys.exit(f"FAIL: steps before the kill {before}, expected to start 0..{ck - 1}")
-if after != list(range(ck, total)): sys.exit(f"FAIL: resumed steps {after}, expected {ck}..{total - 1}")
-print(f"kill: steps 0..{ck - 1} kept, {before[ck:]} redone, resumed {ck}..{total - 1}")
+# The resume drops what the killed run logged after its checkpoint: every step appears once.
+if steps != list(range(total)): sys.exit(f"FAIL: steps {steps}, expected 0..{total - 1} once each")
+marked = [r["step"] for r in records if r.get("resumed")]
+if marked != [ck]: sys.exit(f"FAIL: records marked resumed: {marked}, expected [{ck}]")
+print(f"kill: steps 0..{ck - 1} kept, {n_before - ck} logged after the checkpoint redone once, resumed at {ck}")
 EOF
   [ -s "$T/run/export/ip_adapter.safetensors" ] || fail "no export after the resumed run"
   ;;
@@ -252,8 +279,30 @@ config_errors)
   expect bad-loss-mode 2 "loss\.mode" -- "$BIN" train --config "$CONFIG" --loss.mode=bogus
   { cat "$CONFIG"; printf '\n[train]\nbogus_key_e2e = 1\n'; } >"$T/bad.ini"
   expect unknown-ini-key 2 "bogus_key_e2e" -- "$BIN" train --config "$T/bad.ini"
-  expect dry-run 0 "\[loss\]" -- "$BIN" train --config "$CONFIG" --dry-run
-  grep -q "trainable" "$T/out.log" || { show "$T/out.log"; fail "dry-run: no 'trainable' in the output"; }
+  # Each error names the key that is wrong, not a neighbour checked in the same breath.
+  expect bad-lr-lora 2 "optim\.lr_lora: must be >= 0, got -1" -- "$BIN" train --config "$CONFIG" --optim.lr_lora=-1
+  expect bad-beta2 2 "optim\.beta2: must be in \[0, 1\), got 1\.5" -- "$BIN" train --config "$CONFIG" --optim.beta2=1.5
+  expect no-config 2 "--config: no configuration file given" -- "$BIN" train
+  # --help shows defaults as written: 1e-05 and true/false, never 17 digits or 0/1.
+  expect help 0 "optim\.lr_adapter arg \(=1e-05\)" -- "$BIN" train --help
+  grep -q "train\.progress arg (=true)" "$T/out.log" || { show "$T/out.log"; fail "help: booleans not shown as true/false"; }
+  ! grep -q "0\.1000000000000000" "$T/out.log" || { show "$T/out.log"; fail "help: 17-digit defaults"; }
+  # The dry run names every missing input and fails; with the inputs present it passes.
+  expect dry-run-missing 2 "data\.train_set = $T/none\.h5: no such file" -- "$BIN" train --config "$CONFIG" --dry-run \
+    --data.train_set="$T/none.h5" --model.mtcnn="$T/no-mtcnn"
+  grep -q "model\.mtcnn = $T/no-mtcnn: no such folder" "$T/out.log" || { show "$T/out.log"; fail "dry-run: mtcnn not named"; }
+  synth
+  expect dry-run 0 "\[loss\]" -- "$BIN" train --config "$CONFIG" --dry-run --data.train_set="$T/data.h5"
+  grep -q "trainable adapter .*(lr 0\.001)" "$T/out.log" || { show "$T/out.log"; fail "dry-run: learning rate not shown as 0.001"; }
+  grep -q "lr_lora = 0\.0005$" "$T/out.log" || { show "$T/out.log"; fail "dry-run: resolved INI does not show lr_lora = 0.0005"; }
+  expect train-missing 2 "missing inputs:" -- "$BIN" train --config "$CONFIG" --data.train_set="$T/none.h5"
+  # Export loads a checkpoint; it resumes nothing and leaves the run's metrics alone.
+  train 1 "$T/run" "$T/run.log" --train.steps=2 --train.checkpoint_every=1
+  before=$(cat "$T/run/metrics.jsonl")
+  expect export 0 "loaded checkpoint .* at step 1 " -- "$BIN" export --config "$CONFIG" --train.out="$T/run" \
+    --checkpoint "$T/run/checkpoints/step-000001.h5" --out "$T/exp"
+  ! grep -q "resumed from" "$T/out.log" || { show "$T/out.log"; fail "export: says 'resumed from'"; }
+  [ "$(cat "$T/run/metrics.jsonl")" = "$before" ] || fail "export changed metrics.jsonl"
   ;;
 
 *)
