@@ -10,6 +10,9 @@ namespace lookahead::data {
 
 namespace {
 
+/// Replacement pairs tried for one sample before data.skip_corrupt gives up on the set.
+constexpr int kMaxReplacements = 16;
+
 Pairing pairing_for(const TrainingSet& set, uint64_t seed, int64_t epoch) {
   return make_pairs(set.identities(), set.photo_flags(), seed, epoch);
 }
@@ -180,16 +183,31 @@ Batch Loader::load(const SampleBatch& sb, const std::vector<Pair>& pairs) const 
       throw DataError(set.path(), index, std::string("loading failed: ") + e.what());
     }
   };
+  std::vector<Pair> epoch_pairs;  // this epoch's pairing, built on the first corrupt sample
   for (size_t j = 0; j < pairs.size(); ++j) {
-    const Pair& p = pairs[j];
+    Pair p = pairs[j];
     Record t, r;
-    try {
-      t = get(p.target);
-      r = get(p.reference);
-    } catch (const DataError&) {
-      if (!opt_.skip_corrupt) throw;
-      ++b.skipped;
-      continue;
+    for (int attempt = 0;; ++attempt) {
+      try {
+        t = get(p.target);
+        r = get(p.reference);
+        break;
+      } catch (const DataError& e) {
+        if (!opt_.skip_corrupt) throw;
+        ++b.skipped;
+        if (attempt + 1 >= kMaxReplacements)
+          throw DataError(set.path(), e.record(),
+                          "data.skip_corrupt: " + std::to_string(kMaxReplacements) +
+                              " pairs in a row were corrupt for one sample; the set is damaged beyond skipping (last: " +
+                              e.what() + ")");
+        // A corrupt pair is replaced, not dropped, so that every rank's batch keeps its size. The
+        // replacement is drawn from (seed, epoch, sample index, attempt) alone: any rank count
+        // picks the same one, and the sampler's order and cursor are untouched.
+        if (epoch_pairs.empty()) epoch_pairs = pairing_for(set, opt_.seed, sb.epoch).pairs;
+        SplitMix pick(derive_seed(opt_.seed ^ 0x736b6970ull, static_cast<uint64_t>(sb.epoch),
+                                  static_cast<uint64_t>(sb.indices.at(j)) * 64 + static_cast<uint64_t>(attempt)));
+        p = epoch_pairs[pick.next() % epoch_pairs.size()];
+      }
     }
     // Augmentation draws depend on (seed, epoch, sample index) only.
     SplitMix aug(derive_seed(opt_.seed ^ 0x61756721ull, static_cast<uint64_t>(sb.epoch),

@@ -29,14 +29,16 @@ struct LoaderOptions {
   uint64_t seed = 0;          ///< drives the pairing and the sampler permutation
   int threads = 2;            ///< decoding threads; 0 = decode in the caller's thread on next()
   int prefetch = 4;           ///< batches decoded ahead of the consumer (>= 1)
-  bool skip_corrupt = false;  ///< drop (and count) samples whose target or reference is corrupt
+  /// Replace (and count) samples whose target or reference is corrupt by another pair drawn from
+  /// (seed, epoch, sample index), so batches keep their size and any rank count sees the same.
+  bool skip_corrupt = false;
   /// Augmentation (each image of a pair drawn independently, from (seed, epoch, sample) only, so
   /// any thread or rank count gives the same batches). Crops then only differ on non-square images.
   bool random_crop = false;   ///< Resize + RandomCrop (the official transform) instead of a center crop
   double hflip_p = 0;         ///< probability of a horizontal flip (landmark roles swapped with it)
 };
 
-/// One rank's batch. B = this rank's slice (minus skipped samples); S = resolution.
+/// One rank's batch. B = this rank's slice (corrupt samples replaced under skip_corrupt); S = resolution.
 struct Batch {
   int64_t epoch = 0, step = 0;
   Cursor start;  ///< cursor before this batch
@@ -53,7 +55,7 @@ struct Batch {
   at::Tensor target_prompt_embeds, reference_prompt_embeds;        ///< [B,M,D]
   at::Tensor target_pooled_prompt_embeds, reference_pooled_prompt_embeds;  ///< [B,P]
   at::Tensor reference_clip_features;                              ///< [B,T,D]
-  int64_t skipped = 0;  ///< corrupt samples dropped from this batch (skip_corrupt)
+  int64_t skipped = 0;  ///< corrupt pairs replaced in this batch (skip_corrupt)
   int64_t size() const { return static_cast<int64_t>(pairs.size()); }
 };
 
@@ -75,7 +77,7 @@ class Loader {
   /// Resumes at `c` (e.g. from a checkpoint, possibly written at another world size).
   void set_cursor(const Cursor& c);
 
-  /// Corrupt samples skipped in the batches returned so far.
+  /// Corrupt pairs replaced in the batches returned so far.
   int64_t skipped() const;
   int64_t num_pairs() const { return num_pairs_; }
   int64_t batches_per_epoch() const;

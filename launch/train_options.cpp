@@ -147,7 +147,8 @@ po::options_description train_options(trainer::TrainConfig& c) {
       ("data.resolution", bind(c.data.resolution), "image side after resize / center crop (8 x the latent side)")
       ("data.loader_threads", bind(c.data.loader_threads), "background decoding threads per rank")
       ("data.prefetch_batches", bind(c.data.prefetch_batches), "batches decoded ahead")
-      ("data.skip_corrupt", bind(c.data.skip_corrupt), "skip and count corrupt records instead of stopping")
+      ("data.skip_corrupt", bind(c.data.skip_corrupt),
+       "replace (by a pair drawn from seed, epoch and sample) and count corrupt records instead of stopping")
       ("data.random_crop", bind(c.data.random_crop),
        "Resize + RandomCrop (official; differs from the center crop only on non-square images); needs on-the-fly "
        "encoding")

@@ -2,6 +2,8 @@
 // records (error naming the index, or skipped and counted), precomputed tensors stacked.
 #include <gtest/gtest.h>
 
+#include <memory>
+
 #include "data/image_io.h"
 #include "data/loader.h"
 #include "tests/data/data_test_util.h"
@@ -98,7 +100,7 @@ TEST(DataLoader, CorruptRecordIsRethrownWithItsIndex) {
   }  // the destructor joins workers that are still decoding
 }
 
-TEST(DataLoader, SkipCorruptCountsAndContinues) {
+TEST(DataLoader, SkipCorruptReplacesAndKeepsTheBatchSize) {
   ScratchDir d;
   const std::string path = test::make_synth(d, 4, 3, 32);
   test::corrupt_record(path, 5);
@@ -106,18 +108,54 @@ TEST(DataLoader, SkipCorruptCountsAndContinues) {
   LoaderOptions o = options(2);
   o.skip_corrupt = true;
   Loader l(set, o);
-  int64_t samples = 0;
-  for (int k = 0; k < l.batches_per_epoch(); ++k) {
-    Batch b = l.next();
-    samples += b.size();
-    EXPECT_EQ(b.target_images.size(0), b.size());
-    for (const Pair& p : b.pairs) {
-      EXPECT_NE(p.target, 5);
-      EXPECT_NE(p.reference, 5);
+  int64_t replaced = 0;
+  for (int epoch = 0; epoch < 2; ++epoch)
+    for (int k = 0; k < l.batches_per_epoch(); ++k) {
+      Batch b = l.next();
+      // The trainer's step draws are sized by the batch: a replaced sample keeps its place.
+      EXPECT_EQ(b.size(), 4);
+      EXPECT_EQ(b.target_images.size(0), 4);
+      EXPECT_EQ(b.reference_landmarks.size(0), 4);
+      replaced += b.skipped;
+      for (const Pair& p : b.pairs) {
+        EXPECT_NE(p.target, 5);
+        EXPECT_NE(p.reference, 5);
+      }
     }
+  EXPECT_GE(replaced, 2) << "record 5 is a target once per epoch";
+  EXPECT_EQ(l.skipped(), replaced);
+}
+
+TEST(DataLoader, SkipCorruptGivesEveryRankCountTheSameBatches) {
+  // The replacement of a corrupt sample depends on (seed, epoch, sample) only: two ranks' slices
+  // put together are the one-rank batch, replacements included.
+  ScratchDir d;
+  const std::string path = test::make_synth(d, 4, 3, 32);
+  test::corrupt_record(path, 5);
+  test::corrupt_record(path, 8);
+  auto set = TrainingSet::open(path);
+  LoaderOptions one = options(0);
+  one.skip_corrupt = true;
+  Loader whole(set, one);
+  std::vector<std::unique_ptr<Loader>> halves;
+  for (int r = 0; r < 2; ++r) {
+    LoaderOptions o = one;
+    o.rank = r;
+    o.world_size = 2;
+    halves.push_back(std::make_unique<Loader>(set, o));
   }
-  EXPECT_GE(l.skipped(), 1);
-  EXPECT_EQ(samples + l.skipped(), l.batches_per_epoch() * 4);
+  int64_t replaced = 0;
+  for (int k = 0; k < 2 * whole.batches_per_epoch(); ++k) {
+    const Batch w = whole.next();
+    const Batch a = halves[0]->next(), b = halves[1]->next();
+    std::vector<Pair> joined = a.pairs;
+    joined.insert(joined.end(), b.pairs.begin(), b.pairs.end());
+    EXPECT_EQ(joined, w.pairs) << "batch " << k;
+    EXPECT_EQ(a.skipped + b.skipped, w.skipped) << "batch " << k;
+    EXPECT_TRUE(at::equal(at::cat({a.target_images, b.target_images}), w.target_images)) << "batch " << k;
+    replaced += w.skipped;
+  }
+  EXPECT_GE(replaced, 4);
 }
 
 TEST(DataLoader, PrecomputedTensorsAreStacked) {

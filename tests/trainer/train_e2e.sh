@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # `lookahead train` end to end on the tiny model and the tiny synthetic set: runs at 2 and 3 ranks,
 # bit-exact resume, resharding a checkpoint to another rank count, SIGTERM (checkpoint + exit 0),
-# a killed rank (the job ends, nothing before the last checkpoint is lost), the exported IP-Adapter
+# a killed rank (the job ends, nothing before the last checkpoint is lost), corrupt records (skipped
+# with data.skip_corrupt, an error naming the record without), the exported IP-Adapter
 # loading into diffusers, and config errors.
 # Usage: train_e2e.sh MPIEXEC LOOKAHEAD SOURCE_DIR WORK_DIR MODE
-#   MODE: np2 | np3 | resume | reshard | sigterm | kill | export_diffusers | config_errors
+#   MODE: np2 | np3 | resume | reshard | sigterm | kill | corrupt | export_diffusers | config_errors
 set -uo pipefail
 MPIEXEC=$1 BIN=$2 SRC=$3 WORK=$4 MODE=$5
 PY=${LA_PYTHON:-$SRC/.venv/bin/python}
@@ -253,6 +254,45 @@ if marked != [ck]: sys.exit(f"FAIL: records marked resumed: {marked}, expected [
 print(f"kill: steps 0..{ck - 1} kept, {n_before - ck} logged after the checkpoint redone once, resumed at {ck}")
 EOF
   [ -s "$T/run/export/ip_adapter.safetensors" ] || fail "no export after the resumed run"
+  ;;
+
+corrupt)
+  # Records whose image no longer decodes: skipped (replaced) with data.skip_corrupt, every rank's
+  # batch keeping its size; without it the run stops naming the record.
+  synth
+  "$PY" - "$T/data.h5" <<'EOF' || fail "could not corrupt the set"
+import sys
+path = sys.argv[1]
+data = bytearray(open(path, "rb").read())
+sig = b"\x89PNG\r\n\x1a\n"
+starts, i = [], data.find(sig)
+while i >= 0:
+    starts.append(i)
+    i = data.find(sig, i + 1)
+if len(starts) != 32: sys.exit(f"FAIL: {len(starts)} PNG images in the set, expected 32")
+for k in (3, 11, 17, 26):  # four records of four identities
+    j = data.index(b"IDAT", starts[k])
+    n = int.from_bytes(data[j - 4:j], "big")
+    mid = j + 4 + n // 2
+    data[mid:mid + 4] = bytes(255 - b for b in data[mid:mid + 4])
+open(path, "wb").write(data)
+print("corrupted the images of 4 records")
+EOF
+  timeout 120 "$MPIEXEC" -np 2 --oversubscribe "$BIN" train --config "$CONFIG" --data.train_set="$T/data.h5" \
+    --train.out="$T/strict" --train.progress=false --train.steps=8 >"$T/strict.log" 2>&1
+  rc=$?
+  [ "$rc" -ne 0 ] || { show "$T/strict.log"; fail "training over corrupt records without data.skip_corrupt succeeded"; }
+  grep -Eq "data\.h5.* record [0-9]+" "$T/strict.log" || { show "$T/strict.log"; fail "the error does not name the record"; }
+  # One epoch (32 records, global batch 4): every record is a target once.
+  train 2 "$T/run" "$T/run.log" --train.steps=8 --train.checkpoint_every=8 --data.skip_corrupt=true
+  check_run "$T/run" 8 8
+  "$PY" - "$T/run/metrics.jsonl" <<'EOF' || fail "corrupt records not counted"
+import json, sys
+rs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+n = sum(r["records_skipped"] for r in rs)
+if n < 4: sys.exit(f"FAIL: {n} records skipped over one epoch, expected at least 4")
+print(f"corrupt: {n} corrupt pairs replaced over one epoch; every step trained the full global batch")
+EOF
   ;;
 
 export_diffusers)
