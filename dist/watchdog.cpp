@@ -5,6 +5,7 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 
 #include <cstdio>
+#include <optional>
 #include <sstream>
 
 #include "dist/communicator.h"
@@ -41,6 +42,13 @@ void Watchdog::watch(WorkHandle work, std::weak_ptr<Communicator> comm, double t
 size_t Watchdog::in_flight() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return entries_.size();
+}
+
+void Watchdog::report_on_stop(const std::atomic<bool>* flag, double stalled_s) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  stop_flag_ = flag;
+  stop_stalled_s_ = stalled_s;
+  stop_reported_ = false;
 }
 
 c10::Device Watchdog::thread_device() const {
@@ -88,25 +96,53 @@ void Watchdog::loop() {
       }
       ++i;
     }
-    if (expired.empty()) continue;
+    std::optional<Entry> stalled;  // reported once a stop signal came in (report_on_stop)
+    if (stop_flag_ && !stop_reported_ && stop_flag_->load()) {
+      // A stop signal while this rank waits in a collective: the usual preemption finishes the
+      // collective within moments; a dead peer never does, and the launcher kills us shortly.
+      for (const Entry& e : entries_)
+        if (e.work->state() == WorkState::kRunning &&
+            std::chrono::duration<double>(now - e.work->start_time()).count() >= stop_stalled_s_) {
+          stalled = e;
+          stop_reported_ = true;
+          break;
+        }
+    }
+    if (expired.empty() && !stalled) continue;
     lock.unlock();
+    if (stalled) {
+      const double waited = std::chrono::duration<double>(now - stalled->work->start_time()).count();
+      std::fprintf(stderr,
+                   "[lookahead %s] stop signal received while this rank has waited %.1f s for %s. If the job is "
+                   "ending because a rank died, it is one of those this rank waits for. Recent collectives on this "
+                   "rank (oldest first, times from start):\n%s",
+                   where().c_str(), waited, describe(*stalled).c_str(), recorder_->dump(origin_).c_str());
+      std::fflush(stderr);
+    }
     for (const Entry& e : expired)
       fire(e, std::chrono::duration<double>(now - e.work->start_time()).count());
     lock.lock();
   }
 }
 
-void Watchdog::fire(const Entry& entry, double elapsed_s) {
+std::string Watchdog::describe(const Entry& entry) const {
   const WorkInfo& info = entry.work->info();
   auto comm = entry.comm.lock();
-  std::ostringstream report;
+  std::ostringstream s;
   char head[256];
   std::snprintf(head, sizeof head, "%s #%llu (%s, %lld bytes)", to_string(info.op),
                 static_cast<unsigned long long>(info.seq), dtype_name(info.dtype),
                 static_cast<long long>(info.bytes));
-  report << "collective timeout: " << head << " on communicator '" << info.comm_name << "' (" << info.backend;
-  if (comm) report << ", rank " << comm->rank() << " of " << comm->size();
-  report << ") did not complete within " << entry.timeout_s << " s (running for " << elapsed_s << " s) at "
+  s << head << " on communicator '" << info.comm_name << "' (" << info.backend;
+  if (comm) s << ", rank " << comm->rank() << " of " << comm->size();
+  s << ")";
+  return s.str();
+}
+
+void Watchdog::fire(const Entry& entry, double elapsed_s) {
+  std::ostringstream report;
+  report << "collective timeout: " << describe(entry) << " did not complete within " << entry.timeout_s
+         << " s (running for " << elapsed_s << " s) at "
          << where() << ".\n"
          << "A peer rank is stuck, dead or issued a different collective. Recent collectives on this rank "
             "(oldest first, times from start):\n"
@@ -115,7 +151,7 @@ void Watchdog::fire(const Entry& entry, double elapsed_s) {
   // Report first: failing the work wakes the waiting caller, whose handler ends the job.
   if (on_timeout_) on_timeout_(text);
   entry.work->mark_failed(ErrorKind::kTimeout, text);
-  if (comm) comm->abort(text);
+  if (auto comm = entry.comm.lock()) comm->abort(text);
 }
 
 }  // namespace lookahead::dist

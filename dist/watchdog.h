@@ -4,6 +4,7 @@
 
 #include <c10/core/Device.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <memory>
@@ -44,6 +45,12 @@ class Watchdog {
   void watch(WorkHandle work, std::weak_ptr<Communicator> comm, double timeout_s);
   /// Number of collectives currently watched (tests, diagnostics).
   size_t in_flight() const;
+  /// Watches `flag` (set by a SIGTERM / SIGUSR1 handler; must outlive the watchdog). Once it is set
+  /// while a collective has been running for more than `stalled_s`, the watchdog prints, once, what
+  /// this rank is waiting for and its collective history. A launcher that ends the job because a
+  /// rank died (mpirun signals the survivors, then kills them about a second later) would
+  /// otherwise leave no word from the survivors about the collective that hung.
+  void report_on_stop(const std::atomic<bool>* flag, double stalled_s = 0.2);
   /// The device the polling thread reports as its current one, read on that thread after it
   /// selected `device` (equal to it; tests check the binding through this).
   c10::Device thread_device() const;
@@ -56,6 +63,7 @@ class Watchdog {
   };
   void loop();
   void fire(const Entry& entry, double elapsed_s);
+  std::string describe(const Entry& entry) const;
 
   double poll_s_;
   std::shared_ptr<const FlightRecorder> recorder_;
@@ -67,6 +75,9 @@ class Watchdog {
   std::vector<Entry> entries_;
   bool stop_ = false;
   bool bound_ = false;                       // the thread selected device_
+  const std::atomic<bool>* stop_flag_ = nullptr;
+  double stop_stalled_s_ = 0.2;
+  bool stop_reported_ = false;
   c10::Device thread_device_{c10::kCPU};
   std::thread thread_;
 };

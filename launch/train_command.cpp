@@ -54,6 +54,9 @@ int run_train(dist::World& world, const std::vector<std::string>& args) {
   if (!missing.empty()) throw std::invalid_argument("missing inputs:" + missing_text);
   std::signal(SIGTERM, on_stop_signal);
   std::signal(SIGUSR1, on_stop_signal);
+  // If the signal comes because a rank died, the launcher kills this one moments later: say then
+  // which collective it was waiting for.
+  world.services()->watchdog->report_on_stop(&g_stop);
   auto data = trainer::open_hdf5_batch_source(config, world.rank(), world.size(), world.device());
   trainer::Trainer trainer(world, config, std::move(data), &g_stop);
   const int64_t ran = trainer.run();

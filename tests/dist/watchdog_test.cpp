@@ -37,6 +37,50 @@ TEST(Watchdog, PollsOnTheDeviceItWasGiven) {
   EXPECT_EQ(dog.thread_device(), c10::Device(c10::kCPU));
 }
 
+TEST(Watchdog, AStopSignalDuringAStalledCollectiveIsReportedOnce) {
+  auto recorder = std::make_shared<FlightRecorder>(8);
+  std::atomic<int> timeouts{0};
+  std::atomic<bool> stop{false};
+  testing::internal::CaptureStderr();
+  {
+    Watchdog dog(0.01, recorder, Clock::now(), [&](const std::string&) { ++timeouts; });
+    dog.report_on_stop(&stop, 0.05);
+    auto stuck = make_work(1);
+    stuck->mark_running();
+    recorder->add(stuck);
+    dog.watch(stuck, {}, 0);  // no timeout: only the stop signal makes it speak
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    stop.store(true);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    // The signal does not fail the collective: a preempted job's collectives still complete.
+    EXPECT_EQ(stuck->state(), WorkState::kRunning);
+    stuck->mark_done();
+  }
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(timeouts.load(), 0);
+  const std::string line = "stop signal received while this rank has waited";
+  ASSERT_NE(err.find(line), std::string::npos) << err;
+  EXPECT_EQ(err.find(line, err.find(line) + 1), std::string::npos) << "reported more than once:\n" << err;
+  EXPECT_NE(err.find("for all_gather #1 (bfloat16, 2048 bytes) on communicator 'shard'"), std::string::npos) << err;
+  EXPECT_NE(err.find("#1 shard/mpi all_gather bfloat16 2048 B"), std::string::npos) << err;  // the history
+}
+
+TEST(Watchdog, AStopSignalWithNothingStalledSaysNothing) {
+  std::atomic<bool> stop{true};
+  testing::internal::CaptureStderr();
+  {
+    Watchdog dog(0.01, std::make_shared<FlightRecorder>(4), Clock::now(), nullptr);
+    dog.report_on_stop(&stop, 0.05);
+    auto quick = make_work(0);
+    dog.watch(quick, {}, 0);  // queued, never running
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    quick->mark_running();
+    quick->mark_done();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
+}
+
 TEST(Watchdog, TimesOutARunningCollectiveWithAReport) {
   auto recorder = std::make_shared<FlightRecorder>(8);
   std::mutex mutex;

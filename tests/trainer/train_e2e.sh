@@ -235,6 +235,12 @@ kill)
     show "$T/run.log"
     fail "exit code 0 and no timeout report after a rank was killed"
   fi
+  # mpirun ends the survivors moments after the death (SIGTERM, then SIGKILL); each says first which
+  # collective it was waiting for, with its history (or reports the timeout, if that came first).
+  for r in 0 2; do
+    grep -Eq "stop signal received while this rank has waited .* \(mpi, rank $r of 3\)|collective timeout: .*rank $r of 3" \
+      "$T/run.log" || { show "$T/run.log" 60; fail "survivor rank $r left no word about the collective it waited for"; }
+  done
   n_after=$(lines_of "$T/run/metrics.jsonl")
   [ "$n_after" -lt 12 ] || fail "the run completed all 12 steps although rank 1 was killed at line $n_at_kill"
   ck=$(latest_step "$T/run")
