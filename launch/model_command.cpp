@@ -22,6 +22,7 @@
 #include "model/adapters/kv_encoder.h"
 #include "model/io/safetensors.h"
 #include "model/io/state_dict.h"
+#include "model/io/torch_checkpoint.h"
 #include "model/nn/lora_loader.h"
 #include "model/unet/unet_2d_condition.h"
 #include "model/face/arcface_iresnet.h"
@@ -100,6 +101,19 @@ int run_unet(const NetworkRun& o) {
 
 std::vector<model::io::TensorInfo> read_infos(const std::string& path) {
   std::vector<model::io::TensorInfo> infos;
+  if (const std::vector<std::string> files = mtcnn_files(path); !files.empty()) {
+    // facenet-pytorch's three MTCNN files: their keys under the prefixes of the merged layout.
+    const char* prefixes[3] = {"pnet.", "rnet.", "onet."};
+    for (size_t k = 0; k < 3; ++k)
+      for (const auto& [name, t] : model::io::load_weights_file(files[k])) {
+        model::io::TensorInfo info;
+        info.name = prefixes[k] + name;
+        info.dtype = t.scalar_type();
+        info.shape = t.sizes().vec();
+        infos.push_back(std::move(info));
+      }
+    return infos;
+  }
   if (path.size() > 11 && path.substr(path.size() - 11) == ".index.json") {
     std::ifstream in(path);
     TORCH_CHECK(in, "cannot open '", path, "'");
@@ -356,8 +370,11 @@ int run_model_command(dist::World& world, const std::vector<std::string>& args) 
   }
   po::options_description d("lookahead model run");
   d.add_options()("model", po::value<std::string>()->required(), "network: unet, kv-encoder, taesd, taesdxl, vae, clip-text, clip-vision, mtcnn, arcface-iresnet, arcface-irse50")(
-      "config", po::value<std::string>()->required(), "the network's diffusers config.json")(
-      "weights", po::value<std::string>()->required(), "safetensors file (or *.index.json) with its weights")(
+      "config", po::value<std::string>()->default_value(""),
+      "the network's diffusers config.json (not needed for mtcnn and arcface-irse50)")(
+      "weights", po::value<std::string>()->required(),
+      "safetensors file (or *.index.json) with its weights; mtcnn: also facenet-pytorch's folder of pnet.pt / "
+      "rnet.pt / onet.pt, or those three paths separated by commas")(
       "lora", po::value<std::string>()->default_value(""), "kohya-format LoRA to apply unfused")(
       "lora-scale", po::value<double>()->default_value(1.0), "run-time LoRA multiplier")(
       "ip-adapter", po::value<std::string>()->default_value(""),
@@ -372,6 +389,8 @@ int run_model_command(dist::World& world, const std::vector<std::string>& args) 
   NetworkRun o;
   o.model = vm["model"].as<std::string>();
   o.config = vm["config"].as<std::string>();
+  if (o.config.empty() && o.model != "mtcnn" && o.model != "arcface-irse50")
+    throw po::error("--config is required for --model " + o.model + " (the network's config.json)");
   o.weights = vm["weights"].as<std::string>();
   o.lora = vm["lora"].as<std::string>();
   o.lora_scale = vm["lora-scale"].as<double>();

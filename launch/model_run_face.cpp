@@ -6,8 +6,10 @@
 #include <c10/util/Exception.h>
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <string>
 
 #include "launch/model_runners.h"
@@ -42,13 +44,20 @@ at::Tensor input_image(const NetworkRun& run) {
   return it->second;
 }
 
-/// Runs mtcnn (weights: one safetensors with facenet-pytorch's pnet/rnet/onet state dicts under
-/// the prefixes "pnet.", "rnet.", "onet."; no config) on the uint8 [H, W, 3] "image"; writes
-/// "boxes" [N, 4], "probs" [N], "landmarks" [N, 5, 2] (float32, largest face first).
+/// Runs mtcnn (weights: facenet-pytorch's folder of pnet.pt / rnet.pt / onet.pt, those three
+/// files comma-separated, or one file with the three state dicts under the prefixes "pnet.",
+/// "rnet.", "onet."; no config) on the uint8 [H, W, 3] "image"; writes "boxes" [N, 4], "probs"
+/// [N], "landmarks" [N, 5, 2] (float32, largest face first).
 int run_mtcnn(const NetworkRun& run) {
   model::face::Mtcnn mtcnn;
-  const auto report = model::io::load_state_dict(*mtcnn, model::io::load_weights_file(run.weights), run.weights);
-  std::cerr << "model run: " << run.weights << ": " << report.summary() << "\n";
+  const std::vector<std::string> files = mtcnn_files(run.weights);
+  if (!files.empty()) {
+    mtcnn->load_weights(files[0], files[1], files[2]);  // strict: every key of each network
+    std::cerr << "model run: " << run.weights << ": pnet, rnet and onet loaded\n";
+  } else {
+    const auto report = model::io::load_state_dict(*mtcnn, model::io::load_weights_file(run.weights), run.weights);
+    std::cerr << "model run: " << run.weights << ": " << report.summary() << "\n";
+  }
   const auto det = mtcnn->detect(input_image(run));
   model::io::save_file(run.out, {{"boxes", det.boxes}, {"probs", det.probs}, {"landmarks", det.landmarks}});
   std::cerr << "model run: wrote " << run.out << " (" << det.boxes.size(0) << " faces)\n";
@@ -56,6 +65,25 @@ int run_mtcnn(const NetworkRun& run) {
 }
 
 }  // namespace
+
+std::vector<std::string> mtcnn_files(const std::string& weights) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> files;
+  if (fs::is_directory(weights)) {
+    for (const char* net : {"pnet.pt", "rnet.pt", "onet.pt"}) files.push_back((fs::path(weights) / net).string());
+  } else if (weights.find(',') != std::string::npos) {
+    std::stringstream list(weights);
+    for (std::string f; std::getline(list, f, ',');) files.push_back(f);
+    TORCH_CHECK(files.size() == 3, "MTCNN weights '", weights, "': give the three files pnet,rnet,onet (got ",
+                files.size(), ")");
+  } else {
+    return files;
+  }
+  for (const auto& f : files)
+    TORCH_CHECK(fs::is_regular_file(f), "MTCNN weights: '", f, "' does not exist (facenet-pytorch's data folder holds "
+                "pnet.pt, rnet.pt and onet.pt)");
+  return files;
+}
 
 /// Runs arcface-iresnet (config: JSON {"network": "iresnet100" | "iresnet50", "layers":
 /// [3,13,30,3], "num_features": 512}, every key optional, default iresnet100) or arcface-irse50

@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <string>
+#include <vector>
 
 namespace lookahead::launch {
 
@@ -35,6 +36,11 @@ int run_clip_network(const NetworkRun& run);
 /// ArcFace iresnet / TreB1eN IR-SE50 (`arcface-iresnet`, `arcface-irse50`) and MTCNN (`mtcnn`)
 /// (launch/model_run_face.cpp).
 int run_face_network(const NetworkRun& run);
+
+/// facenet-pytorch ships MTCNN as three files (pnet.pt, rnet.pt, onet.pt): `weights` naming their
+/// folder, or the three paths separated by commas, gives them in that order; anything else (one
+/// merged file with pnet. / rnet. / onet. keys) gives an empty vector. Throws naming a missing file.
+std::vector<std::string> mtcnn_files(const std::string& weights);
 
 /// The KV encoder (`kv-encoder`): reference K/V and IP K/V of the reference stream, and the
 /// decoder's output with and without them (launch/model_run_kv.cpp).
