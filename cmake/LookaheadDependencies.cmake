@@ -94,7 +94,7 @@ if(NOT LA_HAVE_NCCL)
   la_report("NCCL" "disabled (torch CUDA=${LA_TORCH_HAS_CUDA}, LA_USE_NCCL=${LA_USE_NCCL})")
 endif()
 
-# ---- MPI, HDF5, Boost, JSON, xxhash -------------------------------------------------------------
+# ---- MPI, HDF5, Boost, JSON, utf8proc, xxhash ---------------------------------------------------
 find_package(MPI REQUIRED COMPONENTS C)
 la_report("MPI" "${MPI_C_VERSION} (${MPIEXEC_EXECUTABLE})")
 find_package(HDF5 REQUIRED COMPONENTS C)
@@ -105,6 +105,13 @@ find_package(nlohmann_json 3.9 REQUIRED)
 la_report("nlohmann_json" "${nlohmann_json_VERSION}")
 find_package(ZLIB REQUIRED)  # CLIP's gzip-compressed BPE vocabulary
 la_report("zlib" "${ZLIB_VERSION_STRING}")
+# The CLIP tokenizer's Unicode tables: categories, lowercase mapping, NFC (Debian libutf8proc-dev).
+find_path(LA_UTF8PROC_INCLUDE_DIR utf8proc.h REQUIRED)
+find_library(LA_UTF8PROC_LIBRARY utf8proc REQUIRED)
+add_library(lookahead_utf8proc INTERFACE)
+target_include_directories(lookahead_utf8proc SYSTEM INTERFACE ${LA_UTF8PROC_INCLUDE_DIR})
+target_link_libraries(lookahead_utf8proc INTERFACE ${LA_UTF8PROC_LIBRARY})
+la_report("utf8proc" "${LA_UTF8PROC_LIBRARY}")
 find_path(LA_XXHASH_INCLUDE_DIR xxhash.h REQUIRED)
 find_library(LA_XXHASH_LIBRARY xxhash REQUIRED)
 add_library(lookahead_xxhash INTERFACE)

@@ -1,6 +1,6 @@
 // `lookahead model run` (run a network on named input tensors, for parity checks and for
-// debugging a user's weights) and `lookahead model inspect` (what a weight file holds and which
-// supported network it matches).
+// debugging a user's weights), `lookahead model inspect` (what a weight file holds and which
+// supported network it matches) and `lookahead model tokenize` (launch/model_tokenize.cpp).
 #include <boost/program_options/options_description.hpp>
 #include <boost/program_options/parsers.hpp>
 #include <boost/program_options/value_semantic.hpp>
@@ -18,6 +18,7 @@
 #include "launch/cli.h"
 #include "launch/commands.h"
 #include "launch/model_runners.h"
+#include "launch/model_tokenize.h"
 #include "model/adapters/ip_adapter.h"
 #include "model/adapters/kv_encoder.h"
 #include "model/io/safetensors.h"
@@ -352,10 +353,11 @@ int inspect(const std::string& path, const std::string& config_path, bool list_a
 }  // namespace
 
 int run_model_command(dist::World& world, const std::vector<std::string>& args) {
-  if (args.empty() || (args[0] != "run" && args[0] != "inspect"))
-    throw po::error("expected `lookahead model run ...` or `lookahead model inspect FILE`");
+  if (args.empty() || (args[0] != "run" && args[0] != "inspect" && args[0] != "tokenize"))
+    throw po::error("expected `lookahead model run ...`, `lookahead model inspect FILE` or `lookahead model tokenize ...`");
   std::vector<std::string> rest(args.begin() + 1, args.end());
   if (world.size() > 1) throw std::invalid_argument("`lookahead model` is a single-process tool; run it without mpirun");
+  if (args[0] == "tokenize") return run_model_tokenize(rest);
   if (args[0] == "inspect") {
     po::options_description d("lookahead model inspect FILE");
     d.add_options()("file", po::value<std::string>()->required(), "safetensors file or *.index.json")(

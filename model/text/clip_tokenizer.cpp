@@ -1,5 +1,6 @@
-// CLIP BPE tokenizer. Pipeline (transformers' CLIPTokenizer): literal special tokens are split
-// out first; the rest is whitespace-collapsed and lowercased, split by CLIP's regex
+// CLIP BPE tokenizer. Pipeline (transformers' CLIPTokenizer, i.e. the tokenizers library): literal
+// special tokens are split out first; the rest is NFC-normalized and lowercased (Unicode tables from
+// utf8proc, never the C library's locale), split by CLIP's regex
 // (`'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+`), each piece's UTF-8 bytes mapped to
 // printable stand-ins, then merged by BPE rank with `</w>` marking the word end.
 #include "model/text/clip_tokenizer.h"
@@ -8,15 +9,14 @@
 #include <nlohmann/json.hpp>
 #include <zlib.h>
 
+#include <utf8proc.h>
+
 #include <algorithm>
-#include <clocale>
-#include <cwctype>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <limits>
-#include <locale.h>
 #include <sstream>
-#include <wctype.h>
 
 namespace lookahead::model::text {
 namespace {
@@ -63,7 +63,8 @@ void append_utf8(std::string& out, uint32_t cp) {
   }
 }
 
-/// Decodes UTF-8; an invalid byte becomes U+FFFD (as Python's errors="replace" would).
+/// Decodes UTF-8. A byte that does not start a well-formed sequence (bad continuation, overlong
+/// form, surrogate, beyond U+10FFFF) becomes U+FFFD, so the normalizer only sees valid text.
 std::vector<uint32_t> decode_utf8(const std::string& s) {
   std::vector<uint32_t> out;
   out.reserve(s.size());
@@ -83,6 +84,8 @@ std::vector<uint32_t> decode_utf8(const std::string& s) {
       if ((cc >> 6) != 0x2) ok = false;
       cp = (cp << 6) | (cc & 0x3F);
     }
+    static constexpr uint32_t kMinimum[] = {0, 0, 0x80, 0x800, 0x10000};
+    ok = ok && cp >= kMinimum[len] && cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF);
     if (!ok) {
       out.push_back(0xFFFD);
       ++i;
@@ -94,65 +97,101 @@ std::vector<uint32_t> decode_utf8(const std::string& s) {
   return out;
 }
 
-/// Unicode-aware character classes (glibc's UTF-8 locale tables).
-class CharClasses {
- public:
-  CharClasses() {
-    for (const char* name : {"C.UTF-8", "C.utf8", "en_US.UTF-8"}) {
-      locale_ = newlocale(LC_CTYPE_MASK, name, static_cast<locale_t>(nullptr));
-      if (locale_ != static_cast<locale_t>(nullptr)) break;
+std::string encode_utf8(const std::vector<uint32_t>& cps, size_t begin, size_t end) {
+  std::string s;
+  s.reserve(end - begin);
+  for (size_t k = begin; k < end; ++k) append_utf8(s, cps[k]);
+  return s;
+}
+
+/// Regex `\s` as Oniguruma (the tokenizers library's engine) defines it for Unicode: \t..\r,
+/// NEL, and the Zs / Zl / Zp separators, i.e. the White_Space property.
+bool is_space(uint32_t c) {
+  if (c <= 0x20) return c == 0x20 || (c >= 0x09 && c <= 0x0D);
+  if (c == 0x85) return true;
+  const auto category = utf8proc_category(static_cast<utf8proc_int32_t>(c));
+  return category == UTF8PROC_CATEGORY_ZS || category == UTF8PROC_CATEGORY_ZL || category == UTF8PROC_CATEGORY_ZP;
+}
+
+/// `\p{L}`: Lu, Ll, Lt, Lm, Lo.
+bool is_letter(uint32_t c) {
+  const auto category = utf8proc_category(static_cast<utf8proc_int32_t>(c));
+  return category >= UTF8PROC_CATEGORY_LU && category <= UTF8PROC_CATEGORY_LO;
+}
+
+/// `\p{N}`: Nd, Nl, No (digits of every script, Roman numerals, fractions, circled numbers...).
+bool is_number(uint32_t c) {
+  const auto category = utf8proc_category(static_cast<utf8proc_int32_t>(c));
+  return category >= UTF8PROC_CATEGORY_ND && category <= UTF8PROC_CATEGORY_NO;
+}
+
+/// Combining marks that the reference's NFC (the tokenizers library's normalization tables) treats
+/// as starters with combining class 0, although Unicode gives them a non-zero class: marks added
+/// in recent Unicode versions. Found by probing the reference with every mark (a class-240 mark
+/// before it, a class-1 mark after it) against utf8proc; tests/parity/clip_oracle.py repeats the
+/// probe each run, so a change on either side fails the parity test rather than drifting.
+constexpr uint32_t kReferenceStarterMarks[][2] = {
+    {0x7FD, 0x7FD}, {0x898, 0x89F}, {0x8CA, 0x8D3}, {0x9FE, 0x9FE}, {0xC3C, 0xC3C}, {0xD3B, 0xD3C}, {0xEBA, 0xEBA},
+    {0x1715, 0x1715}, {0x1ABF, 0x1ACE}, {0x1DF6, 0x1DFA}, {0xA82C, 0xA82C}, {0x10D24, 0x10D27}, {0x10EAB, 0x10EAC},
+    {0x10EFD, 0x10EFF}, {0x10F46, 0x10F50}, {0x10F82, 0x10F85}, {0x11070, 0x11070}, {0x1133B, 0x1133B},
+    {0x1145E, 0x1145E}, {0x11839, 0x1183A}, {0x1193D, 0x1193E}, {0x11943, 0x11943}, {0x119E0, 0x119E0},
+    {0x11A34, 0x11A34}, {0x11A47, 0x11A47}, {0x11A99, 0x11A99}, {0x11D42, 0x11D42}, {0x11D44, 0x11D45},
+    {0x11D97, 0x11D97}, {0x11F41, 0x11F42}, {0x16FF0, 0x16FF1}, {0x1E08F, 0x1E08F}, {0x1E130, 0x1E136},
+    {0x1E2AE, 0x1E2AE}, {0x1E2EC, 0x1E2EF}, {0x1E4EC, 0x1E4EF}};
+
+bool is_reference_starter_mark(uint32_t c) {
+  for (const auto& r : kReferenceStarterMarks) {
+    if (c >= r[0] && c <= r[1]) return true;
+  }
+  return false;
+}
+
+/// NFC of a run of code points (utf8proc; its tables are Unicode's).
+void append_nfc(const std::vector<uint32_t>& cps, size_t begin, size_t end, std::vector<uint32_t>& out) {
+  if (begin == end) return;
+  const std::string valid = encode_utf8(cps, begin, end);
+  utf8proc_uint8_t* composed = nullptr;
+  const utf8proc_ssize_t n =
+      utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(valid.data()), static_cast<utf8proc_ssize_t>(valid.size()),
+                   &composed, static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+  TORCH_CHECK(n >= 0, "clip tokenizer: Unicode normalization failed: ", utf8proc_errmsg(n));
+  const std::string nfc(reinterpret_cast<const char*>(composed), static_cast<size_t>(n));
+  std::free(composed);
+  const std::vector<uint32_t> decoded = decode_utf8(nfc);
+  out.insert(out.end(), decoded.begin(), decoded.end());
+}
+
+/// The reference normalizer, in its order: NFC, then (whitespace runs need no collapsing: the
+/// split drops them) per-character full lowercase mapping. NFC runs between the marks the
+/// reference takes for starters: a starter neither reorders nor composes with what surrounds it,
+/// so normalizing the runs between them separately is exactly the reference's NFC. Full, not
+/// simple, lowercase: U+0130 (Turkish dotted capital I) lowers to "i" + U+0307, the only
+/// unconditional multi-character lowercase mapping in SpecialCasing.txt; the conditional ones
+/// (final sigma, Lithuanian, Turkish locale) do not apply to a per-character mapping, as in the
+/// reference.
+std::vector<uint32_t> normalize(const std::string& text) {
+  const std::vector<uint32_t> cps = decode_utf8(text);
+  std::vector<uint32_t> nfc;
+  nfc.reserve(cps.size());
+  size_t run = 0;
+  for (size_t k = 0; k < cps.size(); ++k) {
+    if (!is_reference_starter_mark(cps[k])) continue;
+    append_nfc(cps, run, k, nfc);
+    nfc.push_back(cps[k]);
+    run = k + 1;
+  }
+  append_nfc(cps, run, cps.size(), nfc);
+  std::vector<uint32_t> out;
+  out.reserve(nfc.size());
+  for (const uint32_t c : nfc) {
+    if (c == 0x130) {
+      out.push_back('i');
+      out.push_back(0x307);
+    } else {
+      out.push_back(static_cast<uint32_t>(utf8proc_tolower(static_cast<utf8proc_int32_t>(c))));
     }
   }
-  ~CharClasses() {
-    if (locale_ != static_cast<locale_t>(nullptr)) freelocale(locale_);
-  }
-  CharClasses(const CharClasses&) = delete;
-  CharClasses& operator=(const CharClasses&) = delete;
-
-  /// Regex `\s` (Unicode White_Space).
-  static bool is_space(uint32_t c) {
-    return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
-           c == 0x3000;
-  }
-  /// `\p{N}`: decimal digits, letter numbers and other numbers of the common scripts.
-  bool is_number(uint32_t c) const {
-    if (c < 0x80) return c >= '0' && c <= '9';
-    static constexpr uint32_t kRanges[][2] = {
-        {0xB2, 0xB3},     {0xB9, 0xB9},     {0xBC, 0xBE},     {0x660, 0x669},   {0x6F0, 0x6F9},
-        {0x7C0, 0x7C9},   {0x966, 0x96F},   {0x9E6, 0x9EF},   {0xA66, 0xA6F},   {0xAE6, 0xAEF},
-        {0xB66, 0xB6F},   {0xBE6, 0xBF2},   {0xC66, 0xC6F},   {0xCE6, 0xCEF},   {0xD66, 0xD78},
-        {0xE50, 0xE59},   {0xED0, 0xED9},   {0xF20, 0xF33},   {0x1040, 0x1049}, {0x1369, 0x137C},
-        {0x16EE, 0x16F0}, {0x17E0, 0x17E9}, {0x1810, 0x1819}, {0x2070, 0x2070}, {0x2074, 0x2079},
-        {0x2080, 0x2089}, {0x2150, 0x2182}, {0x2185, 0x2189}, {0x2460, 0x249B}, {0x24EA, 0x24FF},
-        {0x2776, 0x2793}, {0x3007, 0x3007}, {0x3021, 0x3029}, {0x3038, 0x303A}, {0x3192, 0x3195},
-        {0x3220, 0x3229}, {0x3248, 0x324F}, {0x3251, 0x325F}, {0x3280, 0x3289}, {0x32B1, 0x32BF},
-        {0xFF10, 0xFF19}, {0x1D7CE, 0x1D7FF}, {0x1F100, 0x1F10C}};
-    for (const auto& r : kRanges) {
-      if (c >= r[0] && c <= r[1]) return true;
-    }
-    return false;
-  }
-  /// `\p{L}`.
-  bool is_letter(uint32_t c) const {
-    if (c < 0x80) return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-    if (c == 0xAA || c == 0xBA) return true;  // ª º are Lo
-    if (locale_ == static_cast<locale_t>(nullptr) || is_number(c)) return false;
-    return iswalpha_l(static_cast<wint_t>(c), locale_) != 0;
-  }
-  uint32_t lower(uint32_t c) const {
-    if (c < 0x80) return (c >= 'A' && c <= 'Z') ? c + 32 : c;
-    if (locale_ == static_cast<locale_t>(nullptr)) return c;
-    return static_cast<uint32_t>(towlower_l(static_cast<wint_t>(c), locale_));
-  }
-
- private:
-  locale_t locale_ = static_cast<locale_t>(nullptr);
-};
-
-const CharClasses& classes() {
-  static const CharClasses instance;
-  return instance;
+  return out;
 }
 
 /// GPT-2's byte -> printable code point table, in the order the vocabulary lists it.
@@ -185,17 +224,12 @@ bool starts_with_at(const std::vector<uint32_t>& cps, size_t pos, const char* as
 /// CLIP's pre-tokenization of normalized text, followed by the byte-level pre-tokenizer's GPT-2
 /// split (which only changes the special-token literals: `<|`, word, `|>`).
 std::vector<std::string> pre_tokenize(const std::vector<uint32_t>& cps) {
-  const CharClasses& cc = classes();
   std::vector<std::string> pieces;
-  auto piece_of = [&](size_t begin, size_t end) {
-    std::string s;
-    for (size_t k = begin; k < end; ++k) append_utf8(s, cps[k]);
-    return s;
-  };
+  auto piece_of = [&](size_t begin, size_t end) { return encode_utf8(cps, begin, end); };
   size_t i = 0;
   while (i < cps.size()) {
     const uint32_t c = cps[i];
-    if (CharClasses::is_space(c)) {
+    if (is_space(c)) {
       ++i;
       continue;
     }
@@ -227,10 +261,10 @@ std::vector<std::string> pre_tokenize(const std::vector<uint32_t>& cps) {
       }
     }
     size_t j = i + 1;
-    if (cc.is_letter(c)) {
-      while (j < cps.size() && cc.is_letter(cps[j])) ++j;
-    } else if (!cc.is_number(c)) {
-      while (j < cps.size() && !CharClasses::is_space(cps[j]) && !cc.is_letter(cps[j]) && !cc.is_number(cps[j])) ++j;
+    if (is_letter(c)) {
+      while (j < cps.size() && is_letter(cps[j])) ++j;
+    } else if (!is_number(c)) {
+      while (j < cps.size() && !is_space(cps[j]) && !is_letter(cps[j]) && !is_number(cps[j])) ++j;
     }
     pieces.push_back(piece_of(i, j));
     i = j;
@@ -343,6 +377,7 @@ void ClipTokenizer::finish_setup() {
     std::string s;
     append_utf8(s, cp);
     byte_to_unicode_[byte] = s;
+    unicode_to_byte_.emplace(s, static_cast<unsigned char>(byte));
   }
 }
 
@@ -358,6 +393,38 @@ void ClipTokenizer::build_decoder() {
 int64_t ClipTokenizer::token_id(const std::string& token) const {
   const auto it = encoder_.find(token);
   return it == encoder_.end() ? -1 : it->second;
+}
+
+const std::string& ClipTokenizer::token(int64_t id) const {
+  TORCH_CHECK(id >= 0 && static_cast<size_t>(id) < decoder_.size() && !decoder_[static_cast<size_t>(id)].empty(),
+              "clip tokenizer: id ", id, " is not in the vocabulary (", encoder_.size(), " tokens)");
+  return decoder_[static_cast<size_t>(id)];
+}
+
+std::string ClipTokenizer::decode(const std::vector<int64_t>& ids) const {
+  static const std::string kWordEnd = "</w>";
+  std::string text;
+  for (const int64_t id : ids) {
+    if (id == bos_id_ || id == eos_id_) continue;
+    std::string piece = token(id);
+    const bool word_end = piece.size() >= kWordEnd.size() &&
+                          piece.compare(piece.size() - kWordEnd.size(), kWordEnd.size(), kWordEnd) == 0;
+    if (word_end) piece.resize(piece.size() - kWordEnd.size());
+    const std::vector<uint32_t> stand_ins = decode_utf8(piece);
+    for (const uint32_t c : stand_ins) {
+      std::string one;
+      append_utf8(one, c);
+      const auto it = unicode_to_byte_.find(one);
+      if (it != unicode_to_byte_.end()) {
+        text += static_cast<char>(it->second);
+      } else {
+        text += one;  // a literal special token (e.g. tokenizer_2's pad "!" is a stand-in itself)
+      }
+    }
+    if (word_end) text += ' ';
+  }
+  if (!text.empty() && text.back() == ' ') text.pop_back();
+  return text;
 }
 
 void ClipTokenizer::bpe(const std::string& word, std::vector<int64_t>& out) const {
@@ -399,7 +466,6 @@ void ClipTokenizer::bpe(const std::string& word, std::vector<int64_t>& out) cons
 }
 
 std::vector<int64_t> ClipTokenizer::tokenize(const std::string& text) const {
-  const CharClasses& cc = classes();
   // Literal special tokens (BOS, EOS and the pad token) are matched in the raw text, before
   // normalization.
   std::vector<std::string> specials{kBos, kEos};
@@ -422,10 +488,7 @@ std::vector<int64_t> ClipTokenizer::tokenize(const std::string& text) const {
       }
     }
     const std::string segment = text.substr(pos, next == std::string::npos ? std::string::npos : next - pos);
-    // Normalize: lowercase (whitespace runs need no collapsing: the split drops them).
-    std::vector<uint32_t> cps = decode_utf8(segment);
-    for (auto& c : cps) c = cc.lower(c);
-    for (const auto& piece : pre_tokenize(cps)) bpe(piece, ids);
+    for (const auto& piece : pre_tokenize(normalize(segment))) bpe(piece, ids);
     if (found == nullptr) break;
     ids.push_back(token_id(*found));
     pos = next + found->size();

@@ -1,5 +1,5 @@
 // CLIP byte-level BPE tokenizer, matching transformers' CLIPTokenizer (the tokenizers-backed one
-// that SDXL pipelines load from tokenizer/ and tokenizer_2/): whitespace collapse, lowercasing,
+// that SDXL pipelines load from tokenizer/ and tokenizer_2/): NFC, full Unicode lowercasing,
 // CLIP's pre-tokenization regex, byte-to-unicode mapping, BPE with `</w>` word ends, BOS/EOS,
 // truncation and padding to the model length. Reads open_clip's bpe_simple_vocab_16e6.txt.gz or
 // an HF vocab.json + merges.txt pair.
@@ -53,6 +53,13 @@ class ClipTokenizer {
   ClipTokenizerOptions& options() { return options_; }
   /// Id of a vocabulary token (e.g. "a</w>"); -1 when absent.
   int64_t token_id(const std::string& token) const;
+  /// Vocabulary entry of `id`: byte-level stand-ins, `</w>` ending a word. Throws outside the
+  /// vocabulary.
+  const std::string& token(int64_t id) const;
+  /// The text `ids` stand for: stand-ins mapped back to their bytes, each word end as a space,
+  /// BOS / EOS dropped, the final space trimmed. A slice of a word's tokens can end inside a
+  /// multi-byte character: the result is then not valid UTF-8 (for display, escape it).
+  std::string decode(const std::vector<int64_t>& ids) const;
 
  private:
   ClipTokenizer() = default;
@@ -66,6 +73,7 @@ class ClipTokenizer {
   std::vector<std::string> decoder_;  ///< id -> token
   std::unordered_map<std::string, int64_t> merge_ranks_;  ///< "left right" -> rank
   std::string byte_to_unicode_[256];  ///< UTF-8 of the printable stand-in for each byte
+  std::unordered_map<std::string, unsigned char> unicode_to_byte_;  ///< the inverse
   int64_t bos_id_ = 49406;
   int64_t eos_id_ = 49407;
 };

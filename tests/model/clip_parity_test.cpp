@@ -66,6 +66,27 @@ TEST(ClipParity, TokenizerFromBpeGz) {
   check_tokenizer(tok_l, tok_g, fixture);
 }
 
+// Every assigned code point (a stride through the ideograph and syllable blocks) in runs of 48:
+// letter / number / other classes, lowercase mapping and NFC all agree with the reference. Then
+// every combining mark between marks of class 240 and 1: NFC reorders exactly where the
+// reference's tables do.
+TEST(ClipParity, TokenizerUnicodeSweep) {
+  if (fixture_dir().empty()) GTEST_SKIP() << "LA_CLIP_PARITY_DIR unset";
+  const auto fixture = read_json(fixture_dir() + "/tokens.json");
+  const ClipTokenizer tok = ClipTokenizer::from_bpe_gz(fixture["bpe_gz"].get<std::string>());
+  int n = 0, differ = 0;
+  for (const auto& c : fixture["sweep"]) {
+    const std::string text = c["text"].get<std::string>();
+    const auto ours = tok.tokenize(text);
+    const auto expected = c["tokens"].get<std::vector<int64_t>>();
+    if (ours != expected && ++differ <= 20) ADD_FAILURE() << "ids differ for the run '" << text << "'";
+    ++n;
+  }
+  EXPECT_EQ(differ, 0) << "of " << n << " runs";
+  std::printf("clip tokenizer: %d runs of code points and mark probes (%d marks; Unicode %s in the oracle) identical\n",
+              n - differ, fixture["marks"].get<int>(), fixture["unicode"].get<std::string>().c_str());
+}
+
 TEST(ClipParity, TokenizerFromVocabMerges) {
   if (fixture_dir().empty()) GTEST_SKIP() << "LA_CLIP_PARITY_DIR unset";
   const auto fixture = read_json(fixture_dir() + "/tokens.json");

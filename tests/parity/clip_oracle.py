@@ -17,6 +17,7 @@ import json
 import os
 import random
 import sys
+import unicodedata
 
 import numpy as np
 import torch
@@ -84,8 +85,69 @@ FIXED_PROMPTS = [
     "sharp focus, 85mm lens, by greg rutkowski and alphonse mucha, masterpiece, best quality",
 ]
 
+# Text outside Latin-1, each script the tokenizer must treat as the reference does (Unicode letter /
+# number classes, NFC, full lowercase mapping): issue #13's list.
+_LATIN = "Crème brûlée à São Paulo, Ångström, Dvořák, Łódź, Ærøskøbing, ǅungla, ﬁnance, ẞ, ſ 'ſ"
+MULTISCRIPT_PROMPTS = [
+    _LATIN,
+    unicodedata.normalize("NFD", _LATIN),                      # decomposed accents: NFC first
+    "e\u0301te\u0301 A\u030angstro\u0308m n\u0303 q\u0307\u0323 x\u0338",  # some compose, some cannot
+    "Ελληνικά ΟΔΟΣ σοφίας Ὀδυσσεύς ΆΈΉ",                       # final sigma stays σ (per-char lowercase)
+    "Привет, МИР! Ёжик в тумане, Ґанок, Її",
+    "İstanbul'da IĞDIR ılık ŞÖYLE İİ i̇",                       # İ lowers to i + U+0307
+    "مرحبا بالعالم ١٢٣ ۴۵۶ الشَّمْس، ؟",
+    "שָׁלוֹם עוֹלָם בְּרֵאשִׁית בָּרָא",
+    "नमस्ते दुनिया हिन्दी १२३ क़ ॐ",
+    "สวัสดีชาวโลก ๑๒๓ ภาษาไทย",
+    "東京タワー 北京 서울특별시 ｆｕｌｌｗｉｄｔｈ ＡＢＣ １２３ ㈱ ﾊﾝｶｸ",
+    "👍🏽 👨‍👩‍👧‍👦 🏳️‍🌈 ❤️ 🇯🇵 #️⃣ 🧑🏾‍🚀 ☺︎",
+    "٣ ۳ ३ ৩ ੩ ૩ ୩ ௩ ౩ ೩ ൩ ๓ ໓ ༣ ၃ ៣ ᠓ ３ 𝟑 Ⅲ ⅲ ③ ¾ 〸 ᛯ 𐄇 ߃",
+    "a\u200bb c\u200dd e\u200cf\ufeffg \x00\x01\x1f\x7f soft\u00adhyphen \u2028line\u2029para \u0085nel "
+    "\u00a0nbsp \u3000ideo \u180emongol \u2060wj \u202eRTL\u202c \ufffd",
+    "Kelvin \u212a Ohm \u2126 Angstrom \u212b ǈ ǋ ǲ ᾈ ᾼ ῌ ﬀ ﬃ ŉ",
+]
+
+
+def combining_mark_probes():
+    """Every combining mark (Mn / Mc / Me) that Python's tables or the system's utf8proc (the
+    product's Unicode tables) know, each twice: after a class-240 mark ("x\u0345" + m) and before a
+    class-1 mark ("x" + m + "\u0334"). The reference's NFC reorders a pair only when it knows the
+    mark's combining class, so these ids pin down which marks it treats as starters. 24 probes per
+    prompt, separated by spaces (a space is a starter: the probes cannot interact)."""
+    import ctypes
+    import ctypes.util
+    lib = ctypes.CDLL(ctypes.util.find_library("utf8proc") or "libutf8proc.so")
+    lib.utf8proc_category.restype = ctypes.c_int
+    utf8proc_marks = (6, 7, 8)  # UTF8PROC_CATEGORY_MN, MC, ME
+    marks = [cp for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF and
+             (unicodedata.category(chr(cp)) in ("Mn", "Mc", "Me") or lib.utf8proc_category(cp) in utf8proc_marks)]
+    probes = []
+    for cp in marks:
+        probes += ["x\u0345" + chr(cp), "x" + chr(cp) + "\u0334"]
+    return [" ".join(probes[k:k + 24]) for k in range(0, len(probes), 24)], len(marks)
+
+
+def unicode_sweep():
+    """Every code point assigned in Python's Unicode tables (a stride through the largest ideograph
+    and syllable blocks), in prompts of 48 consecutive characters: piece boundaries check the
+    letter / number / other classes, ids check lowercase mapping and NFC. Surrogates, private use
+    and unassigned code points are left out (their classes depend on the library's Unicode version)."""
+    chars = []
+    for cp in range(0x110000):
+        c = chr(cp)
+        cat = unicodedata.category(c)
+        if cat in ("Cs", "Co", "Cn"):
+            continue
+        name = unicodedata.name(c, "")
+        if (name.startswith("CJK UNIFIED IDEOGRAPH") or name.startswith("HANGUL SYLLABLE") or
+                name.startswith("TANGUT") or name.startswith("CJK COMPATIBILITY IDEOGRAPH")) and cp % 37:
+            continue
+        chars.append(c)
+    return ["".join(chars[k:k + 48]) for k in range(0, len(chars), 48)]
+
+
 ALPHABET = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") + list(" \t\n',.!?-\"()") + \
-    list("éüßøñçÅΩжя中文字😀²½")
+    list("éüßøñçÅΩжя中文字😀²½") + list("İıΣςЁश्िं١٢٣שָׁ\u0301\u200d\u00a0ﬁ") + ["e\u0301", "👍🏽"]
 
 
 def random_prompt(rng):
@@ -99,7 +161,7 @@ def tokenizer_cases(out_dir, rng):
     write_hf_tokenizer(gz, tok_dir)
     tok_l = CLIPTokenizer.from_pretrained(tok_dir)
     tok_g = CLIPTokenizer.from_pretrained(tok_dir, pad_token="!")
-    prompts = FIXED_PROMPTS + [random_prompt(rng) for _ in range(40)]
+    prompts = FIXED_PROMPTS + MULTISCRIPT_PROMPTS + [random_prompt(rng) for _ in range(40)]
     cases = []
     for p in prompts:
         kw = dict(padding="max_length", max_length=77, truncation=True)
@@ -109,9 +171,13 @@ def tokenizer_cases(out_dir, rng):
             "ids_l": tok_l(p, **kw)["input_ids"],
             "ids_g": tok_g(p, **kw)["input_ids"],
         })
+    mark_prompts, n_marks = combining_mark_probes()
+    sweep = [{"text": p, "tokens": tok_l(p, add_special_tokens=False)["input_ids"]}
+             for p in unicode_sweep() + mark_prompts]
     with open(os.path.join(out_dir, "tokens.json"), "w", encoding="utf-8") as f:
         json.dump({"bpe_gz": gz, "tokenizer_dir": tok_dir, "transformers": transformers.__version__,
-                   "pad_g": tok_g.pad_token_id, "cases": cases}, f, ensure_ascii=False)
+                   "unicode": unicodedata.unidata_version, "marks": n_marks, "pad_g": tok_g.pad_token_id, "cases": cases,
+                   "sweep": sweep}, f, ensure_ascii=False)
     return tok_l, tok_g
 
 
