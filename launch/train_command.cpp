@@ -6,12 +6,12 @@
 #include <boost/program_options/variables_map.hpp>
 
 #include <atomic>
-#include <csignal>
 #include <iostream>
 #include <optional>
 
 #include "launch/cli.h"
 #include "launch/commands.h"
+#include "launch/stop_signals.h"
 #include "launch/train_options.h"
 #include "trainer/export.h"
 #include "trainer/hdf5_batch_source.h"
@@ -23,10 +23,8 @@ namespace lookahead::launch {
 
 namespace {
 
-/// Raised by SIGTERM / SIGUSR1 (SLURM's preemption warnings); the trainer checkpoints and exits 0.
+/// Raised by the stop signals (launch/stop_signals.h); the trainer checkpoints and exits 0.
 std::atomic<bool> g_stop{false};
-
-extern "C" void on_stop_signal(int) { g_stop.store(true); }
 
 }  // namespace
 
@@ -52,11 +50,12 @@ int run_train(dist::World& world, const std::vector<std::string>& args) {
   }
   // All at once, before minutes of model building end at the first one.
   if (!missing.empty()) throw std::invalid_argument("missing inputs:" + missing_text);
-  std::signal(SIGTERM, on_stop_signal);
-  std::signal(SIGUSR1, on_stop_signal);
-  // If the signal comes because a rank died, the launcher kills this one moments later: say then
-  // which collective it was waiting for.
-  world.services()->watchdog->report_on_stop(&g_stop);
+  install_stop_signals(&g_stop, "rank " + std::to_string(world.rank()) + " of " + std::to_string(world.size()) +
+                                    " on " + world.hostname());
+  // If the stop comes because a rank died, the launcher kills this one moments later: say then
+  // which collective it was waiting for. 1 s: a collective in flight for that long after a stop
+  // request is stuck, not slow (a stop is also every preemption, which should stay quiet).
+  world.services()->watchdog->report_on_stop(&g_stop, 1.0);
   auto data = trainer::open_hdf5_batch_source(config, world.rank(), world.size(), world.device());
   trainer::Trainer trainer(world, config, std::move(data), &g_stop);
   const int64_t ran = trainer.run();

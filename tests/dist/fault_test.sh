@@ -10,6 +10,9 @@
 # Usage: fault_test.sh MPIEXEC PROBE kill|stall|engine NP
 set -uo pipefail
 MPIEXEC=$1 PROBE=$2 MODE=$3 NP=$4
+# The limit measures our detection and abort. After MPI_Abort mpirun waits 2 x its kill delay
+# before it exits (launch/mpi_env.sh sets 15 s for preemption checkpoints); OpenMPI's 1 s here.
+export OMPI_MCA_odls_base_sigkill_timeout=1
 TIMEOUT_S=3      # collective timeout given to the probe
 GRACE_S=1        # the probe's abort grace
 LIMIT_S=$((TIMEOUT_S + GRACE_S + 12))  # + start-up of NP ranks on a loaded 2-core machine
