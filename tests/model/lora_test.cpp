@@ -4,6 +4,11 @@
 // start as the identity and receive gradients.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "model/io/safetensors.h"
 #include "model/nn/lora_loader.h"
 #include "model/unet/unet_2d_condition.h"
 
@@ -363,6 +368,21 @@ TEST(PeftLora, KeysAndAlphaRules) {
   EXPECT_EQ(alpha_of("mid_block.attentions.0.proj_in"), 8.0);
   EXPECT_EQ(alpha_of("down_blocks.1.attentions.0.proj_in"), 1.0);  // '^' anchors the pattern
   EXPECT_EQ(alpha_of("conv_out"), 1.0);
+}
+
+TEST(PeftLora, FileHeaderConfigIsRead) {
+  // attach_lora_file (every caller's path) reads the alpha from the safetensors header.
+  unet::UNet2DConditionModel net(tiny());
+  auto peft = peft_for(*net, 2);
+  auto path = (std::filesystem::temp_directory_path() / ("lora_test_" + std::to_string(::getpid()) + ".safetensors"))
+                  .string();
+  io::save_file(path, {peft.begin(), peft.end()},
+                {{"format", "pt"}, {"lora_adapter_metadata", R"({"unet.r": 2, "unet.lora_alpha": 0.5})"}});
+  auto r = attach_lora_file(*net, path, "x", std::make_shared<LoraScale>());
+  std::filesystem::remove(path);
+  EXPECT_EQ(r.format, LoraFormat::kPeft);
+  EXPECT_EQ(r.alphas, std::vector<double>{0.5});
+  EXPECT_EQ(r.alpha_source, "lora_adapter_metadata");
 }
 
 TEST(PeftLora, DiffusersPrePeftKeys) {

@@ -130,6 +130,7 @@ def make_lora_variants(outdir, unet, kohya, cfg, inputs):
       lora_peft       PEFT keys (`unet.<path>.lora_A.weight`), saved by diffusers' save_lora_weights with
                       the adapter config (rank, alpha) in the header, as its training scripts do
       lora_peft_bare  the same without the header config (alpha = rank), with text-encoder entries
+      lora_peft_pattern  the header config with an alpha_pattern (expected_lora_pattern_0.35)
       lora_diffusers  diffusers' pre-PEFT keys (`unet.<path>.lora.down.weight`,
                       `...attn1.processor.to_q_lora.down.weight`): what its kohya converter produces
     Expected outputs: expected_lora_S (kohya, SGM, PEFT: they must agree) and expected_lora_bare_S
@@ -179,6 +180,11 @@ def make_lora_variants(outdir, unet, kohya, cfg, inputs):
         Pipe.save_lora_weights(tmp, unet_lora_layers=peft_sd,
                                unet_lora_adapter_metadata=unet.peft_config["kohya"].to_dict())
         os.replace(f"{tmp}/pytorch_lora_weights.safetensors", f"{outdir}/lora_peft.safetensors")
+        # Per-module alphas as PEFT matches them: a tail ("to_k": every to_k) and an anchored path.
+        config = unet.peft_config["kohya"].to_dict()
+        config["alpha_pattern"] = {"to_k": 3.0 * config["lora_alpha"], "^mid_block.attentions.0.proj_in": 0.5}
+        Pipe.save_lora_weights(tmp, unet_lora_layers=peft_sd, unet_lora_adapter_metadata=config)
+        os.replace(f"{tmp}/pytorch_lora_weights.safetensors", f"{outdir}/lora_peft_pattern.safetensors")
         Pipe.save_lora_weights(tmp, unet_lora_layers=peft_sd, text_encoder_lora_layers=text,
                                text_encoder_2_lora_layers={k: v.clone() for k, v in text.items()})
         os.replace(f"{tmp}/pytorch_lora_weights.safetensors", f"{outdir}/lora_peft_bare.safetensors")
@@ -193,7 +199,13 @@ def make_lora_variants(outdir, unet, kohya, cfg, inputs):
         for scale in (0.35, 1.0):
             err = (got[scale] - want[scale]).abs().max().item()
             assert err <= 1e-6, f"diffusers on lora_{name}: {err:.3e} from the kohya result at scale {scale}"
-    unet.delete_adapters(["kohya", "kohya_bare", "sgm", "peft", "peft_bare", "diffusers"])
+    load(f"{outdir}/lora_peft_pattern.safetensors", "peft_pattern")
+    scale = 0.35
+    unet.set_adapters(["peft_pattern"], weights=[scale])
+    pattern = run(unet, inputs).contiguous()
+    assert (pattern - expected[scale]).abs().max().item() > 1e-4, "the alpha_pattern changes nothing"
+    save_file({"out": pattern}, f"{outdir}/expected_lora_pattern_{scale}.safetensors")
+    unet.delete_adapters(["kohya", "kohya_bare", "sgm", "peft", "peft_bare", "diffusers", "peft_pattern"])
 
 
 def run(unet, inputs):

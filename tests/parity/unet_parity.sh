@@ -31,12 +31,14 @@ fi
 # The same LoRA weights in every layout we read, each against what diffusers computes from that file
 # (kohya, SGM-named kohya and PEFT with its header config agree; the files without alpha run at factor 1).
 # The run-time scale is the same code for every layout: the other layouts run at 0.35 only.
+# lora_peft_pattern: per-module alphas from the header's alpha_pattern, matched as PEFT matches them.
 for scale in 0.35 1.0; do
   files="lora"
-  [ $scale = 0.35 ] && files="lora lora_sgm lora_peft lora_peft_bare lora_diffusers"
+  [ $scale = 0.35 ] && files="lora lora_sgm lora_peft lora_peft_bare lora_diffusers lora_peft_pattern"
   for file in $files; do
     expected=expected_lora_$scale
     case $file in lora_peft_bare | lora_diffusers) expected=expected_lora_bare_$scale ;; esac
+    [ $file = lora_peft_pattern ] && expected=expected_lora_pattern_$scale
     run "$WORK/ours_${file}_$scale.safetensors" --lora "$WORK/$file.safetensors" --lora-scale $scale
     "$PY" "$HERE/unet_oracle.py" compare "$WORK/$expected.safetensors" "$WORK/ours_${file}_$scale.safetensors" $TOL
   done
