@@ -67,8 +67,9 @@ int run_unet(const NetworkRun& o) {
   if (!o.lora.empty()) {
     auto scale = std::make_shared<model::nn::LoraScale>();
     scale->value = o.lora_scale;
-    auto lr = model::nn::attach_kohya_lora(*unet, model::io::load_file(o.lora), "lora", scale, o.lora);
-    std::cerr << "model run: " << o.lora << ": " << lr.layers << " layers, scale " << o.lora_scale << "\n";
+    auto lr = model::nn::attach_lora_file(*unet, o.lora, "lora", scale);
+    std::cerr << "model run: " << o.lora << ": " << model::nn::format_name(lr.format) << ", " << lr.layers
+              << " layers, scale " << o.lora_scale << "\n";
   }
   model::adapters::IpAdapter ip{nullptr};
   if (!o.ip_adapter.empty()) {
@@ -163,7 +164,11 @@ void match_module(const std::vector<model::io::TensorInfo>& infos, torch::nn::Mo
 
 void match_lora(const std::vector<model::io::TensorInfo>& infos, const model::unet::UNetConfig& config,
                 const std::string& path, const std::string& label) {
-  bool any = std::any_of(infos.begin(), infos.end(), [](const auto& i) { return i.name.rfind("lora_unet_", 0) == 0; });
+  // Any UNet LoRA layout (kohya, PEFT, diffusers); lora_format.h tells them apart.
+  bool any = std::any_of(infos.begin(), infos.end(), [](const auto& i) {
+    return i.name.rfind("lora_unet_", 0) == 0 ||
+           (i.name.rfind("unet.", 0) == 0 && i.name.find("lora") != std::string::npos);
+  });
   if (!any) return;
   model::unet::UNet2DConditionModel unet(config, at::TensorOptions().device(at::kMeta));
   std::map<std::string, at::Tensor> tensors;
@@ -173,17 +178,21 @@ void match_lora(const std::vector<model::io::TensorInfo>& infos, const model::un
     bool alpha = i.name.size() > 6 && i.name.substr(i.name.size() - 6) == ".alpha";
     tensors[i.name] = alpha && file ? file->get(i.name) : at::empty(i.shape, at::TensorOptions().device(at::kMeta));
   }
+  const std::map<std::string, std::string> no_metadata;
   try {
-    auto r = model::nn::attach_kohya_lora(*unet, tensors, "inspect", std::make_shared<model::nn::LoraScale>(), path);
-    std::cout << "  kohya LoRA for " << label << ": " << r.layers << " layers, " << r.parameters << " parameters";
+    auto r = model::nn::attach_lora(*unet, tensors, file ? file->metadata() : no_metadata, "inspect",
+                                    std::make_shared<model::nn::LoraScale>(), path);
+    std::cout << "  " << model::nn::format_name(r.format) << " for " << label << ": " << r.layers << " layers, "
+              << r.parameters << " parameters";
     if (!r.alphas.empty()) {
       std::cout << ", alpha";
       for (double a : r.alphas) std::cout << " " << a;
+      std::cout << " (" << r.alpha_source << ")";
     }
     if (!r.ignored.empty()) std::cout << ", " << r.ignored.size() << " text-encoder keys ignored";
     std::cout << "\n";
   } catch (const c10::Error& e) {
-    std::cout << "  kohya LoRA, but not for " << label << ": " << e.what_without_backtrace() << "\n";
+    std::cout << "  LoRA, but not for " << label << ": " << e.what_without_backtrace() << "\n";
   }
 }
 
@@ -377,7 +386,7 @@ int run_model_command(dist::World& world, const std::vector<std::string>& args) 
       "weights", po::value<std::string>()->required(),
       "safetensors file (or *.index.json) with its weights; mtcnn: also facenet-pytorch's folder of pnet.pt / "
       "rnet.pt / onet.pt, or those three paths separated by commas")(
-      "lora", po::value<std::string>()->default_value(""), "kohya-format LoRA to apply unfused")(
+      "lora", po::value<std::string>()->default_value(""), "LoRA to apply unfused: kohya (diffusers or SGM names), PEFT or diffusers format")(
       "lora-scale", po::value<double>()->default_value(1.0), "run-time LoRA multiplier")(
       "ip-adapter", po::value<std::string>()->default_value(""),
       "IP-Adapter Plus checkpoint (.safetensors or .bin); the inputs then need image_embeds [B, N, 1280]")(

@@ -85,8 +85,9 @@ int run_kv_network(const NetworkRun& o) {
   if (!o.lora.empty()) {
     auto scale = std::make_shared<model::nn::LoraScale>();
     scale->value = o.lora_scale;
-    auto lr = model::nn::attach_kohya_lora(*unet, model::io::load_file(o.lora), "lora", scale, o.lora);
-    std::cerr << "model run: " << o.lora << ": " << lr.layers << " layers, scale " << o.lora_scale << "\n";
+    auto lr = model::nn::attach_lora_file(*unet, o.lora, "lora", scale);
+    std::cerr << "model run: " << o.lora << ": " << model::nn::format_name(lr.format) << ", " << lr.layers
+              << " layers, scale " << o.lora_scale << "\n";
   }
   auto ip_weights = model::adapters::load_ip_adapter_file(o.ip_adapter);
   model::adapters::IpAdapter ip(*unet, model::adapters::infer_resampler_options(ip_weights, o.ip_adapter));

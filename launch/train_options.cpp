@@ -124,7 +124,7 @@ po::options_description train_options(trainer::TrainConfig& c) {
       ("model.unet_config", bind(c.model.unet_config), "diffusers unet/config.json (default: the SDXL base config)")
       ("model.unet_weights", bind(c.model.unet_weights), "SDXL base UNet weights (.safetensors or .index.json)")
       ("model.ip_adapter", bind(c.model.ip_adapter), "IP-Adapter Plus face SDXL checkpoint (.bin or .safetensors)")
-      ("model.lcm_lora", bind(c.model.lcm_lora), "LCM-LoRA SDXL (kohya .safetensors)")
+      ("model.lcm_lora", bind(c.model.lcm_lora), "LCM-LoRA SDXL .safetensors (kohya, SGM-named kohya, PEFT or diffusers keys)")
       ("model.taesd", bind(c.model.taesd), "TAESDXL weights (.safetensors)")
       ("model.arcface", bind(c.model.arcface), "ArcFace weights (IR-SE50 .pth or iresnet .pth/.safetensors)")
       ("model.arcface_network", bind(c.model.arcface_network), "irse50 | iresnet50 | iresnet100")

@@ -139,7 +139,7 @@ void LookaheadModel::load_weights(const LookaheadWeightFiles& files) {
   if (!files.lcm_lora.empty()) {
     TORCH_CHECK(!lcm_attached_, "LookaheadModel::load_weights: an LCM-LoRA is already attached (", files.lcm_lora,
                 ")");
-    nn::attach_kohya_lora(*unet_, io::load_file(files.lcm_lora), kLcmAdapter, lcm_scale_, files.lcm_lora);
+    nn::attach_lora_file(*unet_, files.lcm_lora, kLcmAdapter, lcm_scale_);
     lcm_attached_ = true;
   }
   if (!files.taesd.empty()) {

@@ -1,5 +1,7 @@
-// kohya LoRA attachment and trainable LoRA creation.
+// LoRA file attachment and trainable LoRA creation.
 #include "model/nn/lora_loader.h"
+
+#include "model/io/safetensors.h"
 
 #include <ATen/ATen.h>
 
@@ -9,15 +11,6 @@
 namespace lookahead::model::nn {
 
 namespace {
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-std::string underscored(std::string path) {
-  std::replace(path.begin(), path.end(), '.', '_');
-  return path;
-}
 
 void add_to_layer(torch::nn::Module& layer, LoraAdapter adapter) {
   if (auto* lin = dynamic_cast<LoraLinearImpl*>(&layer)) {
@@ -42,68 +35,51 @@ std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> lora_lay
   return out;
 }
 
-LoraLoadReport attach_kohya_lora(torch::nn::Module& module, const std::map<std::string, at::Tensor>& tensors,
-                                 const std::string& name, std::shared_ptr<LoraScale> scale, const std::string& origin,
-                                 const std::string& prefix) {
-  TORCH_CHECK(scale, "attach_kohya_lora: no scale given");
-  std::map<std::string, std::shared_ptr<torch::nn::Module>> by_key;
-  for (auto& [path, layer] : lora_layers(module)) by_key[prefix + underscored(path)] = layer;
-
+LoraLoadReport attach_lora(torch::nn::Module& module, const std::map<std::string, at::Tensor>& tensors,
+                           const std::map<std::string, std::string>& metadata, const std::string& name,
+                           std::shared_ptr<LoraScale> scale, const std::string& origin) {
+  TORCH_CHECK(scale, "attach_lora: no scale given");
+  auto layers = lora_layers(module);
+  std::vector<std::string> paths;
+  std::map<std::string, std::shared_ptr<torch::nn::Module>> by_path;
+  for (auto& [path, layer] : layers) {
+    paths.push_back(path);
+    by_path[path] = layer;
+  }
+  // Every key is mapped and checked before the module is touched, so a bad file leaves it unchanged.
+  LoraMapping mapping = map_lora_file(tensors, metadata, paths, origin);
   LoraLoadReport report;
+  report.format = mapping.format;
+  report.ignored = std::move(mapping.ignored);
+  report.alpha_source = mapping.alpha_source;
   std::set<double> alphas;
-  std::set<std::string> used;
-  const std::string down_suffix = ".lora_down.weight", up_suffix = ".lora_up.weight", alpha_suffix = ".alpha";
-  // Validate everything before touching the module, so a bad file leaves it unchanged.
-  std::vector<std::pair<std::shared_ptr<torch::nn::Module>, LoraAdapter>> pending;
-  for (const auto& [key, tensor] : tensors) {
-    if (key.rfind(prefix, 0) != 0) {
-      // Text-encoder adapters of the same file are not ours to apply; anything else is a format
-      // we do not read (diffusers/PEFT `unet.<path>.lora_A.weight`, SGM block names, ...).
-      TORCH_CHECK(key.rfind("lora_te", 0) == 0, origin, ": LoRA key '", key,
-                  "' is not in the kohya format this loader reads ('", prefix,
-                  "<module path with _>.lora_down.weight / .lora_up.weight / .alpha')");
-      report.ignored.push_back(key);
-      continue;
-    }
-    if (!ends_with(key, down_suffix)) {
-      TORCH_CHECK(ends_with(key, up_suffix) || ends_with(key, alpha_suffix), origin, ": unexpected LoRA key '", key,
-                  "' (expected .lora_down.weight, .lora_up.weight or .alpha)");
-      continue;
-    }
-    std::string base = key.substr(0, key.size() - down_suffix.size());
-    auto layer = by_key.find(base);
-    TORCH_CHECK(layer != by_key.end(), origin, ": LoRA '", base, "' matches no layer of the network");
-    auto up = tensors.find(base + up_suffix);
-    TORCH_CHECK(up != tensors.end(), origin, ": LoRA '", base, "' has lora_down but no lora_up");
+  for (auto& entry : mapping.entries) {
     LoraAdapter a;
     a.name = name;
-    a.down = tensor;
-    a.up = up->second;
+    a.down = entry.down;
+    a.up = entry.up;
+    a.alpha = entry.alpha;
     a.scale = scale;
-    auto alpha = tensors.find(base + alpha_suffix);
-    a.alpha = alpha != tensors.end() ? alpha->second.to(at::kDouble).item<double>() : static_cast<double>(tensor.size(0));
-    alphas.insert(a.alpha);
-    used.insert(base);
-    pending.emplace_back(layer->second, std::move(a));
-  }
-  for (const auto& [key, tensor] : tensors) {
-    if (key.rfind(prefix, 0) != 0 || ends_with(key, down_suffix)) continue;
-    std::string base = key.substr(0, key.rfind(ends_with(key, up_suffix) ? up_suffix : alpha_suffix));
-    TORCH_CHECK(used.count(base), origin, ": LoRA key '", key, "' has no matching lora_down");
-  }
-  for (auto& [layer, adapter] : pending) {
     try {
-      report.parameters += adapter.down.numel() + adapter.up.numel();
-      add_to_layer(*layer, adapter);
+      add_to_layer(*by_path.at(entry.layer), a);
     } catch (const c10::Error& e) {
       detach_lora(module, name);  // all or nothing
-      TORCH_CHECK(false, origin, ": ", e.what_without_backtrace());
+      TORCH_CHECK(false, origin, ": LoRA '", entry.key, "' for layer '", entry.layer, "': ", e.what_without_backtrace());
     }
+    alphas.insert(entry.alpha);
+    report.parameters += entry.down.numel() + entry.up.numel();
     ++report.layers;
   }
-  TORCH_CHECK(report.layers > 0, origin, ": no '", prefix, "' LoRA entries for this network");
   report.alphas.assign(alphas.begin(), alphas.end());
   return report;
+}
+
+LoraLoadReport attach_lora_file(torch::nn::Module& module, const std::string& path, const std::string& name,
+                                std::shared_ptr<LoraScale> scale) {
+  auto file = io::SafetensorsFile::open(path);
+  std::map<std::string, at::Tensor> tensors;
+  for (const auto& info : file->tensors()) tensors[info.name] = file->get(info.name);
+  return attach_lora(module, tensors, file->metadata(), name, std::move(scale), path);
 }
 
 int detach_lora(torch::nn::Module& module, const std::string& name) {

@@ -1,6 +1,6 @@
-// Attaching LoRA adapters to a module tree of LoraLinear / LoraConv2d layers: kohya-format files
-// (`lora_unet_<path with '_'>.lora_down.weight / .lora_up.weight / .alpha`, LCM-LoRA SDXL is one)
-// and trainable adapters created in code.
+// Attaching LoRA adapters to a module tree of LoraLinear / LoraConv2d layers: LoRA files in any
+// layout lora_format.h reads (kohya, SGM-named kohya, PEFT, diffusers' pre-PEFT keys; LCM-LoRA
+// SDXL is kohya) and trainable adapters created in code.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -13,26 +13,32 @@
 #include <vector>
 
 #include "model/nn/lora.h"
+#include "model/nn/lora_format.h"
 
 namespace lookahead::model::nn {
 
 /// What attaching a LoRA file did.
 struct LoraLoadReport {
-  int layers = 0;                        ///< layers that received an adapter
-  int64_t parameters = 0;                ///< elements of all down/up matrices
-  std::vector<std::string> ignored;      ///< keys for other networks (text encoders: lora_te*)
-  std::vector<double> alphas;            ///< distinct alpha values found
+  LoraFormat format = LoraFormat::kKohya;  ///< the layout the file was read as
+  int layers = 0;                          ///< layers that received an adapter
+  int64_t parameters = 0;                  ///< elements of all down/up matrices
+  std::vector<std::string> ignored;        ///< keys for other networks (text encoders)
+  std::vector<double> alphas;              ///< distinct alpha values applied
+  std::string alpha_source;                ///< where they came from (see LoraMapping)
 };
 
-/// Attaches every `<prefix><path>` entry of a kohya-format state dict to the layer at `path` of
-/// `module` as adapter `name`, converted to the layer's dtype and device, sharing `scale`. Module
-/// paths are matched by enumerating the module's layers (names contain '_', so '_' -> '.' cannot be
-/// inverted). Throws c10::Error naming `origin` and the key for: a key with no matching layer,
-/// a lora_down without lora_up, shapes that do not fit the layer. A missing `.alpha` means
-/// alpha = rank (factor 1).
-LoraLoadReport attach_kohya_lora(torch::nn::Module& module, const std::map<std::string, at::Tensor>& tensors,
-                                 const std::string& name, std::shared_ptr<LoraScale> scale, const std::string& origin,
-                                 const std::string& prefix = "lora_unet_");
+/// Attaches every UNet entry of a LoRA file (`tensors` and its safetensors header `metadata`) to
+/// its layer of `module` as adapter `name`, converted to the layer's dtype and device, sharing
+/// `scale`. The layout is detected by map_lora_file, which names the layers by enumerating the
+/// module's LoRA-capable layers. Throws c10::Error naming `origin` and the key for anything that
+/// cannot be mapped or does not fit its layer; nothing is attached then.
+LoraLoadReport attach_lora(torch::nn::Module& module, const std::map<std::string, at::Tensor>& tensors,
+                           const std::map<std::string, std::string>& metadata, const std::string& name,
+                           std::shared_ptr<LoraScale> scale, const std::string& origin);
+
+/// attach_lora for a safetensors file at `path` (tensors and header metadata).
+LoraLoadReport attach_lora_file(torch::nn::Module& module, const std::string& path, const std::string& name,
+                                std::shared_ptr<LoraScale> scale);
 
 /// Removes adapter `name` from every layer of `module`; returns the number of layers touched.
 int detach_lora(torch::nn::Module& module, const std::string& name);

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Oracle for the UNet and LoRA parity tests: diffusers builds a UNet2DConditionModel of a small
 SDXL-family config with random weights, saves it in the diffusers layout, writes random inputs,
-a kohya-format LoRA (`lora_unet_...` keys, lora_down/lora_up/alpha, conv LoRA included) and the
-outputs diffusers computes: without LoRA, and with the LoRA loaded by diffusers' own loader at
-two scales. `compare` checks our outputs against them.
+a kohya-format LoRA (`lora_unet_...` keys, lora_down/lora_up/alpha, conv LoRA included), the same
+LoRA in the other layouts users have (SGM-named kohya, PEFT with and without its header config,
+diffusers' pre-PEFT keys; see make_lora_variants) and the outputs diffusers computes: without LoRA,
+and with each LoRA file loaded by diffusers' own loader at two scales. `compare` checks our
+outputs against them.
 
-  unet_oracle.py make OUTDIR SEED [--fixed]    writes OUTDIR/{unet/,inputs,lora,expected_*}.safetensors
+  unet_oracle.py make OUTDIR SEED [--fixed]    writes OUTDIR/{unet/,inputs,lora*,expected_*}.safetensors
   unet_oracle.py compare EXPECTED OURS TOL      exits 1 when max |a - b| > TOL
 """
 import json
@@ -65,8 +67,9 @@ def build_unet(cfg):
 
 
 def lora_targets(unet):
-    """Module paths LCM-LoRA targets (PEFT suffix match), Linear and Conv2d."""
-    suffixes = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1",
+    """Module paths LCM-LoRA targets (PEFT suffix match), Linear and Conv2d, and the stems (conv_in,
+    conv_out, time embedding) whose SGM names are not block names."""
+    suffixes = ("conv_in", "conv_out", "time_embedding.linear_1", "time_embedding.linear_2", "to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1",
                 "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj")
     return [(n, m) for n, m in unet.named_modules()
             if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) and n.endswith(suffixes)]
@@ -87,6 +90,122 @@ def make_kohya_lora(unet, rank, alpha):
         sd[key + ".lora_up.weight"] = up
         sd[key + ".alpha"] = torch.tensor(float(alpha))
     return sd
+
+
+def sgm_name(path, lpb):
+    """The SGM (original SDXL repository) module name of diffusers module `path`, underscored as kohya
+    writes it, for a UNet with `lpb` resnets per down block: input_blocks[0] is conv_in, then per down
+    block `lpb` (resnet, attention) layers and the downsampler; output_blocks hold `lpb + 1` layers per
+    up block with the upsampler after the last one (index 2: after its attention)."""
+    fixed = {"conv_in": "input_blocks_0_0", "conv_out": "out_2", "time_embedding.linear_1": "time_embed_0",
+             "time_embedding.linear_2": "time_embed_2", "add_embedding.linear_1": "label_emb_0_0",
+             "add_embedding.linear_2": "label_emb_0_2"}
+    if path in fixed:
+        return fixed[path]
+    resnet_sub = {"conv1": "in_layers_2", "conv2": "out_layers_3", "time_emb_proj": "emb_layers_1",
+                  "conv_shortcut": "skip_connection"}
+    p = path.split(".")
+    if p[0] == "mid_block":
+        inner = {("resnets", "0"): "0", ("attentions", "0"): "1", ("resnets", "1"): "2"}[(p[1], p[2])]
+        rest = p[3:] if p[1] == "attentions" else [resnet_sub[p[3]]]
+        return "_".join(["middle_block", inner] + rest)
+    block, kind, layer, rest = int(p[1]), p[2], int(p[3]), p[4:]
+    if p[0] == "down_blocks":
+        if kind == "downsamplers":
+            return f"input_blocks_{(block + 1) * (lpb + 1)}_0_op"
+        index = 1 + block * (lpb + 1) + layer
+    else:
+        if kind == "upsamplers":
+            return f"output_blocks_{block * (lpb + 1) + lpb}_2_conv"
+        index = block * (lpb + 1) + layer
+    inner = {"resnets": "0", "attentions": "1"}[kind]
+    rest = rest if kind == "attentions" else [resnet_sub[rest[0]]]
+    return "_".join([("input" if p[0] == "down_blocks" else "output") + "_blocks", str(index), inner] + rest)
+
+
+def make_lora_variants(outdir, unet, kohya, cfg, inputs):
+    """The kohya LoRA's weights also in the other layouts users have, each written as its tool writes
+    it and loaded by diffusers' own loader from the file:
+      lora_sgm        kohya keys with SGM block names (`lora_unet_input_blocks_4_1_...`)
+      lora_peft       PEFT keys (`unet.<path>.lora_A.weight`), saved by diffusers' save_lora_weights with
+                      the adapter config (rank, alpha) in the header, as its training scripts do
+      lora_peft_bare  the same without the header config (alpha = rank), with text-encoder entries
+      lora_peft_pattern  the header config with an alpha_pattern (expected_lora_pattern_0.35)
+      lora_diffusers  diffusers' pre-PEFT keys (`unet.<path>.lora.down.weight`,
+                      `...attn1.processor.to_q_lora.down.weight`): what its kohya converter produces
+    Expected outputs: expected_lora_S (kohya, SGM, PEFT: they must agree) and expected_lora_bare_S
+    (files without alpha: factor 1), at scales S = 0.35 and 1.0."""
+    import os
+    import tempfile
+    from diffusers import StableDiffusionXLPipeline as Pipe
+    from peft.utils import get_peft_model_state_dict
+    lpb = cfg["layers_per_block"]
+    n_targets = len(lora_targets(unet))
+    sgm = {}
+    for key, value in kohya.items():
+        base, suffix = key.split(".", 1)
+        path = next(n for n, _ in lora_targets(unet) if "lora_unet_" + n.replace(".", "_") == base)
+        sgm["lora_unet_" + sgm_name(path, lpb) + "." + suffix] = value
+    assert len(sgm) == len(kohya)
+    save_file({k: v.contiguous() for k, v in sgm.items()}, f"{outdir}/lora_sgm.safetensors")
+
+    def load(source, adapter):  # diffusers' loading path for a file, as load_lora_weights runs it
+        state, alphas, metadata = Pipe.lora_state_dict(source, unet_config=unet.config, return_lora_metadata=True)
+        assert all("lora" in k for k in state), "diffusers would reject the file"
+        Pipe.load_lora_into_unet(state, network_alphas=alphas, unet=unet, adapter_name=adapter, metadata=metadata)
+        loaded = sum(1 for n, _ in unet.named_modules() if n.endswith(f"lora_A.{adapter}"))
+        assert loaded == n_targets, f"{adapter}: diffusers loaded {loaded} LoRA modules, the file has {n_targets}"
+
+    def outputs(adapter):
+        out = {}
+        for scale in (0.35, 1.0):
+            unet.set_adapters([adapter], weights=[scale])
+            out[scale] = run(unet, inputs).contiguous()
+        return out
+
+    load(f"{outdir}/lora.safetensors", "kohya")
+    expected = outputs("kohya")
+    bare_kohya = {k: v for k, v in kohya.items() if not k.endswith(".alpha")}
+    load(bare_kohya, "kohya_bare")
+    expected_bare = outputs("kohya_bare")
+    for scale in (0.35, 1.0):
+        save_file({"out": expected[scale]}, f"{outdir}/expected_lora_{scale}.safetensors")
+        save_file({"out": expected_bare[scale]}, f"{outdir}/expected_lora_bare_{scale}.safetensors")
+
+    peft_sd = get_peft_model_state_dict(unet, adapter_name="kohya")
+    assert all(".lora_A." in k or ".lora_B." in k for k in peft_sd) and len(peft_sd) == 2 * n_targets
+    text = {"text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight": torch.randn(2, 8),
+            "text_model.encoder.layers.0.self_attn.q_proj.lora_B.weight": torch.randn(8, 2)}
+    with tempfile.TemporaryDirectory() as tmp:
+        Pipe.save_lora_weights(tmp, unet_lora_layers=peft_sd,
+                               unet_lora_adapter_metadata=unet.peft_config["kohya"].to_dict())
+        os.replace(f"{tmp}/pytorch_lora_weights.safetensors", f"{outdir}/lora_peft.safetensors")
+        # Per-module alphas as PEFT matches them: a tail ("to_k": every to_k) and an anchored path.
+        config = unet.peft_config["kohya"].to_dict()
+        config["alpha_pattern"] = {"to_k": 3.0 * config["lora_alpha"], "^mid_block.attentions.0.proj_in": 0.5}
+        Pipe.save_lora_weights(tmp, unet_lora_layers=peft_sd, unet_lora_adapter_metadata=config)
+        os.replace(f"{tmp}/pytorch_lora_weights.safetensors", f"{outdir}/lora_peft_pattern.safetensors")
+        Pipe.save_lora_weights(tmp, unet_lora_layers=peft_sd, text_encoder_lora_layers=text,
+                               text_encoder_2_lora_layers={k: v.clone() for k, v in text.items()})
+        os.replace(f"{tmp}/pytorch_lora_weights.safetensors", f"{outdir}/lora_peft_bare.safetensors")
+    old, _ = Pipe.lora_state_dict(dict(kohya))  # diffusers' own conversion of the kohya keys
+    assert any(".processor.to_q_lora.down." in k for k in old) and any(".lora.down." in k for k in old)
+    save_file({k: v.contiguous() for k, v in old.items()}, f"{outdir}/lora_diffusers.safetensors")
+
+    for name, want in (("sgm", expected), ("peft", expected), ("peft_bare", expected_bare),
+                       ("diffusers", expected_bare)):
+        load(f"{outdir}/lora_{name}.safetensors", name)
+        got = outputs(name)
+        for scale in (0.35, 1.0):
+            err = (got[scale] - want[scale]).abs().max().item()
+            assert err <= 1e-6, f"diffusers on lora_{name}: {err:.3e} from the kohya result at scale {scale}"
+    load(f"{outdir}/lora_peft_pattern.safetensors", "peft_pattern")
+    scale = 0.35
+    unet.set_adapters(["peft_pattern"], weights=[scale])
+    pattern = run(unet, inputs).contiguous()
+    assert (pattern - expected[scale]).abs().max().item() > 1e-4, "the alpha_pattern changes nothing"
+    save_file({"out": pattern}, f"{outdir}/expected_lora_pattern_{scale}.safetensors")
+    unet.delete_adapters(["kohya", "kohya_bare", "sgm", "peft", "peft_bare", "diffusers", "peft_pattern"])
 
 
 def run(unet, inputs):
@@ -113,18 +232,12 @@ def make(outdir, seed, fixed):
     save_file(inputs, f"{outdir}/inputs.safetensors")
     save_file({"out": run(unet, inputs).contiguous()}, f"{outdir}/expected.safetensors")
 
-    rank, alpha = rng.choice([2, 4]), rng.choice([1.0, 2.0, 4.0])
+    # alpha != rank, so a loader that ignores alpha (or applies it where it must not) is caught.
+    rank = rng.choice([2, 4])
+    alpha = rng.choice([a for a in (1.0, 2.0, 4.0) if a != rank])
     kohya = make_kohya_lora(unet, rank, alpha)
     save_file({k: v.contiguous() for k, v in kohya.items()}, f"{outdir}/lora.safetensors")
-    from diffusers import StableDiffusionXLPipeline
-    n_targets = len(lora_targets(unet))
-    state, alphas = StableDiffusionXLPipeline.lora_state_dict(dict(kohya))
-    StableDiffusionXLPipeline.load_lora_into_unet(state, network_alphas=alphas, unet=unet, adapter_name="lcm")
-    loaded = sum(1 for n, _ in unet.named_modules() if n.endswith("lora_A.lcm"))
-    assert loaded == n_targets, f"diffusers loaded {loaded} LoRA modules, the file has {n_targets}"
-    for scale in (0.35, 1.0):
-        unet.set_adapters(["lcm"], weights=[scale])
-        save_file({"out": run(unet, inputs).contiguous()}, f"{outdir}/expected_lora_{scale}.safetensors")
+    make_lora_variants(outdir, unet, kohya, cfg, inputs)
     make_ip_adapter(outdir, cfg, inputs, rng)
     json.dump({"seed": seed, "config": cfg, "lora_rank": rank, "lora_alpha": alpha}, open(f"{outdir}/case.json", "w"))
     print(f"unet_oracle: seed {seed} config {json.dumps(cfg)} lora rank {rank} alpha {alpha}")
