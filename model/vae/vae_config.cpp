@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "model/io/config_keys.h"
+
 namespace lookahead::model::vae {
 
 using json = nlohmann::json;
@@ -66,7 +68,60 @@ void check_positive(const std::vector<int64_t>& v, const char* key, const std::s
   for (int64_t x : v) TORCH_CHECK(x > 0, origin, ": '", key, "' must hold positive integers");
 }
 
+// Every key of diffusers' AutoencoderTiny.__init__ (0.42) plus the metadata diffusers writes.
+constexpr io::ConfigKey kTinyKeys[] = {
+    {"_class_name", io::KeyUse::kHonoured, nullptr, "must be AutoencoderTiny"},
+    {"_diffusers_version", io::KeyUse::kMetadata, nullptr, "the writer's version"},
+    {"_name_or_path", io::KeyUse::kMetadata, nullptr, "where the config was loaded from"},
+    {"in_channels", io::KeyUse::kHonoured, nullptr, "image channels"},
+    {"out_channels", io::KeyUse::kHonoured, nullptr, "decoded image channels"},
+    {"encoder_block_out_channels", io::KeyUse::kHonoured, nullptr, "encoder widths (all equal, as diffusers can run)"},
+    {"decoder_block_out_channels", io::KeyUse::kHonoured, nullptr, "decoder widths (all equal, as diffusers can run)"},
+    {"act_fn", io::KeyUse::kHonoured, nullptr, "block activation: relu | silu | swish | gelu | mish"},
+    {"upsample_fn", io::KeyUse::kHonoured, nullptr, "decoder upsampling mode: nearest; others are refused"},
+    {"latent_channels", io::KeyUse::kHonoured, nullptr, "latent channels"},
+    {"upsampling_scaling_factor", io::KeyUse::kHonoured, nullptr, "decoder upsampling factor"},
+    {"num_encoder_blocks", io::KeyUse::kHonoured, nullptr, "blocks per encoder stage"},
+    {"num_decoder_blocks", io::KeyUse::kHonoured, nullptr, "blocks per decoder stage"},
+    {"latent_magnitude", io::KeyUse::kHonoured, nullptr, "8-bit latent packing (scale_latents / unscale_latents)"},
+    {"latent_shift", io::KeyUse::kHonoured, nullptr, "8-bit latent packing (scale_latents / unscale_latents)"},
+    {"force_upcast", io::KeyUse::kHonoured, nullptr, "pipelines run the VAE in float32 when asked for float16"},
+    {"scaling_factor", io::KeyUse::kHonoured, nullptr, "UNet latents = VAE latents * scaling_factor"},
+    {"shift_factor", io::KeyUse::kDefaultOnly, "0.0",
+     "the SDXL pipelines ignore it while SD3/Flux ones subtract it: no single reference meaning"},
+};
+
+// Every key of diffusers' AutoencoderKL.__init__ (0.42) plus the metadata diffusers writes.
+constexpr io::ConfigKey kKLKeys[] = {
+    {"_class_name", io::KeyUse::kHonoured, nullptr, "must be AutoencoderKL"},
+    {"_diffusers_version", io::KeyUse::kMetadata, nullptr, "the writer's version"},
+    {"_name_or_path", io::KeyUse::kMetadata, nullptr, "where the config was loaded from"},
+    {"in_channels", io::KeyUse::kHonoured, nullptr, "image channels"},
+    {"out_channels", io::KeyUse::kHonoured, nullptr, "decoded image channels"},
+    {"down_block_types", io::KeyUse::kHonoured, nullptr, "DownEncoderBlock2D; others are refused"},
+    {"up_block_types", io::KeyUse::kHonoured, nullptr, "UpDecoderBlock2D; others are refused"},
+    {"block_out_channels", io::KeyUse::kHonoured, nullptr, "channels per stage"},
+    {"layers_per_block", io::KeyUse::kHonoured, nullptr, "encoder resnets per stage (decoder: one more)"},
+    {"act_fn", io::KeyUse::kHonoured, nullptr,
+     "resnet activation: relu | silu | swish | gelu | mish (conv_act stays SiLU, as in diffusers)"},
+    {"latent_channels", io::KeyUse::kHonoured, nullptr, "latent channels"},
+    {"norm_num_groups", io::KeyUse::kHonoured, nullptr, "GroupNorm groups"},
+    {"sample_size", io::KeyUse::kMetadata, nullptr, "tile size of diffusers' tiled decoding, which this port does not do"},
+    {"scaling_factor", io::KeyUse::kHonoured, nullptr, "UNet latents = VAE latents * scaling_factor"},
+    {"shift_factor", io::KeyUse::kDefaultOnly, "0.0",
+     "the SDXL pipelines ignore it while SD3/Flux ones subtract it: no single reference meaning"},
+    {"latents_mean", io::KeyUse::kDefaultOnly, "null", "the SDXL pipeline's per-channel latent normalization"},
+    {"latents_std", io::KeyUse::kDefaultOnly, "null", "the SDXL pipeline's per-channel latent normalization"},
+    {"force_upcast", io::KeyUse::kHonoured, nullptr, "pipelines run the VAE in float32 when asked for float16"},
+    {"use_quant_conv", io::KeyUse::kHonoured, nullptr, "quant_conv after the encoder"},
+    {"use_post_quant_conv", io::KeyUse::kHonoured, nullptr, "post_quant_conv before the decoder"},
+    {"mid_block_add_attention", io::KeyUse::kHonoured, nullptr, "attention in the mid blocks"},
+};
+
 }  // namespace
+
+io::ConfigKeyTable TinyConfig::keys() { return kTinyKeys; }
+io::ConfigKeyTable KLConfig::keys() { return kKLKeys; }
 
 std::string config_class_name(const std::string& json_text, const std::string& origin) {
   return get_or<std::string>(parse_object(json_text, origin), "_class_name", "");
@@ -80,6 +135,7 @@ TinyConfig TinyConfig::from_json(const std::string& text, const std::string& ori
   json j = parse_object(text, origin);
   try {
     check_class(j, "AutoencoderTiny", origin);
+    io::refuse_unsupported(j, kTinyKeys, origin);
     TinyConfig c;
     c.in_channels = get_or<int64_t>(j, "in_channels", 3);
     c.out_channels = get_or<int64_t>(j, "out_channels", 3);
@@ -156,6 +212,7 @@ KLConfig KLConfig::from_json(const std::string& text, const std::string& origin)
   json j = parse_object(text, origin);
   try {
     check_class(j, "AutoencoderKL", origin);
+    io::refuse_unsupported(j, kKLKeys, origin);
     KLConfig c;
     c.in_channels = get_or<int64_t>(j, "in_channels", 3);
     c.out_channels = get_or<int64_t>(j, "out_channels", 3);
@@ -185,11 +242,6 @@ KLConfig KLConfig::from_json(const std::string& text, const std::string& origin)
     c.mid_block_add_attention = get_or<bool>(j, "mid_block_add_attention", true);
 
     check_activation(c.act_fn, origin);
-    for (const char* key : {"latents_mean", "latents_std"}) {
-      auto it = j.find(key);
-      TORCH_CHECK(it == j.end() || it->is_null(), origin, ": unsupported '", key, "' = ", it->dump(),
-                  " (supported: null)");
-    }
     TORCH_CHECK(c.in_channels > 0 && c.out_channels > 0 && c.latent_channels > 0, origin,
                 ": in_channels, out_channels and latent_channels must be positive");
     TORCH_CHECK(c.layers_per_block > 0, origin, ": 'layers_per_block' must be positive");
