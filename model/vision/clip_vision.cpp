@@ -60,9 +60,50 @@ constexpr io::ConfigKey kKeys[] = {
     {"patch_size", io::KeyUse::kHonoured, nullptr, "patch convolution kernel and stride"},
 };
 
+// Every key of transformers' CLIPConfig (5.x, its PreTrainedConfig keys included) plus the
+// legacy text_config_dict / vision_config_dict it still merges.
+constexpr io::ConfigKey kClipModelKeys[] = {
+    {"_name_or_path", io::KeyUse::kMetadata, nullptr, "where the config was loaded from"},
+    {"transformers_version", io::KeyUse::kMetadata, nullptr, "the writer's version"},
+    {"model_type", io::KeyUse::kMetadata, nullptr, "the config class; transformers only warns on a mismatch"},
+    {"architectures", io::KeyUse::kMetadata, nullptr, "the class name; clip_model_from_pretrained builds CLIPModel"},
+    {"dtype", io::KeyUse::kMetadata, nullptr, "the saved dtype; the caller chooses the run dtype"},
+    {"torch_dtype", io::KeyUse::kMetadata, nullptr, "transformers < 5 spelling of dtype"},
+    {"output_hidden_states", io::KeyUse::kMetadata, nullptr, "which outputs are returned, not their values"},
+    {"output_attentions", io::KeyUse::kMetadata, nullptr, "which outputs are returned, not their values"},
+    {"return_dict", io::KeyUse::kMetadata, nullptr, "output container type"},
+    {"chunk_size_feed_forward", io::KeyUse::kMetadata, nullptr, "the CLIP modeling code never chunks"},
+    {"is_encoder_decoder", io::KeyUse::kMetadata, nullptr, "generation flag, unused by CLIP"},
+    {"id2label", io::KeyUse::kMetadata, nullptr, "classification-head labels, unused by CLIPModel"},
+    {"label2id", io::KeyUse::kMetadata, nullptr, "classification-head labels, unused by CLIPModel"},
+    {"problem_type", io::KeyUse::kMetadata, nullptr, "classification-head loss, unused by CLIPModel"},
+    {"initializer_factor", io::KeyUse::kMetadata, nullptr, "random initialization only; weights are loaded"},
+    {"logit_scale_init_value", io::KeyUse::kMetadata, nullptr, "initial logit_scale; the weights carry it"},
+    {"projection_dim", io::KeyUse::kHonoured, nullptr, "text_projection / visual_projection width (default 512)"},
+    {"text_config", io::KeyUse::kHonoured, nullptr, "the CLIPTextConfig (ClipTextConfig::keys())"},
+    {"vision_config", io::KeyUse::kHonoured, nullptr, "the CLIPVisionConfig (ClipVisionConfig::keys())"},
+    {"text_config_dict", io::KeyUse::kHonoured, nullptr,
+     "legacy: when set it replaces text_config (absent keys: defaults), as transformers does"},
+    {"vision_config_dict", io::KeyUse::kHonoured, nullptr,
+     "legacy: when set it replaces vision_config (absent keys: defaults), as transformers does"},
+};
+
+// transformers' CLIPConfig: a legacy `<tower>_config_dict`, completed with the class defaults,
+// replaces `<tower>_config` entirely; otherwise `<tower>_config` (absent or null: all defaults).
+nlohmann::json tower_config(const nlohmann::json& j, const std::string& tower, const std::string& origin) {
+  for (const std::string& key : {tower + "_config_dict", tower + "_config"}) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) continue;
+    TORCH_CHECK(it->is_object(), origin, ": ", key, " must be an object");
+    return *it;
+  }
+  return nlohmann::json::object();
+}
+
 }  // namespace
 
 io::ConfigKeyTable ClipVisionConfig::keys() { return kKeys; }
+io::ConfigKeyTable clip_model_config_keys() { return kClipModelKeys; }
 
 ClipVisionConfig ClipVisionConfig::reference_defaults() {
   ClipVisionConfig c;
@@ -260,13 +301,17 @@ ClipVisionModel clip_vision_from_pretrained(const std::string& folder, at::Tenso
 ClipModel clip_model_from_pretrained(const std::string& folder, at::TensorOptions tensor_options) {
   namespace fs = std::filesystem;
   const fs::path dir(folder);
-  auto json = read_json((dir / "config.json").string());
-  TORCH_CHECK(json.contains("text_config") && json.contains("vision_config"), "clip: ", folder,
-              "/config.json is not a CLIPModel config");
-  const int64_t projection_dim = json.value("projection_dim", int64_t{512});
   const std::string origin = (dir / "config.json").string();
-  ClipModel model(text::ClipTextConfig::from_json(json["text_config"], origin + " text_config"),
-                  ClipVisionConfig::from_json(json["vision_config"], origin + " vision_config"),
+  auto json = read_json(origin);
+  TORCH_CHECK(json.is_object() && (json.contains("text_config") || json.contains("text_config_dict")) &&
+                  (json.contains("vision_config") || json.contains("vision_config_dict")),
+              "clip: ", origin, " is not a CLIPModel config (no text_config / vision_config)");
+  io::refuse_unsupported(json, kClipModelKeys, origin);
+  int64_t projection_dim = 512;
+  if (json.contains("projection_dim") && !json["projection_dim"].is_null())
+    projection_dim = json["projection_dim"].get<int64_t>();
+  ClipModel model(text::ClipTextConfig::from_json(tower_config(json, "text", origin), origin + " text_config"),
+                  ClipVisionConfig::from_json(tower_config(json, "vision", origin), origin + " vision_config"),
                   projection_dim, tensor_options);
   const std::string weights_path = (dir / "model.safetensors").string();
   io::load_state_dict(*model, drop_position_ids(io::load_file(weights_path)), weights_path);

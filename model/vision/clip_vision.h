@@ -137,6 +137,8 @@ std::map<std::string, at::Tensor> drop_position_ids(const std::map<std::string, 
 /// projection is present when the weights carry `visual_projection.weight`.
 ClipVisionModel clip_vision_from_pretrained(const std::string& folder, at::TensorOptions tensor_options = {});
 
+/// How every key of transformers' CLIPConfig (a CLIPModel folder's config.json) is treated.
+io::ConfigKeyTable clip_model_config_keys();
 /// Builds a CLIPModel from a transformers folder (config.json with text_config / vision_config).
 ClipModel clip_model_from_pretrained(const std::string& folder, at::TensorOptions tensor_options = {});
 

@@ -1,6 +1,6 @@
 // The config key walk: tests/parity/config_keys_oracle.py enumerates every key of every
 // reference config class our readers take (diffusers UNet2DConditionModel, AutoencoderKL,
-// AutoencoderTiny, the schedulers; transformers CLIPTextConfig / CLIPVisionConfig) and writes a
+// AutoencoderTiny, the schedulers; transformers CLIPTextConfig / CLIPVisionConfig / CLIPConfig) and writes a
 // tiny config per (key, non-default value) into LA_CONFIG_KEYS_DIR. Here every reference key must
 // be in the reader's table (io::ConfigKey), every default-only key must be refused naming it, and
 // every other key must load and, for the model readers, give the reference's outputs (1e-4,
@@ -81,6 +81,7 @@ io::ConfigKeyTable table_of(const std::string& reader) {
       {"vae_tiny", vae::TinyConfig::keys()},
       {"clip_text", text::ClipTextConfig::keys()},
       {"clip_vision", vision::ClipVisionConfig::keys()},
+      {"clip_model", vision::clip_model_config_keys()},
       {"sched_ddpm", sched::NoiseScheduleConfig::keys()},
       {"sched_ddim", sched::DdimOptions::keys()},
       {"sched_euler", sched::EulerDiscreteOptions::keys()},
@@ -161,6 +162,14 @@ void load_case(const Case& c, bool parity) {
     expect_close(c.name + " hidden_states[-2]", o.penultimate_hidden_state, t["penultimate"]);
     if (t.count("image_embeds")) expect_close(c.name + " image_embeds", o.image_embeds, t["image_embeds"]);
     if (t.count("pooler_output")) expect_close(c.name + " pooler_output", o.pooler_output, t["pooler_output"]);
+  } else if (c.reader == "clip_model") {
+    vision::ClipModel net = vision::clip_model_from_pretrained(c.dir);
+    if (!parity) return;
+    Tensors t = io::load_file(c.dir + "/io.safetensors");
+    vision::ClipModelOutput o = net->forward(t["input_ids"], t["pixel_values"]);
+    expect_close(c.name + " logits_per_image", o.logits_per_image, t["logits_per_image"]);
+    expect_close(c.name + " text_embeds", o.text_embeds, t["text_embeds"]);
+    expect_close(c.name + " image_embeds", o.image_embeds, t["image_embeds"]);
   } else {
     const json j = read_json(config);
     if (c.reader == "sched_ddpm") {

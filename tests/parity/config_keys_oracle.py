@@ -5,7 +5,7 @@ Usage: config_keys_oracle.py OUTDIR
 
 For every config class our C++ readers take (diffusers UNet2DConditionModel, AutoencoderKL,
 AutoencoderTiny, the DDPM / DDIM / Euler / DPM-Solver / LCM schedulers; transformers
-CLIPTextConfig, CLIPVisionConfig), enumerates every key the reference knows (the __init__
+CLIPTextConfig, CLIPVisionConfig, CLIPConfig), enumerates every key the reference knows (the __init__
 signature / the config's to_dict(), plus the metadata the writer adds) and writes:
 
   OUTDIR/manifest.json   {"readers": {reader: [keys]}, "cases": [case, ...]}
@@ -312,6 +312,37 @@ def vision_run(cfg, gen):
     return model, out
 
 
+def tower(base):
+    return {k: v for k, v in base.items() if k != "architectures"}
+
+
+CLIP_MODEL_BASE = dict(architectures=["CLIPModel"], text_config=tower(TEXT_BASE), vision_config=tower(VISION_BASE),
+                       projection_dim=12)
+CLIP_MODEL_VALUES = {
+    **TRANSFORMERS_COMMON,
+    "architectures": [(["CLIPModelSomething"], {}, "load")],
+    "logit_scale_init_value": [(1.0, {}, "load")],
+    "text_config": [({**tower(TEXT_BASE), "hidden_size": 24, "hidden_act": "gelu"}, {}, "load")],
+    "vision_config": [({**tower(VISION_BASE), "image_size": 12, "layer_norm_eps": 1e-2}, {}, "load")],
+    # transformers completes a legacy *_config_dict with the class defaults and lets it replace *_config.
+    "text_config_dict": [({**tower(TEXT_BASE), "num_hidden_layers": 3, "eos_token_id": 59}, {}, "load")],
+    "vision_config_dict": [({**tower(VISION_BASE), "hidden_act": "gelu"}, {}, "load")],
+}
+
+
+def clip_model_run(cfg, gen):
+    from transformers import CLIPConfig, CLIPModel
+    model = perturb(as_float32(CLIPModel(CLIPConfig(**cfg))), gen)
+    text, vision = model.config.text_config, model.config.vision_config
+    ids = torch.randint(0, 56, (2, 6), generator=gen)
+    ids[:, 4] = 59
+    pixels = torch.randn(3, vision.num_channels, vision.image_size, vision.image_size, generator=gen)
+    with torch.no_grad():
+        o = model(input_ids=ids, pixel_values=pixels, return_dict=True)
+    return model, {"input_ids": ids, "pixel_values": pixels, "logits_per_image": o.logits_per_image,
+                   "text_embeds": o.text_embeds, "image_embeds": o.image_embeds}
+
+
 # ---- schedulers ---------------------------------------------------------------------------------
 
 SCHED_VALUES = {
@@ -441,6 +472,9 @@ def main():
     add("clip_text", transformers_keys(CLIPTextConfig), TEXT_BASE, TEXT_VALUES, text_run, "model.safetensors")
     add("clip_vision", transformers_keys(CLIPVisionConfig), VISION_BASE, VISION_VALUES, vision_run,
         "model.safetensors")
+    from transformers import CLIPConfig
+    add("clip_model", transformers_keys(CLIPConfig) + ["text_config_dict", "vision_config_dict"], CLIP_MODEL_BASE,
+        CLIP_MODEL_VALUES, clip_model_run, "model.safetensors")
     for reader, cls in scheduler_classes().items():
         keys = diffusers_keys(cls)
         defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()}
