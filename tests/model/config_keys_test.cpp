@@ -1,10 +1,11 @@
 // The config key walk: tests/parity/config_keys_oracle.py enumerates every key of every
 // reference config class our readers take (diffusers UNet2DConditionModel, AutoencoderKL,
-// AutoencoderTiny, the schedulers; transformers CLIPTextConfig / CLIPVisionConfig / CLIPConfig) and writes a
-// tiny config per (key, non-default value) into LA_CONFIG_KEYS_DIR. Here every reference key must
-// be in the reader's table (io::ConfigKey), every default-only key must be refused naming it, and
-// every other key must load and, for the model readers, give the reference's outputs (1e-4,
-// float32) at that value: no key is accepted and then ignored or misapplied.
+// AutoencoderTiny, the schedulers; transformers CLIPTextConfig / CLIPVisionConfig / CLIPConfig)
+// and writes a tiny config per (key, non-default value) into LA_CONFIG_KEYS_DIR. Here every
+// reference key must be in the reader's table (io::ConfigKey), every default-only key must be
+// refused naming it, and every other key must load and give the reference's outputs at that value
+// (1e-4, float32: the models' forward passes, the schedulers' 4-step chains, DDPM's add_noise), so
+// no key is accepted and then ignored or misapplied.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -13,6 +14,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
@@ -170,20 +172,37 @@ void load_case(const Case& c, bool parity) {
     expect_close(c.name + " logits_per_image", o.logits_per_image, t["logits_per_image"]);
     expect_close(c.name + " text_embeds", o.text_embeds, t["text_embeds"]);
     expect_close(c.name + " image_embeds", o.image_embeds, t["image_embeds"]);
+  } else if (c.reader == "sched_ddpm") {
+    sched::NoiseSchedule schedule(sched::NoiseScheduleConfig::from_config(read_json(config)));
+    if (!parity) return;
+    Tensors t = io::load_file(c.dir + "/io.safetensors");
+    expect_close(c.name + " add_noise", schedule.add_noise(t["x0"], t["noise"], t["t"]), t["noisy"]);
   } else {
     const json j = read_json(config);
-    if (c.reader == "sched_ddpm") {
-      sched::NoiseSchedule schedule(sched::NoiseScheduleConfig::from_config(j));
-    } else if (c.reader == "sched_ddim") {
-      sched::DdimSampler(sched::DdimOptions::from_config(j)).set_timesteps(4);
+    std::unique_ptr<sched::Sampler> sampler;
+    if (c.reader == "sched_ddim") {
+      sampler = std::make_unique<sched::DdimSampler>(sched::DdimOptions::from_config(j));
     } else if (c.reader == "sched_euler") {
-      sched::EulerDiscreteSampler(sched::EulerDiscreteOptions::from_config(j)).set_timesteps(4);
+      sampler = std::make_unique<sched::EulerDiscreteSampler>(sched::EulerDiscreteOptions::from_config(j));
     } else if (c.reader == "sched_dpm") {
-      sched::DpmSolverSampler(sched::DpmSolverOptions::from_config(j)).set_timesteps(4);
+      sampler = std::make_unique<sched::DpmSolverSampler>(sched::DpmSolverOptions::from_config(j));
     } else if (c.reader == "sched_lcm") {
-      sched::LcmSampler(sched::LcmOptions::from_config(j)).set_timesteps(4);
+      sampler = std::make_unique<sched::LcmSampler>(sched::LcmOptions::from_config(j));
     } else {
       FAIL() << "unknown reader " << c.reader;
+    }
+    sampler->set_timesteps(4);
+    if (!parity) return;
+    // The chain diffusers ran: same timesteps, initial sigma and every step's prev_sample.
+    Tensors t = io::load_file(c.dir + "/io.safetensors");
+    expect_close(c.name + " timesteps", sampler->timesteps().to(at::kDouble), t["timesteps"]);
+    EXPECT_NEAR(sampler->init_noise_sigma(), t["init_noise_sigma"].item<double>(), 1e-6) << c.name;
+    at::Tensor x = t["sample0"];
+    for (int64_t i = 0; i < 4; ++i) {
+      const std::string s = std::to_string(i);
+      const at::Tensor noise = t.count("noise" + s) ? t["noise" + s] : at::Tensor();
+      x = sampler->step(t["model_output" + s], i, x, noise).prev_sample;
+      expect_close(c.name + " prev_sample " + s, x, t["prev_sample" + s]);
     }
   }
 }

@@ -12,7 +12,8 @@ signature / the config's to_dict(), plus the metadata the writer adds) and write
   OUTDIR/<reader>/<case>/config.json (+ model.safetensors, io.safetensors for model readers)
 
 one case per (key, non-default value) on top of a tiny base config, and the base itself (key
-null). Each case records whether the reference accepts it (`accepted`: the model / scheduler
+null). Schedulers: io.safetensors holds a 4-step sampling chain (every step's model output, drawn
+noise and prev_sample), or for DDPM (the training noise) add_noise. Each case records whether the reference accepts it (`accepted`: the model / scheduler
 builds and, for models, runs) and `ours`: "load" (must load), "refuse" (a value outside what
 a honoured key supports: must be refused naming the key) or "any"; the C++ test takes the
 treatment of every key from our tables. For accepted model cases the weights are random, the
@@ -395,6 +396,42 @@ def scheduler_classes():
             "sched_dpm": DPMSolverMultistepScheduler, "sched_lcm": LCMScheduler}
 
 
+def sched_run(cls, cfg, gen):
+    """The training noise (DDPM: add_noise) or a 4-step sampling chain with the noise each step
+    draws recorded, so the C++ sampler can replay it."""
+    sched = cls.from_config(cfg)
+    if cls.__name__ == "DDPMScheduler":
+        x0, noise = torch.randn(3, 2, 4, 4, generator=gen), torch.randn(3, 2, 4, 4, generator=gen)
+        t = torch.tensor([0, 250, sched.config.num_train_timesteps - 1])
+        return None, {"x0": x0, "noise": noise, "t": t, "noisy": sched.add_noise(x0, noise, t)}
+    sched.set_timesteps(4)
+    ts = sched.timesteps
+    if len(ts) != 4 or not all(0 <= float(t) < sched.config.num_train_timesteps for t in ts):
+        raise ValueError(f"degenerate schedule {ts.tolist()}")
+    module = sys.modules[cls.__module__]
+    original, drawn = module.randn_tensor, []
+
+    def recording(*args, **kwargs):
+        drawn.append(original(*args, **kwargs).clone())
+        return drawn[-1]
+
+    x = torch.randn(1, 2, 4, 4, generator=gen) * sched.init_noise_sigma
+    out = {"timesteps": ts.double(), "init_noise_sigma": torch.tensor(float(sched.init_noise_sigma)), "sample0": x}
+    module.randn_tensor = recording
+    try:
+        for i, t in enumerate(ts):
+            model_output = torch.randn(1, 2, 4, 4, generator=gen)
+            drawn.clear()
+            x = sched.step(model_output, t, x, generator=gen).prev_sample
+            out[f"model_output{i}"] = model_output
+            if drawn:
+                out[f"noise{i}"] = drawn[0]
+            out[f"prev_sample{i}"] = x
+    finally:
+        module.randn_tensor = original
+    return None, out
+
+
 # ---- the walk -----------------------------------------------------------------------------------
 
 def json_safe(value):
@@ -436,8 +473,9 @@ def walk(outdir, reader, keys, base, values, run, save):
         try:
             model, tensors = run(cfg, gen)
             if save:
-                save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-                          os.path.join(folder, save))
+                if model is not None:
+                    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                              os.path.join(folder, save))
                 save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(folder, "io.safetensors"))
         except Exception as e:  # the reference refuses this config (at construction or in forward)
             accepted, error = False, f"{type(e).__name__}: {e}"[:200]
@@ -481,11 +519,8 @@ def main():
         values = dict(SCHED_VALUES)
         values["clip_sample"] = [(not defaults.get("clip_sample", False), {}, "load")]
 
-        def run(cfg, gen, cls=cls):
-            cls.from_config(cfg).set_timesteps(4)
-            return None, {}
-
-        add(reader, keys, {"_class_name": cls.__name__}, values, run, None)
+        add(reader, keys, {"_class_name": cls.__name__}, values, lambda cfg, gen, cls=cls: sched_run(cls, cfg, gen),
+            "schedule")
 
     with open(os.path.join(outdir, "manifest.json"), "w") as f:
         json.dump({"readers": readers, "cases": cases}, f, indent=1)
