@@ -234,7 +234,7 @@ std::string UNetConfig::to_json() const {
   j["layers_per_block"] = layers_per_block;
   j["transformer_layers_per_block"] = transformer_layers_per_block;
   j["reverse_transformer_layers_per_block"] = reverse_transformer_layers_per_block;
-  j["num_attention_heads"] = num_attention_heads;
+  // diffusers raises for a non-null num_attention_heads: the head counts go where it reads them.
   j["attention_head_dim"] = num_attention_heads;
   j["cross_attention_dim"] = cross_attention_dim;
   j["norm_num_groups"] = norm_num_groups;

@@ -49,7 +49,8 @@ struct UNetConfig {
   static io::ConfigKeyTable keys();
   /// Reads and parses a config.json file.
   static UNetConfig from_file(const std::string& path);
-  /// diffusers-style JSON of this config (round-trips through from_json).
+  /// diffusers-style JSON of this config (no num_attention_heads, which diffusers refuses;
+  /// round-trips through from_json).
   std::string to_json() const;
 };
 

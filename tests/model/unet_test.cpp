@@ -131,6 +131,8 @@ TEST(UNet, ConfigErrorsNameTheKey) {
 TEST(UNet, ConfigRoundTripsThroughJson) {
   UNetConfig a = UNetConfig::sdxl_base();
   UNetConfig b = UNetConfig::from_json(a.to_json(), "roundtrip");
+  // Loadable by diffusers, which raises for num_attention_heads (heads go in attention_head_dim).
+  EXPECT_EQ(a.to_json().find("num_attention_heads"), std::string::npos);
   EXPECT_EQ(a.block_out_channels, b.block_out_channels);
   EXPECT_EQ(a.transformer_layers_per_block, b.transformer_layers_per_block);
   EXPECT_EQ(a.reverse_transformer_layers_per_block, b.reverse_transformer_layers_per_block);
