@@ -87,7 +87,8 @@ constexpr io::ConfigKey kTinyKeys[] = {
     {"latent_shift", io::KeyUse::kHonoured, nullptr, "8-bit latent packing (scale_latents / unscale_latents)"},
     {"force_upcast", io::KeyUse::kMetadata, nullptr,
      "a pipeline hint (float32 instead of float16), not read by the model; `model run` follows it"},
-    {"scaling_factor", io::KeyUse::kHonoured, nullptr, "UNet latents = VAE latents * scaling_factor"},
+    {"scaling_factor", io::KeyUse::kDefaultOnly, "1.0",
+     "diffusers' pipelines divide UNet latents by it before decoding; AutoencoderTiny decodes them as they are"},
     {"shift_factor", io::KeyUse::kDefaultOnly, "0.0",
      "the SDXL pipelines ignore it while SD3/Flux ones subtract it: no single reference meaning"},
 };

@@ -27,7 +27,7 @@ struct TinyConfig {
   int64_t upsampling_scaling_factor = 2;
   double latent_magnitude = 3.0;     ///< only for 8-bit latent packing (scale_latents)
   double latent_shift = 0.5;
-  double scaling_factor = 1.0;       ///< TAESD decodes UNet-space latents directly
+  double scaling_factor = 1.0;       ///< TAESD decodes UNet-space latents directly: only 1 loads
   double shift_factor = 0.0;         ///< only 0 loads (see keys())
   bool force_upcast = false;
 
