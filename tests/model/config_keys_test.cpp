@@ -139,6 +139,7 @@ void load_case(const Case& c, bool parity) {
     Tensors t = io::load_file(c.dir + "/io.safetensors");
     expect_close(c.name + " encode", net->encode(t["image"]), t["encoded"]);
     expect_close(c.name + " decode", net->decode(t["latents"]), t["decoded"]);
+    expect_close(c.name + " scale_latents", net->scale_latents(t["latents"]), t["scaled"]);
   } else if (c.reader == "clip_text") {
     if (!parity) {
       text::ClipTextModel net(text::ClipTextConfig::from_file(config), true, at::TensorOptions().device(at::kMeta));

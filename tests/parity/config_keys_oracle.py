@@ -216,7 +216,7 @@ def tiny_run(cfg, gen):
     latents = torch.randn(1, cfg.get("latent_channels", 4), 16 >> (n - 1), 16 >> (n - 1), generator=gen)
     with torch.no_grad():
         out = {"image": image, "latents": latents, "encoded": model.encode(image).latents,
-               "decoded": model.decode(latents).sample}
+               "decoded": model.decode(latents).sample, "scaled": model.scale_latents(latents)}
     return model, out
 
 
