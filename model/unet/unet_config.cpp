@@ -6,6 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <type_traits>
 
 #include "model/io/config_keys.h"
 
@@ -29,11 +30,19 @@ std::vector<int64_t> per_block(const json& j, const char* key, size_t n, const s
   return out;
 }
 
+// The value of `key`, or `fallback` when absent or null; a value of the wrong type names the key.
 template <typename T>
-T get_or(const json& j, const char* key, T fallback) {
+T get_or(const json& j, const char* key, T fallback, const std::string& origin) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
-  return it->get<T>();
+  // nlohmann converts 4.5 to 4 without a word; diffusers' layers refuse a fractional size.
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>)
+    TORCH_CHECK(it->is_number_integer(), origin, ": ", key, " = ", it->dump(), " must be an integer");
+  try {
+    return it->get<T>();
+  } catch (const json::exception&) {
+    TORCH_CHECK(false, origin, ": ", key, " = ", it->dump(), " has the wrong type");
+  }
 }
 
 // Every key of diffusers' UNet2DConditionModel.__init__ (0.42) plus the metadata diffusers writes.
@@ -137,12 +146,12 @@ UNetConfig UNetConfig::from_json(const std::string& text, const std::string& ori
   }
   TORCH_CHECK(j.is_object(), origin, ": a UNet config must be a JSON object");
   try {
-    auto cls = get_or<std::string>(j, "_class_name", "UNet2DConditionModel");
+    auto cls = get_or<std::string>(j, "_class_name", "UNet2DConditionModel", origin);
     TORCH_CHECK(cls == "UNet2DConditionModel", origin, ": '_class_name' is ", cls, ", expected UNet2DConditionModel");
     io::refuse_unsupported(j, kKeys, origin);
     UNetConfig c;
-    c.in_channels = get_or<int64_t>(j, "in_channels", 4);
-    c.out_channels = get_or<int64_t>(j, "out_channels", 4);
+    c.in_channels = get_or<int64_t>(j, "in_channels", 4, origin);
+    c.out_channels = get_or<int64_t>(j, "out_channels", 4, origin);
     c.block_out_channels = j.at("block_out_channels").get<std::vector<int64_t>>();
     for (const char* key : {"down_block_types", "up_block_types"})
       TORCH_CHECK(j.contains(key) && j[key].is_array(), origin, ": ", key, " must be a list of block types");
@@ -179,25 +188,25 @@ UNetConfig UNetConfig::from_json(const std::string& text, const std::string& ori
     c.cross_attention_dim = per_block(j, "cross_attention_dim", n, origin);
     TORCH_CHECK(!j.contains("norm_num_groups") || !j["norm_num_groups"].is_null(), origin,
                 ": norm_num_groups = null is not supported (diffusers' resnet blocks need a group count)");
-    c.norm_num_groups = get_or<int64_t>(j, "norm_num_groups", 32);
-    c.norm_eps = get_or<double>(j, "norm_eps", 1e-5);
-    c.flip_sin_to_cos = get_or<bool>(j, "flip_sin_to_cos", true);
-    c.freq_shift = get_or<double>(j, "freq_shift", 0.0);
-    c.downsample_padding = get_or<int64_t>(j, "downsample_padding", 1);
-    c.mid_block_scale_factor = get_or<double>(j, "mid_block_scale_factor", 1.0);
-    c.use_linear_projection = get_or<bool>(j, "use_linear_projection", false);
-    c.center_input_sample = get_or<bool>(j, "center_input_sample", false);
-    c.conv_in_kernel = get_or<int64_t>(j, "conv_in_kernel", 3);
-    c.conv_out_kernel = get_or<int64_t>(j, "conv_out_kernel", 3);
-    c.addition_embed_type = get_or<std::string>(j, "addition_embed_type", "");
+    c.norm_num_groups = get_or<int64_t>(j, "norm_num_groups", 32, origin);
+    c.norm_eps = get_or<double>(j, "norm_eps", 1e-5, origin);
+    c.flip_sin_to_cos = get_or<bool>(j, "flip_sin_to_cos", true, origin);
+    c.freq_shift = get_or<double>(j, "freq_shift", 0.0, origin);
+    c.downsample_padding = get_or<int64_t>(j, "downsample_padding", 1, origin);
+    c.mid_block_scale_factor = get_or<double>(j, "mid_block_scale_factor", 1.0, origin);
+    c.use_linear_projection = get_or<bool>(j, "use_linear_projection", false, origin);
+    c.center_input_sample = get_or<bool>(j, "center_input_sample", false, origin);
+    c.conv_in_kernel = get_or<int64_t>(j, "conv_in_kernel", 3, origin);
+    c.conv_out_kernel = get_or<int64_t>(j, "conv_out_kernel", 3, origin);
+    c.addition_embed_type = get_or<std::string>(j, "addition_embed_type", "", origin);
     TORCH_CHECK(c.addition_embed_type.empty() || c.addition_embed_type == "text_time", origin,
                 ": addition_embed_type = \"", c.addition_embed_type, "\" is not supported (null | \"text_time\")");
     // diffusers' default is null, which its text_time embedding cannot run with: no value is made up here.
     TORCH_CHECK(c.addition_embed_type.empty() || (j.contains("addition_time_embed_dim") &&
                                                   !j["addition_time_embed_dim"].is_null()),
                 origin, ": text_time conditioning needs addition_time_embed_dim");
-    c.addition_time_embed_dim = get_or<int64_t>(j, "addition_time_embed_dim", 256);
-    c.projection_class_embeddings_input_dim = get_or<int64_t>(j, "projection_class_embeddings_input_dim", 0);
+    c.addition_time_embed_dim = get_or<int64_t>(j, "addition_time_embed_dim", 256, origin);
+    c.projection_class_embeddings_input_dim = get_or<int64_t>(j, "projection_class_embeddings_input_dim", 0, origin);
     TORCH_CHECK(c.addition_embed_type.empty() || c.projection_class_embeddings_input_dim > 0, origin,
                 ": text_time conditioning needs projection_class_embeddings_input_dim");
     for (size_t i = 0; i < n; ++i) {

@@ -124,7 +124,10 @@ ClipVisionConfig ClipVisionConfig::from_json(const nlohmann::json& j, const std:
   ClipVisionConfig c = reference_defaults();
   try {
     auto read_int = [&](const char* key, int64_t& out) {
-      if (j.contains(key) && !j[key].is_null()) out = j[key].get<int64_t>();
+      if (!j.contains(key) || j[key].is_null()) return;
+      // nlohmann would turn 4.5 into 4 silently; transformers' layers refuse a fractional size.
+      TORCH_CHECK(j[key].is_number_integer(), origin, ": ", key, " = ", j[key].dump(), " must be an integer");
+      out = j[key].get<int64_t>();
     };
     read_int("hidden_size", c.hidden_size);
     read_int("intermediate_size", c.intermediate_size);

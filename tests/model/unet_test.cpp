@@ -109,6 +109,9 @@ TEST(UNet, ConfigErrorsNameTheKey) {
       EXPECT_NE(msg.find(fragment), std::string::npos) << msg;
     }
   };
+  expect_error(R"({"block_out_channels": [32], "down_block_types": ["DownBlock2D"], "up_block_types": ["UpBlock2D"],
+                  "layers_per_block": 1, "attention_head_dim": 1, "cross_attention_dim": 8, "norm_eps": "small"})",
+               "norm_eps = \"small\" has the wrong type");
   expect_error("{not json", "not valid JSON");
   expect_error(R"({"block_out_channels": [32], "down_block_types": ["DownBlock2D"], "up_block_types": ["UpBlock2D"],
                   "layers_per_block": 1, "attention_head_dim": 3, "cross_attention_dim": 8, "norm_num_groups": 8})",
