@@ -30,6 +30,11 @@ model::face::IRSEOptions irse_options(const std::string& path) {
   std::ifstream in(path);
   TORCH_CHECK(in.good(), "cannot open IR-SE config ", path);
   const auto j = nlohmann::json::parse(in);
+  // Our own format: an unknown key would otherwise be silently ignored.
+  TORCH_CHECK(j.is_object(), path, ": an IR-SE config must be a JSON object");
+  for (const auto& [key, value] : j.items())
+    TORCH_CHECK(key == "num_layers" || key == "mode", path, ": ", key, " = ", value.dump(),
+                " is not supported (known keys: num_layers, mode)");
   o.num_layers(j.value("num_layers", int64_t{50}));
   const auto mode = j.value("mode", std::string("ir_se"));
   TORCH_CHECK(mode == "ir_se" || mode == "ir", path, ": mode must be ir_se or ir, got ", mode);

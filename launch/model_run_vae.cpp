@@ -47,7 +47,10 @@ int run_vae_network(const NetworkRun& run) {
 
   if (tiny) {
     auto config = model::vae::TinyConfig::from_file(run.config);
-    model::vae::AutoencoderTiny taesd(config, at::TensorOptions().dtype(run.dtype));
+    // diffusers' pipelines upcast any VAE with force_upcast, AutoencoderTiny included.
+    const at::ScalarType dtype = config.force_upcast && run.dtype == at::kHalf ? at::kFloat : run.dtype;
+    if (dtype != run.dtype) std::cerr << "model run: force_upcast: running the VAE in float32\n";
+    model::vae::AutoencoderTiny taesd(config, at::TensorOptions().dtype(dtype));
     auto report = model::io::load_state_dict(*taesd, weights, run.weights);
     std::cerr << "model run: " << run.weights << ": " << report.summary() << "\n";
     taesd->eval();

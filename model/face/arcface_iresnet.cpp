@@ -27,6 +27,12 @@ IResNetOptions IResNetOptions::from_json_file(const std::string& path) {
   std::ifstream in(path);
   TORCH_CHECK(in.good(), "cannot open iresnet config ", path);
   const auto j = nlohmann::json::parse(in);
+  // Our own format (insightface ships no config file): an unknown key, e.g. insightface's `fp16`
+  // or `dropout` arguments, would otherwise be silently ignored.
+  TORCH_CHECK(j.is_object(), "iresnet config ", path, ": must be a JSON object");
+  for (const auto& [key, value] : j.items())
+    TORCH_CHECK(key == "network" || key == "layers" || key == "num_features", "iresnet config ", path, ": ", key,
+                " = ", value.dump(), " is not supported (known keys: network, layers, num_features)");
   IResNetOptions o = named(j.value("network", std::string("iresnet100")));
   if (j.contains("layers")) o.layers(j.at("layers").get<std::vector<int64_t>>());
   if (j.contains("num_features")) o.num_features(j.at("num_features").get<int64_t>());

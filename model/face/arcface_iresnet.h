@@ -20,7 +20,8 @@ struct IResNetOptions {
   /// Options of a named network: "iresnet50" or "iresnet100"; throws c10::Error otherwise.
   static IResNetOptions named(const std::string& name);
   /// Reads the JSON config {"network": "iresnet100", "layers": [3,13,30,3], "num_features": 512}
-  /// (every key optional; "network" presets the layers, "layers" overrides them).
+  /// (every key optional; "network" presets the layers, "layers" overrides them; any other key is
+  /// refused naming it).
   static IResNetOptions from_json_file(const std::string& path);
 
   TORCH_ARG(std::vector<int64_t>, layers) = std::vector<int64_t>{3, 13, 30, 3};

@@ -53,16 +53,4 @@ void read_key(const nlohmann::json& config, const char* key, std::string& out) {
   }
 }
 
-void require_default(const nlohmann::json& config, const char* key, const nlohmann::json& supported,
-                     const char* what) {
-  if (const auto* v = find_key(config, key)) {
-    // Compare numbers by value so that 1 and 1.0 are the same setting.
-    const bool same = (v->is_number() && supported.is_number())
-                          ? v->get<double>() == supported.get<double>()
-                          : *v == supported;
-    TORCH_CHECK(same, "scheduler config: ", what, " ('", key, "': ", v->dump(),
-                ") is not supported; only ", supported.dump(), " is implemented");
-  }
-}
-
 }  // namespace lookahead::model::sched::detail

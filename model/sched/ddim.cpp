@@ -9,9 +9,38 @@
 #include <cmath>
 #include <string>
 
+#include "model/io/config_keys.h"
 #include "model/sched/config_json.h"
 
 namespace lookahead::model::sched {
+
+namespace {
+
+// Every key of diffusers' DDIMScheduler.__init__ (0.42).
+constexpr io::ConfigKey kDdimKeys[] = {
+    {"_class_name", io::KeyUse::kMetadata, nullptr,
+     "the class that wrote it; diffusers' from_config loads a config into any scheduler class"},
+    {"_diffusers_version", io::KeyUse::kMetadata, nullptr, "the writer's version"},
+    {"num_train_timesteps", io::KeyUse::kHonoured, nullptr, "training steps T"},
+    {"beta_start", io::KeyUse::kHonoured, nullptr, "first beta"},
+    {"beta_end", io::KeyUse::kHonoured, nullptr, "last beta"},
+    {"beta_schedule", io::KeyUse::kHonoured, nullptr, "linear | scaled_linear | squaredcos_cap_v2; others are refused"},
+    {"trained_betas", io::KeyUse::kDefaultOnly, "null", "explicit trained_betas"},
+    {"prediction_type", io::KeyUse::kHonoured, nullptr, "epsilon | v_prediction | sample"},
+    {"rescale_betas_zero_snr", io::KeyUse::kDefaultOnly, "false", "zero-terminal-SNR rescaling"},
+    {"clip_sample", io::KeyUse::kHonoured, nullptr, "clip x0 to [-clip_sample_range, clip_sample_range]"},
+    {"clip_sample_range", io::KeyUse::kHonoured, nullptr, "x0 clipping bound"},
+    {"set_alpha_to_one", io::KeyUse::kHonoured, nullptr, "final alpha_cumprod: 1 or alphas_cumprod[0]"},
+    {"steps_offset", io::KeyUse::kHonoured, nullptr, "added to leading timesteps"},
+    {"thresholding", io::KeyUse::kDefaultOnly, "false", "dynamic thresholding"},
+    {"dynamic_thresholding_ratio", io::KeyUse::kInert, nullptr, "read only by dynamic thresholding (refused)"},
+    {"sample_max_value", io::KeyUse::kInert, nullptr, "read only by dynamic thresholding (refused)"},
+    {"timestep_spacing", io::KeyUse::kHonoured, nullptr, "leading | trailing | linspace"},
+};
+
+}  // namespace
+
+io::ConfigKeyTable DdimOptions::keys() { return kDdimKeys; }
 
 DdimOptions DdimOptions::from_config(const nlohmann::json& config) {
   DdimOptions o;
@@ -26,7 +55,7 @@ DdimOptions DdimOptions::from_config(const nlohmann::json& config) {
   detail::read_key(config, "set_alpha_to_one", o.set_alpha_to_one);
   detail::read_key(config, "clip_sample", o.clip_sample);
   detail::read_key(config, "clip_sample_range", o.clip_sample_range);
-  detail::require_default(config, "thresholding", false, "dynamic thresholding");
+  io::refuse_unsupported(config, kDdimKeys, "scheduler config");
   o.validate();
   return o;
 }

@@ -20,6 +20,8 @@ struct DdimOptions {
   /// Stochasticity (diffusers step() keyword): 0 deterministic DDIM, 1 DDPM-like.
   double eta = 0.0;
 
+  /// How every key of diffusers' DDIMScheduler config is treated (see io::KeyUse).
+  static io::ConfigKeyTable keys();
   /// diffusers from_config semantics (absent keys: DDIMScheduler class defaults, e.g.
   /// clip_sample true, set_alpha_to_one true). Thresholding is rejected.
   static DdimOptions from_config(const nlohmann::json& config);

@@ -11,9 +11,52 @@
 #include <limits>
 #include <string>
 
+#include "model/io/config_keys.h"
 #include "model/sched/config_json.h"
 
 namespace lookahead::model::sched {
+
+namespace {
+
+// Every key of diffusers' DPMSolverMultistepScheduler.__init__ (0.42).
+constexpr io::ConfigKey kDpmKeys[] = {
+    {"_class_name", io::KeyUse::kMetadata, nullptr,
+     "the class that wrote it; diffusers' from_config loads a config into any scheduler class"},
+    {"_diffusers_version", io::KeyUse::kMetadata, nullptr, "the writer's version"},
+    {"num_train_timesteps", io::KeyUse::kHonoured, nullptr, "training steps T"},
+    {"beta_start", io::KeyUse::kHonoured, nullptr, "first beta"},
+    {"beta_end", io::KeyUse::kHonoured, nullptr, "last beta"},
+    {"beta_schedule", io::KeyUse::kHonoured, nullptr, "linear | scaled_linear | squaredcos_cap_v2; others are refused"},
+    {"trained_betas", io::KeyUse::kDefaultOnly, "null", "explicit trained_betas"},
+    {"prediction_type", io::KeyUse::kHonoured, nullptr, "epsilon | v_prediction | sample"},
+    {"rescale_betas_zero_snr", io::KeyUse::kDefaultOnly, "false", "zero-terminal-SNR rescaling"},
+    {"solver_order", io::KeyUse::kHonoured, nullptr, "1, 2 or 3"},
+    {"thresholding", io::KeyUse::kDefaultOnly, "false", "dynamic thresholding"},
+    {"dynamic_thresholding_ratio", io::KeyUse::kInert, nullptr, "read only by dynamic thresholding (refused)"},
+    {"sample_max_value", io::KeyUse::kInert, nullptr, "read only by dynamic thresholding (refused)"},
+    {"algorithm_type", io::KeyUse::kHonoured, nullptr, "dpmsolver++ | sde-dpmsolver++ (deis reads as dpmsolver++, as diffusers does); dpmsolver and sde-dpmsolver are refused"},
+    {"solver_type", io::KeyUse::kHonoured, nullptr, "midpoint | heun"},
+    {"lower_order_final", io::KeyUse::kHonoured, nullptr, "lower-order final steps"},
+    {"euler_at_final", io::KeyUse::kHonoured, nullptr, "first-order final step"},
+    {"use_karras_sigmas", io::KeyUse::kDefaultOnly, "false", "Karras sigmas"},
+    {"use_exponential_sigmas", io::KeyUse::kDefaultOnly, "false", "exponential sigmas"},
+    {"use_beta_sigmas", io::KeyUse::kDefaultOnly, "false", "beta sigmas"},
+    {"use_lu_lambdas", io::KeyUse::kDefaultOnly, "false", "Lu lambdas"},
+    {"use_flow_sigmas", io::KeyUse::kDefaultOnly, "false", "flow-matching sigmas"},
+    {"flow_shift", io::KeyUse::kInert, nullptr, "read only with flow sigmas or dynamic shifting (refused)"},
+    {"final_sigmas_type", io::KeyUse::kHonoured, nullptr, "zero | sigma_min"},
+    {"lambda_min_clipped", io::KeyUse::kDefaultOnly, "null",
+     "lambda clipping (only diffusers' -inf, which JSON writes as null or leaves out, is implemented)"},
+    {"variance_type", io::KeyUse::kDefaultOnly, "null", "learned variance"},
+    {"timestep_spacing", io::KeyUse::kHonoured, nullptr, "leading | trailing | linspace"},
+    {"steps_offset", io::KeyUse::kHonoured, nullptr, "added to leading timesteps"},
+    {"use_dynamic_shifting", io::KeyUse::kDefaultOnly, "false", "dynamic shifting"},
+    {"time_shift_type", io::KeyUse::kInert, nullptr, "read only with dynamic shifting (refused)"},
+};
+
+}  // namespace
+
+io::ConfigKeyTable DpmSolverOptions::keys() { return kDpmKeys; }
 
 DpmAlgorithm parse_dpm_algorithm(std::string_view name) {
   // diffusers maps the retired "deis" setting onto dpmsolver++.
@@ -68,16 +111,7 @@ DpmSolverOptions DpmSolverOptions::from_config(const nlohmann::json& config) {
   text = to_string(o.final_sigmas_type);
   detail::read_key(config, "final_sigmas_type", text);
   o.final_sigmas_type = parse_final_sigma(text);
-  detail::require_default(config, "use_karras_sigmas", false, "Karras sigmas");
-  detail::require_default(config, "use_exponential_sigmas", false, "exponential sigmas");
-  detail::require_default(config, "use_beta_sigmas", false, "beta sigmas");
-  detail::require_default(config, "use_lu_lambdas", false, "Lu lambdas");
-  detail::require_default(config, "use_flow_sigmas", false, "flow-matching sigmas");
-  detail::require_default(config, "use_dynamic_shifting", false, "dynamic shifting");
-  detail::require_default(config, "thresholding", false, "dynamic thresholding");
-  detail::require_default(config, "variance_type", nullptr, "learned variance");
-  detail::require_default(config, "lambda_min_clipped", -std::numeric_limits<double>::infinity(),
-                          "lambda clipping");
+  io::refuse_unsupported(config, kDpmKeys, "scheduler config");
   o.validate();
   return o;
 }

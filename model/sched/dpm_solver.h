@@ -39,6 +39,8 @@ struct DpmSolverOptions {
   bool euler_at_final = false;  ///< always a first-order final step
   FinalSigma final_sigmas_type = FinalSigma::kZero;
 
+  /// How every key of diffusers' DPMSolverMultistepScheduler config is treated (see io::KeyUse).
+  static io::ConfigKeyTable keys();
   /// diffusers from_config semantics (absent keys: class defaults, e.g. linspace spacing).
   /// Karras/exponential/beta/Lu/flow sigmas, thresholding, learned variance, lambda clipping and
   /// the noise-prediction algorithms (dpmsolver, sde-dpmsolver) are rejected.

@@ -10,9 +10,40 @@
 #include <cmath>
 #include <string>
 
+#include "model/io/config_keys.h"
 #include "model/sched/config_json.h"
 
 namespace lookahead::model::sched {
+
+namespace {
+
+// Every key of diffusers' EulerDiscreteScheduler.__init__ (0.42).
+constexpr io::ConfigKey kEulerKeys[] = {
+    {"_class_name", io::KeyUse::kMetadata, nullptr,
+     "the class that wrote it; diffusers' from_config loads a config into any scheduler class"},
+    {"_diffusers_version", io::KeyUse::kMetadata, nullptr, "the writer's version"},
+    {"num_train_timesteps", io::KeyUse::kHonoured, nullptr, "training steps T"},
+    {"beta_start", io::KeyUse::kHonoured, nullptr, "first beta"},
+    {"beta_end", io::KeyUse::kHonoured, nullptr, "last beta"},
+    {"beta_schedule", io::KeyUse::kHonoured, nullptr, "linear | scaled_linear | squaredcos_cap_v2; others are refused"},
+    {"trained_betas", io::KeyUse::kDefaultOnly, "null", "explicit trained_betas"},
+    {"prediction_type", io::KeyUse::kHonoured, nullptr, "epsilon | v_prediction | sample"},
+    {"rescale_betas_zero_snr", io::KeyUse::kDefaultOnly, "false", "zero-terminal-SNR rescaling"},
+    {"interpolation_type", io::KeyUse::kDefaultOnly, "\"linear\"", "sigma interpolation"},
+    {"use_karras_sigmas", io::KeyUse::kDefaultOnly, "false", "Karras sigmas"},
+    {"use_exponential_sigmas", io::KeyUse::kDefaultOnly, "false", "exponential sigmas"},
+    {"use_beta_sigmas", io::KeyUse::kDefaultOnly, "false", "beta sigmas"},
+    {"sigma_min", io::KeyUse::kInert, nullptr, "read only by Karras / exponential / beta sigmas (refused)"},
+    {"sigma_max", io::KeyUse::kInert, nullptr, "read only by Karras / exponential / beta sigmas (refused)"},
+    {"timestep_spacing", io::KeyUse::kHonoured, nullptr, "leading | trailing | linspace"},
+    {"timestep_type", io::KeyUse::kDefaultOnly, "\"discrete\"", "continuous timesteps"},
+    {"steps_offset", io::KeyUse::kHonoured, nullptr, "added to leading timesteps"},
+    {"final_sigmas_type", io::KeyUse::kHonoured, nullptr, "zero | sigma_min"},
+};
+
+}  // namespace
+
+io::ConfigKeyTable EulerDiscreteOptions::keys() { return kEulerKeys; }
 
 EulerDiscreteOptions EulerDiscreteOptions::from_config(const nlohmann::json& config) {
   EulerDiscreteOptions o;
@@ -26,11 +57,7 @@ EulerDiscreteOptions EulerDiscreteOptions::from_config(const nlohmann::json& con
   text = to_string(o.final_sigmas_type);
   detail::read_key(config, "final_sigmas_type", text);
   o.final_sigmas_type = parse_final_sigma(text);
-  detail::require_default(config, "interpolation_type", "linear", "sigma interpolation");
-  detail::require_default(config, "use_karras_sigmas", false, "Karras sigmas");
-  detail::require_default(config, "use_exponential_sigmas", false, "exponential sigmas");
-  detail::require_default(config, "use_beta_sigmas", false, "beta sigmas");
-  detail::require_default(config, "timestep_type", "discrete", "continuous timesteps");
+  io::refuse_unsupported(config, kEulerKeys, "scheduler config");
   o.validate();
   return o;
 }

@@ -25,6 +25,8 @@ struct EulerDiscreteOptions {
   double s_tmax = std::numeric_limits<double>::infinity();
   double s_noise = 1.0;
 
+  /// How every key of diffusers' EulerDiscreteScheduler config is treated (see io::KeyUse).
+  static io::ConfigKeyTable keys();
   /// diffusers from_config semantics (absent keys: EulerDiscreteScheduler class defaults, e.g.
   /// linspace spacing). Karras/exponential/beta sigmas, log_linear interpolation and continuous
   /// timesteps are outside what we support and are rejected with an error naming the key.

@@ -20,6 +20,8 @@ struct LcmOptions {
   bool clip_sample = false;
   double clip_sample_range = 1.0;
 
+  /// How every key of diffusers' LCMScheduler config is treated (see io::KeyUse).
+  static io::ConfigKeyTable keys();
   /// diffusers from_config semantics (absent keys: LCMScheduler class defaults, whose betas are
   /// already the SDXL ones). Thresholding is rejected.
   static LcmOptions from_config(const nlohmann::json& config);

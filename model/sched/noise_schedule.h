@@ -7,6 +7,8 @@
 #include <ATen/core/Tensor.h>
 #include <nlohmann/json_fwd.hpp>
 
+#include "model/io/config_keys.h"
+
 #include <cstdint>
 #include <string_view>
 #include <vector>
@@ -39,6 +41,8 @@ struct NoiseScheduleConfig {
   BetaSchedule beta_schedule = BetaSchedule::kScaledLinear;
   PredictionType prediction_type = PredictionType::kEpsilon;
 
+  /// How every key of diffusers' DDPMScheduler (the training noise) config is treated (see io::KeyUse).
+  static io::ConfigKeyTable keys();
   /// Reads a diffusers scheduler config with `DDPMScheduler.from_config` semantics: absent keys
   /// take diffusers' class defaults (`defaults`), not the SDXL values above. `trained_betas` and
   /// `rescale_betas_zero_snr` must be unset. Pass `lcm_class_defaults()` for LCMScheduler, whose

@@ -14,13 +14,15 @@
 #include <string>
 #include <vector>
 
+#include "model/io/config_keys.h"
 #include "model/io/state_dict.h"
 #include "model/nn/lora.h"
 #include "model/nn/norm.h"
 
 namespace lookahead::model::text {
 
-/// transformers' CLIPTextConfig (the keys a text_encoder*/config.json carries).
+/// transformers' CLIPTextConfig (the keys a text_encoder*/config.json carries). The member
+/// defaults are CLIP ViT-L/14 (clip_l()); from_json starts from reference_defaults() instead.
 struct ClipTextConfig {
   int64_t vocab_size = 49408;
   int64_t hidden_size = 768;
@@ -41,8 +43,13 @@ struct ClipTextConfig {
   static ClipTextConfig clip_l();
   /// SDXL text_encoder_2: OpenCLIP ViT-bigG/14 text tower with projection (694,659,840).
   static ClipTextConfig clip_bigg();
-  /// Reads a config.json object: absent keys keep the defaults above; unsupported hidden_act throws.
-  static ClipTextConfig from_json(const nlohmann::json& config);
+  /// transformers' CLIPTextConfig() defaults (hidden 512, 8 heads, eos 49407, ...): what an absent key means.
+  static ClipTextConfig reference_defaults();
+  /// Reads a config.json object: absent keys take reference_defaults(); every key is treated as
+  /// keys() says (unsupported values throw naming the key and `origin`).
+  static ClipTextConfig from_json(const nlohmann::json& config, const std::string& origin = "CLIP text config");
+  /// How every key of transformers' CLIPTextConfig is treated (see io::KeyUse).
+  static io::ConfigKeyTable keys();
   static ClipTextConfig from_file(const std::string& config_json);
 };
 

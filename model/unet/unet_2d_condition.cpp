@@ -31,7 +31,6 @@ void UNet2DConditionModelImpl::reset() {
     o.temb_channels = temb;
     o.groups = c.norm_num_groups;
     o.eps = c.norm_eps;
-    o.output_scale_factor = c.resnet_out_scale_factor;
     o.downsample_padding = c.downsample_padding;
     o.use_linear_projection = c.use_linear_projection;
     o.tensor_options = t;

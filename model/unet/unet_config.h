@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "model/io/config_keys.h"
+
 namespace lookahead::model::unet {
 
 /// Resolved configuration. Lists are per down block (index 0 = highest resolution).
@@ -16,7 +18,7 @@ struct UNetConfig {
   std::vector<int64_t> block_out_channels;
   std::vector<std::string> down_block_types;  ///< DownBlock2D | CrossAttnDownBlock2D
   std::vector<std::string> up_block_types;    ///< UpBlock2D | CrossAttnUpBlock2D
-  std::string mid_block_type = "UNetMidBlock2DCrossAttn";  ///< or "" for none
+  std::string mid_block_type = "UNetMidBlock2DCrossAttn";  ///< the only mid block built (null is refused)
   std::vector<int64_t> layers_per_block;             ///< resnets per down block
   std::vector<int64_t> transformer_layers_per_block;  ///< depth per down block
   std::vector<int64_t> reverse_transformer_layers_per_block;  ///< depth per up block
@@ -28,7 +30,6 @@ struct UNetConfig {
   double freq_shift = 0;
   int64_t downsample_padding = 1;
   double mid_block_scale_factor = 1.0;
-  double resnet_out_scale_factor = 1.0;
   bool use_linear_projection = true;
   bool center_input_sample = false;
   int64_t conv_in_kernel = 3;
@@ -40,13 +41,16 @@ struct UNetConfig {
   int64_t time_embed_dim() const { return block_out_channels.at(0) * 4; }
   /// The stabilityai/stable-diffusion-xl-base-1.0 UNet.
   static UNetConfig sdxl_base();
-  /// Parses diffusers' config.json text; `origin` names the file in errors. Unsupported options
-  /// (class embeddings, encoder_hid_dim, time_cond_proj_dim, non-SiLU activations, ...) are
-  /// rejected with a message naming the key.
+  /// Parses diffusers' config.json text; `origin` names the file in errors. Every key is treated
+  /// as keys() says: unsupported values (class embeddings, encoder_hid_dim, time_cond_proj_dim,
+  /// non-SiLU activations, other block types, ...) are refused with a message naming the key.
   static UNetConfig from_json(const std::string& json_text, const std::string& origin);
+  /// How every key of diffusers' UNet2DConditionModel config is treated (see io::KeyUse).
+  static io::ConfigKeyTable keys();
   /// Reads and parses a config.json file.
   static UNetConfig from_file(const std::string& path);
-  /// diffusers-style JSON of this config (round-trips through from_json).
+  /// diffusers-style JSON of this config (no num_attention_heads, which diffusers refuses;
+  /// round-trips through from_json).
   std::string to_json() const;
 };
 

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "model/io/config_keys.h"
+
 namespace lookahead::model::vae {
 
 /// diffusers `AutoencoderTiny` config. Lists are per stage (encoder: index 0 = full resolution;
@@ -25,14 +27,16 @@ struct TinyConfig {
   int64_t upsampling_scaling_factor = 2;
   double latent_magnitude = 3.0;     ///< only for 8-bit latent packing (scale_latents)
   double latent_shift = 0.5;
-  double scaling_factor = 1.0;       ///< TAESD decodes UNet-space latents directly
-  double shift_factor = 0.0;
+  double scaling_factor = 1.0;       ///< TAESD decodes UNet-space latents directly: only 1 loads
+  double shift_factor = 0.0;         ///< only 0 loads (see keys())
   bool force_upcast = false;
 
   /// madebyollin/taesdxl (identical architecture to madebyollin/taesd).
   static TinyConfig taesdxl();
   /// Parses diffusers' config.json text; `origin` names the file in errors.
   static TinyConfig from_json(const std::string& json_text, const std::string& origin);
+  /// How every key of diffusers' AutoencoderTiny config is treated (see io::KeyUse).
+  static io::ConfigKeyTable keys();
   /// Reads and parses a config.json file.
   static TinyConfig from_file(const std::string& path);
   /// diffusers-style JSON of this config (round-trips through from_json).
@@ -50,7 +54,7 @@ struct KLConfig {
   std::string act_fn = "silu";       ///< resnet activation: silu | swish | relu | gelu | mish
   int64_t sample_size = 1024;
   double scaling_factor = 0.13025;   ///< SDXL; SD 1.x uses 0.18215
-  double shift_factor = 0.0;         ///< diffusers' null
+  double shift_factor = 0.0;         ///< only 0 / null loads (see keys())
   bool force_upcast = true;
   bool use_quant_conv = true;
   bool use_post_quant_conv = true;
@@ -61,6 +65,8 @@ struct KLConfig {
   /// Parses diffusers' config.json text; `origin` names the file in errors. Unsupported options
   /// (other block types, latents_mean/latents_std, ...) are rejected with a message naming the key.
   static KLConfig from_json(const std::string& json_text, const std::string& origin);
+  /// How every key of diffusers' AutoencoderKL config is treated (see io::KeyUse).
+  static io::ConfigKeyTable keys();
   /// Reads and parses a config.json file.
   static KLConfig from_file(const std::string& path);
   /// diffusers-style JSON of this config (round-trips through from_json).

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <utility>
 
+#include "model/io/config_keys.h"
 #include "model/io/safetensors.h"
 
 namespace lookahead::model::vision {
@@ -26,35 +27,131 @@ nn::LayerNorm layer_norm(int64_t dim, double eps, at::TensorOptions tensor_optio
   return nn::LayerNorm(nn::LayerNormOptions(dim).eps(eps).tensor_options(tensor_options));
 }
 
+// Every key of transformers' CLIPVisionConfig (5.x, its PreTrainedConfig keys included). Absent
+// keys take transformers' defaults (reference_defaults()), not the ViT-H/14 values of vit_h14().
+constexpr io::ConfigKey kKeys[] = {
+    {"_name_or_path", io::KeyUse::kMetadata, nullptr, "where the config was loaded from"},
+    {"transformers_version", io::KeyUse::kMetadata, nullptr, "the writer's version"},
+    {"model_type", io::KeyUse::kMetadata, nullptr, "the config class; transformers only warns on a mismatch"},
+    {"dtype", io::KeyUse::kMetadata, nullptr, "the saved dtype; the caller chooses the run dtype"},
+    {"torch_dtype", io::KeyUse::kMetadata, nullptr, "transformers < 5 spelling of dtype"},
+    {"output_hidden_states", io::KeyUse::kMetadata, nullptr, "which outputs are returned, not their values"},
+    {"output_attentions", io::KeyUse::kMetadata, nullptr, "which outputs are returned, not their values"},
+    {"return_dict", io::KeyUse::kMetadata, nullptr, "output container type"},
+    {"chunk_size_feed_forward", io::KeyUse::kMetadata, nullptr, "the CLIP modeling code never chunks"},
+    {"is_encoder_decoder", io::KeyUse::kMetadata, nullptr, "generation flag, unused by CLIP"},
+    {"id2label", io::KeyUse::kMetadata, nullptr, "classification-head labels, unused by CLIP towers"},
+    {"label2id", io::KeyUse::kMetadata, nullptr, "classification-head labels, unused by CLIP towers"},
+    {"problem_type", io::KeyUse::kMetadata, nullptr, "classification-head loss, unused by CLIP towers"},
+    {"initializer_range", io::KeyUse::kMetadata, nullptr, "random initialization only; weights are loaded"},
+    {"initializer_factor", io::KeyUse::kMetadata, nullptr, "random initialization only; weights are loaded"},
+    {"attention_dropout", io::KeyUse::kDefaultOnly, "0.0", "attention dropout, active while training"},
+    {"hidden_act", io::KeyUse::kHonoured, nullptr, "MLP activation: quick_gelu | gelu (erf); others are refused"},
+    {"layer_norm_eps", io::KeyUse::kHonoured, nullptr, "LayerNorm epsilon"},
+    {"hidden_size", io::KeyUse::kHonoured, nullptr, "width"},
+    {"intermediate_size", io::KeyUse::kHonoured, nullptr, "MLP width"},
+    {"num_hidden_layers", io::KeyUse::kHonoured, nullptr, "depth"},
+    {"num_attention_heads", io::KeyUse::kHonoured, nullptr, "heads"},
+    {"projection_dim", io::KeyUse::kHonoured, nullptr, "output width of the *WithProjection projection"},
+    {"architectures", io::KeyUse::kMetadata, nullptr,
+     "the projection is built when the weights hold visual_projection.weight"},
+    {"num_channels", io::KeyUse::kHonoured, nullptr, "image channels"},
+    {"image_size", io::KeyUse::kHonoured, nullptr, "input resolution (position table size)"},
+    {"patch_size", io::KeyUse::kHonoured, nullptr, "patch convolution kernel and stride"},
+};
+
+// Every key of transformers' CLIPConfig (5.x, its PreTrainedConfig keys included) plus the
+// legacy text_config_dict / vision_config_dict it still merges.
+constexpr io::ConfigKey kClipModelKeys[] = {
+    {"_name_or_path", io::KeyUse::kMetadata, nullptr, "where the config was loaded from"},
+    {"transformers_version", io::KeyUse::kMetadata, nullptr, "the writer's version"},
+    {"model_type", io::KeyUse::kMetadata, nullptr, "the config class; transformers only warns on a mismatch"},
+    {"architectures", io::KeyUse::kMetadata, nullptr, "the class name; clip_model_from_pretrained builds CLIPModel"},
+    {"dtype", io::KeyUse::kMetadata, nullptr, "the saved dtype; the caller chooses the run dtype"},
+    {"torch_dtype", io::KeyUse::kMetadata, nullptr, "transformers < 5 spelling of dtype"},
+    {"output_hidden_states", io::KeyUse::kMetadata, nullptr, "which outputs are returned, not their values"},
+    {"output_attentions", io::KeyUse::kMetadata, nullptr, "which outputs are returned, not their values"},
+    {"return_dict", io::KeyUse::kMetadata, nullptr, "output container type"},
+    {"chunk_size_feed_forward", io::KeyUse::kMetadata, nullptr, "the CLIP modeling code never chunks"},
+    {"is_encoder_decoder", io::KeyUse::kMetadata, nullptr, "generation flag, unused by CLIP"},
+    {"id2label", io::KeyUse::kMetadata, nullptr, "classification-head labels, unused by CLIPModel"},
+    {"label2id", io::KeyUse::kMetadata, nullptr, "classification-head labels, unused by CLIPModel"},
+    {"problem_type", io::KeyUse::kMetadata, nullptr, "classification-head loss, unused by CLIPModel"},
+    {"initializer_factor", io::KeyUse::kMetadata, nullptr, "random initialization only; weights are loaded"},
+    {"logit_scale_init_value", io::KeyUse::kMetadata, nullptr, "initial logit_scale; the weights carry it"},
+    {"projection_dim", io::KeyUse::kHonoured, nullptr, "text_projection / visual_projection width (default 512)"},
+    {"text_config", io::KeyUse::kHonoured, nullptr, "the CLIPTextConfig (ClipTextConfig::keys())"},
+    {"vision_config", io::KeyUse::kHonoured, nullptr, "the CLIPVisionConfig (ClipVisionConfig::keys())"},
+    {"text_config_dict", io::KeyUse::kHonoured, nullptr,
+     "legacy: when set it replaces text_config (absent keys: defaults), as transformers does"},
+    {"vision_config_dict", io::KeyUse::kHonoured, nullptr,
+     "legacy: when set it replaces vision_config (absent keys: defaults), as transformers does"},
+};
+
+// transformers' CLIPConfig: a legacy `<tower>_config_dict`, completed with the class defaults,
+// replaces `<tower>_config` entirely; otherwise `<tower>_config` (absent or null: all defaults).
+nlohmann::json tower_config(const nlohmann::json& j, const std::string& tower, const std::string& origin) {
+  for (const std::string& key : {tower + "_config_dict", tower + "_config"}) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) continue;
+    TORCH_CHECK(it->is_object(), origin, ": ", key, " must be an object");
+    return *it;
+  }
+  return nlohmann::json::object();
+}
+
 }  // namespace
+
+io::ConfigKeyTable ClipVisionConfig::keys() { return kKeys; }
+io::ConfigKeyTable clip_model_config_keys() { return kClipModelKeys; }
+
+ClipVisionConfig ClipVisionConfig::reference_defaults() {
+  ClipVisionConfig c;
+  c.hidden_size = 768;
+  c.intermediate_size = 3072;
+  c.num_hidden_layers = 12;
+  c.num_attention_heads = 12;
+  c.patch_size = 32;
+  c.projection_dim = 512;
+  c.hidden_act = "quick_gelu";
+  return c;
+}
 
 ClipVisionConfig ClipVisionConfig::vit_h14() { return ClipVisionConfig{}; }
 
-ClipVisionConfig ClipVisionConfig::from_json(const nlohmann::json& j) {
-  ClipVisionConfig c;
-  auto read_int = [&](const char* key, int64_t& out) {
-    if (j.contains(key) && !j[key].is_null()) out = j[key].get<int64_t>();
-  };
-  read_int("hidden_size", c.hidden_size);
-  read_int("intermediate_size", c.intermediate_size);
-  read_int("num_hidden_layers", c.num_hidden_layers);
-  read_int("num_attention_heads", c.num_attention_heads);
-  read_int("num_channels", c.num_channels);
-  read_int("image_size", c.image_size);
-  read_int("patch_size", c.patch_size);
-  read_int("projection_dim", c.projection_dim);
-  if (j.contains("layer_norm_eps") && !j["layer_norm_eps"].is_null()) c.layer_norm_eps = j["layer_norm_eps"].get<double>();
-  if (j.contains("hidden_act") && !j["hidden_act"].is_null()) c.hidden_act = j["hidden_act"].get<std::string>();
-  TORCH_CHECK(c.hidden_act == "quick_gelu" || c.hidden_act == "gelu", "clip: unsupported hidden_act '", c.hidden_act,
-              "'");
-  TORCH_CHECK(c.hidden_size % c.num_attention_heads == 0, "clip: hidden_size ", c.hidden_size,
-              " is not a multiple of num_attention_heads ", c.num_attention_heads);
+ClipVisionConfig ClipVisionConfig::from_json(const nlohmann::json& j, const std::string& origin) {
+  io::refuse_unsupported(j, kKeys, origin);
+  ClipVisionConfig c = reference_defaults();
+  try {
+    auto read_int = [&](const char* key, int64_t& out) {
+      if (!j.contains(key) || j[key].is_null()) return;
+      // nlohmann would turn 4.5 into 4 silently; transformers' layers refuse a fractional size.
+      TORCH_CHECK(j[key].is_number_integer(), origin, ": ", key, " = ", j[key].dump(), " must be an integer");
+      out = j[key].get<int64_t>();
+    };
+    read_int("hidden_size", c.hidden_size);
+    read_int("intermediate_size", c.intermediate_size);
+    read_int("num_hidden_layers", c.num_hidden_layers);
+    read_int("num_attention_heads", c.num_attention_heads);
+    read_int("num_channels", c.num_channels);
+    read_int("image_size", c.image_size);
+    read_int("patch_size", c.patch_size);
+    read_int("projection_dim", c.projection_dim);
+    if (j.contains("layer_norm_eps") && !j["layer_norm_eps"].is_null()) c.layer_norm_eps = j["layer_norm_eps"].get<double>();
+    if (j.contains("hidden_act") && !j["hidden_act"].is_null()) c.hidden_act = j["hidden_act"].get<std::string>();
+  } catch (const nlohmann::json::exception& e) {
+    TORCH_CHECK(false, origin, ": malformed CLIPVisionConfig: ", e.what());
+  }
+  TORCH_CHECK(c.hidden_act == "quick_gelu" || c.hidden_act == "gelu", origin, ": hidden_act = \"", c.hidden_act,
+              "\" is not supported (quick_gelu | gelu)");
+  TORCH_CHECK(c.num_attention_heads > 0 && c.hidden_size % c.num_attention_heads == 0, origin, ": hidden_size ",
+              c.hidden_size, " is not a multiple of num_attention_heads ", c.num_attention_heads);
   return c;
 }
 
 ClipVisionConfig ClipVisionConfig::from_file(const std::string& config_json) {
   const auto json = read_json(config_json);
-  return from_json(json.contains("vision_config") ? json["vision_config"] : json);
+  return from_json(json.contains("vision_config") ? json["vision_config"] : json, config_json);
 }
 
 ClipVisionEmbeddingsImpl::ClipVisionEmbeddingsImpl(const ClipVisionConfig& config, at::TensorOptions tensor_options)
@@ -190,9 +287,15 @@ ClipVisionModel clip_vision_from_pretrained(const std::string& folder, at::Tenso
   namespace fs = std::filesystem;
   const fs::path dir(folder);
   auto json = read_json((dir / "config.json").string());
-  const ClipVisionConfig config = ClipVisionConfig::from_json(json.contains("vision_config") ? json["vision_config"] : json);
+  const ClipVisionConfig config = ClipVisionConfig::from_json(json.contains("vision_config") ? json["vision_config"] : json,
+                                                              (dir / "config.json").string());
   const std::string weights_path = (dir / "model.safetensors").string();
-  auto weights = drop_position_ids(io::load_file(weights_path));
+  // transformers >= 5 saves a bare CLIPVisionModel without the `vision_model.` prefix.
+  std::map<std::string, at::Tensor> weights;
+  for (auto& [key, value] : drop_position_ids(io::load_file(weights_path))) {
+    const bool prefixed = key.rfind("vision_model.", 0) == 0 || key.rfind("visual_projection.", 0) == 0;
+    weights.emplace(prefixed ? key : "vision_model." + key, value);
+  }
   ClipVisionModel model(config, weights.count("visual_projection.weight") > 0, tensor_options);
   io::load_state_dict(*model, weights, weights_path);
   return model;
@@ -201,11 +304,17 @@ ClipVisionModel clip_vision_from_pretrained(const std::string& folder, at::Tenso
 ClipModel clip_model_from_pretrained(const std::string& folder, at::TensorOptions tensor_options) {
   namespace fs = std::filesystem;
   const fs::path dir(folder);
-  auto json = read_json((dir / "config.json").string());
-  TORCH_CHECK(json.contains("text_config") && json.contains("vision_config"), "clip: ", folder,
-              "/config.json is not a CLIPModel config");
-  const int64_t projection_dim = json.value("projection_dim", int64_t{512});
-  ClipModel model(text::ClipTextConfig::from_json(json["text_config"]), ClipVisionConfig::from_json(json["vision_config"]),
+  const std::string origin = (dir / "config.json").string();
+  auto json = read_json(origin);
+  TORCH_CHECK(json.is_object() && (json.contains("text_config") || json.contains("text_config_dict")) &&
+                  (json.contains("vision_config") || json.contains("vision_config_dict")),
+              "clip: ", origin, " is not a CLIPModel config (no text_config / vision_config)");
+  io::refuse_unsupported(json, kClipModelKeys, origin);
+  int64_t projection_dim = 512;
+  if (json.contains("projection_dim") && !json["projection_dim"].is_null())
+    projection_dim = json["projection_dim"].get<int64_t>();
+  ClipModel model(text::ClipTextConfig::from_json(tower_config(json, "text", origin), origin + " text_config"),
+                  ClipVisionConfig::from_json(tower_config(json, "vision", origin), origin + " vision_config"),
                   projection_dim, tensor_options);
   const std::string weights_path = (dir / "model.safetensors").string();
   io::load_state_dict(*model, drop_position_ids(io::load_file(weights_path)), weights_path);

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "model/io/config_keys.h"
 #include "model/io/state_dict.h"
 #include "model/nn/lora.h"
 #include "model/nn/norm.h"
@@ -20,7 +21,8 @@
 
 namespace lookahead::model::vision {
 
-/// transformers' CLIPVisionConfig.
+/// transformers' CLIPVisionConfig. The member defaults are ViT-H/14 (vit_h14()); from_json starts
+/// from reference_defaults() instead.
 struct ClipVisionConfig {
   int64_t hidden_size = 1280;
   int64_t intermediate_size = 5120;
@@ -35,7 +37,14 @@ struct ClipVisionConfig {
 
   /// IP-Adapter's image encoder (OpenCLIP ViT-H/14, laion2B), the defaults above.
   static ClipVisionConfig vit_h14();
-  static ClipVisionConfig from_json(const nlohmann::json& config);
+  /// transformers' CLIPVisionConfig() defaults (ViT-B/32: hidden 768, patch 32, quick_gelu, ...):
+  /// what an absent key means.
+  static ClipVisionConfig reference_defaults();
+  /// Reads a CLIPVisionConfig object: absent keys take reference_defaults(); every key is treated
+  /// as keys() says (unsupported values throw naming the key and `origin`).
+  static ClipVisionConfig from_json(const nlohmann::json& config, const std::string& origin = "CLIP vision config");
+  /// How every key of transformers' CLIPVisionConfig is treated (see io::KeyUse).
+  static io::ConfigKeyTable keys();
   /// A CLIPVisionConfig file, or a CLIPConfig one (its `vision_config`).
   static ClipVisionConfig from_file(const std::string& config_json);
 };
@@ -128,6 +137,8 @@ std::map<std::string, at::Tensor> drop_position_ids(const std::map<std::string, 
 /// projection is present when the weights carry `visual_projection.weight`.
 ClipVisionModel clip_vision_from_pretrained(const std::string& folder, at::TensorOptions tensor_options = {});
 
+/// How every key of transformers' CLIPConfig (a CLIPModel folder's config.json) is treated.
+io::ConfigKeyTable clip_model_config_keys();
 /// Builds a CLIPModel from a transformers folder (config.json with text_config / vision_config).
 ClipModel clip_model_from_pretrained(const std::string& folder, at::TensorOptions tensor_options = {});
 

@@ -77,6 +77,13 @@ TEST(ClipText, ConfigFromJson) {
   EXPECT_EQ(c.hidden_act, "gelu");
   EXPECT_EQ(c.max_position_embeddings, 77);
   EXPECT_THROW(ClipTextConfig::from_json(nlohmann::json::parse(R"({"hidden_act": "relu"})")), c10::Error);
+  try {
+    ClipTextConfig::from_json(nlohmann::json::parse(R"({"num_hidden_layers": 2.5})"), "te.json");
+    ADD_FAILURE() << "a fractional num_hidden_layers loaded";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("te.json: num_hidden_layers = 2.5 must be an integer"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(ClipText, KeyNormalization) {

@@ -70,6 +70,17 @@ TEST(FaceIResNet, JsonConfig) {
   const auto e = net->forward(at::rand({2, 3, 112, 112}) * 2 - 1);
   EXPECT_EQ(e.sizes(), (at::IntArrayRef{2, 256}));
   EXPECT_NEAR(e.norm(2, {1}).min().item<double>(), 1.0, 1e-5);
+  // insightface's get_model arguments are no config keys here: refused by name, not ignored.
+  {
+    std::ofstream out(path);
+    out << R"({"network": "iresnet50", "dropout": 0.2})";
+  }
+  try {
+    IResNetOptions::from_json_file(path);
+    ADD_FAILURE() << "an unknown key loaded";
+  } catch (const c10::Error& err) {
+    EXPECT_NE(std::string(err.what()).find("dropout = 0.2 is not supported"), std::string::npos) << err.what();
+  }
   std::remove(path.c_str());
 }
 
@@ -213,6 +224,18 @@ TEST(FaceRunner, IResNetFromFiles) {
   EXPECT_LT((out.at("embedding") - net->forward(image)).abs().max().item<double>(), 1e-5);
   run.model = "arcface-unknown";
   EXPECT_THROW(launch::run_face_network(run), c10::Error);
+  // The IR-SE config is our own format too: an unknown key is refused by name, not ignored.
+  {
+    std::ofstream out(dir + "/face_run_config.json");
+    out << R"({"num_layers": 50, "drop_ratio": 0.4})";
+  }
+  run.model = "arcface-irse50";
+  try {
+    launch::run_face_network(run);
+    ADD_FAILURE() << "an unknown IR-SE config key loaded";
+  } catch (const c10::Error& err) {
+    EXPECT_NE(std::string(err.what()).find("drop_ratio = 0.4 is not supported"), std::string::npos) << err.what();
+  }
   for (const auto* f : {"weights.safetensors", "config.json", "inputs.safetensors", "out.safetensors"})
     std::remove((dir + "/face_run_" + f).c_str());
 }

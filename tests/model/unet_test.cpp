@@ -109,6 +109,9 @@ TEST(UNet, ConfigErrorsNameTheKey) {
       EXPECT_NE(msg.find(fragment), std::string::npos) << msg;
     }
   };
+  expect_error(R"({"block_out_channels": [32], "down_block_types": ["DownBlock2D"], "up_block_types": ["UpBlock2D"],
+                  "layers_per_block": 1, "attention_head_dim": 1, "cross_attention_dim": 8, "norm_eps": "small"})",
+               "norm_eps = \"small\" has the wrong type");
   expect_error("{not json", "not valid JSON");
   expect_error(R"({"block_out_channels": [32], "down_block_types": ["DownBlock2D"], "up_block_types": ["UpBlock2D"],
                   "layers_per_block": 1, "attention_head_dim": 3, "cross_attention_dim": 8, "norm_num_groups": 8})",
@@ -131,6 +134,8 @@ TEST(UNet, ConfigErrorsNameTheKey) {
 TEST(UNet, ConfigRoundTripsThroughJson) {
   UNetConfig a = UNetConfig::sdxl_base();
   UNetConfig b = UNetConfig::from_json(a.to_json(), "roundtrip");
+  // Loadable by diffusers, which raises for num_attention_heads (heads go in attention_head_dim).
+  EXPECT_EQ(a.to_json().find("num_attention_heads"), std::string::npos);
   EXPECT_EQ(a.block_out_channels, b.block_out_channels);
   EXPECT_EQ(a.transformer_layers_per_block, b.transformer_layers_per_block);
   EXPECT_EQ(a.reverse_transformer_layers_per_block, b.reverse_transformer_layers_per_block);

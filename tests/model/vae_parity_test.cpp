@@ -123,6 +123,29 @@ TEST_F(VaeParity, RunnerMatchesDiffusers) {
   }
 }
 
+// diffusers' pipelines run any VAE whose config sets force_upcast in float32 when asked for
+// float16, AutoencoderTiny included: asked for float16, the runner must still match float32.
+TEST_F(VaeParity, RunnerUpcastsForceUpcastToFloat32) {
+  for (const auto& c : cases_) {
+    SCOPED_TRACE(c.name);
+    auto config = nlohmann::json::parse(std::ifstream(c.dir + "/model/config.json"));
+    config["force_upcast"] = true;
+    const std::string upcast_config = c.dir + "/upcast_config.json";
+    std::ofstream(upcast_config) << config.dump();
+    launch::NetworkRun run;
+    run.model = c.kind == "tiny" ? "taesd" : "vae";
+    run.config = upcast_config;
+    run.weights = c.dir + "/model/diffusion_pytorch_model.safetensors";
+    run.inputs = c.dir + "/inputs.safetensors";
+    run.out = c.dir + "/runner_upcast_out.safetensors";
+    run.dtype = at::kHalf;
+    ASSERT_EQ(launch::run_vae_network(run), 0);
+    auto out = io::load_file(run.out);
+    auto expected = io::load_file(c.dir + "/expected.safetensors");
+    for (const char* n : {"image", "latents"}) expect_close(c.name + " upcast runner " + n, out[n], expected[n]);
+  }
+}
+
 TEST(VaeRunner, RejectsUnknownModel) {
   launch::NetworkRun run;
   run.model = "vqgan";

@@ -136,6 +136,9 @@ TEST(VaeConfig, RoundTripsAndRejectsUnsupportedKeys) {
   expect_error([] { KLConfig::from_json(R"({"block_out_channels": [30], "norm_num_groups": 32})", "cfg.json"); },
                "norm_num_groups");
   expect_error([] { KLConfig::from_json(R"({"act_fn": "tanh"})", "cfg.json"); }, "act_fn");
+  expect_error([] { KLConfig::from_json(R"({"norm_num_groups": "32"})", "cfg.json"); },
+               "norm_num_groups = \"32\" must be an integer");
+  expect_error([] { TinyConfig::from_json(R"({"latent_channels": 4.5})", "cfg.json"); }, "latent_channels");
   expect_error([] { TinyConfig::from_json(R"({"upsample_fn": "bilinear"})", "cfg.json"); }, "upsample_fn");
   expect_error([] { TinyConfig::from_json(R"({"decoder_block_out_channels": [64, 32]})", "cfg.json"); },
                "decoder_block_out_channels");
