@@ -39,16 +39,9 @@ int size_of(const CommunicatorPtr& comm) { return comm ? comm->size() : 1; }
 
 // --- agreement over the world communicator ------------------------------------------------------
 
-/// Broadcasts `text` from `root` (two collectives: length, then bytes).
+/// Broadcasts `text` from `root`.
 void broadcast_string(const CommunicatorPtr& comm, int root, std::string& text) {
-  if (!is_multi(comm)) return;
-  at::Tensor length = at::tensor({static_cast<int64_t>(text.size())}, at::kLong);
-  comm->broadcast(length, root)->wait();
-  const int64_t n = length.item<int64_t>();
-  at::Tensor bytes = at::empty({std::max<int64_t>(n, 1)}, at::kByte);
-  if (comm->rank() == root && n > 0) std::memcpy(bytes.data_ptr(), text.data(), static_cast<size_t>(n));
-  comm->broadcast(bytes, root)->wait();
-  text.assign(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(n));
+  if (is_multi(comm)) dist::broadcast_string(*comm, root, text);
 }
 
 /// Collective: every rank learns whether any rank failed, and if so throws CheckpointError with
@@ -250,19 +243,7 @@ struct Gathered {
 
 std::vector<std::string> gather_rng(const CommunicatorPtr& comm, const std::string& mine) {
   if (!is_multi(comm)) return {mine};
-  const int n = comm->size();
-  at::Tensor length = at::tensor({static_cast<int64_t>(mine.size())}, at::kLong);
-  at::Tensor lengths = at::empty({n}, at::kLong);
-  comm->all_gather(lengths, length)->wait();
-  const int64_t longest = std::max<int64_t>(lengths.max().item<int64_t>(), 1);
-  at::Tensor local = at::zeros({longest}, at::kByte);
-  if (!mine.empty()) std::memcpy(local.data_ptr(), mine.data(), mine.size());
-  at::Tensor all = at::empty({n * longest}, at::kByte);
-  comm->all_gather(all, local)->wait();
-  std::vector<std::string> out;
-  const auto* base = static_cast<const char*>(all.data_ptr());
-  for (int r = 0; r < n; ++r) out.emplace_back(base + r * longest, static_cast<size_t>(lengths[r].item<int64_t>()));
-  return out;
+  return dist::all_gather_strings(*comm, mine);
 }
 
 void write_file(const SaveRequest& req, const Gathered& g, int world_size, const fs::path& tmp) {

@@ -3,6 +3,8 @@
 
 #include <c10/core/ScalarType.h>
 
+#include <algorithm>
+#include <cstring>
 #include <sstream>
 
 namespace lookahead::dist {
@@ -26,6 +28,34 @@ std::vector<double> all_reduce_values(Communicator& comm, const std::vector<doub
   comm.all_reduce(t, op)->wait();
   const double* p = t.data_ptr<double>();
   return std::vector<double>(p, p + t.numel());
+}
+
+std::vector<std::string> all_gather_strings(Communicator& comm, const std::string& mine) {
+  const int n = comm.size();
+  at::Tensor length = at::tensor({static_cast<int64_t>(mine.size())}, at::kLong);
+  at::Tensor lengths = at::empty({n}, at::kLong);
+  comm.all_gather(lengths, length)->wait();
+  const int64_t longest = std::max<int64_t>(lengths.max().item<int64_t>(), 1);
+  at::Tensor local = at::zeros({longest}, at::kByte);
+  if (!mine.empty()) std::memcpy(local.data_ptr(), mine.data(), mine.size());
+  at::Tensor all = at::empty({n * longest}, at::kByte);
+  comm.all_gather(all, local)->wait();
+  std::vector<std::string> out;
+  out.reserve(static_cast<size_t>(n));
+  const auto* base = static_cast<const char*>(all.data_ptr());
+  const auto* len = lengths.data_ptr<int64_t>();
+  for (int r = 0; r < n; ++r) out.emplace_back(base + r * longest, static_cast<size_t>(len[r]));
+  return out;
+}
+
+void broadcast_string(Communicator& comm, int root, std::string& text) {
+  at::Tensor length = at::tensor({static_cast<int64_t>(text.size())}, at::kLong);
+  comm.broadcast(length, root)->wait();
+  const int64_t n = length.item<int64_t>();
+  at::Tensor bytes = at::zeros({std::max<int64_t>(n, 1)}, at::kByte);
+  if (comm.rank() == root && n > 0) std::memcpy(bytes.data_ptr(), text.data(), static_cast<size_t>(n));
+  comm.broadcast(bytes, root)->wait();
+  text.assign(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(n));
 }
 
 std::string OpSignature::to_string() const {

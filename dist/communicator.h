@@ -141,4 +141,12 @@ using CommunicatorPtr = std::shared_ptr<Communicator>;
 /// reduced values on every rank.
 std::vector<double> all_reduce_values(Communicator& comm, const std::vector<double>& values, ReduceOp op);
 
+/// Every rank's `mine` (any bytes, NULs included, any length), indexed by rank, on every rank of
+/// `comm` (CPU tensors: the World's comm() or node()). Collective: two all_gathers (lengths, then
+/// bytes padded to the longest).
+std::vector<std::string> all_gather_strings(Communicator& comm, const std::string& mine);
+
+/// Replaces `text` on every rank of `comm` by root's. Collective: two broadcasts (length, bytes).
+void broadcast_string(Communicator& comm, int root, std::string& text);
+
 }  // namespace lookahead::dist

@@ -112,23 +112,13 @@ CommunicatorPtr World::nccl_comm() {
 }
 
 void World::check_own_gpu() {
-  // Every rank of the node sends its GPU's bus id and its own name for it, as fixed-size rows.
-  constexpr int64_t kRow = 64;
-  std::string mine[2] = {"", device_.str()};
+  // Every rank of the node sends its GPU's bus id and its own name for it.
+  std::string bus_id;
 #if LA_HAVE_NCCL
-  mine[0] = cuda_device_id(device_);
+  bus_id = cuda_device_id(device_);
 #endif
-  at::Tensor row = at::zeros({2 * kRow}, at::kByte);
-  for (int k = 0; k < 2; ++k)
-    std::memcpy(row.data_ptr<uint8_t>() + k * kRow, mine[k].data(), std::min<size_t>(mine[k].size(), kRow - 1));
-  at::Tensor all = at::empty({local_size_ * 2 * kRow}, at::kByte);
-  node_->all_gather(all, row)->wait();
-  std::vector<std::string> ids, devices;
-  for (int r = 0; r < local_size_; ++r) {
-    const char* base = reinterpret_cast<const char*>(all.data_ptr<uint8_t>()) + r * 2 * kRow;
-    ids.emplace_back(base);
-    devices.emplace_back(base + kRow);
-  }
+  const std::vector<std::string> ids = all_gather_strings(*node_, bus_id);
+  const std::vector<std::string> devices = all_gather_strings(*node_, device_.str());
   const std::string problem = shared_gpu_problem(ids, devices, static_cast<int>(torch::cuda::device_count()));
   if (!problem.empty())
     throw DistError(ErrorKind::kInvalidArgument, "host " + hostname_ + ": " + problem + " (" + where() + ")");

@@ -87,26 +87,6 @@ std::vector<std::string> unframe(const std::string& bytes) {
   return parts;
 }
 
-/// Every rank's string, on every rank (two all_gathers on the CPU communicator).
-std::vector<std::string> all_gather_strings(dist::World& world, const std::string& mine) {
-  auto comm = world.comm();
-  const int n = world.size();
-  at::Tensor len = at::tensor({static_cast<int64_t>(mine.size())}, at::kLong);
-  at::Tensor lens = at::empty({n}, at::kLong);
-  comm->all_gather(lens, len)->wait();
-  int64_t longest = 1;
-  for (int r = 0; r < n; ++r) longest = std::max(longest, lens[r].item<int64_t>());
-  at::Tensor buf = at::zeros({longest}, at::kByte);
-  std::memcpy(buf.data_ptr<uint8_t>(), mine.data(), mine.size());
-  at::Tensor all = at::empty({n * longest}, at::kByte);
-  comm->all_gather(all, buf)->wait();
-  std::vector<std::string> out;
-  for (int r = 0; r < n; ++r)
-    out.emplace_back(reinterpret_cast<const char*>(all.data_ptr<uint8_t>()) + r * longest,
-                     static_cast<size_t>(lens[r].item<int64_t>()));
-  return out;
-}
-
 void write_bytes(const fs::path& path, const std::string& bytes) {
   fs::create_directories(path.parent_path());
   std::ofstream out(path, std::ios::binary);
@@ -413,7 +393,7 @@ json Evaluator::run(const std::string& out_dir, const EvalRunInfo& info, const E
     const int64_t item = round * world + rank;
     const bool real = item < items;
     std::string mine = m.run_item(real ? item : 0, guidance, real);
-    std::vector<std::string> all = all_gather_strings(m.world, mine);
+    std::vector<std::string> all = dist::all_gather_strings(*m.world.comm(), mine);
     for (int r = 0; r < world; ++r) {
       const int64_t k = round * world + r;
       if (k < items) results[static_cast<size_t>(k)] = std::move(all[static_cast<size_t>(r)]);

@@ -254,6 +254,29 @@ TEST(HostValues, ReducedOverTheRanks) {
   EXPECT_TRUE(all_reduce_values(*comm, {}, ReduceOp::kSum).empty());
 }
 
+std::string string_of_rank(int r) {
+  std::string s(static_cast<size_t>(3 * r), static_cast<char>('a' + r));
+  if (r % 2 == 1) s += std::string("\0tail", 5);  // NULs travel too
+  return s;
+}
+
+TEST(HostValues, StringsGatheredAndBroadcast) {
+  auto comm = world().comm();
+  const int r = comm->rank(), n = comm->size();
+  const std::vector<std::string> all = all_gather_strings(*comm, string_of_rank(r));
+  ASSERT_EQ(all.size(), static_cast<size_t>(n));
+  for (int q = 0; q < n; ++q) EXPECT_EQ(all[static_cast<size_t>(q)], string_of_rank(q)) << "rank " << q << "'s string";
+  EXPECT_EQ(all_gather_strings(*comm, ""), std::vector<std::string>(static_cast<size_t>(n)));
+  for (int root = 0; root < n; ++root) {
+    std::string text = r == root ? string_of_rank(root) + "from the root" : "stale text of rank " + std::to_string(r);
+    broadcast_string(*comm, root, text);
+    EXPECT_EQ(text, string_of_rank(root) + "from the root") << "root " << root;
+  }
+  std::string empty = r == 0 ? "" : "not empty";
+  broadcast_string(*comm, 0, empty);
+  EXPECT_EQ(empty, "");
+}
+
 TEST(CollectiveArguments, RankDependentShapesAreAMismatchNotAHang) {
   auto comm = world().comm();
   const int r = comm->rank(), n = comm->size();
