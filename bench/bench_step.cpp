@@ -1,11 +1,11 @@
-// bench_step: whole LCM-Lookahead training steps through the sharded engine under mpirun. For each
-// configuration (overlap on / off, optionally keep_gathered, per placement) it runs warm-up steps
-// and measured steps of the step structure of tests/dist/lookahead_engine_test.cpp (branch 1
+// bench_step: whole LCM-Lookahead training steps under mpirun, the step `lookahead train` runs:
+// the reference identity (ArcFace of the aligned reference photo), then TrainState::step (branch 1
 // forward + backward, branch 2 forward + backward while branch 1's reduce-scatters are in flight,
-// finish_gradients, clip, AdamW step, end_step) and prints per-step time split into phases and the
-// bytes each rank holds. Rank 0 prints.
+// the global-mean rescale, finish_gradients, clip, AdamW, end_step) with the default [loss] and
+// [optim] settings. For each configuration (overlap on / off, optionally keep_gathered, per
+// placement) it runs warm-up and measured steps on synthetic batches and prints the step time split
+// into phases and the bytes each rank holds. Rank 0 prints.
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <boost/program_options/options_description.hpp>
 #include <boost/program_options/parsers.hpp>
@@ -24,11 +24,9 @@
 #include <vector>
 
 #include "bench/bench_common.h"
-#include "dist/sharded_adamw.h"
-#include "dist/sharded_engine.h"
 #include "dist/world.h"
-#include "model/face/align.h"
-#include "model/lookahead/lookahead_model.h"
+#include "model/lookahead/synthetic_batch.h"
+#include "trainer/train_state.h"
 
 namespace lookahead::bench {
 namespace {
@@ -44,6 +42,7 @@ struct Options {
   bool keep_gathered = false;
   std::string json_path;
   double timeout_s = 600.0;
+  trainer::LossMode loss_mode = trainer::LossMode::kSum;
 };
 
 po::options_description describe_options() {
@@ -59,6 +58,8 @@ po::options_description describe_options() {
       ("placements", po::value<std::string>()->default_value("full,replicate"),
        "comma-separated frozen-weight placements: full, node, replicate")
       ("keep-gathered", po::bool_switch(), "also run overlap on with keep_gathered (no second gather in backward)")
+      ("loss-mode", po::value<std::string>()->default_value("sum"),
+       "loss.mode of the step: sum (one optimizer step) or alternate (one after each branch)")
       ("json", po::value<std::string>(), "also write the results to this JSON file (rank 0)")
       ("timeout", po::value<double>()->default_value(600.0), "collective timeout in seconds");
   return desc;
@@ -87,6 +88,11 @@ bool parse_options(int argc, char** argv, Options& opt) {
   opt.timeout_s = vm["timeout"].as<double>();
   if (vm.count("json")) opt.json_path = vm["json"].as<std::string>();
   if (opt.config != "tiny" && opt.config != "mid") throw std::invalid_argument("--config must be tiny or mid");
+  const auto mode = trainer::parse_config_name<trainer::LossMode>(vm["loss-mode"].as<std::string>());
+  if (!mode)
+    throw std::invalid_argument("--loss-mode must be " + trainer::config_choices<trainer::LossMode>() + ", got '" +
+                                vm["loss-mode"].as<std::string>() + "'");
+  opt.loss_mode = *mode;
   if (opt.steps < 1) throw std::invalid_argument("--steps must be >= 1");
   if (opt.warmup < 1) throw std::invalid_argument("--warmup must be >= 1 (the first step records the unit order)");
   if (opt.batch < 0) throw std::invalid_argument("--batch must be >= 0");
@@ -98,16 +104,14 @@ bool parse_options(int argc, char** argv, Options& opt) {
 /// The model and the shapes of its inputs.
 struct ModelSetup {
   model::LookaheadModelConfig config;
-  int64_t latent = 8;       // latent side h = w
-  int64_t clip_tokens = 5;  // T of the CLIP features
-  int64_t prompt_tokens = 3;
+  model::SyntheticShape shape;  // tiny: 8x8 latents, 5 CLIP tokens, 3 prompt tokens
   std::string description;
 };
 
-ModelSetup make_setup(const std::string& name) {
+/// `base` is the tiny preset as `lookahead train` builds it (defaults of [model] and [loss]).
+ModelSetup make_setup(const std::string& name, const model::LookaheadModelConfig& base) {
   ModelSetup s;
-  s.config = model::LookaheadModelConfig::tiny();
-  s.config.lambda_id = 1.0;  // both branches' gradients of comparable size (as in the engine test)
+  s.config = base;
   if (name == "tiny") {
     s.description = "LookaheadModelConfig::tiny(): UNet 16/32/32, 1 resnet per down block, 8x8 latents";
     return s;
@@ -124,67 +128,29 @@ ModelSetup make_setup(const std::string& name) {
                                                      "bench_step mid");
   s.config.taesd = model::vae::TinyConfig{.encoder_block_out_channels = {16, 16, 16, 16},
                                           .decoder_block_out_channels = {16, 16, 16, 16}};
-  s.latent = 32;
+  s.shape.latent = 32;
+  s.shape.ref_pixels = 256;
   s.description =
       "mid: UNet 64/128/128 (SDXL block structure: 2 resnets per down block, transformer depth 1/2/2), "
       "TAESD 16 channels, iresnet {1,1,1,1}, 32x32 latents";
   return s;
 }
 
-/// Samples [first, first + count) of step `step`'s global batch, each from its own generator (the
-/// same data on any rank count).
-model::Batch make_batch(const ModelSetup& s, int step, int64_t first, int64_t count) {
-  const int64_t h = s.latent, cross = s.config.unet.cross_attention_dim.at(0);
-  const int64_t clip_dim = s.config.resampler.embedding_dim();
-  const int64_t pooled = s.config.unet.projection_class_embeddings_input_dim - 6 * s.config.unet.addition_time_embed_dim;
-  const double preview = 8.0 * static_cast<double>(h);  // TAESD upsamples 8x
-  std::vector<at::Tensor> cols[10];
-  for (int64_t i = first; i < first + count; ++i) {
-    auto g = at::make_generator<at::CPUGeneratorImpl>(7919 * step + i);
-    cols[0].push_back(at::randn({1, 4, h, h}, g));
-    cols[1].push_back(at::randn({1, 4, h, h}, g));
-    cols[2].push_back(at::randn({1, s.clip_tokens, clip_dim}, g));
-    cols[3].push_back(at::randn({1, s.prompt_tokens, cross}, g));
-    cols[4].push_back(at::randn({1, pooled}, g));
-    cols[5].push_back(at::randn({1, s.prompt_tokens, cross}, g));
-    cols[6].push_back(at::randn({1, pooled}, g));
-    cols[7].push_back(at::randn({1, 6}, g));
-    cols[8].push_back(model::face::arcface_template(preview).unsqueeze(0) +
-                      at::randn({1, 5, 2}, g).to(at::kDouble));
-    at::Tensor r = at::randn({1, 512}, g);
-    cols[9].push_back(r / r.norm(2, {1}, true));
-  }
-  auto cat = [&](int c) { return at::cat(cols[c], 0); };
-  model::Batch b;
-  b.z_tgt = cat(0);
-  b.z_ref = cat(1);
-  b.clip_ref = cat(2);
-  b.clip_uncond = at::randn({1, s.clip_tokens, clip_dim}, at::make_generator<at::CPUGeneratorImpl>(5));
-  b.tgt_prompt = cat(3);
-  b.tgt_pooled = cat(4);
-  b.ref_prompt = cat(5);
-  b.ref_pooled = cat(6);
-  b.time_ids = cat(7);
-  b.ref_landmarks = cat(8);
-  b.ref_id = cat(9);
-  return b;
-}
-
 /// One benchmark configuration.
-struct RunConfig {
+struct BenchCase {
   std::string name;  // "overlap on", "overlap off", "keep_gathered"
-  dist::EngineOptions engine;
+  trainer::DistConfig dist;
 };
 
 /// One measured step; every value is the maximum over ranks.
 struct StepSample {
-  double step_s = 0, compute_s = 0, gather_wait_s = 0, reduce_wait_s = 0, optimizer_s = 0, other_s = 0;
+  double step_s = 0, reference_s = 0, compute_s = 0, gather_wait_s = 0, reduce_wait_s = 0, optimizer_s = 0, other_s = 0;
   double gathers = 0, reduce_scatters = 0, gathered_bytes = 0;
   double frozen_shard = 0, trainable_shard = 0, grad_shard = 0, optimizer_state = 0, peak_gathered = 0;
 };
 
 #define LA_STEP_FIELDS(X)                                                                                        \
-  X(step_s) X(compute_s) X(gather_wait_s) X(reduce_wait_s) X(optimizer_s) X(other_s) X(gathers) X(reduce_scatters)          \
+  X(step_s) X(reference_s) X(compute_s) X(gather_wait_s) X(reduce_wait_s) X(optimizer_s) X(other_s) X(gathers) X(reduce_scatters)          \
       X(gathered_bytes) X(frozen_shard) X(trainable_shard) X(grad_shard) X(optimizer_state) X(peak_gathered)
 
 StepSample max_over_ranks(const StepSample& local, MPI_Comm ctl) {
@@ -217,86 +183,61 @@ nlohmann::json to_json(const StepSample& s) {
 }
 
 struct Result {
-  RunConfig config;
+  BenchCase config;
   std::string placement;
   double build_s = 0;
   std::vector<StepSample> steps;
   StepSample median;
 };
 
-constexpr uint64_t kSeed = 2024;
-
-/// One configuration's model, engine and optimizer, stepped in turn with the others.
-class Trainer {
+/// One configuration's training state, stepped in turn with the others.
+class CaseRunner {
  public:
-  Trainer(const ModelSetup& setup, const RunConfig& rc, dist::World& world, MPI_Comm ctl, int64_t global)
-      : setup_(setup), world_(world), ctl_(ctl), global_(global), alpha_(kSeed) {
+  CaseRunner(const ModelSetup& setup, const trainer::TrainConfig& config, const BenchCase& bc, dist::World& world,
+             MPI_Comm ctl, int64_t global)
+      : setup_(setup), world_(world), ctl_(ctl), global_(global) {
     per_rank_ = global / world.size();
     first_ = world.rank() * per_rank_;
-    result.config = rc;
-    result.placement = dist::to_string(rc.engine.placement);
+    result.config = bc;
+    result.placement = dist::to_string(bc.dist.placement);
     const double t_build = now_s();
-    at::manual_seed(31);  // the same model in every configuration
-    model_ = std::make_unique<model::LookaheadModel>(setup.config);
-    {
-      at::NoGradGuard no_grad;
-      for (auto& [k, t] : model_->lora_parameters()) t.normal_(0.0, 0.1);  // every LoRA passes gradients
-    }
-    std::vector<dist::EngineUnit> units;
-    for (auto& u : model_->units()) units.push_back(dist::EngineUnit{u.name, u.frozen, u.lcm, u.adapter, u.lora});
-    engine_ = std::make_unique<dist::ShardedEngine>(world, std::move(units), rc.engine);
-    model_->set_unit_runner(engine_.get());
-    adamw_ = std::make_unique<dist::ShardedAdamW>(
-        std::vector<dist::AdamWGroupOptions>{{"adapter", 1e-5, 0.01}, {"lora", 5e-6, 0.01}});
-    for (auto& [g, lr] : engine_->trainable_groups()) adamw_->add(g, lr);
+    trainer::TrainConfig c = config;
+    c.dist = bc.dist;
+    // The same model (train.seed) in every configuration.
+    state_ = std::make_unique<trainer::TrainState>(world, c, trainer::TrainStateOptions{setup.config, {}});
     result.build_s = bench::max_over_ranks(now_s() - t_build, ctl);
   }
-  ~Trainer() { model_->set_unit_runner(nullptr); }
 
   /// One training step; returns its sample (max over ranks). Collective.
   StepSample step(int step) {
-    const std::vector<int64_t> latent_shape{4, setup_.latent, setup_.latent};
-    auto batch = make_batch(setup_, step, first_, per_rank_);
-    auto draw = model_->draw(kSeed, step, global_, first_, per_rank_, latent_shape);
-    auto& engine = *engine_;
-    auto& adamw = *adamw_;
+    model::SyntheticBatch sb = model::synthetic_batch(setup_.config, setup_.shape, step, first_, per_rank_);
+    const std::vector<int64_t> latent_shape{4, setup_.shape.latent, setup_.shape.latent};
     LA_MPI_CHECK(MPI_Barrier(ctl_));
-    engine.reset_times();
     const double t0 = now_s();
-    // Branch 1's backward first: its reduce-scatters run while branch 2 computes forward.
-    at::Tensor l1 = model_->diffusion_loss(batch, draw);
-    l1.backward();
-    at::Tensor l2 = model_->lookahead_loss(batch, draw, alpha_.value(step)).loss;
-    l2.backward();
-    engine.finish_gradients();
-    const dist::EngineMemory mem = engine.memory();  // grad shards exist until zero_grad
-    const double t_opt = now_s();
-    adamw.clip_grad_norm(1.0, world_.comm());
-    adamw.step();
-    engine.times().optimizer_s = now_s() - t_opt;
-    const int64_t state_bytes = adamw.state_bytes();
-    adamw.zero_grad();
-    engine.end_step();
+    state_->model().set_reference_identity(sb.batch, sb.ref_pixels, sb.ref_pixel_landmarks);
+    const double t_ref = now_s();
+    const trainer::StepStats st = state_->step(sb.batch, state_->draw(per_rank_, latent_shape), state_->alpha());
     const double t1 = now_s();
-    if (!std::isfinite(l1.item<double>()) || !std::isfinite(l2.item<double>()))
+    if (!std::isfinite(st.loss_diffusion) || !std::isfinite(st.loss_lookahead))
       throw std::runtime_error("bench_step: non-finite loss in step " + std::to_string(step));
 
-    const dist::PhaseTimes& pt = engine.times();
+    const dist::PhaseTimes& pt = st.times;
     StepSample local;
     local.step_s = t1 - t0;
+    local.reference_s = t_ref - t0;
     local.compute_s = pt.compute_s;
     local.gather_wait_s = pt.gather_wait_s;
     local.reduce_wait_s = pt.reduce_wait_s;
-    local.optimizer_s = pt.optimizer_s;
-    local.other_s = local.step_s - pt.compute_s - pt.gather_wait_s - pt.reduce_wait_s - pt.optimizer_s;
+    local.optimizer_s = st.optimizer_s;
+    local.other_s = local.step_s - local.reference_s - pt.compute_s - pt.gather_wait_s - pt.reduce_wait_s - st.optimizer_s;
     local.gathers = static_cast<double>(pt.gathers);
     local.reduce_scatters = static_cast<double>(pt.reduce_scatters);
     local.gathered_bytes = static_cast<double>(pt.gathered_bytes);
-    local.frozen_shard = static_cast<double>(mem.frozen_shard_bytes);
-    local.trainable_shard = static_cast<double>(mem.trainable_shard_bytes);
-    local.grad_shard = static_cast<double>(mem.grad_shard_bytes);
-    local.optimizer_state = static_cast<double>(state_bytes);
-    local.peak_gathered = static_cast<double>(mem.peak_gathered_bytes);
+    local.frozen_shard = static_cast<double>(st.memory.frozen_shard_bytes);
+    local.trainable_shard = static_cast<double>(st.memory.trainable_shard_bytes);
+    local.grad_shard = static_cast<double>(st.memory.grad_shard_bytes);
+    local.optimizer_state = static_cast<double>(st.optimizer_state_bytes);
+    local.peak_gathered = static_cast<double>(st.memory.peak_gathered_bytes);
     return max_over_ranks(local, ctl_);
   }
 
@@ -307,10 +248,7 @@ class Trainer {
   dist::World& world_;
   MPI_Comm ctl_;
   int64_t global_, per_rank_ = 0, first_ = 0;
-  model::AlphaSchedule alpha_;
-  std::unique_ptr<model::LookaheadModel> model_;
-  std::unique_ptr<dist::ShardedEngine> engine_;
-  std::unique_ptr<dist::ShardedAdamW> adamw_;
+  std::unique_ptr<trainer::TrainState> state_;
 };
 
 std::string mib(double bytes) {
@@ -322,17 +260,17 @@ std::string mib(double bytes) {
 void print_results(const std::vector<Result>& results, double load_end) {
   std::printf("# load average at the end %.2f\n", load_end);
   std::printf("# times: ms per step, each the median over measured steps of its max over ranks (so columns need not "
-              "add up);\n# other = step - compute - waits - optimizer on each rank (autograd outside units, losses, "
-              "face alignment)\n");
+              "add up);\n# reference = the reference photo's ArcFace embedding; other = step - reference - compute - waits - "
+              "optimizer on each rank (autograd outside units, losses, face alignment, host all-reduces)\n");
   std::printf("# exposed = (gather wait + reduce-scatter wait) / step\n");
-  std::printf("%-14s %-9s %9s %9s %9s %9s %9s %9s %8s %7s %6s %11s\n", "config", "placement", "step", "compute",
-              "gath.wait", "rs.wait", "optim", "other", "exposed", "gathers", "RS", "gathered");
+  std::printf("%-14s %-9s %9s %9s %9s %9s %9s %9s %9s %8s %7s %6s %11s\n", "config", "placement", "step", "reference",
+              "compute", "gath.wait", "rs.wait", "optim", "other", "exposed", "gathers", "RS", "gathered");
   for (const auto& r : results) {
     const auto& m = r.median;
     const double other = m.other_s;
-    std::printf("%-14s %-9s %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %7.1f%% %7.0f %6.0f %7s MiB\n", r.config.name.c_str(),
-                r.placement.c_str(), m.step_s * 1e3, m.compute_s * 1e3, m.gather_wait_s * 1e3, m.reduce_wait_s * 1e3,
-                m.optimizer_s * 1e3, other * 1e3, 100.0 * (m.gather_wait_s + m.reduce_wait_s) / m.step_s, m.gathers,
+    std::printf("%-14s %-9s %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %7.1f%% %7.0f %6.0f %7s MiB\n",
+                r.config.name.c_str(), r.placement.c_str(), m.step_s * 1e3, m.reference_s * 1e3, m.compute_s * 1e3,
+                m.gather_wait_s * 1e3, m.reduce_wait_s * 1e3, m.optimizer_s * 1e3, other * 1e3, 100.0 * (m.gather_wait_s + m.reduce_wait_s) / m.step_s, m.gathers,
                 m.reduce_scatters, mib(m.gathered_bytes).c_str());
   }
   std::printf("#\n# memory per rank in MiB (max over ranks): shards after finish_gradients, optimizer state = "
@@ -356,28 +294,34 @@ void print_results(const std::vector<Result>& results, double load_end) {
 }
 
 int run(const Options& opt, dist::World& world) {
-  at::set_num_threads(1);  // 2 ranks on 2 cores: one intra-op thread each
   const nlohmann::json meta = run_metadata(world);
   dist::MpiCommHandle ctl_handle = duplicate_world();
   MPI_Comm ctl = ctl_handle.get();
   const int64_t global = opt.batch > 0 ? opt.batch : 2 * world.size();
   if (global % world.size() != 0)
     throw std::invalid_argument("bench_step: --batch must be a multiple of the rank count");
-  const ModelSetup setup = make_setup(opt.config);
+  // The configuration `lookahead train` would run: the tiny preset, defaults of every section.
+  trainer::TrainConfig config;
+  config.model.preset = trainer::Preset::kTiny;
+  config.model.dtype = trainer::ModelDtype::kFp32;
+  config.loss.mode = opt.loss_mode;
+  config.train.seed = 2024;
+  config.train.threads = 1;  // 2 ranks on 2 cores: one intra-op thread each
+  const ModelSetup setup = make_setup(opt.config, trainer::model_config(config, world.device()));
 
-  std::vector<RunConfig> configs;
+  std::vector<BenchCase> configs;
   for (const auto& p : opt.placements) {
-    dist::EngineOptions on;
+    trainer::DistConfig on;
     on.placement = dist::placement_from_string(p);
     on.prefetch = true;
     on.max_gathered_units = 2;
-    dist::EngineOptions off = on;
+    trainer::DistConfig off = on;
     off.prefetch = false;
     off.max_gathered_units = 1;
     configs.push_back({"overlap on", on});
     configs.push_back({"overlap off", off});
     if (opt.keep_gathered) {
-      dist::EngineOptions keep = on;
+      trainer::DistConfig keep = on;
       keep.keep_gathered = true;
       configs.push_back({"keep_gathered", keep});
     }
@@ -386,6 +330,8 @@ int run(const Options& opt, dist::World& world) {
     std::printf("# bench_step: %d ranks on %d node(s), MPI communicator, at::set_num_threads(1), fp32 on CPU\n",
                 world.size(), world.num_nodes());
     std::printf("# model: %s\n", setup.description.c_str());
+    std::printf("# step: reference identity + TrainState::step, loss.mode %s, [loss] and [optim] defaults\n",
+                std::string(trainer::config_name(opt.loss_mode)).c_str());
     std::printf("# global batch %lld (%lld per rank); %d warm-up + %d measured steps per configuration; "
                 "load average at start %.2f\n",
                 static_cast<long long>(global), static_cast<long long>(global / world.size()), opt.warmup, opt.steps,
@@ -396,8 +342,9 @@ int run(const Options& opt, dist::World& world) {
   }
   // Every configuration lives at once and they take turns step by step, so that load from
   // outside (other jobs on the same cores) drifts over all of them alike.
-  std::vector<std::unique_ptr<Trainer>> trainers;
-  for (const auto& rc : configs) trainers.push_back(std::make_unique<Trainer>(setup, rc, world, ctl, global));
+  std::vector<std::unique_ptr<CaseRunner>> trainers;
+  for (const auto& bc : configs)
+    trainers.push_back(std::make_unique<CaseRunner>(setup, config, bc, world, ctl, global));
   for (int step = 0; step < opt.warmup + opt.steps; ++step)
     for (auto& t : trainers) {
       StepSample s = t->step(step);
@@ -420,9 +367,9 @@ int run(const Options& opt, dist::World& world) {
         for (const auto& s : r.steps) steps.push_back(to_json(s));
         runs.push_back({{"config", r.config.name},
                         {"placement", r.placement},
-                        {"prefetch", r.config.engine.prefetch},
-                        {"max_gathered_units", r.config.engine.max_gathered_units},
-                        {"keep_gathered", r.config.engine.keep_gathered},
+                        {"prefetch", r.config.dist.prefetch},
+                        {"max_gathered_units", r.config.dist.max_gathered_units},
+                        {"keep_gathered", r.config.dist.keep_gathered},
                         {"build_s", r.build_s},
                         {"median", to_json(r.median)},
                         {"steps", steps}});
@@ -430,6 +377,7 @@ int run(const Options& opt, dist::World& world) {
       nlohmann::json doc = {{"benchmark", "bench_step"},
                             {"meta", meta},
                             {"model", opt.config},
+                            {"loss_mode", std::string(trainer::config_name(opt.loss_mode))},
                             {"model_description", setup.description},
                             {"global_batch", global},
                             {"warmup", opt.warmup},

@@ -28,6 +28,8 @@
 #include <string>
 #include <vector>
 
+#include "dist/memory_estimate.h"
+#include "dist/placement.h"
 #include "dist/unit_runner.h"
 #include "model/face/align.h"
 #include "model/lookahead/lookahead_model.h"
@@ -40,14 +42,6 @@ namespace po = boost::program_options;
 /// Published size of kohya LCM-LoRA SDXL (architecture-spec §3.1 / table: 788 modules, rank 64).
 constexpr int64_t kLcmLoraParams = 196'751'360;
 constexpr int64_t kGpusPerNode = 8;
-constexpr int64_t kAlign = 16;  // FlatLayout::kAlignment
-
-/// Elements of one unit per role (frozen, lcm, adapter, lora).
-struct UnitSize {
-  std::string name;
-  int64_t e[4] = {0, 0, 0, 0};
-  int64_t trainable() const { return e[2] + e[3]; }
-};
 
 /// Uses of one unit in one training step.
 struct UnitUse {
@@ -72,22 +66,14 @@ bool lcm_target(const std::string& path) {
   return false;
 }
 
-std::vector<UnitSize> sdxl_unit_sizes(int64_t& lcm_total) {
+std::vector<dist::UnitElements> sdxl_unit_sizes(int64_t& lcm_total) {
   auto config = model::LookaheadModelConfig::sdxl();
   config.lcm_lora_rank = 64;  // the LCM-LoRA SDXL's structure, on meta (no values)
   config.lcm_lora_select = lcm_target;
   model::LookaheadModel m(config, at::kMeta);
-  std::vector<UnitSize> out;
+  std::vector<dist::UnitElements> out = dist::count_elements(m.units());
   lcm_total = 0;
-  for (auto& u : m.units()) {
-    UnitSize s;
-    s.name = u.name;
-    const std::vector<std::pair<std::string, at::Tensor>>* roles[4] = {&u.frozen, &u.lcm, &u.adapter, &u.lora};
-    for (int r = 0; r < 4; ++r)
-      for (const auto& [k, t] : *roles[r]) s.e[r] += t.numel();
-    lcm_total += s.e[1];
-    out.push_back(s);
-  }
+  for (const auto& u : out) lcm_total += u.lcm;
   return out;
 }
 
@@ -230,8 +216,7 @@ std::map<std::string, UnitUse> uses_of(const Trace& tr) {
 // The model.
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-/// Elements of one shard of a group of `e` elements over `s` shards (FlatLayout's padding).
-int64_t shard_elems(int64_t e, int64_t s) { return e == 0 ? 0 : ceil_div(e, kAlign * s) * kAlign; }
+using dist::shard_elements;
 
 struct Row {
   int64_t gpus = 0, nodes = 0;
@@ -245,16 +230,24 @@ struct Row {
   int64_t gather_calls = 0, rs_calls = 0;
 };
 
-Row model_row(const std::vector<UnitSize>& units, const std::map<std::string, UnitUse>& uses, int64_t n,
-              const std::string& placement, bool keep_gathered) {
+Row model_row(const std::vector<dist::UnitElements>& units, const std::map<std::string, UnitUse>& uses, int64_t n,
+              dist::Placement placement, bool keep_gathered) {
   Row r;
   r.gpus = n;
   r.nodes = ceil_div(n, kGpusPerNode);
-  r.placement = placement;
-  const int64_t sf = placement == "full" ? n : placement == "node" ? std::min(n, kGpusPerNode) : 1;
+  r.placement = dist::to_string(placement);
+  const int64_t sf = dist::frozen_shard_ranks(placement, static_cast<int>(n), static_cast<int>(std::min(n, kGpusPerNode)));
   r.frozen_shards = sf;
+  // Bytes held: frozen and LCM-LoRA in bf16, trainables as fp32 masters computing in bf16.
+  dist::ShardingLayout layout{.world_size = n, .frozen_shards = sf, .frozen_bytes = 2, .compute_bytes = 2, .ring_units = 2};
+  const dist::HeldBytes held = dist::held_bytes(units, layout);
+  r.frozen = held.frozen;
+  r.lcm = held.lcm;
+  r.master = held.master;
+  r.grads = held.grads;
+  r.adam = held.adam;
+  r.ring = held.ring;
   constexpr double kBf16 = 2, kFp32 = 4;
-  std::vector<double> gathered;   // per unit: bytes of its full buffers while gathered
   std::vector<double> rs_buffer;  // per unit: fp32 bytes of its unsharded trainable gradients
   // Fraction of a collective's per-GPU ring volume over s ranks, and the part of it that belongs to
   // shards on other nodes (a group spanning s ranks, 8 per node).
@@ -264,17 +257,11 @@ Row model_row(const std::vector<UnitSize>& units, const std::map<std::string, Un
   };
   for (const auto& u : units) {
     const UnitUse use = uses.contains(u.name) ? uses.at(u.name) : UnitUse{};
-    r.frozen += shard_elems(u.e[0], sf) * kBf16;
-    r.lcm += shard_elems(u.e[1], sf) * kBf16;
-    int64_t t_shard = shard_elems(u.e[2], n) + shard_elems(u.e[3], n);
-    r.master += t_shard * kFp32;
-    r.grads += t_shard * kFp32;
-    r.adam += t_shard * 2 * kFp32;
-    // Full (padded) buffers of the roles that really are gathered (sharded over > 1 rank), bf16.
-    double g_frozen = sf > 1 ? (shard_elems(u.e[0], sf) + shard_elems(u.e[1], sf)) * sf * kBf16 : 0.0;
+    const int64_t t_shard = shard_elements(u.adapter, n) + shard_elements(u.lora, n);
+    // Full (padded) buffers that a collective moves (roles sharded over > 1 rank), bf16.
+    double g_frozen = sf > 1 ? (shard_elements(u.frozen, sf) + shard_elements(u.lcm, sf)) * sf * kBf16 : 0.0;
     double g_train = n > 1 ? t_shard * n * kBf16 : 0.0;
-    gathered.push_back(g_frozen + g_train);
-    rs_buffer.push_back((u.e[2] + u.e[3]) * kFp32);
+    rs_buffer.push_back(u.trainable() * kFp32);
     // Gathers: every forward call, and every backward call again (ZeRO-3), unless keep_gathered
     // holds the unit from its forward to its last backward.
     const int64_t gathers = use.forward_calls + (keep_gathered ? 0 : use.backward_calls);
@@ -289,8 +276,6 @@ Row model_row(const std::vector<UnitSize>& units, const std::map<std::string, Un
     r.gather_calls += (g_frozen + g_train > 0) ? gathers : 0;
     r.rs_calls += (n > 1) ? rs : 0;
   }
-  std::sort(gathered.rbegin(), gathered.rend());
-  r.ring = gathered.size() >= 2 ? gathered[0] + gathered[1] : (gathered.empty() ? 0.0 : gathered[0]);
   std::sort(rs_buffer.rbegin(), rs_buffer.rend());
   r.rs_inflight = rs_buffer.size() >= 2 ? rs_buffer[0] + rs_buffer[1] : 0.0;
   return r;
@@ -357,16 +342,20 @@ int run(int argc, char** argv) {
   at::set_num_threads(1);
 
   int64_t lcm_built = 0;
-  std::vector<UnitSize> units = sdxl_unit_sizes(lcm_built);
-  int64_t totals[4] = {0, 0, 0, 0};
-  for (const auto& u : units)
-    for (int r = 0; r < 4; ++r) totals[r] += u.e[r];
+  std::vector<dist::UnitElements> units = sdxl_unit_sizes(lcm_built);
+  int64_t totals[4] = {0, 0, 0, 0};  // frozen, lcm, adapter, lora
+  for (const auto& u : units) {
+    totals[0] += u.frozen;
+    totals[1] += u.lcm;
+    totals[2] += u.adapter;
+    totals[3] += u.lora;
+  }
   if (lcm_built != kLcmLoraParams) {
     // Spread the published count over the units in proportion to what was built.
     std::fprintf(stderr, "sdxl_memory_model: LCM-LoRA built on meta has %lld parameters, published %lld; scaling\n",
                  static_cast<long long>(lcm_built), static_cast<long long>(kLcmLoraParams));
     for (auto& u : units)
-      u.e[1] = lcm_built > 0 ? u.e[1] * kLcmLoraParams / lcm_built : 0;
+      u.lcm = lcm_built > 0 ? u.lcm * kLcmLoraParams / lcm_built : 0;
   }
 
   // The traced step, on a network with SDXL's unit structure; its unit names must be SDXL's.
@@ -413,7 +402,7 @@ int run(int argc, char** argv) {
               static_cast<long long>(tiny_gathers), static_cast<long long>(tiny_rs));
   std::printf("# held per GPU: frozen + LCM-LoRA shards in bf16; trainables fp32 master + fp32 grads + 2 fp32 Adam "
               "moments (16 B/element of the shard);\n#   ring = the 2 largest units' full buffers in bf16 "
-              "(roles sharded over >1 rank); ACTIVATIONS EXCLUDED.\n");
+              "(roles sharded over >1 rank; fp32 trainables always, as bf16 compute copies);\n#   ACTIVATIONS EXCLUDED.\n");
   std::printf("#   RS staging (not in total): the 2 largest units' unsharded fp32 gradients, held until their "
               "reduce-scatter is issued.\n");
   std::printf("# moved per GPU per step: ring algorithm, (S-1)/S of each full buffer per collective over S ranks; "
@@ -427,8 +416,9 @@ int run(int argc, char** argv) {
               "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB");
   nlohmann::json rows = nlohmann::json::array();
   for (int64_t n : gpus)
-    for (const char* p : {"full", "node", "replicate"}) {
-      Row r = model_row(units, uses, n, p, keep);
+    for (dist::Placement placement : {dist::Placement::kFull, dist::Placement::kNode, dist::Placement::kReplicate}) {
+      Row r = model_row(units, uses, n, placement, keep);
+      const char* p = dist::to_string(placement);
       std::printf("%5lld %5lld %-9s | %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f %9.2f | %8.2f | %9.2f %9.2f %9.2f %9.2f %9.2f\n",
                   static_cast<long long>(n), static_cast<long long>(r.nodes), p, gib(r.frozen), gib(r.lcm),
                   gib(r.master), gib(r.grads), gib(r.adam), gib(r.ring), gib(r.total()), gib(r.rs_inflight),
@@ -442,10 +432,10 @@ int run(int argc, char** argv) {
     for (const auto& u : units) {
       const UnitUse use = uses.contains(u.name) ? uses.at(u.name) : UnitUse{};
       unit_json.push_back({{"name", u.name},
-                           {"frozen", u.e[0]},
-                           {"lcm", u.e[1]},
-                           {"adapter", u.e[2]},
-                           {"lora", u.e[3]},
+                           {"frozen", u.frozen},
+                           {"lcm", u.lcm},
+                           {"adapter", u.adapter},
+                           {"lora", u.lora},
                            {"forward_calls", use.forward_calls},
                            {"backward_calls", use.backward_calls}});
     }

@@ -17,22 +17,6 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 
 }  // namespace
 
-Placement placement_from_string(const std::string& name) {
-  if (name == "full") return Placement::kFull;
-  if (name == "node") return Placement::kNode;
-  if (name == "replicate") return Placement::kReplicate;
-  TORCH_CHECK(false, "unknown placement '", name, "' (expected full, node or replicate)");
-}
-
-const char* to_string(Placement placement) {
-  switch (placement) {
-    case Placement::kFull: return "full";
-    case Placement::kNode: return "node";
-    case Placement::kReplicate: return "replicate";
-  }
-  return "?";
-}
-
 struct ShardedEngine::Unit {
   std::string name;
   std::vector<std::shared_ptr<FlatParamGroup>> frozen;
@@ -109,7 +93,7 @@ struct UnitFunction : public torch::autograd::Function<UnitFunction> {
 
 }  // namespace
 
-ShardedEngine::ShardedEngine(World& world, std::vector<EngineUnit> units, const EngineOptions& options)
+ShardedEngine::ShardedEngine(World& world, std::vector<ShardingUnit> units, const EngineOptions& options)
     : world_(world), options_(options) {
   TORCH_CHECK(options.max_gathered_units >= 1, "sharded engine: max_gathered_units must be >= 1, got ",
               options.max_gathered_units);

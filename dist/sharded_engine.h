@@ -16,18 +16,11 @@
 #include <vector>
 
 #include "dist/flat_param.h"
+#include "dist/placement.h"
 #include "dist/unit_runner.h"
 #include "dist/world.h"
 
 namespace lookahead::dist {
-
-/// Where the frozen weights live: sharded across all ranks, sharded within each node and
-/// replicated across nodes (inter-node traffic is then only the trainable gradients), or whole on
-/// every rank. Trainable parameters are always sharded across all ranks.
-enum class Placement { kFull, kNode, kReplicate };
-
-Placement placement_from_string(const std::string& name);
-const char* to_string(Placement placement);
 
 struct EngineOptions {
   Placement placement = Placement::kFull;
@@ -44,15 +37,6 @@ struct EngineOptions {
   at::ScalarType trainable_compute_dtype = at::kFloat;
   /// Testing: sleep before every collective and before the optimizer step.
   std::chrono::milliseconds debug_delay{0};
-};
-
-/// One unit's parameters by role (the tensors the modules use; the engine takes their data over).
-struct EngineUnit {
-  std::string name;
-  std::vector<std::pair<std::string, at::Tensor>> frozen;     ///< frozen base weights
-  std::vector<std::pair<std::string, at::Tensor>> lcm;        ///< frozen LCM-LoRA
-  std::vector<std::pair<std::string, at::Tensor>> adapter;    ///< trainable, lr group "adapter"
-  std::vector<std::pair<std::string, at::Tensor>> lora;       ///< trainable, lr group "lora"
 };
 
 /// Seconds spent per phase since the last reset, on this rank.
@@ -84,7 +68,7 @@ struct EngineMemory {
 ///   opt.clip_grad_norm(1.0, world.comm()); opt.step(); engine.end_step();
 class ShardedEngine : public UnitRunner {
  public:
-  ShardedEngine(World& world, std::vector<EngineUnit> units, const EngineOptions& options);
+  ShardedEngine(World& world, std::vector<ShardingUnit> units, const EngineOptions& options);
   ~ShardedEngine() override;
 
   std::vector<at::Tensor> run(const std::string& unit, const UnitFn& fn, const std::vector<at::Tensor>& inputs) override;

@@ -14,7 +14,7 @@
 #include "launch/train_options.h"
 #include "trainer/eval_report.h"
 #include "trainer/evaluator.h"
-#include "trainer/trainer.h"
+#include "trainer/train_state.h"
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
@@ -159,20 +159,28 @@ int run_eval(dist::World& world, const std::vector<std::string>& args) {
 
   config.train.resume.clear();  // checkpoints are loaded one by one below
   config.train.progress = false;
-  trainer::Trainer trainer(world, config, nullptr, nullptr);
+  trainer::TrainState state(world, config);
+  std::unique_ptr<trainer::Evaluator> evaluator;  // built after the first checkpoint loaded
   const bool several = checkpoints.size() * guidances.size() > 1;
   std::vector<trainer::ReportEntry> entries;
   for (size_t c = 0; c < checkpoints.size(); ++c) {
     const std::string& what = checkpoints[c];
-    const std::string path =
-        trainer.load_checkpoint(what == "latest" ? "latest" : what);
-    if (path.empty())
-      throw std::runtime_error("eval: no checkpoint in " + trainer.checkpoint_dir() + " (train first, or pass --checkpoint)");
-    const std::string base = labels.empty() ? "step-" + std::to_string(trainer.step()) : labels[c];
+    const trainer::LoadedState loaded = state.load(what);
+    if (loaded.path.empty())
+      throw std::runtime_error("eval: no checkpoint in " + state.checkpoint_dir().string() +
+                               " (train first, or pass --checkpoint)");
+    if (world.is_root()) {
+      for (const auto& s : loaded.skipped) std::cerr << "skipped damaged checkpoint " << s << "\n";
+      std::cerr << trainer::describe_load("loaded checkpoint", loaded, state.completed_steps(), world.size()) << "\n";
+    }
+    if (!evaluator) evaluator = std::make_unique<trainer::Evaluator>(world, config, state.model(), &state.engine());
+    const std::string& path = loaded.path;
+    const int64_t step = state.completed_steps();
+    const std::string base = labels.empty() ? "step-" + std::to_string(step) : labels[c];
     for (const auto& g : guidances) {
       const std::string label = guidances.size() > 1 ? base + " " + g.describe() : base;
       const std::string dir = several ? out_dir + "/" + folder_name(label) : out_dir;
-      nlohmann::json metrics = trainer.evaluate(dir, trainer::EvalRunInfo{label, path, trainer.step()}, g);
+      nlohmann::json metrics = evaluator->run(dir, trainer::EvalRunInfo{label, path, step}, g);
       if (world.is_root()) {
         const auto& o = metrics["overall"];
         auto num = [](const nlohmann::json& v, double scale = 1.0) {

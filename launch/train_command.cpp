@@ -29,6 +29,10 @@ std::atomic<bool> g_stop{false};
 }  // namespace
 
 int run_train(dist::World& world, const std::vector<std::string>& args) {
+  if (args.size() == 1 && args[0] == "--help-markdown") {
+    if (world.is_root()) std::cout << train_options_markdown();
+    return kExitOk;
+  }
   bool dry_run = false, help = false;
   trainer::TrainConfig config = parse_train_config(args, dry_run, help);
   if (help) {
@@ -60,13 +64,13 @@ int run_train(dist::World& world, const std::vector<std::string>& args) {
   trainer::Trainer trainer(world, config, std::move(data), &g_stop);
   const int64_t ran = trainer.run();
   auto exported = [&] {
-    auto tensors = trainer.trainable_tensors();  // collective
+    auto tensors = trainer.state().trainable_tensors();  // collective
     return world.is_root() ? trainer::export_encoder(tensors, config.train.out + "/export") : trainer::ExportedFiles{};
   }();
   if (world.is_root()) {
     std::cout << "\ntrained " << ran << " step(s), now at step " << trainer.step() << " of " << config.train.steps << "\n"
               << "  metrics:     " << config.train.out << "/metrics.jsonl\n"
-              << "  checkpoints: " << trainer.checkpoint_dir() << "\n"
+              << "  checkpoints: " << trainer.state().checkpoint_dir().string() << "\n"
               << "  export:      " << exported.ip_adapter << " (" << exported.ip_adapter_tensors << " tensors), "
               << exported.kv_encoder << " (" << exported.kv_encoder_tensors << " tensors)\n";
   }
@@ -99,14 +103,22 @@ int run_export(dist::World& world, const std::vector<std::string>& args) {
                    "from a checkpoint (default: the latest in <train.out>/checkpoints; DIR: <train.out>/export)\n";
     return kExitOk;
   }
-  config.train.resume = checkpoint == "latest" ? config.train.out + "/checkpoints" : checkpoint;
   if (out.empty()) out = config.train.out + "/export";
-  trainer::Trainer trainer(world, config, nullptr, nullptr);
-  auto tensors = trainer.trainable_tensors();  // collective
+  config.train.resume.clear();
+  config.train.progress = false;
+  trainer::TrainState state(world, config);
+  const trainer::LoadedState loaded = state.load(checkpoint);
+  if (loaded.path.empty())
+    throw std::runtime_error("export: no checkpoint in " + state.checkpoint_dir().string() +
+                             " (train first, or pass --checkpoint)");
+  auto tensors = state.trainable_tensors();  // collective
   if (world.is_root()) {
+    for (const auto& s : loaded.skipped) std::cerr << "skipped damaged checkpoint " << s << "\n";
+    std::cerr << trainer::describe_load("loaded checkpoint", loaded, state.completed_steps(), world.size()) << "\n";
     auto files = trainer::export_encoder(tensors, out);
-    std::cout << "exported step " << trainer.step() << ": " << files.ip_adapter << " (" << files.ip_adapter_tensors
-              << " tensors), " << files.kv_encoder << " (" << files.kv_encoder_tensors << " tensors)\n";
+    std::cout << "exported step " << state.completed_steps() << ": " << files.ip_adapter << " ("
+              << files.ip_adapter_tensors << " tensors), " << files.kv_encoder << " (" << files.kv_encoder_tensors
+              << " tensors)\n";
   }
   return kExitOk;
 }

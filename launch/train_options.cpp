@@ -15,6 +15,32 @@
 
 namespace po = boost::program_options;
 
+// Boost.Program_options reads a custom type through a `validate` overload found by argument-
+// dependent lookup, so the configuration enums get theirs in their own namespaces. An unknown
+// spelling is an error naming the key and the accepted values.
+namespace lookahead::trainer {
+
+template <typename E>
+  requires requires { ConfigNames<E>::values; }
+void validate(boost::any& out, const std::vector<std::string>& tokens, E*, int) {
+  po::validators::check_first_occurrence(out);
+  const std::string& token = po::validators::get_single_string(tokens);
+  const std::optional<E> value = parse_config_name<E>(token);
+  if (!value)
+    throw po::error_with_option_name("%canonical_option%: must be " + config_choices<E>() + ", got '" + token + "'");
+  out = boost::any(*value);
+}
+
+}  // namespace lookahead::trainer
+
+namespace lookahead::dist {
+
+void validate(boost::any& out, const std::vector<std::string>& tokens, Placement* p, int i) {
+  trainer::validate(out, tokens, p, i);
+}
+
+}  // namespace lookahead::dist
+
 namespace lookahead::launch {
 
 namespace {
@@ -30,7 +56,8 @@ std::string format_number(double v) {
 /// A value as the INI and --help show it: numbers exact and short, booleans as true / false.
 template <typename T>
 std::string format_typed(const T& v) {
-  if constexpr (std::is_same_v<T, bool>) return v ? "true" : "false";
+  if constexpr (std::is_enum_v<T>) return std::string(trainer::config_name(v));
+  else if constexpr (std::is_same_v<T, bool>) return v ? "true" : "false";
   else if constexpr (std::is_floating_point_v<T>) return format_number(static_cast<double>(v));
   else if constexpr (std::is_integral_v<T>) return std::to_string(v);
   else return v;
@@ -48,6 +75,10 @@ std::string format_value(const boost::any& v) {
   if (const auto* x = boost::any_cast<int64_t>(&v)) return format_typed(*x);
   if (const auto* x = boost::any_cast<uint64_t>(&v)) return format_typed(*x);
   if (const auto* x = boost::any_cast<bool>(&v)) return format_typed(*x);
+  if (const auto* x = boost::any_cast<trainer::Preset>(&v)) return format_typed(*x);
+  if (const auto* x = boost::any_cast<trainer::ModelDtype>(&v)) return format_typed(*x);
+  if (const auto* x = boost::any_cast<trainer::LossMode>(&v)) return format_typed(*x);
+  if (const auto* x = boost::any_cast<dist::Placement>(&v)) return format_typed(*x);
   return "?";
 }
 
@@ -61,13 +92,10 @@ void validate(const trainer::TrainConfig& c, ConfigUse use) {
       if (v == a) return true;
     return false;
   };
-  check(one_of(c.model.preset, {"sdxl", "tiny"}), "model.preset", "must be sdxl or tiny, got '" + c.model.preset + "'");
   check(one_of(c.model.arcface_network, {"irse50", "iresnet50", "iresnet100"}), "model.arcface_network",
         "must be irse50, iresnet50 or iresnet100");
-  check(one_of(c.model.dtype, {"auto", "fp32", "bf16"}), "model.dtype", "must be auto, fp32 or bf16");
   check(c.model.encoder_lora_rank > 0, "model.encoder_lora_rank", "must be positive");
   check(c.model.kv_lora_rank > 0, "model.kv_lora_rank", "must be positive");
-  check(one_of(c.loss.mode, {"sum", "alternate"}), "loss.mode", "must be sum or alternate, got '" + c.loss.mode + "'");
   check(c.loss.lambda_id >= 0, "loss.lambda_id", "must be >= 0");
   check(c.loss.adapter_drop >= 0 && c.loss.adapter_drop <= 1, "loss.adapter_drop", "must be in [0, 1]");
   check(c.loss.kv_drop >= 0 && c.loss.kv_drop <= 1, "loss.kv_drop", "must be in [0, 1]");
@@ -86,8 +114,6 @@ void validate(const trainer::TrainConfig& c, ConfigUse use) {
   check(c.train.checkpoint_every > 0, "train.checkpoint_every", "must be positive");
   check(c.train.keep_checkpoints > 0, "train.keep_checkpoints", "must be positive");
   check(!c.train.out.empty(), "train.out", "must not be empty");
-  check(one_of(c.dist.placement, {"full", "node", "replicate"}), "dist.placement",
-        "must be full, node or replicate, got '" + c.dist.placement + "'");
   check(c.dist.max_gathered_units >= 1, "dist.max_gathered_units", "must be >= 1");
   if (use == ConfigUse::kTrain) check(!c.data.train_set.empty(), "data.train_set", "is required (an HDF5 training set, docs/data.md)");
   check(c.eval.identities >= 0, "eval.identities", "must be >= 0");
@@ -106,7 +132,7 @@ void validate(const trainer::TrainConfig& c, ConfigUse use) {
   check(c.data.loader_threads >= 1, "data.loader_threads", "must be >= 1");
   check(c.data.resolution > 0, "data.resolution", "must be positive");
   check(c.data.hflip_p >= 0 && c.data.hflip_p <= 1, "data.hflip_p", "must be in [0, 1]");
-  if (c.model.preset == "sdxl" && use != ConfigUse::kEncode)
+  if (c.model.preset == trainer::Preset::kSdxl && use != ConfigUse::kEncode)
     for (const auto& [key, path] : {std::pair<const char*, const std::string&>{"model.unet_weights", c.model.unet_weights},
                                    {"model.ip_adapter", c.model.ip_adapter},
                                    {"model.lcm_lora", c.model.lcm_lora},
@@ -120,100 +146,176 @@ void validate(const trainer::TrainConfig& c, ConfigUse use) {
 po::options_description train_options(trainer::TrainConfig& c) {
   po::options_description model("[model]");
   model.add_options()
-      ("model.preset", bind(c.model.preset), "sdxl (the published networks) or tiny (random-initialized, CPU-sized)")
-      ("model.unet_config", bind(c.model.unet_config), "diffusers unet/config.json (default: the SDXL base config)")
-      ("model.unet_weights", bind(c.model.unet_weights), "SDXL base UNet weights (.safetensors or .index.json)")
-      ("model.ip_adapter", bind(c.model.ip_adapter), "IP-Adapter Plus face SDXL checkpoint (.bin or .safetensors)")
-      ("model.lcm_lora", bind(c.model.lcm_lora), "LCM-LoRA SDXL .safetensors (kohya, SGM-named kohya, PEFT or diffusers keys)")
-      ("model.taesd", bind(c.model.taesd), "TAESDXL weights (.safetensors)")
-      ("model.arcface", bind(c.model.arcface), "ArcFace weights (IR-SE50 .pth or iresnet .pth/.safetensors)")
-      ("model.arcface_network", bind(c.model.arcface_network), "irse50 | iresnet50 | iresnet100")
+      ("model.preset", bind(c.model.preset),
+       "`sdxl` (the published networks) or `tiny` (random-initialized, CPU-sized)")
+      ("model.unet_config", bind(c.model.unet_config),
+       "diffusers `unet/config.json` (default: the SDXL base config)")
+      ("model.unet_weights", bind(c.model.unet_weights),
+       "SDXL base UNet weights (`.safetensors` or `.index.json`); required with `sdxl`")
+      ("model.ip_adapter", bind(c.model.ip_adapter),
+       "IP-Adapter Plus face SDXL checkpoint (`.bin` or `.safetensors`); required with `sdxl`")
+      ("model.lcm_lora", bind(c.model.lcm_lora),
+       "LCM-LoRA SDXL `.safetensors` (kohya, SGM-named kohya, PEFT or diffusers keys: docs/models.md); "
+       "required with `sdxl`")
+      ("model.taesd", bind(c.model.taesd),
+       "TAESDXL weights (`.safetensors`); required with `sdxl`")
+      ("model.arcface", bind(c.model.arcface),
+       "ArcFace weights (IR-SE50 `.pth` or iresnet `.pth`/`.safetensors`); required with `sdxl`")
+      ("model.arcface_network", bind(c.model.arcface_network),
+       "`irse50` | `iresnet50` | `iresnet100` (ignored by `tiny`)")
       ("model.mtcnn", bind(c.model.mtcnn),
-       "folder with facenet-pytorch's pnet.pt / rnet.pt / onet.pt: MTCNN finds the landmarks of samples that have "
-       "none (empty: those samples are left out of the identity loss)")
-      ("model.encoder_lora_rank", bind(c.model.encoder_lora_rank), "rank of the KV-encoder LoRAs")
-      ("model.kv_lora_rank", bind(c.model.kv_lora_rank), "rank of the KV-head LoRAs")
-      ("model.ip_scale", bind(c.model.ip_scale), "weight of the IP-Adapter image branch")
-      ("model.dtype", bind(c.model.dtype), "auto (bf16 frozen weights on GPU, fp32 on CPU) | fp32 | bf16")
+       "folder with facenet-pytorch's `pnet.pt` / `rnet.pt` / `onet.pt`: MTCNN finds the landmarks of "
+       "samples that have none (empty: those samples are left out of the identity loss)")
+      ("model.encoder_lora_rank", bind(c.model.encoder_lora_rank),
+       "rank of the KV-encoder LoRAs (> 0)")
+      ("model.kv_lora_rank", bind(c.model.kv_lora_rank),
+       "rank of the KV-head LoRAs (> 0)")
+      ("model.ip_scale", bind(c.model.ip_scale),
+       "weight of the IP-Adapter image branch")
+      ("model.dtype", bind(c.model.dtype),
+       "`auto` (bf16 frozen weights on GPU, fp32 on CPU) | `fp32` | `bf16`")
       ("model.sdxl_folder", bind(c.model.sdxl_folder),
-       "diffusers SDXL base folder (text_encoder/, text_encoder_2/, tokenizer/, tokenizer_2/, vae/): prompt and "
-       "image encoding for `data encode` and evaluation")
-      ("model.vae", bind(c.model.vae), "AutoencoderKL folder used instead of <sdxl_folder>/vae (e.g. sdxl-vae-fp16-fix)")
+       "diffusers SDXL base folder (`text_encoder/`, `text_encoder_2/`, `tokenizer/`, `tokenizer_2/`, "
+       "`vae/`): prompt and image encoding for `data encode`, on-the-fly encoding and evaluation")
+      ("model.vae", bind(c.model.vae),
+       "AutoencoderKL folder used instead of `<sdxl_folder>/vae` (e.g. `sdxl-vae-fp16-fix`)")
       ("model.image_encoder", bind(c.model.image_encoder),
-       "IP-Adapter image encoder folder (CLIP ViT-H/14, config.json + model.safetensors)");
+       "IP-Adapter image encoder folder (CLIP ViT-H/14, `config.json` + `model.safetensors`)");
   po::options_description data("[data]");
   data.add_options()
-      ("data.train_set", bind(c.data.train_set), "HDF5 training set (lookahead data pack / synth)")
-      ("data.resolution", bind(c.data.resolution), "image side after resize / center crop (8 x the latent side)")
-      ("data.loader_threads", bind(c.data.loader_threads), "background decoding threads per rank")
-      ("data.prefetch_batches", bind(c.data.prefetch_batches), "batches decoded ahead")
+      ("data.train_set", bind(c.data.train_set),
+       "HDF5 training set (`lookahead data pack` / `synth`, [data.md](data.md)); **required**; must "
+       "hold `latents`, `prompt_embeds`, `pooled_prompt_embeds` and `clip_features`")
+      ("data.resolution", bind(c.data.resolution),
+       "image side after resize / center crop (8 × the latent side)")
+      ("data.loader_threads", bind(c.data.loader_threads),
+       "background decoding threads per rank (≥ 1)")
+      ("data.prefetch_batches", bind(c.data.prefetch_batches),
+       "batches decoded ahead")
       ("data.skip_corrupt", bind(c.data.skip_corrupt),
-       "replace (by a pair drawn from seed, epoch and sample) and count corrupt records instead of stopping")
+       "replace (by a pair drawn from seed, epoch and sample) and count corrupt records instead of "
+       "stopping")
       ("data.random_crop", bind(c.data.random_crop),
-       "Resize + RandomCrop (official; differs from the center crop only on non-square images); needs on-the-fly "
-       "encoding")
-      ("data.hflip_p", bind(c.data.hflip_p), "probability of a horizontal flip; needs on-the-fly encoding");
+       "Resize + RandomCrop (the official transform; differs from the center crop only on non-square "
+       "images); needs on-the-fly encoding")
+      ("data.hflip_p", bind(c.data.hflip_p),
+       "probability of a horizontal flip (landmark roles swap with it; not in the official code); needs "
+       "on-the-fly encoding");
   po::options_description loss("[loss]");
   loss.add_options()
-      ("loss.mode", bind(c.loss.mode), "sum (L_diff + L_LH, the paper) | alternate (two optimizer steps, the official code)")
-      ("loss.lambda_id", bind(c.loss.lambda_id), "λ of the ArcFace identity loss")
-      ("loss.adapter_drop", bind(c.loss.adapter_drop), "probability of unconditional IP tokens (diffusion branch)")
-      ("loss.kv_drop", bind(c.loss.kv_drop), "reference-token dropout")
-      ("loss.timestep_a_diffusion", bind(c.loss.timestep_a_diffusion), "importance sampler a, branch 1")
-      ("loss.timestep_a_lookahead", bind(c.loss.timestep_a_lookahead), "importance sampler a, branch 2")
-      ("loss.alpha_every", bind(c.loss.alpha_every), "steps between draws of the LCM-LoRA scale α")
-      ("loss.alpha_p_one", bind(c.loss.alpha_p_one), "probability that α = 1")
-      ("loss.alpha_min", bind(c.loss.alpha_min), "otherwise α ~ U(alpha_min, 1)");
+      ("loss.mode", bind(c.loss.mode),
+       "`sum` (L_diff + L_LH, one optimizer step: the paper) | `alternate` (two optimizer steps per "
+       "iteration: the official code)")
+      ("loss.lambda_id", bind(c.loss.lambda_id),
+       "λ of the ArcFace identity loss (≥ 0)")
+      ("loss.adapter_drop", bind(c.loss.adapter_drop),
+       "probability of unconditional IP tokens (diffusion branch), in [0, 1]")
+      ("loss.kv_drop", bind(c.loss.kv_drop),
+       "reference-token dropout, in [0, 1]")
+      ("loss.timestep_a_diffusion", bind(c.loss.timestep_a_diffusion),
+       "importance sampler `a`, branch 1 (diffusion)")
+      ("loss.timestep_a_lookahead", bind(c.loss.timestep_a_lookahead),
+       "importance sampler `a`, branch 2 (lookahead)")
+      ("loss.alpha_every", bind(c.loss.alpha_every),
+       "steps between draws of the LCM-LoRA scale α (> 0)")
+      ("loss.alpha_p_one", bind(c.loss.alpha_p_one),
+       "probability that α = 1, in [0, 1]")
+      ("loss.alpha_min", bind(c.loss.alpha_min),
+       "otherwise α ~ U(`alpha_min`, 1), in [0, 1]");
   po::options_description optim("[optim]");
   optim.add_options()
-      ("optim.lr_adapter", bind(c.optim.lr_adapter), "learning rate of the Resampler and to_k_ip / to_v_ip")
-      ("optim.lr_lora", bind(c.optim.lr_lora), "learning rate of the encoder and KV-head LoRAs")
-      ("optim.weight_decay", bind(c.optim.weight_decay), "AdamW decoupled weight decay")
-      ("optim.beta1", bind(c.optim.beta1), "AdamW β1")
-      ("optim.beta2", bind(c.optim.beta2), "AdamW β2")
-      ("optim.eps", bind(c.optim.eps), "AdamW ε")
-      ("optim.clip", bind(c.optim.clip), "global gradient-norm clipping (<= 0: off)");
+      ("optim.lr_adapter", bind(c.optim.lr_adapter),
+       "learning rate of the Resampler and `to_k_ip` / `to_v_ip`")
+      ("optim.lr_lora", bind(c.optim.lr_lora),
+       "learning rate of the encoder and KV-head LoRAs")
+      ("optim.weight_decay", bind(c.optim.weight_decay),
+       "AdamW decoupled weight decay")
+      ("optim.beta1", bind(c.optim.beta1),
+       "AdamW β1, in [0, 1)")
+      ("optim.beta2", bind(c.optim.beta2),
+       "AdamW β2, in [0, 1)")
+      ("optim.eps", bind(c.optim.eps),
+       "AdamW ε (> 0)")
+      ("optim.clip", bind(c.optim.clip),
+       "global gradient-norm clipping (≤ 0: off)");
   po::options_description run("[train]");
   run.add_options()
-      ("train.steps", bind(c.train.steps), "optimizer iterations")
-      ("train.batch_per_rank", bind(c.train.batch_per_rank), "samples per rank per step (global batch = this x ranks)")
-      ("train.seed", bind(c.train.seed), "seed of every random draw (data order, noise, t, α, dropouts)")
-      ("train.out", bind(c.train.out), "run directory (metrics.jsonl, checkpoints/, export/)")
-      ("train.log_every", bind(c.train.log_every), "steps between metric lines")
-      ("train.checkpoint_every", bind(c.train.checkpoint_every), "steps between checkpoints")
-      ("train.keep_checkpoints", bind(c.train.keep_checkpoints), "checkpoints kept")
-      ("train.resume", bind(c.train.resume), "\"\" (fresh), latest, or a checkpoint file")
-      ("train.fallback_to_previous", bind(c.train.fallback_to_previous), "a corrupt checkpoint falls back to the one before")
-      ("train.progress", bind(c.train.progress), "progress bar on rank 0")
-      ("train.threads", bind(c.train.threads), "intra-op CPU threads per rank (0: cores / ranks per node)");
+      ("train.steps", bind(c.train.steps),
+       "optimizer iterations (the run ends at this step; a resumed run counts from its checkpoint)")
+      ("train.batch_per_rank", bind(c.train.batch_per_rank),
+       "samples per rank per step (global batch = this × ranks)")
+      ("train.seed", bind(c.train.seed),
+       "seed of every random draw (data order, noise, t, α, dropouts)")
+      ("train.out", bind(c.train.out),
+       "run directory (`metrics.jsonl`, `checkpoints/`, `export/`)")
+      ("train.log_every", bind(c.train.log_every),
+       "steps between metric lines (the last step is always logged)")
+      ("train.checkpoint_every", bind(c.train.checkpoint_every),
+       "steps between checkpoints (the last step is always saved)")
+      ("train.keep_checkpoints", bind(c.train.keep_checkpoints),
+       "checkpoints kept (older ones are deleted)")
+      ("train.resume", bind(c.train.resume),
+       "`\"\"` (fresh), `latest` (newest in `<out>/checkpoints`; starts at 0 if there is none), or a "
+       "checkpoint file")
+      ("train.fallback_to_previous", bind(c.train.fallback_to_previous),
+       "a corrupt checkpoint falls back to the one before")
+      ("train.progress", bind(c.train.progress),
+       "progress bar on rank 0")
+      ("train.threads", bind(c.train.threads),
+       "intra-op CPU threads per rank (0: cores / ranks per node)");
   po::options_description dist("[dist]");
   dist.add_options()
-      ("dist.placement", bind(c.dist.placement), "frozen weights: full (shard over all ranks) | node | replicate")
-      ("dist.prefetch", bind(c.dist.prefetch), "prefetch the next unit's gather")
-      ("dist.max_gathered_units", bind(c.dist.max_gathered_units), "units gathered at once (memory cap)")
-      ("dist.keep_gathered", bind(c.dist.keep_gathered), "keep units gathered from forward to backward");
+      ("dist.placement", bind(c.dist.placement),
+       "frozen weights: `full` (shard over all ranks) | `node` (shard within a node, replicate across "
+       "nodes) | `replicate`")
+      ("dist.prefetch", bind(c.dist.prefetch),
+       "prefetch the next unit's gather")
+      ("dist.max_gathered_units", bind(c.dist.max_gathered_units),
+       "units gathered at once (memory cap, ≥ 1)")
+      ("dist.keep_gathered", bind(c.dist.keep_gathered),
+       "keep units gathered from forward to backward");
   po::options_description eval("[eval]");
   eval.add_options()
-      ("eval.eval_set", bind(c.eval.eval_set), "HDF5 evaluation set (lookahead data ffhq / pack): reference photos")
-      ("eval.prompts", bind(c.eval.prompts), "text file of prompts, one per line")
-      ("eval.identities", bind(c.eval.identities), "first N identities of the set (0: all)")
-      ("eval.samples", bind(c.eval.samples), "images per (identity, prompt)")
-      ("eval.steps", bind(c.eval.steps), "sampler steps")
-      ("eval.sampler", bind(c.eval.sampler), "dpm_solver (DPM-Solver++ 2M) | euler | ddim")
-      ("eval.scheduler_config", bind(c.eval.scheduler_config), "diffusers scheduler_config.json (empty: SDXL base's)")
-      ("eval.guidance", bind(c.eval.guidance), "lookahead (three-term, with and without reference K/V) | cfg")
-      ("eval.cfg_scale", bind(c.eval.cfg_scale), "cfg guidance scale")
-      ("eval.scale_nokv", bind(c.eval.scale_nokv), "lookahead guidance: text scale without reference K/V")
-      ("eval.scale_full", bind(c.eval.scale_full), "lookahead guidance: scale of the fully conditioned term")
-      ("eval.scale_kv", bind(c.eval.scale_kv), "lookahead guidance: scale of the reference-K/V-only term")
-      ("eval.encoder_prompt", bind(c.eval.encoder_prompt), "prompt of the KV encoder's reference run")
-      ("eval.resolution", bind(c.eval.resolution), "generated image side in pixels")
-      ("eval.seed", bind(c.eval.seed), "base seed; each (identity, prompt, sample) has its own")
-      ("eval.clip_model", bind(c.eval.clip_model), "transformers CLIPModel folder for the CLIP score")
-      ("eval.clip_model_name", bind(c.eval.clip_model_name), "name of that CLIP model, written into the results")
-      ("eval.every", bind(c.eval.every), "training: evaluate every K steps (0: never)")
-      ("eval.out", bind(c.eval.out), "output folder (default: <train.out>/eval)")
-      ("eval.save_images", bind(c.eval.save_images), "write the generated images next to metrics.json");
+      ("eval.eval_set", bind(c.eval.eval_set),
+       "HDF5 evaluation set (`lookahead data ffhq` / `pack`): one reference photo per identity")
+      ("eval.prompts", bind(c.eval.prompts),
+       "text file of prompts, one per line (`#` comments)")
+      ("eval.identities", bind(c.eval.identities),
+       "first N identities of the set (0: all)")
+      ("eval.samples", bind(c.eval.samples),
+       "images per (identity, prompt)")
+      ("eval.steps", bind(c.eval.steps),
+       "sampler steps")
+      ("eval.sampler", bind(c.eval.sampler),
+       "`dpm_solver` (DPM-Solver++ 2M) | `euler` | `ddim`")
+      ("eval.scheduler_config", bind(c.eval.scheduler_config),
+       "diffusers `scheduler_config.json` (empty: SDXL base's)")
+      ("eval.guidance", bind(c.eval.guidance),
+       "`lookahead` (three-term, with and without the reference K/V) | `cfg`")
+      ("eval.cfg_scale", bind(c.eval.cfg_scale),
+       "`cfg` guidance scale")
+      ("eval.scale_nokv", bind(c.eval.scale_nokv),
+       "lookahead guidance: text scale without the reference K/V")
+      ("eval.scale_full", bind(c.eval.scale_full),
+       "lookahead guidance: scale of the fully conditioned term")
+      ("eval.scale_kv", bind(c.eval.scale_kv),
+       "lookahead guidance: scale of the reference-K/V-only term")
+      ("eval.encoder_prompt", bind(c.eval.encoder_prompt),
+       "prompt of the KV encoder's reference run")
+      ("eval.resolution", bind(c.eval.resolution),
+       "generated image side in pixels (a multiple of 8)")
+      ("eval.seed", bind(c.eval.seed),
+       "base seed; each (identity, prompt, sample) has its own")
+      ("eval.clip_model", bind(c.eval.clip_model),
+       "transformers `CLIPModel` folder for the CLIP score (required with `sdxl`)")
+      ("eval.clip_model_name", bind(c.eval.clip_model_name),
+       "name of that model, written into the results")
+      ("eval.every", bind(c.eval.every),
+       "training: evaluate every K steps (0: never)")
+      ("eval.out", bind(c.eval.out),
+       "output folder (default `<train.out>/eval`)")
+      ("eval.save_images", bind(c.eval.save_images),
+       "write the generated images next to `metrics.json`");
   po::options_description all("lookahead train options (INI: [section] key = value; flags: --section.key=value)");
   all.add(model).add(data).add(loss).add(optim).add(run).add(dist).add(eval);
   return all;
@@ -233,7 +335,7 @@ std::vector<std::string> missing_inputs(const trainer::TrainConfig& c, ConfigUse
     else if (!folder && fs::is_directory(st))
       missing.push_back(std::string(key) + " = " + path + ": a folder, not a file");
   };
-  if (c.model.preset == "sdxl" && use != ConfigUse::kEncode) {
+  if (c.model.preset == trainer::Preset::kSdxl && use != ConfigUse::kEncode) {
     need("model.unet_weights", c.model.unet_weights, false);
     need("model.ip_adapter", c.model.ip_adapter, false);
     need("model.lcm_lora", c.model.lcm_lora, false);
@@ -255,6 +357,60 @@ std::vector<std::string> missing_inputs(const trainer::TrainConfig& c, ConfigUse
     need("eval.clip_model", c.eval.clip_model, true);
   }
   return missing;
+}
+
+namespace {
+
+/// The title of each INI section in the configuration reference, and a note under it.
+struct SectionDoc {
+  const char* name;
+  const char* title;
+  const char* note;
+};
+constexpr SectionDoc kSectionDocs[] = {
+    {"model", "which networks and weights", ""},
+    {"data", "the training set", ""},
+    {"loss", "the two branches", ""},
+    {"optim", "AdamW", ""},
+    {"train", "the run", ""},
+    {"dist", "sharding of the frozen weights", ""},
+    {"eval", "evaluation ([evaluation.md](evaluation.md))",
+     "Read by `lookahead eval`, and by `lookahead train` when `every > 0`."},
+};
+
+}  // namespace
+
+std::string train_options_markdown() {
+  trainer::TrainConfig defaults;
+  const po::options_description options = train_options(defaults);
+  std::ostringstream md;
+  for (const SectionDoc& section : kSectionDocs) {
+    md << "## `[" << section.name << "]` — " << section.title << "\n\n";
+    if (*section.note) md << section.note << "\n\n";
+    md << "| key | default | meaning |\n|---|---|---|\n";
+    const std::string prefix = std::string(section.name) + ".";
+    for (const auto& opt : options.options()) {
+      const std::string& key = opt->long_name();
+      if (key.rfind(prefix, 0) != 0) continue;
+      // "arg (=value)": the default as bind() formats it.
+      const std::string param = opt->format_parameter();
+      const auto open = param.find("(=");
+      std::string def;
+      if (open != std::string::npos && param.size() > open + 2 && param.back() == ')')
+        def.assign(param.begin() + static_cast<std::ptrdiff_t>(open + 2), param.end() - 1);
+      std::string help;
+      for (char ch : opt->description()) {
+        if (ch == '|') help += '\\';  // a table cell's bar
+        help += ch;
+      }
+      md << "| `" << key.substr(prefix.size()) << "` | " << (def.empty() ? "`\"\"`" : "`" + def + "`") << " | " << help
+         << " |\n";
+    }
+    md << "\n";
+  }
+  std::string out = md.str();
+  out.pop_back();  // one blank line between tables, none after the last
+  return out;
 }
 
 std::string train_help() {

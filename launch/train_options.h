@@ -33,7 +33,11 @@ trainer::TrainConfig parse_train_config(const std::vector<std::string>& args, bo
 /// evaluation set and prompts. Empty when everything is in place.
 std::vector<std::string> missing_inputs(const trainer::TrainConfig& config, ConfigUse use = ConfigUse::kTrain);
 
-/// The help text of every option (for `lookahead train --help` and docs/configuration.md).
+/// The help text of every option (`lookahead train --help`).
 std::string train_help();
+
+/// The configuration reference's tables, one per INI section, in Markdown (`lookahead train
+/// --help-markdown`; docs/configuration.md holds this text and tests/launch checks that it does).
+std::string train_options_markdown();
 
 }  // namespace lookahead::launch

@@ -6,16 +6,10 @@
 #include <cstdint>
 #include <string>
 
+#include "data/sampler.h"
 #include "model/lookahead/lookahead_model.h"
 
 namespace lookahead::trainer {
-
-/// Position in the data stream, counted in global samples so that it survives a change of world
-/// size.
-struct DataCursor {
-  int64_t epoch = 0;
-  int64_t index = 0;  ///< global samples consumed in this epoch
-};
 
 /// One rank's share of a global batch, in the model's input format.
 struct RankBatch {
@@ -30,8 +24,9 @@ class BatchSource {
   virtual ~BatchSource() = default;
   /// The next batch for this rank (samples [rank * B, (rank + 1) * B) of the next global batch).
   virtual RankBatch next() = 0;
-  virtual DataCursor cursor() const = 0;
-  virtual void seek(const DataCursor& cursor) = 0;
+  /// Where the stream stands, in global samples (survives a change of world size).
+  virtual data::Cursor cursor() const = 0;
+  virtual void seek(const data::Cursor& cursor) = 0;
   /// Latent shape [C, h, w] of the batches.
   virtual std::vector<int64_t> latent_shape() const = 0;
   virtual std::string describe() const = 0;

@@ -34,26 +34,22 @@ class CpuRngScope {
 };
 
 at::ScalarType conditioner_dtype(const TrainConfig& c, const c10::Device& device) {
-  const std::string& d = c.model.dtype;
-  TORCH_CHECK(d == "auto" || d == "fp32" || d == "bf16", "model.dtype must be auto, fp32 or bf16, got '", d, "'");
-  const bool bf16 = d == "bf16" || (d == "auto" && device.is_cuda());
-  return bf16 ? at::kBFloat16 : at::kFloat;
+  return frozen_in_bf16(c.model.dtype, device.is_cuda()) ? at::kBFloat16 : at::kFloat;
 }
 
 }  // namespace
 
 bool can_build_conditioner(const TrainConfig& c) {
-  if (c.model.preset == "tiny") return true;
-  return c.model.preset == "sdxl" && !c.model.sdxl_folder.empty() && !c.model.image_encoder.empty();
+  if (c.model.preset == Preset::kTiny) return true;
+  return !c.model.sdxl_folder.empty() && !c.model.image_encoder.empty();
 }
 
 std::unique_ptr<model::Conditioner> build_conditioner(const TrainConfig& c, const c10::Device& device) {
   const at::ScalarType dtype = conditioner_dtype(c, device);
-  if (c.model.preset == "tiny") {
+  if (c.model.preset == Preset::kTiny) {
     CpuRngScope rng(kTinyConditionerSeed);
     return std::make_unique<model::Conditioner>(model::ConditionerConfig::tiny(), device, dtype);
   }
-  TORCH_CHECK(c.model.preset == "sdxl", "model.preset must be sdxl or tiny, got '", c.model.preset, "'");
   TORCH_CHECK(!c.model.sdxl_folder.empty(),
               "model.sdxl_folder is not set: the SDXL base folder (text_encoder/, text_encoder_2/, tokenizer/, "
               "tokenizer_2/, vae/) is needed to encode prompts and images");

@@ -344,7 +344,7 @@ Evaluator::Evaluator(dist::World& world, const TrainConfig& config, model::Looka
     m.clip = std::make_unique<ClipScorer>(clip_model, model::text::ClipTokenizer::from_pretrained(e.clip_model),
                                           e.clip_model_name);
   } else {
-    TORCH_CHECK(config.model.preset == "tiny",
+    TORCH_CHECK(config.model.preset == Preset::kTiny,
                 "eval.clip_model is required (a transformers CLIPModel folder, e.g. openai/clip-vit-large-patch14)");
     // A small random CLIP of the real architecture: the tiny preset tests the pipeline, not the numbers.
     GlobalRngGuard rng;
@@ -471,8 +471,8 @@ json Evaluator::run(const std::string& out_dir, const EvalRunInfo& info, const E
   settings["encoder_prompt"] = e.encoder_prompt;
   settings["resolution"] = e.resolution;
   settings["seed"] = e.seed;
-  settings["preset"] = m.config.model.preset;
-  settings["id_model"] = m.config.model.preset == "tiny" ? std::string("random tiny iresnet (tiny preset)")
+  settings["preset"] = std::string(config_name(m.config.model.preset));
+  settings["id_model"] = m.config.model.preset == Preset::kTiny ? std::string("random tiny iresnet (tiny preset)")
                                                          : m.config.model.arcface_network + " (" + m.config.model.arcface + ")";
   settings["face_detector"] = "mtcnn (" + m.config.model.mtcnn + ")";
   settings["clip_model"] = m.clip->model_name();

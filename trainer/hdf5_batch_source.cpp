@@ -103,11 +103,8 @@ class Hdf5BatchSource : public BatchSource {
     return out;
   }
 
-  DataCursor cursor() const override {
-    const data::Cursor c = loader_->cursor();
-    return DataCursor{c.epoch, c.index};
-  }
-  void seek(const DataCursor& c) override { loader_->set_cursor(data::Cursor{c.epoch, c.index}); }
+  data::Cursor cursor() const override { return loader_->cursor(); }
+  void seek(const data::Cursor& c) override { loader_->set_cursor(c); }
   std::vector<int64_t> latent_shape() const override { return latent_shape_; }
   std::string describe() const override {
     std::ostringstream s;

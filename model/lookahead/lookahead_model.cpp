@@ -38,6 +38,15 @@ void append_state(Named& out, torch::nn::Module& module, const std::string& pref
   for (const auto& b : module.named_buffers()) out.emplace_back(prefix + b.key(), b.value());
 }
 
+/// `landmarks` [B, 5, 2] with the rows that are not all finite (no face found) replaced by the
+/// `size` x `size` template's, and the [B] bool mask of the rows kept.
+std::pair<at::Tensor, at::Tensor> landmarks_or_template(const at::Tensor& landmarks, double size) {
+  const at::Tensor lm = landmarks.to(at::kCPU, at::kDouble);  // [B, 5, 2]
+  const at::Tensor valid = at::isfinite(lm).flatten(1).all(1);  // [B] bool
+  const at::Tensor fallback = face::arcface_template(size).unsqueeze(0).expand_as(lm);
+  return {at::where(valid.view({-1, 1, 1}), lm, fallback), valid};
+}
+
 }  // namespace
 
 LookaheadModelConfig LookaheadModelConfig::sdxl() { return LookaheadModelConfig{}; }
@@ -154,10 +163,10 @@ void LookaheadModel::load_weights(const LookaheadWeightFiles& files) {
   freeze();
 }
 
-std::vector<ModelUnit> LookaheadModel::units() {
-  std::vector<ModelUnit> out;
+std::vector<dist::ShardingUnit> LookaheadModel::units() {
+  std::vector<dist::ShardingUnit> out;
   {
-    ModelUnit proj{"image_proj", {}, {}, {}, {}};
+    dist::ShardingUnit proj{"image_proj", {}, {}, {}, {}};
     for (const auto& p : ip_->image_proj->named_parameters())
       proj.adapter.emplace_back("image_proj." + p.key(), p.value());
     out.push_back(std::move(proj));
@@ -167,13 +176,13 @@ std::vector<ModelUnit> LookaheadModel::units() {
   const size_t first_unet = out.size();
   std::vector<std::vector<std::string>> prefixes;
   for (const auto& u : unet_->units()) {
-    out.push_back(ModelUnit{u.name, {}, {}, {}, {}});
+    out.push_back(dist::ShardingUnit{u.name, {}, {}, {}, {}});
     std::vector<std::string> p;
     if (u.members.empty()) p.push_back(u.name + ".");
     for (const auto& m : u.members) p.push_back(m + ".");
     prefixes.push_back(std::move(p));
   }
-  auto unit_of = [&](const std::string& key) -> ModelUnit& {
+  auto unit_of = [&](const std::string& key) -> dist::ShardingUnit& {
     int found = -1;
     for (size_t i = 0; i < prefixes.size(); ++i)
       for (const auto& p : prefixes[i])
@@ -203,10 +212,10 @@ std::vector<ModelUnit> LookaheadModel::units() {
   }
   for (auto& [key, t] : encoder_->trainable_parameters()) unit_of(key).lora.emplace_back(key, t);
 
-  ModelUnit taesd{"taesd.decoder", {}, {}, {}, {}};
+  dist::ShardingUnit taesd{"taesd.decoder", {}, {}, {}, {}};
   append_state(taesd.frozen, *taesd_decoder_, "taesd.decoder.");
   out.push_back(std::move(taesd));
-  ModelUnit arc{"arcface", {}, {}, {}, {}};
+  dist::ShardingUnit arc{"arcface", {}, {}, {}, {}};
   append_state(arc.frozen, *arcface_module_, "arcface.");
   out.push_back(std::move(arc));
   return out;
@@ -349,10 +358,7 @@ LookaheadLoss LookaheadModel::lookahead_loss(const Batch& batch, const StepDraw&
 
   // Samples without usable landmarks still run (every rank runs the same modules); they are
   // aligned on the template's position and masked out of the loss.
-  const at::Tensor lm = batch.ref_landmarks.to(at::kCPU, at::kDouble);   // [B, 5, 2]
-  const at::Tensor valid = at::isfinite(lm).flatten(1).all(1);           // [B] bool
-  const at::Tensor fallback = face::arcface_template(static_cast<double>(image.size(3)));  // [5, 2]
-  const at::Tensor safe = at::where(valid.view({n, 1, 1}), lm, fallback.unsqueeze(0).expand_as(lm));
+  const auto [safe, valid] = landmarks_or_template(batch.ref_landmarks, static_cast<double>(image.size(3)));
   const at::Tensor faces = face::align_faces(image, safe);               // [B, 3, 112, 112]
   const at::Tensor e = arcface(faces).to(at::kFloat);                     // [B, 512]
   const at::Tensor cos = (e * batch.ref_id.to(e.options())).sum(1);      // [B]
@@ -365,6 +371,22 @@ LookaheadLoss LookaheadModel::lookahead_loss(const Batch& batch, const StepDraw&
   out.loss = out.per_sample.sum() / static_cast<double>(std::max<int64_t>(out.valid_count, 1));
   out.preview = image.detach();
   return out;
+}
+
+void LookaheadModel::set_reference_identity(Batch& batch, const at::Tensor& ref_pixels, const at::Tensor& landmarks) {
+  TORCH_CHECK(ref_pixels.dim() == 4 && landmarks.dim() == 3 && ref_pixels.size(0) == landmarks.size(0),
+              "set_reference_identity: expected ref_pixels [B, 3, S, S] and landmarks [B, 5, 2], got ",
+              ref_pixels.sizes(), " and ", landmarks.sizes());
+  TORCH_CHECK(batch.z_tgt.defined(), "set_reference_identity: the batch has no target latents (z_tgt)");
+  const double ref_size = static_cast<double>(ref_pixels.size(-1));
+  const double preview = 8.0 * static_cast<double>(batch.z_tgt.size(-1));  // TAESD decodes 8x
+  const at::Tensor lm = landmarks.to(at::kCPU, at::kDouble);  // [B, 5, 2]
+  {
+    at::NoGradGuard no_grad;
+    const at::Tensor faces = face::align_faces(ref_pixels.to(options_), landmarks_or_template(lm, ref_size).first);
+    batch.ref_id = arcface(faces).to(at::kFloat);  // [B, 512]
+  }
+  batch.ref_landmarks = lm * (preview / ref_size);  // non-finite rows stay non-finite
 }
 
 }  // namespace lookahead::model

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "dist/unit_runner.h"
 #include "model/adapters/ip_adapter.h"
 #include "model/adapters/kv_encoder.h"
 #include "model/adapters/resampler.h"
@@ -75,17 +76,6 @@ struct LookaheadWeightFiles {
   std::string arcface;     ///< ArcFace weights (.pth / .pt / .safetensors)
 };
 
-/// One sharding unit: the tensors a sharded engine gathers, runs and releases together, by role.
-/// The tensors are the LIVE ones the modules compute with (the same TensorImpl), so replacing
-/// their data with set_data re-points the model.
-struct ModelUnit {
-  std::string name;
-  std::vector<std::pair<std::string, at::Tensor>> frozen;   ///< base weights (and buffers)
-  std::vector<std::pair<std::string, at::Tensor>> lcm;      ///< frozen LCM-LoRA down / up
-  std::vector<std::pair<std::string, at::Tensor>> adapter;  ///< trainable: Resampler, to_k_ip / to_v_ip
-  std::vector<std::pair<std::string, at::Tensor>> lora;     ///< trainable: encoder LoRAs, KV-head LoRAs
-};
-
 /// One rank's share of a step's inputs, on the model's device (floating tensors are cast to the
 /// model's dtype where they enter a network).
 struct Batch {
@@ -134,7 +124,7 @@ class LookaheadModel {
   /// The sharding units in execution order: "image_proj", the UNet's units (stem_in, blocks,
   /// stem_out), "taesd.decoder", "arcface". Every parameter, buffer and adapter tensor is in
   /// exactly one unit and one role.
-  std::vector<ModelUnit> units();
+  std::vector<dist::ShardingUnit> units();
 
   /// Trainable tensors by group (keys as in units()): Resampler + to_k_ip / to_v_ip ...
   std::vector<std::pair<std::string, at::Tensor>> adapter_parameters();
@@ -157,6 +147,13 @@ class LookaheadModel {
   at::Tensor image_tokens(const at::Tensor& clip_ref, const at::Tensor& clip_uncond, const at::Tensor& drop);
   /// ArcFace embedding (unit norm) of aligned 112x112 faces in [-1, 1].
   at::Tensor arcface(const at::Tensor& faces);
+  /// The reference identity of a batch, without gradient: sets `batch.ref_id` [B, 512] (float32)
+  /// to the ArcFace embedding of the reference photos `ref_pixels` [B, 3, S, S] in [-1, 1],
+  /// aligned by `landmarks` [B, 5, 2] in their pixels, and `batch.ref_landmarks` to those
+  /// landmarks moved to the preview's pixel grid (8 x the latent side of batch.z_tgt). Samples
+  /// whose landmarks are not all finite are aligned on the template (every rank runs the same
+  /// modules) and keep non-finite landmarks, so the identity loss masks them out.
+  void set_reference_identity(Batch& batch, const at::Tensor& ref_pixels, const at::Tensor& landmarks);
 
   /// Runs every unit of units() through `runner` (null: in place); it must outlive its use.
   void set_unit_runner(dist::UnitRunner* runner);

@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
   try {
     // One unit of 1000 frozen weights, sharded over every rank (no collective to build it).
     at::Tensor weight = at::randn({1000});
-    dist::EngineUnit unit{"unit", {{"weight", weight}}, {}, {}, {}};
+    dist::ShardingUnit unit{"unit", {{"weight", weight}}, {}, {}, {}};
     dist::ShardedEngine engine(world, {unit}, dist::EngineOptions());
     at::Tensor t = at::ones({1024}, at::kFloat);
     for (int i = 0; i < 3; ++i) world.comm()->all_reduce(t)->wait();

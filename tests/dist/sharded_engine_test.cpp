@@ -60,15 +60,15 @@ struct Model {
   }
 
   /// Sharding units with their parameters by role; names are the checkpoint keys.
-  std::vector<EngineUnit> units() {
+  std::vector<ShardingUnit> units() {
     std::map<std::string, std::string> ip_paths;  // attn2 path -> "ip_adapter.N."
     auto attn2 = unet->cross_attention_layers();
     for (size_t j = 0; j < attn2.size(); ++j) ip_paths[attn2[j].first] = "ip_adapter." + std::to_string(2 * j + 1) + ".";
     auto ip_params = ip->named_parameters();
     auto lora = encoder->trainable_parameters();
-    std::vector<EngineUnit> out;
+    std::vector<ShardingUnit> out;
     for (const auto& u : unet->units()) {
-      EngineUnit eu;
+      ShardingUnit eu;
       eu.name = u.name;
       std::vector<std::string> prefixes;
       if (u.module) prefixes.push_back(u.name + ".");

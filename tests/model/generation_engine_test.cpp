@@ -57,9 +57,7 @@ TEST(GenerationEngine, ShardedLatentsEqualTheUnshardedModels) {
   }
 
   auto m = tiny_model();
-  std::vector<dist::EngineUnit> units;
-  for (auto& u : m->units()) units.push_back(dist::EngineUnit{u.name, u.frozen, u.lcm, u.adapter, u.lora});
-  dist::ShardedEngine engine(test::world(), std::move(units), dist::EngineOptions());
+  dist::ShardedEngine engine(test::world(), m->units(), dist::EngineOptions());
   m->set_unit_runner(&engine);
   size_t k = 0;
   for (const auto* o : {&look, &cfg}) {

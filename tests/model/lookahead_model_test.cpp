@@ -255,7 +255,7 @@ TEST(LookaheadModel, CudaMatchesCpu) {
   {
     at::NoGradGuard no_grad;
     for (size_t i = 0; i < cu.size(); ++i)
-      for (auto role : {&ModelUnit::frozen, &ModelUnit::lcm, &ModelUnit::adapter, &ModelUnit::lora}) {
+      for (auto role : {&dist::ShardingUnit::frozen, &dist::ShardingUnit::lcm, &dist::ShardingUnit::adapter, &dist::ShardingUnit::lora}) {
         const auto &src = cu[i].*role, &dst = gu[i].*role;
         ASSERT_EQ(src.size(), dst.size()) << cu[i].name;
         for (size_t j = 0; j < src.size(); ++j) {

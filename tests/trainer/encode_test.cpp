@@ -55,8 +55,8 @@ struct SharedScratch {
 
 TrainConfig tiny_config(const std::string& train_set) {
   TrainConfig c;
-  c.model.preset = "tiny";
-  c.model.dtype = "fp32";
+  c.model.preset = trainer::Preset::kTiny;
+  c.model.dtype = trainer::ModelDtype::kFp32;
   c.data.train_set = train_set;
   c.data.resolution = 64;
   c.data.loader_threads = 0;
@@ -203,7 +203,7 @@ TEST(EncodeSet, OnTheFlyEqualsPrecomputed) {
   }
   // Without any way to encode, a raw set is refused with the original message.
   TrainConfig sdxl = tiny_config(in);
-  sdxl.model.preset = "sdxl";
+  sdxl.model.preset = trainer::Preset::kSdxl;
   try {
     open_hdf5_batch_source(sdxl, rank, size, test::world().device());
     FAIL() << "a raw set was accepted without encoders";
@@ -237,7 +237,7 @@ TEST(BuildConditioner, TinyIsFixedAndLeavesTheRandomStream) {
 
 TEST(BuildConditioner, SdxlNamesTheMissingKey) {
   TrainConfig c = tiny_config("unused.h5");
-  c.model.preset = "sdxl";
+  c.model.preset = trainer::Preset::kSdxl;
   c.model.image_encoder = "/nowhere/image_encoder";
   try {
     build_conditioner(c, at::kCPU);

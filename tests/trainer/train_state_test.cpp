@@ -1,20 +1,20 @@
-// The whole LCM-Lookahead model (tiny config) trained by the sharded engine under mpiexec -n 1..4:
-// ten steps of both branches (per-branch backward, branch 1's reduce-scatters in flight during
-// branch 2's forward) on N ranks, each a slice of one global batch, reproduce one unsharded model
-// trained with torch::optim::AdamW on the whole batch (same losses, same final trainables).
+// The training step users run (TrainState::step on the tiny model) under mpiexec -n 1..4: ten
+// steps of both branches (per-branch backward, branch 1's reduce-scatters in flight during branch
+// 2's forward, the global-mean rescale of the identity loss) on N ranks, each a slice of one global
+// batch, reproduce one unsharded model trained with torch::optim::AdamW on the whole batch (same
+// losses, same final trainables).
 #include <gtest/gtest.h>
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adamw.h>
 
 #include <ATen/ATen.h>
 
-#include "dist/sharded_adamw.h"
-#include "dist/sharded_engine.h"
-#include "model/face/align.h"
 #include "model/lookahead/lookahead_model.h"
+#include "model/lookahead/synthetic_batch.h"
 #include "tests/test_main.h"
+#include "trainer/train_state.h"
 
-namespace lookahead::dist {
+namespace lookahead::trainer {
 namespace {
 
 using test::world;
@@ -28,50 +28,32 @@ constexpr uint64_t kSeed = 2024;
 constexpr double kLr[2] = {2e-3, 1e-3};  // adapter, lora
 const std::vector<int64_t> kLatent{4, 8, 8};
 
-std::unique_ptr<LookaheadModel> make_model() {
-  at::set_num_threads(1);  // tiny tensors: worker threads only add synchronisation
-  at::manual_seed(31);
+model::LookaheadModelConfig model_config() {
   auto config = model::LookaheadModelConfig::tiny();
   config.lambda_id = 1.0;  // so that the identity branch's gradients weigh as much as the diffusion's
+  return config;
+}
+
+/// Every LoRA passes gradients from the first step (up-projections start at zero otherwise).
+void randomize_loras(LookaheadModel& m) {
+  at::NoGradGuard no_grad;
+  for (auto& [k, t] : m.lora_parameters()) t.normal_(0.0, 0.1);
+}
+
+/// The unsharded reference model, built as TrainState builds it.
+std::unique_ptr<LookaheadModel> make_model() {
+  at::set_num_threads(1);  // tiny tensors: worker threads only add synchronisation
+  at::manual_seed(kSeed);
   // On the World's device, where the engine puts the shards; batches stay on the CPU (the model
   // moves its inputs).
-  auto m = std::make_unique<LookaheadModel>(config, world().device());
-  at::NoGradGuard no_grad;
-  for (auto& [k, t] : m->lora_parameters()) t.normal_(0.0, 0.1);  // every LoRA passes gradients
+  auto m = std::make_unique<LookaheadModel>(model_config(), world().device());
+  randomize_loras(*m);
   return m;
 }
 
-/// Samples [first, first + count) of step `step`'s global batch, each from its own generator.
+/// Samples [first, first + count) of step `step`'s global batch.
 model::Batch make_batch(int step, int64_t first, int64_t count) {
-  std::vector<at::Tensor> cols[11];
-  for (int64_t i = first; i < first + count; ++i) {
-    auto g = at::make_generator<at::CPUGeneratorImpl>(7919 * step + i);
-    cols[0].push_back(at::randn({1, 4, 8, 8}, g));
-    cols[1].push_back(at::randn({1, 4, 8, 8}, g));
-    cols[2].push_back(at::randn({1, 5, 12}, g));
-    cols[3].push_back(at::randn({1, 3, 24}, g));
-    cols[4].push_back(at::randn({1, 16}, g));
-    cols[5].push_back(at::randn({1, 3, 24}, g));
-    cols[6].push_back(at::randn({1, 16}, g));
-    cols[7].push_back(at::randn({1, 6}, g));
-    cols[8].push_back(model::face::arcface_template(64.0).unsqueeze(0) + at::randn({1, 5, 2}, g).to(at::kDouble));
-    at::Tensor r = at::randn({1, 512}, g);
-    cols[9].push_back(r / r.norm(2, {1}, true));
-  }
-  auto cat = [&](int c) { return at::cat(cols[c], 0); };
-  model::Batch b;
-  b.z_tgt = cat(0);
-  b.z_ref = cat(1);
-  b.clip_ref = cat(2);
-  b.clip_uncond = at::randn({1, 5, 12}, at::make_generator<at::CPUGeneratorImpl>(5));
-  b.tgt_prompt = cat(3);
-  b.tgt_pooled = cat(4);
-  b.ref_prompt = cat(5);
-  b.ref_pooled = cat(6);
-  b.time_ids = cat(7);
-  b.ref_landmarks = cat(8);
-  b.ref_id = cat(9);
-  return b;
+  return model::synthetic_batch(model_config(), model::SyntheticShape{}, step, first, count).batch;
 }
 
 struct Trace {
@@ -110,46 +92,33 @@ Trace reference_run() {
   return trace;
 }
 
-Trace sharded_run(const EngineOptions& options) {
+Trace sharded_run(const DistConfig& dist) {
   auto& w = world();
-  auto m = make_model();
-  std::vector<EngineUnit> units;
-  for (auto& u : m->units()) units.push_back(EngineUnit{u.name, u.frozen, u.lcm, u.adapter, u.lora});
-  ShardedEngine engine(w, std::move(units), options);
-  m->set_unit_runner(&engine);
-  ShardedAdamW opt({{"adapter", kLr[0], 0.01}, {"lora", kLr[1], 0.01}});
-  for (auto& [g, lr] : engine.trainable_groups()) opt.add(g, lr);
-  model::AlphaSchedule alpha(kSeed);
+  TrainConfig config;
+  config.model.preset = Preset::kTiny;
+  config.train.seed = kSeed;
+  config.train.threads = 1;
+  config.optim.lr_adapter = kLr[0];
+  config.optim.lr_lora = kLr[1];
+  config.optim.weight_decay = 0.01;
+  config.optim.clip = 1.0;
+  config.dist = dist;
+  TrainState state(w, config, TrainStateOptions{model_config(), randomize_loras});
   const int64_t per_rank = global_batch() / w.size(), first = w.rank() * per_rank;
   Trace trace;
   for (int step = 0; step < kSteps; ++step) {
     auto batch = make_batch(step, first, per_rank);
-    auto draw = m->draw(kSeed, step, global_batch(), first, per_rank, kLatent);
-    // Branch 1's backward first: its reduce-scatters run while branch 2 computes forward.
-    at::Tensor l1 = m->diffusion_loss(batch, draw);
-    l1.backward();
-    at::Tensor l2 = m->lookahead_loss(batch, draw, alpha.value(step)).loss;
-    l2.backward();
-    engine.finish_gradients();
-    opt.clip_grad_norm(1.0, w.comm());
-    opt.step();
-    opt.zero_grad();
-    engine.end_step();
-    // Device losses cross to the host before the World's MPI communicator.
-    const std::vector<double> losses =
-        all_reduce_values(*w.comm(), {l1.item<double>(), l2.item<double>()}, ReduceOp::kAvg);
-    trace.diffusion.push_back(losses[0]);
-    trace.lookahead.push_back(losses[1]);
+    const StepStats st = state.step(batch, state.draw(per_rank, kLatent), state.alpha());
+    trace.diffusion.push_back(st.loss_diffusion);
+    trace.lookahead.push_back(st.loss_lookahead);
   }
-  for (auto& [g, lr] : engine.trainable_groups())
-    for (const auto& e : g->layout().entries) trace.params[e.name] = g->full_tensor(e.name).cpu();
-  m->set_unit_runner(nullptr);
+  trace.params = state.trainable_tensors();
   return trace;
 }
 
-TEST(LookaheadEngine, NRanksReproduceOneRankOnTheWholeModel) {
+TEST(TrainState, NRanksReproduceOneRankOnTheWholeModel) {
   const Trace want = reference_run();
-  const Trace got = sharded_run(EngineOptions());
+  const Trace got = sharded_run(DistConfig());
   for (int s = 0; s < kSteps; ++s) {
     EXPECT_NEAR(got.diffusion[s], want.diffusion[s], 1e-5 * std::abs(want.diffusion[s]) + 1e-7) << "step " << s;
     EXPECT_NEAR(got.lookahead[s], want.lookahead[s], 1e-5 * std::abs(want.lookahead[s]) + 1e-7) << "step " << s;
@@ -174,4 +143,4 @@ TEST(LookaheadEngine, NRanksReproduceOneRankOnTheWholeModel) {
 }
 
 }  // namespace
-}  // namespace lookahead::dist
+}  // namespace lookahead::trainer

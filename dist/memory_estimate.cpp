@@ -1,0 +1,56 @@
+// Per-rank bytes of the sharded engine from element counts.
+#include "dist/memory_estimate.h"
+
+#include <algorithm>
+#include <functional>
+
+#include "dist/flat_param.h"
+
+namespace lookahead::dist {
+
+std::vector<UnitElements> count_elements(const std::vector<ShardingUnit>& units) {
+  std::vector<UnitElements> out;
+  for (const auto& u : units) {
+    UnitElements e;
+    e.name = u.name;
+    for (auto [role, total] : {std::pair{&u.frozen, &e.frozen}, {&u.lcm, &e.lcm}, {&u.adapter, &e.adapter}, {&u.lora, &e.lora}})
+      for (const auto& [k, t] : *role) *total += t.numel();
+    out.push_back(e);
+  }
+  return out;
+}
+
+int64_t shard_elements(int64_t elements, int64_t shards) {
+  if (elements == 0) return 0;
+  const int64_t chunk = FlatLayout::kAlignment * shards;
+  return (elements + chunk - 1) / chunk * FlatLayout::kAlignment;
+}
+
+double gathered_bytes(const UnitElements& u, const ShardingLayout& l) {
+  const double frozen =
+      l.frozen_shards > 1 ? static_cast<double>((shard_elements(u.frozen, l.frozen_shards) + shard_elements(u.lcm, l.frozen_shards)) * l.frozen_shards) : 0.0;
+  // fp32 masters computing in another dtype are copied even when whole on this rank.
+  const double trainable =
+      l.world_size > 1 || l.compute_bytes != 4 ? static_cast<double>((shard_elements(u.adapter, l.world_size) + shard_elements(u.lora, l.world_size)) * l.world_size) : 0.0;
+  return (frozen + trainable) * l.compute_bytes;
+}
+
+HeldBytes held_bytes(const std::vector<UnitElements>& units, const ShardingLayout& l) {
+  constexpr double kFp32 = 4;
+  HeldBytes h;
+  std::vector<double> gathered;
+  for (const auto& u : units) {
+    h.frozen += static_cast<double>(shard_elements(u.frozen, l.frozen_shards)) * l.frozen_bytes;
+    h.lcm += static_cast<double>(shard_elements(u.lcm, l.frozen_shards)) * l.frozen_bytes;
+    const double shard = static_cast<double>(shard_elements(u.adapter, l.world_size) + shard_elements(u.lora, l.world_size));
+    h.master += shard * kFp32;
+    h.grads += shard * kFp32;
+    h.adam += 2 * shard * kFp32;
+    gathered.push_back(gathered_bytes(u, l));
+  }
+  std::sort(gathered.begin(), gathered.end(), std::greater<>());
+  for (size_t i = 0; i < gathered.size() && static_cast<int64_t>(i) < l.ring_units; ++i) h.ring += gathered[i];
+  return h;
+}
+
+}  // namespace lookahead::dist

@@ -1,0 +1,226 @@
+// The sharded Lookahead: construction from the configuration, the training step, checkpoints.
+#include "trainer/train_state.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "checkpoints/checkpoint.h"
+
+namespace lookahead::trainer {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+std::string cpu_generator_state() {
+  at::Tensor state = at::detail::getDefaultCPUGenerator().get_state();  // uint8 bytes
+  return std::string(reinterpret_cast<const char*>(state.data_ptr<uint8_t>()), static_cast<size_t>(state.numel()));
+}
+
+void set_cpu_generator_state(const std::string& bytes) {
+  at::Tensor state = at::empty({static_cast<int64_t>(bytes.size())}, at::kByte);
+  std::memcpy(state.data_ptr<uint8_t>(), bytes.data(), bytes.size());
+  at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle to the default generator
+  generator.set_state(state);
+}
+
+}  // namespace
+
+model::LookaheadModelConfig model_config(const TrainConfig& c, const c10::Device& device) {
+  const bool tiny = c.model.preset == Preset::kTiny;
+  model::LookaheadModelConfig m = tiny ? model::LookaheadModelConfig::tiny() : model::LookaheadModelConfig::sdxl();
+  if (!c.model.unet_config.empty()) m.unet = model::unet::UNetConfig::from_file(c.model.unet_config);
+  if (!tiny) m.arcface = c.model.arcface_network;
+  m.kv_encoder.lora_rank(c.model.encoder_lora_rank).kv_lora_rank(c.model.kv_lora_rank);
+  m.adapter_drop_p = c.loss.adapter_drop;
+  m.kv_drop_p = c.loss.kv_drop;
+  m.lambda_id = c.loss.lambda_id;
+  m.diffusion_timestep_a = c.loss.timestep_a_diffusion;
+  m.lcm_timestep_a = c.loss.timestep_a_lookahead;
+  m.ip_scale = c.model.ip_scale;
+  m.dtype = frozen_in_bf16(c.model.dtype, device.is_cuda()) ? at::kBFloat16 : at::kFloat;
+  return m;
+}
+
+dist::EngineOptions engine_options(const DistConfig& c, at::ScalarType model_dtype) {
+  dist::EngineOptions eo;
+  eo.placement = c.placement;
+  eo.prefetch = c.prefetch;
+  eo.max_gathered_units = c.max_gathered_units;
+  eo.keep_gathered = c.keep_gathered;
+  eo.frozen_dtype = model_dtype;
+  eo.trainable_compute_dtype = model_dtype;
+  return eo;
+}
+
+TrainState::TrainState(dist::World& world, const TrainConfig& config, TrainStateOptions options)
+    : world_(world), config_(config) {
+  const c10::Device device = world.device();
+  // Ranks of a node share its cores; more threads than cores only add contention.
+  const int64_t cores = std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()));
+  at::set_num_threads(static_cast<int>(config.train.threads > 0 ? config.train.threads
+                                                                 : std::max<int64_t>(1, cores / world.local_size())));
+  // Random initial values (tiny preset, LoRAs) must be identical on every rank.
+  at::manual_seed(config.train.seed);
+  model_ = std::make_unique<model::LookaheadModel>(options.model ? *options.model : model_config(config, device), device);
+  if (config.model.preset == Preset::kSdxl && !options.model)
+    model_->load_weights({config.model.unet_weights, config.model.ip_adapter, config.model.lcm_lora, config.model.taesd,
+                          config.model.arcface});
+  if (options.before_sharding) options.before_sharding(*model_);
+
+  engine_ = std::make_unique<dist::ShardedEngine>(world, model_->units(),
+                                                  engine_options(config.dist, model_->tensor_options().dtype().toScalarType()));
+  model_->set_unit_runner(engine_.get());
+
+  dist::AdamWOptions ao;
+  ao.beta1 = config.optim.beta1;
+  ao.beta2 = config.optim.beta2;
+  ao.eps = config.optim.eps;
+  optimizer_ = std::make_unique<dist::ShardedAdamW>(
+      std::vector<dist::AdamWGroupOptions>{{"adapter", config.optim.lr_adapter, config.optim.weight_decay},
+                                           {"lora", config.optim.lr_lora, config.optim.weight_decay}},
+      ao);
+  for (auto& [g, lr] : engine_->trainable_groups()) optimizer_->add(g, lr);
+
+  model::AlphaScheduleOptions alpha;
+  alpha.full_prob = config.loss.alpha_p_one;
+  alpha.min_scale = config.loss.alpha_min;
+  alpha.every = config.loss.alpha_every;
+  alpha_ = std::make_unique<model::AlphaSchedule>(config.train.seed, alpha);
+}
+
+TrainState::~TrainState() {
+  if (model_) model_->set_unit_runner(nullptr);
+}
+
+model::StepDraw TrainState::draw(int64_t per_rank, const std::vector<int64_t>& latent_shape) const {
+  return model_->draw(config_.train.seed, step_, per_rank * world_.size(), world_.rank() * per_rank, per_rank,
+                      latent_shape);
+}
+
+double TrainState::alpha() { return alpha_->at(step_); }
+
+StepStats TrainState::step(const model::Batch& batch, const model::StepDraw& draw, double alpha) {
+  TORCH_CHECK(batch.ref_id.defined(), "TrainState::step: batch.ref_id is not set (set_reference_identity first)");
+  const double ranks = static_cast<double>(world_.size());
+  StepStats st;
+  st.alpha = alpha;
+  engine_->reset_times();
+  // The identity loss is a mean over the usable samples of the whole global batch. Host values
+  // go over the World's MPI communicator, whatever device the model runs on.
+  const double local_valid = at::isfinite(batch.ref_landmarks).flatten(1).all(1).sum().item<double>();
+  st.faces_valid = static_cast<int64_t>(dist::all_reduce_values(*world_.comm(), {local_valid}, dist::ReduceOp::kSum)[0]);
+
+  const auto t0 = Clock::now();
+  auto optimizer_step = [&] {
+    const auto t = Clock::now();
+    engine_->finish_gradients();
+    st.memory = engine_->memory();  // gradient shards exist until zero_grad
+    const double norm = config_.optim.clip > 0 ? optimizer_->clip_grad_norm(config_.optim.clip, world_.comm())
+                                               : optimizer_->grad_norm(world_.comm());
+    optimizer_->step();
+    st.optimizer_state_bytes = optimizer_->state_bytes();
+    optimizer_->zero_grad();
+    st.optimizer_s += seconds_since(t);
+    return norm;
+  };
+  const bool alternate = config_.loss.mode == LossMode::kAlternate;
+  // Branch 1: diffusion.
+  at::Tensor l1 = model_->diffusion_loss(batch, draw);
+  l1.backward();
+  if (alternate) st.grad_norm_diffusion = optimizer_step();
+  // Branch 2: lookahead; in sum mode branch 1's reduce-scatters are in flight meanwhile.
+  model::LookaheadLoss l2 = model_->lookahead_loss(batch, draw, alpha);
+  // Rescale the local mean so that averaging over ranks gives the mean over the global batch's
+  // usable samples.
+  const double valid = static_cast<double>(std::max<int64_t>(l2.valid_count, 1));
+  at::Tensor l2_global = l2.loss * (st.faces_valid > 0 ? valid * ranks / static_cast<double>(st.faces_valid) : 0.0);
+  l2_global.backward();
+  st.grad_norm = optimizer_step();
+  engine_->end_step();
+  st.compute_s = seconds_since(t0) - st.optimizer_s;
+  engine_->times().optimizer_s = st.optimizer_s;
+  st.times = engine_->times();
+
+  // Logged values are the global batch's, whatever the rank count: loss means over ranks (each a
+  // mean over its equal share) and timestep means over every sample. The losses live on the
+  // model's device (CUDA on GPUs); their values cross to the host here.
+  const std::vector<double> sums = dist::all_reduce_values(
+      *world_.comm(),
+      {l1.detach().item<double>(), l2_global.detach().item<double>(), draw.timesteps.to(at::kDouble).sum().item<double>(),
+       draw.lcm_timesteps.to(at::kDouble).sum().item<double>(), static_cast<double>(batch.size())},
+      dist::ReduceOp::kSum);
+  st.loss_diffusion = sums[0] / ranks;
+  st.loss_lookahead = sums[1] / ranks;
+  st.t_diffusion_mean = sums[2] / sums[4];
+  st.t_lookahead_mean = sums[3] / sums[4];
+  ++step_;
+  return st;
+}
+
+std::filesystem::path TrainState::checkpoint_dir() const { return std::filesystem::path(config_.train.out) / "checkpoints"; }
+
+SavedCheckpoint TrainState::save(const data::Cursor& cursor) {
+  ckpt::SaveRequest req;
+  req.dir = checkpoint_dir();
+  req.step = step_;
+  req.comm = world_.comm();
+  for (auto& [g, lr] : engine_->trainable_groups()) req.trainable.push_back(g);
+  req.optimizer = optimizer_.get();
+  const std::vector<std::string> sources{config_.model.unet_weights, config_.model.lcm_lora, config_.model.taesd,
+                                         config_.model.arcface};
+  for (auto& g : engine_->groups())
+    if (!g->trainable()) req.frozen.push_back(ckpt::FrozenGroupRef{g, sources});
+  req.config_text = config_.resolved_ini;
+  req.rng_state = cpu_generator_state();
+  req.cursor = ckpt::DataCursor{cursor.epoch, cursor.index};
+  req.alpha = ckpt::AlphaState{alpha_->state().alpha, alpha_->state().drawn_at};
+  req.keep_last = static_cast<int>(config_.train.keep_checkpoints);
+  const ckpt::SaveResult r = ckpt::save_checkpoint(req);
+  return SavedCheckpoint{r.path.string(), r.bytes, r.seconds};
+}
+
+LoadedState TrainState::load(const std::string& what) {
+  const std::filesystem::path source = what == "latest" ? checkpoint_dir() : std::filesystem::path(what);
+  if (what == "latest" && ckpt::list_checkpoints(source).empty()) return {};
+  ckpt::LoadRequest req;
+  req.source = source;
+  req.comm = world_.comm();
+  for (auto& [g, lr] : engine_->trainable_groups()) req.trainable.push_back(g);
+  req.optimizer = optimizer_.get();
+  for (auto& g : engine_->groups())
+    if (!g->trainable()) req.frozen.push_back(g);
+  req.verify_frozen = true;
+  req.fallback_to_previous = config_.train.fallback_to_previous;
+  const ckpt::LoadResult r = ckpt::load_checkpoint(req);
+  step_ = r.step;
+  alpha_->restore(model::AlphaSchedule::State{r.alpha.value, r.alpha.step_drawn});
+  if (r.rng_state) set_cpu_generator_state(*r.rng_state);
+  LoadedState out;
+  out.path = r.path.string();
+  out.cursor = data::Cursor{r.cursor.epoch, r.cursor.global_index};
+  out.skipped = r.skipped;
+  if (r.rng_rederived) out.rng_note = r.rng_note;
+  out.saved_world_size = r.saved_world_size;
+  return out;
+}
+
+std::string describe_load(const std::string& verb, const LoadedState& loaded, int64_t step, int world_size) {
+  return verb + " " + loaded.path + " at step " + std::to_string(step) + " (saved on " +
+         std::to_string(loaded.saved_world_size) + " rank(s), now " + std::to_string(world_size) + ")";
+}
+
+std::map<std::string, at::Tensor> TrainState::trainable_tensors() {
+  std::map<std::string, at::Tensor> out;
+  for (auto& [g, lr] : engine_->trainable_groups())
+    for (const auto& e : g->layout().entries) out[e.name] = g->full_tensor(e.name).to(at::kCPU, at::kFloat);
+  return out;
+}
+
+}  // namespace lookahead::trainer
