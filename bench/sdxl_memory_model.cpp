@@ -39,7 +39,7 @@ namespace {
 
 namespace po = boost::program_options;
 
-/// Published size of kohya LCM-LoRA SDXL (architecture-spec §3.1 / table: 788 modules, rank 64).
+/// Published size of kohya LCM-LoRA SDXL (788 modules, rank 64: docs/engine.md).
 constexpr int64_t kLcmLoraParams = 196'751'360;
 constexpr int64_t kGpusPerNode = 8;
 
@@ -53,7 +53,7 @@ struct UnitUse {
 // Element counts of the real model.
 
 bool lcm_target(const std::string& path) {
-  // PEFT target_modules of the LCM-LoRA SDXL script (suffix match), architecture-spec §3.2.
+  // PEFT target_modules of the LCM-LoRA SDXL script (suffix match; docs/models.md, "LoRA").
   static const char* kSuffixes[] = {"to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj",
                                     "ff.net.2", "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv",
                                     "upsamplers.0.conv", "time_emb_proj"};

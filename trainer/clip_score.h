@@ -1,4 +1,4 @@
-// CLIP score of generated images against their prompts (architecture-spec §7.10, torchmetrics'
+// CLIP score of generated images against their prompts (docs/evaluation.md, "Metrics"; torchmetrics'
 // definition): 100 · max(cos(image_embeds, text_embeds), 0) per (image_i, prompt_i) pair.
 #pragma once
 

@@ -1,4 +1,4 @@
-// Evaluation of the trained encoder (method §4, §8): for every evaluation identity (a reference
+// Evaluation of the trained encoder (docs/evaluation.md): for every evaluation identity (a reference
 // photo and its landmarks) and every prompt, generate N images with the base UNet and the encoder,
 // measure ID similarity (MTCNN + ArcFace, cosine to the reference) and CLIP score, and write
 // metrics.json, the images and an HTML report. The (identity, prompt) items are spread over the

@@ -1,5 +1,5 @@
 // Landmarks for samples whose training-set record has none: MTCNN on the reference photo, as the
-// official pipeline detects faces (method.md §1.2).
+// official pipeline detects faces (docs/training.md, "Data requirements").
 #pragma once
 
 #include <ATen/core/Tensor.h>

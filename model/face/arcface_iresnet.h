@@ -1,6 +1,6 @@
 // ArcFace iresnet (insightface recognition/arcface_torch/backbones/iresnet.py): iresnet50
 // (layers 3,4,14,3) and iresnet100 (3,13,30,3). named_parameters()+named_buffers() are the keys
-// of arcface_torch's backbone.pth state_dict (architecture-spec §6, Appendix D).
+// of arcface_torch's backbone.pth state_dict (docs/models.md, "Faces").
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -1,4 +1,4 @@
-// The LCM-LoRA scale schedule of "alignment preservation" (method §2.2): α = 1 with probability
+// The LCM-LoRA scale schedule of "alignment preservation" (docs/training.md, "The α schedule"): α = 1 with probability
 // 0.5, otherwise α ~ U(0.1, 1), redrawn every 5 steps and held in between. The lookahead loss is
 // also multiplied by α. Here the value is a pure function of (seed, step), so a resumed or
 // re-sharded run gets the same α without replaying history; the state is kept for checkpoints.

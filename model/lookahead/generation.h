@@ -1,5 +1,5 @@
-// Sampling images with the trained LCM-Lookahead encoder (method §4, "inference guidance with
-// KV"): at every sampler step the KV encoder runs on the reference latents noised to the step's
+// Sampling images with the trained LCM-Lookahead encoder (docs/evaluation.md, "Sampling and
+// guidance"): at every sampler step the KV encoder runs on the reference latents noised to the step's
 // timestep with the sample's own initial noise, and the frozen base UNet (the decoder, no LoRA
 // adapter active) predicts ε for up to four conditionings that are combined by lookahead guidance
 // or plain classifier-free guidance.
@@ -18,7 +18,7 @@
 // its IP K/V are the same to_k_ip / to_v_ip the decoder applies to UNetInputs::ip_tokens. So the
 // encoder runs here WITHOUT tokens (reference = self-attention K/V only), and every decoder call
 // gets its tokens explicitly: cond tokens for c terms, uncond tokens for u terms, with or without
-// the reference. This is what method §4 prescribes ("u" = zeroed prompt plus the uncond IP tokens,
+// the reference. This is what the paper's guidance prescribes ("u" = zeroed prompt plus the uncond IP tokens,
 // "nokv" = reference self-attention tokens dropped, IP tokens kept), it is equal to the training
 // composition (encoder-carried IP K/V) for the c terms, and it lets c and u share one UNet call.
 //
@@ -44,7 +44,7 @@ namespace lookahead::model {
 
 enum class GuidanceMode { kCfg, kLookahead };
 
-/// Guidance mode and scales (method §4 defaults: 3 / 2 / 2; CFG 5 for the no-KV variant).
+/// Guidance mode and scales (defaults 3 / 2 / 2; CFG 5 for the no-KV variant; docs/evaluation.md).
 struct GuidanceOptions {
   GuidanceMode mode = GuidanceMode::kLookahead;
   double cfg_scale = 5.0;
@@ -75,7 +75,7 @@ struct GuidanceTerms {
   at::Tensor nokv_u, nokv_c, full_c, full_u;
 };
 
-/// The guidance combination (method §4):
+/// The guidance combination (docs/evaluation.md, "Sampling and guidance"):
 ///   lookahead: ε = ε_nokv_u + s_nokv·(ε_nokv_c − ε_nokv_u) + s_full·(ε_full_c − ε_nokv_u)
 ///                          + s_kv·(ε_full_u − ε_nokv_u)
 ///   cfg:       ε = ε_nokv_u + s·(ε_full_c − ε_nokv_u)

@@ -1,4 +1,4 @@
-// The whole LCM-Lookahead network as one object (DESIGN §1, method §1–§5): ONE SDXL UNet whose
+// The whole LCM-Lookahead network as one object (docs/training.md, "One step"): ONE SDXL UNet whose
 // frozen base weights serve three networks through run-time adapter selection — the KV encoder
 // ({"encoder"} LoRAs, truncated after up_blocks[1]), the decoder ({}: the frozen base) and the LCM
 // branch ({"lcm"}: base + α·LCM-LoRA, unfused) — plus the IP-Adapter Plus (Resampler and
@@ -32,7 +32,7 @@
 namespace lookahead::model {
 
 /// Architecture and training constants of the network. Defaults: SDXL base, IP-Adapter Plus
-/// (ViT-H), TAESDXL, IR-SE50 and the official hyperparameters (method §1–§6).
+/// (ViT-H), TAESDXL, IR-SE50 and the official hyperparameters (docs/configuration.md, "Presets").
 struct LookaheadModelConfig {
   unet::UNetConfig unet = unet::UNetConfig::sdxl_base();
   /// Resampler settings; its tensor_options are ignored (the model's dtype and device are used).
@@ -136,7 +136,7 @@ class LookaheadModel {
   StepDraw draw(uint64_t seed, int64_t step, int64_t global_batch, int64_t first, int64_t count,
                 at::IntArrayRef latent_shape) const;
 
-  /// Branch 1: mse(ε̂, ε) in float32, mean over the local batch (method §11).
+  /// Branch 1: mse(ε̂, ε) in float32, mean over the local batch (docs/training.md, "One step", item 4).
   at::Tensor diffusion_loss(const Batch& batch, const StepDraw& draw);
   /// Branch 2 at LCM-LoRA scale `alpha` (left in lcm_scale() afterwards): the ArcFace identity
   /// loss of the one-step LCM preview, multiplied by α·λ.

@@ -1,5 +1,5 @@
 // Structure of model/text: full-size CLIP text towers built on the meta device (parameter counts
-// of spec §9, checkpoint key names), config parsing, key normalization, causal masking and pooling
+// of the published towers, checkpoint key names), config parsing, key normalization, causal masking and pooling
 // on small random configs.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>

@@ -42,7 +42,7 @@ double max_abs(const at::Tensor& a, const at::Tensor& b) {
 
 TEST(NoiseSchedule, ReferenceTable) {
   const NoiseSchedule s;
-  // architecture-spec §2.1 (float64 recomputation; float32 agrees to ~1e-6).
+  // the SDXL scaled-linear schedule (float64 recomputation; float32 agrees to ~1e-6).
   struct Row {
     int64_t t;
     double beta, abar, sigma;
@@ -123,7 +123,7 @@ TEST(LcmPreview, OneStepFromNoiseAndGradient) {
   const at::Tensor eps = at::randn({2, 4, 8, 8}).requires_grad_(true);
   const at::Tensor t = at::tensor(std::vector<int64_t>{999, 259});
   const at::Tensor z0 = lcm_preview(s, zt, eps, t);  // [2, 4, 8, 8]
-  // t = 999: ẑ0 ≈ (x_T − 0.997667·ε̂)/0.068265 (spec §2.3).
+  // t = 999: ẑ0 ≈ (x_T − 0.997667·ε̂)/0.068265 (docs/models.md, "Schedules and samplers").
   const at::Tensor approx = (zt[0] - 0.9976672530174255 * eps[0].detach()) / 0.06826488673686981;
   EXPECT_LT(max_abs(z0[0].detach(), approx), 1e-3);
   // dẑ0/dε̂ = −c_out·√(1−ᾱ)/√ᾱ per sample.

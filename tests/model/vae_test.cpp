@@ -32,7 +32,7 @@ TEST(Taesd, TaesdxlHasDiffusersCountsOnMeta) {
   auto [tensors, elements] = unet::count_parameters(*taesd);
   EXPECT_EQ(tensors, 134);
   EXPECT_EQ(elements, 2445063);
-  EXPECT_EQ(unet::count_parameters(*taesd->decoder).second, 1222531);  // architecture spec §5.2
+  EXPECT_EQ(unet::count_parameters(*taesd->decoder).second, 1222531);  // TAESDXL's published decoder size
   EXPECT_EQ(unet::count_parameters(*taesd->encoder).second, 1222532);
   EXPECT_EQ(shape_of(*taesd, "decoder.layers.0.weight"), (std::vector<int64_t>{64, 4, 3, 3}));
   EXPECT_EQ(shape_of(*taesd, "decoder.layers.2.conv.4.bias"), (std::vector<int64_t>{64}));

@@ -1,5 +1,5 @@
 """Parity oracle for model/face: small reference implementations of ArcFace iresnet
-(insightface arcface_torch backbones/iresnet.py, architecture-spec §6) and IR-SE
+(insightface arcface_torch backbones/iresnet.py; docs/models.md, "Faces") and IR-SE
 (TreB1eN/InsightFace_Pytorch model.py), written from those specs in plain torch with the
 checkpoints' key layout, plus a reference 5-point similarity alignment (Umeyama, no reflection)
 and a cv2.warpAffine-convention bilinear warp written with explicit loops over numpy-free torch.

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Oracle for the KV-encoder parity test (LCM-Lookahead §4, written from method.md, not from the
-original repository). diffusers builds a small random UNet2DConditionModel of the SDXL family (three
+"""Oracle for the KV-encoder parity test (LCM-Lookahead §4, written from the paper and docs/models.md, not from
+the original repository). diffusers builds a small random UNet2DConditionModel of the SDXL family (three
 stages, last up block without attention) and an IP-Adapter Plus; the KV encoder and the decoder are
 expressed as custom attention processors on that same diffusers UNet:
 
