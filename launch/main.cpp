@@ -17,31 +17,64 @@ using namespace lookahead;
 
 namespace {
 
+using Runner = int (*)(dist::World&, const std::vector<std::string>&);
+
+/// Every subcommand: its name, what runs it (null: answered without a World), whether it prints its
+/// own --help, and its line in the usage text.
+struct Command {
+  const char* name;
+  Runner runner;
+  bool own_help;
+  const char* summary;
+};
+
+constexpr Command kCommands[] = {
+    {"version", nullptr, false, "print the version of Lookahead and of the libraries it was built with"},
+    {"env", launch::run_env, false, "print ranks, nodes, devices and library versions as every rank sees them"},
+    {"model", launch::run_model_command, false,
+     "`model run --model unet --config C --weights W --inputs IN --out OUT [--lora F\n"
+     "--lora-scale S]` runs a network on named tensors; `model inspect FILE` describes\n"
+     "a weight file and the supported network it matches; `model tokenize --sdxl-folder D\n"
+     "--prompt P` shows the ids, tokens and truncation point of both SDXL tokenizers"},
+    {"data", launch::run_data_command, true,
+     "`data pack --images DIR --meta FILE.jsonl --out FILE.h5` packs images + metadata;\n"
+     "`data synth --out FILE.h5 --identities K --per-identity M --size S` writes a\n"
+     "synthetic set; `data info FILE.h5 [--check-records]` describes (and checks) one;\n"
+     "`data ffhq` prepares the FFHQ evaluation set; `data encode` adds precomputed latents,\n"
+     "prompt embeddings and CLIP features"},
+    {"train", launch::run_train, true,
+     "`train --config FILE.ini [--section.key=value ...] [--dry-run]` trains the\n"
+     "LCM-Lookahead encoder (launch/configs/*.ini; `train --help` lists every key)"},
+    {"export", launch::run_export, true,
+     "`export --config FILE.ini [--checkpoint PATH|latest] [--out DIR]` writes the\n"
+     "trained encoder of a checkpoint as safetensors (IP-Adapter + KV encoder)"},
+    {"eval", launch::run_eval, true,
+     "`eval --config FILE.ini --checkpoint PATH|latest --eval-set FILE.h5 --prompts FILE.txt\n"
+     "--out DIR` samples with the trained encoder, measures ID similarity and CLIP score and\n"
+     "writes metrics.json, the images and report.html (several --checkpoint: a comparison);\n"
+     "`eval report --runs DIR ... --out DIR` combines finished runs into one report"},
+    {"help", nullptr, false, "this text; `lookahead <command> --help` describes a command's options"},
+};
+
+const Command* find_command(const std::string& name) {
+  for (const Command& c : kCommands)
+    if (name == c.name) return &c;
+  return nullptr;
+}
+
 void print_usage(std::ostream& out) {
   out << "Usage: lookahead <command> [options]\n"
          "       mpirun -np N lookahead <command> [options]\n\n"
-         "Commands:\n"
-         "  version    print the version of Lookahead and of the libraries it was built with\n"
-         "  env        print ranks, nodes, devices and library versions as every rank sees them\n"
-         "  model      `model run --model unet --config C --weights W --inputs IN --out OUT [--lora F\n"
-         "             --lora-scale S]` runs a network on named tensors; `model inspect FILE` describes\n"
-         "             a weight file and the supported network it matches; `model tokenize --sdxl-folder D\n"
-         "             --prompt P` shows the ids, tokens and truncation point of both SDXL tokenizers\n"
-         "  data       `data pack --images DIR --meta FILE.jsonl --out FILE.h5` packs images + metadata;\n"
-         "             `data synth --out FILE.h5 --identities K --per-identity M --size S` writes a\n"
-         "             synthetic set; `data info FILE.h5 [--check-records]` describes (and checks) one;\n"
-         "             `data ffhq` prepares the FFHQ evaluation set; `data encode` adds precomputed latents,\n"
-         "             prompt embeddings and CLIP features\n"
-         "  train      `train --config FILE.ini [--section.key=value ...] [--dry-run]` trains the\n"
-         "             LCM-Lookahead encoder (launch/configs/*.ini; `train --help` lists every key)\n"
-         "  export     `export --config FILE.ini [--checkpoint PATH|latest] [--out DIR]` writes the\n"
-         "             trained encoder of a checkpoint as safetensors (IP-Adapter + KV encoder)\n"
-         "  eval       `eval --config FILE.ini --checkpoint PATH|latest --eval-set FILE.h5 --prompts FILE.txt\n"
-         "             --out DIR` samples with the trained encoder, measures ID similarity and CLIP score and\n"
-         "             writes metrics.json, the images and report.html (several --checkpoint: a comparison);\n"
-         "             `eval report --runs DIR ... --out DIR` combines finished runs into one report\n"
-         "  help       this text; `lookahead <command> --help` describes a command's options\n\n"
-      << launch::world_options() << "\n";
+         "Commands:\n";
+  for (const Command& c : kCommands) {
+    out << "  " << c.name << std::string(11 - std::string(c.name).size(), ' ');
+    for (const char* p = c.summary; *p; ++p) {
+      out << *p;
+      if (*p == '\n') out << std::string(13, ' ');
+    }
+    out << "\n";
+  }
+  out << "\n" << launch::world_options() << "\n";
 }
 
 int run_command(const std::string& command, std::vector<std::string> args, int* argc, char*** argv) {
@@ -55,26 +88,19 @@ int run_command(const std::string& command, std::vector<std::string> args, int* 
     print_usage(std::cout);
     return launch::kExitOk;
   }
-  using Runner = int (*)(dist::World&, const std::vector<std::string>&);
-  Runner runner = nullptr;
-  if (command == "env") runner = launch::run_env;
-  if (command == "model") runner = launch::run_model_command;
-  if (command == "data") runner = launch::run_data_command;
-  if (command == "train") runner = launch::run_train;
-  if (command == "export") runner = launch::run_export;
-  if (command == "eval") runner = launch::run_eval;
-  if (!runner) {
+  const Command* cmd = find_command(command);
+  if (!cmd || !cmd->runner) {
     std::cerr << "lookahead: unknown command '" << command << "'\n\n";
     print_usage(std::cerr);
     return launch::kExitUsage;
   }
+  const Runner runner = cmd->runner;
   // World options are shared by every command: split them off before the command parses the rest.
   po::options_description world_desc = launch::world_options();
   po::parsed_options parsed = po::command_line_parser(args).options(world_desc).allow_unregistered().run();
-  // train and export print their own option reference.
-  const bool own_help = command == "train" || command == "export" || command == "eval" || command == "data";
+  // Some commands print their own option reference.
   for (const auto& opt : parsed.options)
-    if (own_help) break;
+    if (cmd->own_help) break;
     else if (opt.string_key == "help" || (!opt.original_tokens.empty() && opt.original_tokens[0] == "--help")) {
       print_usage(std::cout);
       return launch::kExitOk;

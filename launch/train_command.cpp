@@ -7,7 +7,6 @@
 
 #include <atomic>
 #include <iostream>
-#include <optional>
 
 #include "launch/cli.h"
 #include "launch/commands.h"
@@ -78,22 +77,16 @@ int run_train(dist::World& world, const std::vector<std::string>& args) {
 }
 
 int run_export(dist::World& world, const std::vector<std::string>& args) {
-  std::vector<std::string> rest;
   std::string checkpoint = "latest", out;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    auto value = [&](const std::string& flag) -> std::optional<std::string> {
-      if (a.rfind(flag + "=", 0) == 0) return a.substr(flag.size() + 1);
-      if (a == flag) {
-        if (i + 1 >= args.size()) throw po::error(flag + " needs a value");
-        return args[++i];
-      }
-      return std::nullopt;
-    };
-    if (auto v = value("--checkpoint")) checkpoint = *v;
-    else if (auto v2 = value("--out")) out = *v2;
-    else rest.push_back(a);
-  }
+  po::options_description own("export");
+  own.add_options()("checkpoint", po::value<std::string>(&checkpoint), "checkpoint file or folder, or latest")(
+      "out", po::value<std::string>(&out), "output folder");
+  // Everything else is the training configuration (--config, --section.key=value, --help).
+  const po::parsed_options parsed = po::command_line_parser(args).options(own).allow_unregistered().run();
+  po::variables_map vm;
+  po::store(parsed, vm);
+  po::notify(vm);
+  const std::vector<std::string> rest = po::collect_unrecognized(parsed.options, po::include_positional);
   bool dry_run = false, help = false;
   trainer::TrainConfig config = parse_train_config(rest, dry_run, help);
   if (help) {
