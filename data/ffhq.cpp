@@ -15,7 +15,8 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
-#include "data/dataset.h"
+#include "data/training_set.h"
+#include "data/training_set_writer.h"
 #include "data/error.h"
 #include "data/image_io.h"
 

@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "data/dataset.h"
+#include "data/training_set.h"
 #include "data/pairing.h"
 #include "data/sampler.h"
 

@@ -10,7 +10,8 @@
 #include <ostream>
 #include <set>
 
-#include "data/dataset.h"
+#include "data/training_set.h"
+#include "data/training_set_writer.h"
 #include "data/error.h"
 #include "data/image_io.h"
 #include "data/pairing.h"

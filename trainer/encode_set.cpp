@@ -8,7 +8,8 @@
 #include <chrono>
 #include <memory>
 
-#include "data/dataset.h"
+#include "data/training_set.h"
+#include "data/training_set_writer.h"
 #include "data/image_io.h"
 #include "model/vision/clip_vision.h"
 

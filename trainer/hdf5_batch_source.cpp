@@ -5,7 +5,7 @@
 
 #include <sstream>
 
-#include "data/dataset.h"
+#include "data/training_set.h"
 #include "data/loader.h"
 #include "trainer/conditioning.h"
 #include "trainer/encode_set.h"

@@ -11,7 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "data/dataset.h"
+#include "data/training_set.h"
+#include "data/training_set_writer.h"
 #include "data/tools.h"
 
 namespace lookahead::data::test {

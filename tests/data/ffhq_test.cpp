@@ -11,7 +11,7 @@
 #include <array>
 #include <map>
 
-#include "data/dataset.h"
+#include "data/training_set.h"
 #include "data/error.h"
 #include "data/ffhq.h"
 #include "data/image_io.h"

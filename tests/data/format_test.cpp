@@ -7,7 +7,8 @@
 
 #include <filesystem>
 
-#include "data/dataset.h"
+#include "data/training_set.h"
+#include "data/training_set_writer.h"
 #include "data/image_io.h"
 #include "data/tools.h"
 #include "tests/data/data_test_util.h"

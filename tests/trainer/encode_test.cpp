@@ -13,7 +13,7 @@
 #include <string>
 #include <unistd.h>
 
-#include "data/dataset.h"
+#include "data/training_set.h"
 #include "data/image_io.h"
 #include "data/tools.h"
 #include "model/vision/clip_vision.h"
