@@ -13,9 +13,9 @@
 #include <map>
 #include <sstream>
 
-#include "data/training_set.h"
-#include "data/image_io.h"
 #include "common/seed.h"
+#include "data/image_io.h"
+#include "data/training_set.h"
 #include "dist/sharded_engine.h"
 #include "model/lookahead/conditioner.h"
 #include "model/lookahead/generation.h"

@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "data/tools.h"
 #include "data/training_set.h"
 #include "data/training_set_writer.h"
-#include "data/tools.h"
 
 namespace lookahead::data::test {
 

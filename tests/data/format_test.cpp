@@ -7,10 +7,10 @@
 
 #include <filesystem>
 
-#include "data/training_set.h"
-#include "data/training_set_writer.h"
 #include "data/image_io.h"
 #include "data/tools.h"
+#include "data/training_set.h"
+#include "data/training_set_writer.h"
 #include "tests/data/data_test_util.h"
 
 namespace lookahead::data {

@@ -3,10 +3,10 @@
 #include <gtest/gtest.h>
 #include <hdf5.h>
 
-#include "data/training_set.h"
-#include "data/training_set_writer.h"
 #include "common/h5_handle.h"
 #include "data/image_io.h"
+#include "data/training_set.h"
+#include "data/training_set_writer.h"
 #include "tests/data/data_test_util.h"
 
 namespace lookahead::data {
