@@ -15,9 +15,10 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
-#include "data/dataset.h"
 #include "data/error.h"
 #include "data/image_io.h"
+#include "data/training_set.h"
+#include "data/training_set_writer.h"
 
 namespace lookahead::data {
 

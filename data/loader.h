@@ -15,9 +15,9 @@
 #include <thread>
 #include <vector>
 
-#include "data/dataset.h"
 #include "data/pairing.h"
 #include "data/sampler.h"
+#include "data/training_set.h"
 
 namespace lookahead::data {
 

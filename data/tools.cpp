@@ -10,11 +10,12 @@
 #include <ostream>
 #include <set>
 
-#include "data/dataset.h"
 #include "data/error.h"
 #include "data/image_io.h"
 #include "data/pairing.h"
 #include "data/random.h"
+#include "data/training_set.h"
+#include "data/training_set_writer.h"
 
 namespace lookahead::data {
 

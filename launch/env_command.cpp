@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <iostream>
 
-#include "checkpoints/hdf5_handle.h"
+#include "common/h5_handle.h"
 #include "launch/cli.h"
 #include "launch/commands.h"
 #include "lookahead/build_config.h"
@@ -38,7 +38,7 @@ int run_env(dist::World& world, const std::vector<std::string>& args) {
             << "  NCCL     not built\n"
 #endif
             << "  MPI      " << world.mpi_version() << "\n"
-            << "  HDF5     " << ckpt::hdf5_version() << "\n"
+            << "  HDF5     " << common::hdf5_version() << "\n"
             << "  world    " << world.size() << " rank(s) on " << world.num_nodes() << " node(s)\n";
   auto* bytes = all.data_ptr<uint8_t>();
   for (int r = 0; r < world.size(); ++r)

@@ -8,8 +8,9 @@
 #include <chrono>
 #include <memory>
 
-#include "data/dataset.h"
 #include "data/image_io.h"
+#include "data/training_set.h"
+#include "data/training_set_writer.h"
 #include "model/vision/clip_vision.h"
 
 namespace lookahead::trainer {

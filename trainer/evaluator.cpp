@@ -13,9 +13,9 @@
 #include <map>
 #include <sstream>
 
-#include "data/dataset.h"
+#include "common/seed.h"
 #include "data/image_io.h"
-#include "data/random.h"
+#include "data/training_set.h"
 #include "dist/sharded_engine.h"
 #include "model/lookahead/conditioner.h"
 #include "model/lookahead/generation.h"
@@ -123,10 +123,10 @@ json metric_block(const std::vector<const json*>& samples) {
 }  // namespace
 
 uint64_t eval_sample_seed(uint64_t base_seed, int64_t identity, int64_t prompt_index, int64_t sample) {
-  uint64_t h = data::mix64(base_seed);
-  h = data::mix64(h ^ static_cast<uint64_t>(identity));
-  h = data::mix64(h ^ static_cast<uint64_t>(prompt_index));
-  h = data::mix64(h ^ static_cast<uint64_t>(sample));
+  uint64_t h = common::splitmix64(base_seed);
+  h = common::splitmix64(h ^ static_cast<uint64_t>(identity));
+  h = common::splitmix64(h ^ static_cast<uint64_t>(prompt_index));
+  h = common::splitmix64(h ^ static_cast<uint64_t>(sample));
   return h >> 1;  // below 2^63: a valid seed for every generator API
 }
 

@@ -5,8 +5,8 @@
 
 #include <sstream>
 
-#include "data/dataset.h"
 #include "data/loader.h"
+#include "data/training_set.h"
 #include "trainer/conditioning.h"
 #include "trainer/encode_set.h"
 

@@ -8,7 +8,8 @@
 //   T=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
 //   SAN="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-sanitize=vptr"
 //   INC="-I. -isystem $T/include -isystem $T/include/torch/csrc/api/include"
-//   SRC="model/io/fuzz_safetensors_header.cpp model/io/safetensors.cpp"
+//   SRC="model/io/fuzz_safetensors_header.cpp model/io/safetensors_header.cpp model/io/safetensors.cpp
+//        common/mapped_file.cpp common/atomic_file.cpp"
 //   LIB="-L$T/lib -Wl,-rpath,$T/lib -ltorch_cpu -lc10"
 //   clang++ -std=c++20 -O1 -g $SAN -D_GLIBCXX_USE_CXX11_ABI=1 $INC $SRC $LIB -o build-io/fuzz_safetensors
 //   build-io/tests/model/model_safetensors_fuzz_driver --write-corpus build-io/fuzz_corpus

@@ -1,6 +1,7 @@
 // safetensors files: a memory-mapped reader that validates the header against the file, a writer
 // that produces files the Python `safetensors` package reads (byte for byte what it writes), and
-// sharded checkpoints (`*.safetensors.index.json` with a `weight_map`).
+// sharded checkpoints (`*.safetensors.index.json` with a `weight_map`, safetensors_index.cpp). The
+// header format and its validation are in safetensors_header.h, which this header includes.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -14,38 +15,13 @@
 #include <utility>
 #include <vector>
 
+#include "model/io/safetensors_header.h"
+
+namespace lookahead::common {
+class MappedFile;
+}  // namespace lookahead::common
+
 namespace lookahead::model::io {
-
-/// Largest header (JSON) the reader accepts, as in the reference implementation.
-inline constexpr uint64_t kMaxHeaderBytes = 100'000'000;
-
-/// One tensor entry of a safetensors header.
-struct TensorInfo {
-  std::string name;
-  at::ScalarType dtype = at::kFloat;
-  std::vector<int64_t> shape;
-  uint64_t begin = 0;  ///< byte offset in the data section (after the 8 + N header bytes)
-  uint64_t end = 0;
-  /// Product of `shape` (1 for a rank-0 tensor).
-  int64_t numel() const;
-};
-
-/// Parsed safetensors header.
-struct Header {
-  std::vector<TensorInfo> tensors;  ///< in file (offset) order
-  std::map<std::string, std::string> metadata;
-  uint64_t data_offset = 0;  ///< file offset of the data section: 8 + the JSON header's length
-};
-
-/// Parses and validates a header: JSON object, known dtypes, shapes consistent with byte counts,
-/// offsets inside `data_size`, non-overlapping and covering the data section, no duplicate keys.
-/// Throws c10::Error whose message names `origin` (a file path) and the offending tensor.
-Header parse_header(std::string_view json, uint64_t data_size, const std::string& origin);
-
-/// Validates a whole file image held in memory (`size` bytes: the 8-byte length, the header and
-/// the data section) and returns its header. Reads nothing outside [bytes, bytes + size); this is
-/// what SafetensorsFile::open runs on its mapping, and what the fuzz target drives.
-Header parse_image(const uint8_t* bytes, size_t size, const std::string& origin);
 
 /// A read-only, memory-mapped safetensors file. Only the pages of tensors that are read are
 /// touched, so opening a 10 GB checkpoint costs the header alone. get() is safe to call from
@@ -82,8 +58,7 @@ class SafetensorsFile {
   Header header_;
   std::map<std::string, size_t> index_;
   const uint8_t* data_ = nullptr;  // start of the data section inside the mapping
-  void* map_ = nullptr;
-  size_t map_size_ = 0;
+  std::unique_ptr<common::MappedFile> map_;
 };
 
 /// All tensors of a safetensors file, or of a sharded checkpoint given its index (a path ending in
@@ -100,10 +75,5 @@ std::map<std::string, at::Tensor> load_file(const std::string& path);
 /// names or metadata that are not valid UTF-8, unsupported dtypes, and I/O failures.
 void save_file(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                const std::map<std::string, std::string>& metadata = {});
-
-/// safetensors dtype string ("F32", "BF16", ...) of a torch dtype; throws for unsupported ones.
-std::string dtype_to_string(at::ScalarType dtype);
-/// torch dtype of a safetensors dtype string; throws for unknown ones.
-at::ScalarType dtype_from_string(const std::string& dtype);
 
 }  // namespace lookahead::model::io

@@ -5,9 +5,11 @@
 
 #include <cmath>
 
-#include "model/lookahead/step_draw.h"
+#include "common/seed.h"
 
 namespace lookahead::model {
+
+using common::mix_seed;
 
 namespace {
 

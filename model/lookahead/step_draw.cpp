@@ -4,26 +4,20 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "common/seed.h"
 #include "model/sched/timestep_sampler.h"
 
 namespace lookahead::model {
 
-namespace {
+using common::mix_seed;
 
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
+namespace {
 
 // Stream tags keep the per-sample and batch-shared seeds of one step apart.
 constexpr uint64_t kSampleStream = 0x73616d706c65ULL;  // "sample"
 constexpr uint64_t kKvStream = 0x6b7664726f70ULL;      // "kvdrop"
 
 }  // namespace
-
-uint64_t mix_seed(uint64_t seed, uint64_t value) { return splitmix64(splitmix64(seed) ^ value); }
 
 at::Generator cpu_generator(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
 

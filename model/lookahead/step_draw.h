@@ -45,7 +45,4 @@ StepDraw draw_step(const StepDrawOptions& options, uint64_t seed, int64_t step, 
 /// A CPU generator seeded with `seed` (for ReferenceKv::drop_tokens with a StepDraw seed).
 at::Generator cpu_generator(uint64_t seed);
 
-/// splitmix64-based mixing of a key into a seed (stable across platforms and library versions).
-uint64_t mix_seed(uint64_t seed, uint64_t value);
-
 }  // namespace lookahead::model

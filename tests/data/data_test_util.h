@@ -11,8 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "data/dataset.h"
 #include "data/tools.h"
+#include "data/training_set.h"
+#include "data/training_set_writer.h"
 
 namespace lookahead::data::test {
 

@@ -11,11 +11,11 @@
 #include <array>
 #include <map>
 
-#include "data/dataset.h"
 #include "data/error.h"
 #include "data/ffhq.h"
 #include "data/image_io.h"
 #include "data/tools.h"
+#include "data/training_set.h"
 #include "tests/data/data_test_util.h"
 
 namespace lookahead::data {

@@ -7,9 +7,10 @@
 
 #include <filesystem>
 
-#include "data/dataset.h"
 #include "data/image_io.h"
 #include "data/tools.h"
+#include "data/training_set.h"
+#include "data/training_set_writer.h"
 #include "tests/data/data_test_util.h"
 
 namespace lookahead::data {

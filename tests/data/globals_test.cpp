@@ -3,9 +3,10 @@
 #include <gtest/gtest.h>
 #include <hdf5.h>
 
-#include "data/dataset.h"
-#include "data/h5.h"
+#include "common/h5_handle.h"
 #include "data/image_io.h"
+#include "data/training_set.h"
+#include "data/training_set_writer.h"
 #include "tests/data/data_test_util.h"
 
 namespace lookahead::data {
@@ -58,8 +59,8 @@ TEST(DataGlobals, FileWithoutGroupHasNone) {
   ScratchDir d;
   const std::string path = test::make_synth(d, 2, 2, 16, /*extras=*/true);
   {
-    h5::Handle f(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), "H5Fopen", path);
-    EXPECT_FALSE(h5::exists(f.get(), kGlobalsGroup)) << "no globals given: no group written";
+    common::H5Handle f(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), "H5Fopen", path);
+    EXPECT_FALSE(common::h5_exists(f.get(), kGlobalsGroup)) << "no globals given: no group written";
   }
   auto set = TrainingSet::open(path);
   EXPECT_TRUE(set->global_names().empty());
@@ -86,10 +87,14 @@ TEST(DataGlobals, RejectsNonFloatGlobalInFile) {
   }
   {
     // A foreign writer puts an int32 dataset under /globals.
-    h5::Handle f(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), "H5Fopen", path);
-    h5::Handle g(H5Gcreate2(f.get(), kGlobalsGroup, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "H5Gcreate2", path);
+    common::H5Handle f(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), "H5Fopen", path);
+    common::H5Handle g(H5Gcreate2(f.get(), kGlobalsGroup, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "H5Gcreate2", path);
     const int32_t v[2] = {1, 2};
-    h5::write_dataset(g.get(), "ids", H5T_STD_I32LE, {2}, v, path);
+    const hsize_t n = 2;
+    common::H5Handle space(H5Screate_simple(1, &n, nullptr), "H5Screate_simple", path);
+    common::H5Handle ds(H5Dcreate2(g.get(), "ids", H5T_STD_I32LE, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                        "H5Dcreate2", path);
+    LA_H5_CHECK(H5Dwrite(ds.get(), H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, v), path);
   }
   try {
     TrainingSet::open(path);

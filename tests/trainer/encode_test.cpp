@@ -13,9 +13,9 @@
 #include <string>
 #include <unistd.h>
 
-#include "data/dataset.h"
 #include "data/image_io.h"
 #include "data/tools.h"
+#include "data/training_set.h"
 #include "model/vision/clip_vision.h"
 #include "tests/test_main.h"
 #include "trainer/conditioning.h"
