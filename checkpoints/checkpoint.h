@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common/stream_cursor.h"
 #include "dist/communicator.h"
 #include "dist/flat_param.h"
 #include "dist/sharded_adamw.h"
@@ -29,12 +30,6 @@ class CheckpointError : public std::runtime_error {
 
 inline constexpr const char* kFormatName = "lookahead-checkpoint";
 inline constexpr int64_t kFormatVersion = 1;
-
-/// Where the data loader stands (resumes the sampler).
-struct DataCursor {
-  int64_t epoch = 0;
-  int64_t global_index = 0;  ///< samples consumed in this epoch over all ranks
-};
 
 /// State of the lookahead mixing weight alpha.
 struct AlphaState {
@@ -65,7 +60,7 @@ struct SaveRequest {
   std::vector<FrozenGroupRef> frozen;
   std::string config_text;  ///< resolved configuration
   std::string rng_state;    ///< THIS rank's RNG state (opaque bytes); gathered to rank 0
-  DataCursor cursor;
+  common::StreamCursor cursor;  ///< where the data loader stands (resumes the sampler)
   AlphaState alpha;
   /// Checkpoints kept in `dir` after this one is committed (newest first); 0 keeps all.
   int keep_last = 3;
@@ -117,7 +112,7 @@ struct LoadResult {
   /// ranks: the caller must re-derive them from the seed.
   bool rng_rederived = false;
   std::string rng_note;  ///< human-readable reason when rng_rederived
-  DataCursor cursor;
+  common::StreamCursor cursor;  ///< where the data loader stands (resumes the sampler)
   AlphaState alpha;
   /// Frozen group name -> source paths recorded at save time.
   std::map<std::string, std::vector<std::string>> frozen_sources;

@@ -64,7 +64,7 @@ void write_file(const SaveRequest& req, const Gathered& g, int world_size, const
   common::h5_set_attr(f, "step", req.step);
   common::h5_set_attr(f, "world_size", static_cast<int64_t>(world_size));
   common::h5_set_attr(f, "cursor_epoch", req.cursor.epoch);
-  common::h5_set_attr(f, "cursor_global_index", req.cursor.global_index);
+  common::h5_set_attr(f, "cursor_global_index", req.cursor.index);
   common::h5_set_attr(f, "alpha_value", req.alpha.value);
   common::h5_set_attr(f, "alpha_step_drawn", req.alpha.step_drawn);
   common::h5_set_attr(f, "hdf5_version", common::hdf5_version());

@@ -6,15 +6,12 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/stream_cursor.h"
+
 namespace lookahead::data {
 
-/// Position in the sample stream: `index` counts *global* samples already consumed in `epoch`, so
-/// a cursor saved at one world size resumes at another.
-struct Cursor {
-  int64_t epoch = 0;
-  int64_t index = 0;
-  bool operator==(const Cursor&) const = default;
-};
+/// Position in the sample stream (global samples consumed in an epoch; see common/stream_cursor.h).
+using Cursor = common::StreamCursor;
 
 /// One rank's share of one global batch.
 struct SampleBatch {

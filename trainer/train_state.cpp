@@ -179,7 +179,7 @@ SavedCheckpoint TrainState::save(const data::Cursor& cursor) {
     if (!g->trainable()) req.frozen.push_back(ckpt::FrozenGroupRef{g, sources});
   req.config_text = config_.resolved_ini;
   req.rng_state = cpu_generator_state();
-  req.cursor = ckpt::DataCursor{cursor.epoch, cursor.index};
+  req.cursor = cursor;
   req.alpha = ckpt::AlphaState{alpha_->state().alpha, alpha_->state().drawn_at};
   req.keep_last = static_cast<int>(config_.train.keep_checkpoints);
   const ckpt::SaveResult r = ckpt::save_checkpoint(req);
@@ -204,7 +204,7 @@ LoadedState TrainState::load(const std::string& what) {
   if (r.rng_state) set_cpu_generator_state(*r.rng_state);
   LoadedState out;
   out.path = r.path.string();
-  out.cursor = data::Cursor{r.cursor.epoch, r.cursor.global_index};
+  out.cursor = r.cursor;
   out.skipped = r.skipped;
   if (r.rng_rederived) out.rng_note = r.rng_note;
   out.saved_world_size = r.saved_world_size;

@@ -79,7 +79,7 @@ TEST(Checkpoint, SameWorldSizeRoundTripIsBitIdentical) {
   EXPECT_EQ(*lr.rng_state, rng_of(comm->rank()));
   EXPECT_FALSE(lr.rng_rederived);
   EXPECT_EQ(lr.cursor.epoch, 2);
-  EXPECT_EQ(lr.cursor.global_index, 1003);
+  EXPECT_EQ(lr.cursor.index, 1003);
   EXPECT_EQ(lr.alpha.value, 3.25);
   EXPECT_EQ(lr.alpha.step_drawn, 2);
   EXPECT_TRUE(lr.skipped.empty());
