@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "model/sched/noise_schedule.h"
+
 // Transitional: model/lookahead/generation.h and trainer/evaluator.cpp still reach SamplerKind and
 // make_sampler through this header. make_sampler.h includes nothing of the samplers, so this adds
 // no include cycle; drop the line once they include make_sampler.h themselves.
@@ -113,4 +114,5 @@ class Sampler {
   NoiseSchedule schedule_;
   at::Tensor timesteps_;  // [n]
 };
+
 }  // namespace lookahead::model::sched
