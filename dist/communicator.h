@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "dist/abortable.h"
 #include "dist/flight_recorder.h"
 #include "dist/watchdog.h"
 #include "dist/work.h"
@@ -56,14 +57,14 @@ struct OpSignature {
 /// Every rank of the group must issue the same collectives in the same order with matching
 /// dtypes and sizes. Tensors must be contiguous, on the backend's device, and untouched until the
 /// returned Work is waited.
-class Communicator : public std::enable_shared_from_this<Communicator> {
+class Communicator : public Abortable, public std::enable_shared_from_this<Communicator> {
  public:
-  virtual ~Communicator() = default;
+  ~Communicator() override = default;
   Communicator(const Communicator&) = delete;
   Communicator& operator=(const Communicator&) = delete;
 
-  int rank() const { return rank_; }
-  int size() const { return size_; }
+  int rank() const final { return rank_; }
+  int size() const final { return size_; }
   const std::string& name() const { return name_; }
   virtual const char* backend() const = 0;
 
@@ -85,7 +86,7 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
 
   /// Fails every pending and future collective with `reason` (kAborted) and releases what the
   /// backend can release (NCCL: ncclCommAbort). Idempotent; called by the watchdog on timeout.
-  virtual void abort(const std::string& reason) = 0;
+  void abort(const std::string& reason) override = 0;
   bool aborted() const { return aborted_.load(); }
 
   /// Number of collectives issued so far (the next one's sequence number).

@@ -8,8 +8,6 @@
 #include <optional>
 #include <sstream>
 
-#include "dist/communicator.h"
-
 namespace lookahead::dist {
 
 Watchdog::Watchdog(double poll_s, std::shared_ptr<const FlightRecorder> recorder, Clock::time_point origin,
@@ -34,7 +32,7 @@ Watchdog::~Watchdog() {
   thread_.join();
 }
 
-void Watchdog::watch(WorkHandle work, std::weak_ptr<Communicator> comm, double timeout_s) {
+void Watchdog::watch(WorkHandle work, std::weak_ptr<Abortable> comm, double timeout_s) {
   std::lock_guard<std::mutex> lock(mutex_);
   entries_.push_back(Entry{std::move(work), std::move(comm), timeout_s});
 }

@@ -13,16 +13,16 @@
 #include <thread>
 #include <vector>
 
+#include "dist/abortable.h"
 #include "dist/flight_recorder.h"
 #include "dist/work.h"
 
 namespace lookahead::dist {
 
-class Communicator;
-
 /// Polls watched collectives. On a timeout it marks the Work failed (kTimeout) with a report
 /// naming the op, the rank, the communicator and the flight-recorder history, aborts the
-/// communicator, and calls the timeout handler (the World's: log, then end the job).
+/// communicator (an Abortable: the watchdog needs no more of it, and communicator.h includes this
+/// header), and calls the timeout handler (the World's: log, then end the job).
 ///
 /// The polling thread runs on the process's device: polling an NCCL work queries CUDA events and
 /// frees the tensors it held, and a thread that never selected a device would do both on GPU 0,
@@ -41,8 +41,9 @@ class Watchdog {
   Watchdog(const Watchdog&) = delete;
   Watchdog& operator=(const Watchdog&) = delete;
 
-  /// Starts watching `work` (issued on `comm`); timeout_s <= 0 watches for backend errors only.
-  void watch(WorkHandle work, std::weak_ptr<Communicator> comm, double timeout_s);
+  /// Starts watching `work` (issued on `comm`, aborted on a timeout); timeout_s <= 0 watches for
+  /// backend errors only.
+  void watch(WorkHandle work, std::weak_ptr<Abortable> comm, double timeout_s);
   /// Number of collectives currently watched (tests, diagnostics).
   size_t in_flight() const;
   /// Watches `flag` (set by a SIGTERM / SIGUSR1 handler; must outlive the watchdog). Once it is set
@@ -58,7 +59,7 @@ class Watchdog {
  private:
   struct Entry {
     WorkHandle work;
-    std::weak_ptr<Communicator> comm;
+    std::weak_ptr<Abortable> comm;
     double timeout_s;
   };
   void loop();

@@ -349,22 +349,8 @@ Evaluator::Evaluator(dist::World& world, const TrainConfig& config, model::Looka
     // A small random CLIP of the real architecture: the tiny preset tests the pipeline, not the numbers.
     GlobalRngGuard rng;
     at::manual_seed(0x11c0);
-    model::text::ClipTextConfig t;
-    t.vocab_size = 514;
-    t.hidden_size = 16;
-    t.intermediate_size = 32;
-    t.num_hidden_layers = 1;
-    t.num_attention_heads = 2;
-    t.projection_dim = 8;
-    model::vision::ClipVisionConfig v;
-    v.hidden_size = 16;
-    v.intermediate_size = 32;
-    v.num_hidden_layers = 1;
-    v.num_attention_heads = 2;
-    v.image_size = 32;
-    v.patch_size = 8;
-    v.projection_dim = 8;
-    model::vision::ClipModel clip_model(t, v, 8, clip_opts);
+    model::vision::ClipModel clip_model(model::text::ClipTextConfig::tiny(), model::vision::ClipVisionConfig::tiny(),
+                                        8, clip_opts);
     clip_model->eval();
     m.clip = std::make_unique<ClipScorer>(clip_model, model::text::ClipTokenizer::byte_level(),
                                           "random tiny CLIP (tiny preset; not a real CLIP model)");

@@ -49,16 +49,16 @@ IBasicBlockImpl::IBasicBlockImpl(int64_t inplanes_, int64_t planes_, int64_t str
 
 void IBasicBlockImpl::reset() {
   const auto& t = tensor_options;
-  bn1 = register_module("bn1", Norm(NormOptions(inplanes).tensor_options(t)));
+  bn1 = register_module("bn1", BatchNorm(BatchNormOptions(inplanes).tensor_options(t)));
   conv1 = register_module("conv1", Conv(ConvOptions(inplanes, planes, 3).padding(1).tensor_options(t)));
-  bn2 = register_module("bn2", Norm(NormOptions(planes).tensor_options(t)));
+  bn2 = register_module("bn2", BatchNorm(BatchNormOptions(planes).tensor_options(t)));
   prelu = register_module("prelu", PRelu(planes, t));
   conv2 = register_module("conv2", Conv(ConvOptions(planes, planes, 3).stride(stride).padding(1).tensor_options(t)));
-  bn3 = register_module("bn3", Norm(NormOptions(planes).tensor_options(t)));
+  bn3 = register_module("bn3", BatchNorm(BatchNormOptions(planes).tensor_options(t)));
   if (has_downsample) {
     auto holder = register_module("downsample", std::make_shared<torch::nn::Module>("Sequential"));
     down_conv = holder->register_module("0", Conv(ConvOptions(inplanes, planes, 1).stride(stride).tensor_options(t)));
-    down_bn = holder->register_module("1", Norm(NormOptions(planes).tensor_options(t)));
+    down_bn = holder->register_module("1", BatchNorm(BatchNormOptions(planes).tensor_options(t)));
   }
 }
 
@@ -74,7 +74,7 @@ void IResNetImpl::reset() {
   const auto& t = options.tensor_options();
   TORCH_CHECK(options.layers().size() == 4, "IResNet needs 4 stage depths");
   conv1 = register_module("conv1", Conv(ConvOptions(3, 64, 3).padding(1).tensor_options(t)));
-  bn1 = register_module("bn1", Norm(NormOptions(64).tensor_options(t)));
+  bn1 = register_module("bn1", BatchNorm(BatchNormOptions(64).tensor_options(t)));
   prelu = register_module("prelu", PRelu(64, t));
   const int64_t widths[4] = {64, 128, 256, 512};
   int64_t inplanes = 64;
@@ -90,9 +90,9 @@ void IResNetImpl::reset() {
     inplanes = widths[s];
     stages.push_back(std::move(blocks));
   }
-  bn2 = register_module("bn2", Norm(NormOptions(512).tensor_options(t)));
-  fc = register_module("fc", Dense(512 * 7 * 7, options.num_features(), t));
-  features_bn = register_module("features", Norm(NormOptions(options.num_features()).tensor_options(t)));
+  bn2 = register_module("bn2", BatchNorm(BatchNormOptions(512).tensor_options(t)));
+  fc = register_module("fc", Linear(512 * 7 * 7, options.num_features(), t));
+  features_bn = register_module("features", BatchNorm(BatchNormOptions(options.num_features()).tensor_options(t)));
 }
 
 at::Tensor IResNetImpl::features(const at::Tensor& x) {

@@ -40,11 +40,11 @@ class IBasicBlockImpl : public torch::nn::Cloneable<IBasicBlockImpl> {
   int64_t inplanes, planes, stride;
   bool has_downsample;
   at::TensorOptions tensor_options;
-  Norm bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  BatchNorm bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   Conv conv1{nullptr}, conv2{nullptr};
   PRelu prelu{nullptr};
   Conv down_conv{nullptr};
-  Norm down_bn{nullptr};
+  BatchNorm down_bn{nullptr};
 };
 TORCH_MODULE(IBasicBlock);
 
@@ -62,10 +62,10 @@ class IResNetImpl : public torch::nn::Cloneable<IResNetImpl> {
 
   IResNetOptions options;
   Conv conv1{nullptr};
-  Norm bn1{nullptr}, bn2{nullptr}, features_bn{nullptr};
+  BatchNorm bn1{nullptr}, bn2{nullptr}, features_bn{nullptr};
   PRelu prelu{nullptr};
   std::vector<std::vector<IBasicBlock>> stages;  // layer1..layer4
-  Dense fc{nullptr};
+  Linear fc{nullptr};
 };
 TORCH_MODULE(IResNet);
 

@@ -21,14 +21,14 @@ void BottleneckIRImpl::reset() {
   if (in_channel != depth) {
     auto shortcut = register_module("shortcut_layer", std::make_shared<torch::nn::Module>("Sequential"));
     short_conv = shortcut->register_module("0", Conv(ConvOptions(in_channel, depth, 1).stride(stride).tensor_options(t)));
-    short_bn = shortcut->register_module("1", Norm(NormOptions(depth).tensor_options(t)));
+    short_bn = shortcut->register_module("1", BatchNorm(BatchNormOptions(depth).tensor_options(t)));
   }
   auto res = register_module("res_layer", std::make_shared<torch::nn::Module>("Sequential"));
-  res_bn0 = res->register_module("0", Norm(NormOptions(in_channel).tensor_options(t)));
+  res_bn0 = res->register_module("0", BatchNorm(BatchNormOptions(in_channel).tensor_options(t)));
   res_conv1 = res->register_module("1", Conv(ConvOptions(in_channel, depth, 3).padding(1).tensor_options(t)));
   res_prelu = res->register_module("2", PRelu(depth, t));
   res_conv3 = res->register_module("3", Conv(ConvOptions(depth, depth, 3).stride(stride).padding(1).tensor_options(t)));
-  res_bn4 = res->register_module("4", Norm(NormOptions(depth).tensor_options(t)));
+  res_bn4 = res->register_module("4", BatchNorm(BatchNormOptions(depth).tensor_options(t)));
   if (se) {
     auto se_module = res->register_module("5", std::make_shared<torch::nn::Module>("SEModule"));
     se_fc1 = se_module->register_module("fc1", Conv(ConvOptions(depth, depth / 16, 1).tensor_options(t)));
@@ -60,13 +60,13 @@ void IRSEImpl::reset() {
   }
   auto input = register_module("input_layer", std::make_shared<torch::nn::Module>("Sequential"));
   in_conv = input->register_module("0", Conv(ConvOptions(3, 64, 3).padding(1).tensor_options(t)));
-  in_bn = input->register_module("1", Norm(NormOptions(64).tensor_options(t)));
+  in_bn = input->register_module("1", BatchNorm(BatchNormOptions(64).tensor_options(t)));
   in_prelu = input->register_module("2", PRelu(64, t));
 
   auto output = register_module("output_layer", std::make_shared<torch::nn::Module>("Sequential"));
-  out_bn = output->register_module("0", Norm(NormOptions(512).tensor_options(t)));
-  out_linear = output->register_module("3", Dense(512 * 7 * 7, 512, t));
-  out_bn1d = output->register_module("4", Norm(NormOptions(512).tensor_options(t)));
+  out_bn = output->register_module("0", BatchNorm(BatchNormOptions(512).tensor_options(t)));
+  out_linear = output->register_module("3", Linear(512 * 7 * 7, 512, t));
+  out_bn1d = output->register_module("4", BatchNorm(BatchNormOptions(512).tensor_options(t)));
 
   auto body_holder = register_module("body", std::make_shared<torch::nn::Module>("Sequential"));
   body.clear();

@@ -36,8 +36,8 @@ class BottleneckIRImpl : public torch::nn::Cloneable<BottleneckIRImpl> {
   bool se;
   at::TensorOptions tensor_options;
   Conv short_conv{nullptr};
-  Norm short_bn{nullptr};
-  Norm res_bn0{nullptr}, res_bn4{nullptr};
+  BatchNorm short_bn{nullptr};
+  BatchNorm res_bn0{nullptr}, res_bn4{nullptr};
   Conv res_conv1{nullptr}, res_conv3{nullptr};
   PRelu res_prelu{nullptr};
   Conv se_fc1{nullptr}, se_fc2{nullptr};  // SE reduction 16, 1x1 convs without bias
@@ -58,11 +58,11 @@ class IRSEImpl : public torch::nn::Cloneable<IRSEImpl> {
 
   IRSEOptions options;
   Conv in_conv{nullptr};
-  Norm in_bn{nullptr};
+  BatchNorm in_bn{nullptr};
   PRelu in_prelu{nullptr};
   std::vector<BottleneckIR> body;
-  Norm out_bn{nullptr}, out_bn1d{nullptr};
-  Dense out_linear{nullptr};
+  BatchNorm out_bn{nullptr}, out_bn1d{nullptr};
+  Linear out_linear{nullptr};
 };
 TORCH_MODULE(IRSE);
 

@@ -24,9 +24,9 @@ at::Tensor ConvImpl::forward(const at::Tensor& x) {
   return at::conv2d(x, weight, bias, options.stride(), options.padding());
 }
 
-NormImpl::NormImpl(const NormOptions& options_) : options(options_) { reset(); }
+BatchNormImpl::BatchNormImpl(const BatchNormOptions& options_) : options(options_) { reset(); }
 
-void NormImpl::reset() {
+void BatchNormImpl::reset() {
   const auto n = options.num_features();
   const auto& t = options.tensor_options();
   weight = register_parameter("weight", at::ones({n}, t));
@@ -36,7 +36,7 @@ void NormImpl::reset() {
   num_batches_tracked = register_buffer("num_batches_tracked", at::zeros({}, t.dtype(at::kLong)));
 }
 
-at::Tensor NormImpl::forward(const at::Tensor& x) {
+at::Tensor BatchNormImpl::forward(const at::Tensor& x) {
   return at::batch_norm(x, weight, bias, running_mean, running_var, /*training=*/false, /*momentum=*/0.0,
                         options.eps(), /*cudnn_enabled=*/true);
 }
@@ -50,18 +50,18 @@ void PReluImpl::reset() { weight = register_parameter("weight", at::full({channe
 
 at::Tensor PReluImpl::forward(const at::Tensor& x) { return at::prelu(x, weight); }
 
-DenseImpl::DenseImpl(int64_t in, int64_t out, at::TensorOptions tensor_options_)
+LinearImpl::LinearImpl(int64_t in, int64_t out, at::TensorOptions tensor_options_)
     : in_features(in), out_features(out), tensor_options(tensor_options_) {
   reset();
 }
 
-void DenseImpl::reset() {
+void LinearImpl::reset() {
   weight = register_parameter("weight", at::randn({out_features, in_features}, tensor_options)
                                             .mul_(1.0 / std::sqrt(static_cast<double>(in_features))));
   bias = register_parameter("bias", at::zeros({out_features}, tensor_options));
 }
 
-at::Tensor DenseImpl::forward(const at::Tensor& x) { return at::linear(x, weight, bias); }
+at::Tensor LinearImpl::forward(const at::Tensor& x) { return at::linear(x, weight, bias); }
 
 at::Tensor l2_normalize(const at::Tensor& x) { return x / x.norm(2, {1}, /*keepdim=*/true).clamp_min(1e-12); }
 

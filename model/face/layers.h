@@ -35,8 +35,8 @@ class ConvImpl : public torch::nn::Cloneable<ConvImpl> {
 TORCH_MODULE(Conv);
 
 /// Options of BatchNorm (1d or 2d: the statistics are per channel, dimension 1).
-struct NormOptions {
-  explicit NormOptions(int64_t features) : num_features_(features) {}
+struct BatchNormOptions {
+  explicit BatchNormOptions(int64_t features) : num_features_(features) {}
   TORCH_ARG(int64_t, num_features);
   TORCH_ARG(double, eps) = 1e-5;
   TORCH_ARG(at::TensorOptions, tensor_options) = at::TensorOptions();
@@ -44,15 +44,15 @@ struct NormOptions {
 
 /// nn.BatchNorm1d/2d in eval mode: parameters `weight`, `bias`; buffers `running_mean`,
 /// `running_var`, `num_batches_tracked` (int64 scalar, loaded and unused).
-class NormImpl : public torch::nn::Cloneable<NormImpl> {
+class BatchNormImpl : public torch::nn::Cloneable<BatchNormImpl> {
  public:
-  explicit NormImpl(const NormOptions& options);
+  explicit BatchNormImpl(const BatchNormOptions& options);
   void reset() override;
   at::Tensor forward(const at::Tensor& x);  // [B, C, ...] -> same
-  NormOptions options;
+  BatchNormOptions options;
   at::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
 };
-TORCH_MODULE(Norm);
+TORCH_MODULE(BatchNorm);
 
 /// nn.PReLU(C): key `weight` [C]; y = max(0, x) + a_c min(0, x).
 class PReluImpl : public torch::nn::Cloneable<PReluImpl> {
@@ -67,16 +67,16 @@ class PReluImpl : public torch::nn::Cloneable<PReluImpl> {
 TORCH_MODULE(PRelu);
 
 /// nn.Linear(in, out) with bias: keys `weight` [out, in], `bias` [out].
-class DenseImpl : public torch::nn::Cloneable<DenseImpl> {
+class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
  public:
-  DenseImpl(int64_t in, int64_t out, at::TensorOptions tensor_options);
+  LinearImpl(int64_t in, int64_t out, at::TensorOptions tensor_options);
   void reset() override;
   at::Tensor forward(const at::Tensor& x);  // [B, in] -> [B, out]
   int64_t in_features, out_features;
   at::TensorOptions tensor_options;
   at::Tensor weight, bias;
 };
-TORCH_MODULE(Dense);
+TORCH_MODULE(Linear);
 
 /// Row-wise L2 normalisation x / ||x||_2 (norm clamped at 1e-12), as TreB1eN's `l2_norm`.
 at::Tensor l2_normalize(const at::Tensor& x);  // [B, D] -> [B, D]

@@ -47,10 +47,10 @@ void RNetImpl::reset() {
   prelu2 = register_module("prelu2", PRelu(48, t));
   conv3 = register_module("conv3", Conv(conv(48, 64, 2, t)));
   prelu3 = register_module("prelu3", PRelu(64, t));
-  dense4 = register_module("dense4", Dense(576, 128, t));
+  dense4 = register_module("dense4", Linear(576, 128, t));
   prelu4 = register_module("prelu4", PRelu(128, t));
-  dense5_1 = register_module("dense5_1", Dense(128, 2, t));
-  dense5_2 = register_module("dense5_2", Dense(128, 4, t));
+  dense5_1 = register_module("dense5_1", Linear(128, 2, t));
+  dense5_2 = register_module("dense5_2", Linear(128, 4, t));
 }
 
 RefineOutput RNetImpl::forward(const at::Tensor& x) {
@@ -74,11 +74,11 @@ void ONetImpl::reset() {
   prelu3 = register_module("prelu3", PRelu(64, t));
   conv4 = register_module("conv4", Conv(conv(64, 128, 2, t)));
   prelu4 = register_module("prelu4", PRelu(128, t));
-  dense5 = register_module("dense5", Dense(1152, 256, t));
+  dense5 = register_module("dense5", Linear(1152, 256, t));
   prelu5 = register_module("prelu5", PRelu(256, t));
-  dense6_1 = register_module("dense6_1", Dense(256, 2, t));
-  dense6_2 = register_module("dense6_2", Dense(256, 4, t));
-  dense6_3 = register_module("dense6_3", Dense(256, 10, t));
+  dense6_1 = register_module("dense6_1", Linear(256, 2, t));
+  dense6_2 = register_module("dense6_2", Linear(256, 4, t));
+  dense6_3 = register_module("dense6_3", Linear(256, 10, t));
 }
 
 RefineOutput ONetImpl::forward(const at::Tensor& x) {

@@ -49,7 +49,7 @@ class RNetImpl : public torch::nn::Cloneable<RNetImpl> {
   at::TensorOptions tensor_options;
   Conv conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   PRelu prelu1{nullptr}, prelu2{nullptr}, prelu3{nullptr}, prelu4{nullptr};
-  Dense dense4{nullptr}, dense5_1{nullptr}, dense5_2{nullptr};
+  Linear dense4{nullptr}, dense5_1{nullptr}, dense5_2{nullptr};
 };
 TORCH_MODULE(RNet);
 
@@ -64,7 +64,7 @@ class ONetImpl : public torch::nn::Cloneable<ONetImpl> {
   at::TensorOptions tensor_options;
   Conv conv1{nullptr}, conv2{nullptr}, conv3{nullptr}, conv4{nullptr};
   PRelu prelu1{nullptr}, prelu2{nullptr}, prelu3{nullptr}, prelu4{nullptr}, prelu5{nullptr};
-  Dense dense5{nullptr}, dense6_1{nullptr}, dense6_2{nullptr}, dense6_3{nullptr};
+  Linear dense5{nullptr}, dense6_1{nullptr}, dense6_2{nullptr}, dense6_3{nullptr};
 };
 TORCH_MODULE(ONet);
 

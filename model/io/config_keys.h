@@ -6,6 +6,8 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include <array>
+#include <cstddef>
 #include <span>
 #include <string>
 #include <string_view>
@@ -31,6 +33,19 @@ struct ConfigKey {
 };
 
 using ConfigKeyTable = std::span<const ConfigKey>;
+
+/// A key table assembled from parts, in order: rows several readers share (the scheduler classes
+/// all start with the same nine) and each reader's own. Build the parts with std::to_array.
+template <std::size_t... N>
+constexpr std::array<ConfigKey, (N + ...)> join_keys(const std::array<ConfigKey, N>&... parts) {
+  std::array<ConfigKey, (N + ...)> out{};
+  std::size_t i = 0;
+  auto append = [&](const auto& part) {
+    for (const ConfigKey& key : part) out[i++] = key;
+  };
+  (append(parts), ...);
+  return out;
+}
 
 /// Throws "<origin>: <key> = <value> is not supported (<why>)" for the first kDefaultOnly key of
 /// `table` that `config` sets to a value other than its default. Null counts as unset; numbers

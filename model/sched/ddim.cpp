@@ -10,33 +10,26 @@
 #include <string>
 
 #include "model/io/config_keys.h"
-#include "model/sched/config_json.h"
+#include "model/sched/numpy_compat.h"
+#include "model/sched/scheduler_config.h"
 
 namespace lookahead::model::sched {
 
 namespace {
 
 // Every key of diffusers' DDIMScheduler.__init__ (0.42).
-constexpr io::ConfigKey kDdimKeys[] = {
-    {"_class_name", io::KeyUse::kMetadata, nullptr,
-     "the class that wrote it; diffusers' from_config loads a config into any scheduler class"},
-    {"_diffusers_version", io::KeyUse::kMetadata, nullptr, "the writer's version"},
-    {"num_train_timesteps", io::KeyUse::kHonoured, nullptr, "training steps T"},
-    {"beta_start", io::KeyUse::kHonoured, nullptr, "first beta"},
-    {"beta_end", io::KeyUse::kHonoured, nullptr, "last beta"},
-    {"beta_schedule", io::KeyUse::kHonoured, nullptr, "linear | scaled_linear | squaredcos_cap_v2; others are refused"},
-    {"trained_betas", io::KeyUse::kDefaultOnly, "null", "explicit trained_betas"},
-    {"prediction_type", io::KeyUse::kHonoured, nullptr, "epsilon | v_prediction | sample"},
-    {"rescale_betas_zero_snr", io::KeyUse::kDefaultOnly, "false", "zero-terminal-SNR rescaling"},
-    {"clip_sample", io::KeyUse::kHonoured, nullptr, "clip x0 to [-clip_sample_range, clip_sample_range]"},
-    {"clip_sample_range", io::KeyUse::kHonoured, nullptr, "x0 clipping bound"},
-    {"set_alpha_to_one", io::KeyUse::kHonoured, nullptr, "final alpha_cumprod: 1 or alphas_cumprod[0]"},
-    {"steps_offset", io::KeyUse::kHonoured, nullptr, "added to leading timesteps"},
-    {"thresholding", io::KeyUse::kDefaultOnly, "false", "dynamic thresholding"},
-    {"dynamic_thresholding_ratio", io::KeyUse::kInert, nullptr, "read only by dynamic thresholding (refused)"},
-    {"sample_max_value", io::KeyUse::kInert, nullptr, "read only by dynamic thresholding (refused)"},
-    {"timestep_spacing", io::KeyUse::kHonoured, nullptr, "leading | trailing | linspace"},
-};
+constexpr auto kDdimKeys = io::join_keys(
+    detail::kScheduleKeys,
+    std::to_array<io::ConfigKey>({
+        {"clip_sample", io::KeyUse::kHonoured, nullptr, "clip x0 to [-clip_sample_range, clip_sample_range]"},
+        {"clip_sample_range", io::KeyUse::kHonoured, nullptr, "x0 clipping bound"},
+        {"set_alpha_to_one", io::KeyUse::kHonoured, nullptr, "final alpha_cumprod: 1 or alphas_cumprod[0]"},
+        {"steps_offset", io::KeyUse::kHonoured, nullptr, "added to leading timesteps"},
+    }),
+    detail::kThresholdingKeys,
+    std::to_array<io::ConfigKey>({
+        {"timestep_spacing", io::KeyUse::kHonoured, nullptr, "leading | trailing | linspace"},
+    }));
 
 }  // namespace
 
@@ -48,14 +41,12 @@ DdimOptions DdimOptions::from_config(const nlohmann::json& config) {
   o.steps_offset = 0;
   o.set_alpha_to_one = true;
   o.clip_sample = true;
-  std::string text = to_string(o.timestep_spacing);
-  detail::read_key(config, "timestep_spacing", text);
-  o.timestep_spacing = parse_timestep_spacing(text);
+  detail::read_enum(config, "timestep_spacing", o.timestep_spacing, parse_timestep_spacing);
   detail::read_key(config, "steps_offset", o.steps_offset);
   detail::read_key(config, "set_alpha_to_one", o.set_alpha_to_one);
   detail::read_key(config, "clip_sample", o.clip_sample);
   detail::read_key(config, "clip_sample_range", o.clip_sample_range);
-  io::refuse_unsupported(config, kDdimKeys, "scheduler config");
+  io::refuse_unsupported(config, kDdimKeys, detail::kSchedulerConfig);
   o.validate();
   return o;
 }
@@ -89,17 +80,10 @@ void DdimSampler::set_timesteps(int64_t n) {
       }
       break;
     }
-    case TimestepSpacing::kTrailing: {
-      const double ratio = static_cast<double>(T) / static_cast<double>(n);
-      for (double v : detail::np_arange(static_cast<double>(T), 0, -ratio)) {
-        ts.push_back(detail::np_round(v) - 1);
-      }
+    case TimestepSpacing::kTrailing:
+      ts = trailing_timesteps(n);
       break;
-    }
   }
-  TORCH_CHECK(static_cast<int64_t>(ts.size()) == n, "ddim: trailing spacing gives ", ts.size(),
-              " timesteps for num_inference_steps = ", n,
-              " (a rounding artefact of numpy.arange that diffusers shares); choose another number of steps");
   check_schedule(ts);
   ts_.assign(ts.begin(), ts.end());
   step_ratio_ = T / n;

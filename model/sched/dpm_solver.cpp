@@ -12,47 +12,40 @@
 #include <string>
 
 #include "model/io/config_keys.h"
-#include "model/sched/config_json.h"
+#include "model/sched/numpy_compat.h"
+#include "model/sched/scheduler_config.h"
 
 namespace lookahead::model::sched {
 
 namespace {
 
 // Every key of diffusers' DPMSolverMultistepScheduler.__init__ (0.42).
-constexpr io::ConfigKey kDpmKeys[] = {
-    {"_class_name", io::KeyUse::kMetadata, nullptr,
-     "the class that wrote it; diffusers' from_config loads a config into any scheduler class"},
-    {"_diffusers_version", io::KeyUse::kMetadata, nullptr, "the writer's version"},
-    {"num_train_timesteps", io::KeyUse::kHonoured, nullptr, "training steps T"},
-    {"beta_start", io::KeyUse::kHonoured, nullptr, "first beta"},
-    {"beta_end", io::KeyUse::kHonoured, nullptr, "last beta"},
-    {"beta_schedule", io::KeyUse::kHonoured, nullptr, "linear | scaled_linear | squaredcos_cap_v2; others are refused"},
-    {"trained_betas", io::KeyUse::kDefaultOnly, "null", "explicit trained_betas"},
-    {"prediction_type", io::KeyUse::kHonoured, nullptr, "epsilon | v_prediction | sample"},
-    {"rescale_betas_zero_snr", io::KeyUse::kDefaultOnly, "false", "zero-terminal-SNR rescaling"},
-    {"solver_order", io::KeyUse::kHonoured, nullptr, "1, 2 or 3"},
-    {"thresholding", io::KeyUse::kDefaultOnly, "false", "dynamic thresholding"},
-    {"dynamic_thresholding_ratio", io::KeyUse::kInert, nullptr, "read only by dynamic thresholding (refused)"},
-    {"sample_max_value", io::KeyUse::kInert, nullptr, "read only by dynamic thresholding (refused)"},
-    {"algorithm_type", io::KeyUse::kHonoured, nullptr, "dpmsolver++ | sde-dpmsolver++ (deis reads as dpmsolver++, as diffusers does); dpmsolver and sde-dpmsolver are refused"},
-    {"solver_type", io::KeyUse::kHonoured, nullptr, "midpoint | heun"},
-    {"lower_order_final", io::KeyUse::kHonoured, nullptr, "lower-order final steps"},
-    {"euler_at_final", io::KeyUse::kHonoured, nullptr, "first-order final step"},
-    {"use_karras_sigmas", io::KeyUse::kDefaultOnly, "false", "Karras sigmas"},
-    {"use_exponential_sigmas", io::KeyUse::kDefaultOnly, "false", "exponential sigmas"},
-    {"use_beta_sigmas", io::KeyUse::kDefaultOnly, "false", "beta sigmas"},
-    {"use_lu_lambdas", io::KeyUse::kDefaultOnly, "false", "Lu lambdas"},
-    {"use_flow_sigmas", io::KeyUse::kDefaultOnly, "false", "flow-matching sigmas"},
-    {"flow_shift", io::KeyUse::kInert, nullptr, "read only with flow sigmas or dynamic shifting (refused)"},
-    {"final_sigmas_type", io::KeyUse::kHonoured, nullptr, "zero | sigma_min"},
-    {"lambda_min_clipped", io::KeyUse::kDefaultOnly, "null",
-     "lambda clipping (only diffusers' -inf, which JSON writes as null or leaves out, is implemented)"},
-    {"variance_type", io::KeyUse::kDefaultOnly, "null", "learned variance"},
-    {"timestep_spacing", io::KeyUse::kHonoured, nullptr, "leading | trailing | linspace"},
-    {"steps_offset", io::KeyUse::kHonoured, nullptr, "added to leading timesteps"},
-    {"use_dynamic_shifting", io::KeyUse::kDefaultOnly, "false", "dynamic shifting"},
-    {"time_shift_type", io::KeyUse::kInert, nullptr, "read only with dynamic shifting (refused)"},
-};
+constexpr auto kDpmKeys = io::join_keys(
+    detail::kScheduleKeys,
+    std::to_array<io::ConfigKey>({
+        {"solver_order", io::KeyUse::kHonoured, nullptr, "1, 2 or 3"},
+    }),
+    detail::kThresholdingKeys,
+    std::to_array<io::ConfigKey>({
+        {"algorithm_type", io::KeyUse::kHonoured, nullptr, "dpmsolver++ | sde-dpmsolver++ (deis reads as dpmsolver++, as diffusers does); dpmsolver and sde-dpmsolver are refused"},
+        {"solver_type", io::KeyUse::kHonoured, nullptr, "midpoint | heun"},
+        {"lower_order_final", io::KeyUse::kHonoured, nullptr, "lower-order final steps"},
+        {"euler_at_final", io::KeyUse::kHonoured, nullptr, "first-order final step"},
+    }),
+    detail::kExtraSigmaKeys,
+    std::to_array<io::ConfigKey>({
+        {"use_lu_lambdas", io::KeyUse::kDefaultOnly, "false", "Lu lambdas"},
+        {"use_flow_sigmas", io::KeyUse::kDefaultOnly, "false", "flow-matching sigmas"},
+        {"flow_shift", io::KeyUse::kInert, nullptr, "read only with flow sigmas or dynamic shifting (refused)"},
+        {"final_sigmas_type", io::KeyUse::kHonoured, nullptr, "zero | sigma_min"},
+        {"lambda_min_clipped", io::KeyUse::kDefaultOnly, "null",
+         "lambda clipping (only diffusers' -inf, which JSON writes as null or leaves out, is implemented)"},
+        {"variance_type", io::KeyUse::kDefaultOnly, "null", "learned variance"},
+        {"timestep_spacing", io::KeyUse::kHonoured, nullptr, "leading | trailing | linspace"},
+        {"steps_offset", io::KeyUse::kHonoured, nullptr, "added to leading timesteps"},
+        {"use_dynamic_shifting", io::KeyUse::kDefaultOnly, "false", "dynamic shifting"},
+        {"time_shift_type", io::KeyUse::kInert, nullptr, "read only with dynamic shifting (refused)"},
+    }));
 
 }  // namespace
 
@@ -95,23 +88,15 @@ DpmSolverOptions DpmSolverOptions::from_config(const nlohmann::json& config) {
   o.schedule = NoiseScheduleConfig::from_config(config);
   o.timestep_spacing = TimestepSpacing::kLinspace;
   o.steps_offset = 0;
-  std::string text = to_string(o.timestep_spacing);
-  detail::read_key(config, "timestep_spacing", text);
-  o.timestep_spacing = parse_timestep_spacing(text);
+  detail::read_enum(config, "timestep_spacing", o.timestep_spacing, parse_timestep_spacing);
   detail::read_key(config, "steps_offset", o.steps_offset);
   detail::read_key(config, "solver_order", o.solver_order);
-  text = to_string(o.algorithm_type);
-  detail::read_key(config, "algorithm_type", text);
-  o.algorithm_type = parse_dpm_algorithm(text);
-  text = to_string(o.solver_type);
-  detail::read_key(config, "solver_type", text);
-  o.solver_type = parse_dpm_solver_type(text);
+  detail::read_enum(config, "algorithm_type", o.algorithm_type, parse_dpm_algorithm);
+  detail::read_enum(config, "solver_type", o.solver_type, parse_dpm_solver_type);
   detail::read_key(config, "lower_order_final", o.lower_order_final);
   detail::read_key(config, "euler_at_final", o.euler_at_final);
-  text = to_string(o.final_sigmas_type);
-  detail::read_key(config, "final_sigmas_type", text);
-  o.final_sigmas_type = parse_final_sigma(text);
-  io::refuse_unsupported(config, kDpmKeys, "scheduler config");
+  detail::read_enum(config, "final_sigmas_type", o.final_sigmas_type, parse_final_sigma);
+  io::refuse_unsupported(config, kDpmKeys, detail::kSchedulerConfig);
   o.validate();
   return o;
 }
@@ -149,17 +134,10 @@ void DpmSolverSampler::set_timesteps(int64_t n) {
       }
       break;
     }
-    case TimestepSpacing::kTrailing: {
-      const double ratio = static_cast<double>(T) / static_cast<double>(n);
-      for (double v : detail::np_arange(static_cast<double>(last), 0, -ratio)) {
-        ts.push_back(detail::np_round(v) - 1);
-      }
+    case TimestepSpacing::kTrailing:
+      ts = trailing_timesteps(n);  // from last = T
       break;
-    }
   }
-  TORCH_CHECK(static_cast<int64_t>(ts.size()) == n, "dpm_solver: trailing spacing gives ", ts.size(),
-              " timesteps for num_inference_steps = ", n,
-              " (a rounding artefact of numpy.arange that diffusers shares); choose another number of steps");
   check_schedule(ts);
 
   const std::vector<double> train = detail::train_sigmas(schedule_);

@@ -11,35 +11,28 @@
 #include <string>
 
 #include "model/io/config_keys.h"
-#include "model/sched/config_json.h"
+#include "model/sched/numpy_compat.h"
+#include "model/sched/scheduler_config.h"
 
 namespace lookahead::model::sched {
 
 namespace {
 
 // Every key of diffusers' EulerDiscreteScheduler.__init__ (0.42).
-constexpr io::ConfigKey kEulerKeys[] = {
-    {"_class_name", io::KeyUse::kMetadata, nullptr,
-     "the class that wrote it; diffusers' from_config loads a config into any scheduler class"},
-    {"_diffusers_version", io::KeyUse::kMetadata, nullptr, "the writer's version"},
-    {"num_train_timesteps", io::KeyUse::kHonoured, nullptr, "training steps T"},
-    {"beta_start", io::KeyUse::kHonoured, nullptr, "first beta"},
-    {"beta_end", io::KeyUse::kHonoured, nullptr, "last beta"},
-    {"beta_schedule", io::KeyUse::kHonoured, nullptr, "linear | scaled_linear | squaredcos_cap_v2; others are refused"},
-    {"trained_betas", io::KeyUse::kDefaultOnly, "null", "explicit trained_betas"},
-    {"prediction_type", io::KeyUse::kHonoured, nullptr, "epsilon | v_prediction | sample"},
-    {"rescale_betas_zero_snr", io::KeyUse::kDefaultOnly, "false", "zero-terminal-SNR rescaling"},
-    {"interpolation_type", io::KeyUse::kDefaultOnly, "\"linear\"", "sigma interpolation"},
-    {"use_karras_sigmas", io::KeyUse::kDefaultOnly, "false", "Karras sigmas"},
-    {"use_exponential_sigmas", io::KeyUse::kDefaultOnly, "false", "exponential sigmas"},
-    {"use_beta_sigmas", io::KeyUse::kDefaultOnly, "false", "beta sigmas"},
-    {"sigma_min", io::KeyUse::kInert, nullptr, "read only by Karras / exponential / beta sigmas (refused)"},
-    {"sigma_max", io::KeyUse::kInert, nullptr, "read only by Karras / exponential / beta sigmas (refused)"},
-    {"timestep_spacing", io::KeyUse::kHonoured, nullptr, "leading | trailing | linspace"},
-    {"timestep_type", io::KeyUse::kDefaultOnly, "\"discrete\"", "continuous timesteps"},
-    {"steps_offset", io::KeyUse::kHonoured, nullptr, "added to leading timesteps"},
-    {"final_sigmas_type", io::KeyUse::kHonoured, nullptr, "zero | sigma_min"},
-};
+constexpr auto kEulerKeys = io::join_keys(
+    detail::kScheduleKeys,
+    std::to_array<io::ConfigKey>({
+        {"interpolation_type", io::KeyUse::kDefaultOnly, "\"linear\"", "sigma interpolation"},
+    }),
+    detail::kExtraSigmaKeys,
+    std::to_array<io::ConfigKey>({
+        {"sigma_min", io::KeyUse::kInert, nullptr, "read only by Karras / exponential / beta sigmas (refused)"},
+        {"sigma_max", io::KeyUse::kInert, nullptr, "read only by Karras / exponential / beta sigmas (refused)"},
+        {"timestep_spacing", io::KeyUse::kHonoured, nullptr, "leading | trailing | linspace"},
+        {"timestep_type", io::KeyUse::kDefaultOnly, "\"discrete\"", "continuous timesteps"},
+        {"steps_offset", io::KeyUse::kHonoured, nullptr, "added to leading timesteps"},
+        {"final_sigmas_type", io::KeyUse::kHonoured, nullptr, "zero | sigma_min"},
+    }));
 
 }  // namespace
 
@@ -50,14 +43,10 @@ EulerDiscreteOptions EulerDiscreteOptions::from_config(const nlohmann::json& con
   o.schedule = NoiseScheduleConfig::from_config(config);
   o.timestep_spacing = TimestepSpacing::kLinspace;
   o.steps_offset = 0;
-  std::string text = to_string(o.timestep_spacing);
-  detail::read_key(config, "timestep_spacing", text);
-  o.timestep_spacing = parse_timestep_spacing(text);
+  detail::read_enum(config, "timestep_spacing", o.timestep_spacing, parse_timestep_spacing);
   detail::read_key(config, "steps_offset", o.steps_offset);
-  text = to_string(o.final_sigmas_type);
-  detail::read_key(config, "final_sigmas_type", text);
-  o.final_sigmas_type = parse_final_sigma(text);
-  io::refuse_unsupported(config, kEulerKeys, "scheduler config");
+  detail::read_enum(config, "final_sigmas_type", o.final_sigmas_type, parse_final_sigma);
+  io::refuse_unsupported(config, kEulerKeys, detail::kSchedulerConfig);
   o.validate();
   return o;
 }
@@ -96,17 +85,11 @@ void EulerDiscreteSampler::set_timesteps(int64_t n) {
       }
       break;
     }
-    case TimestepSpacing::kTrailing: {
-      const double ratio = static_cast<double>(T) / static_cast<double>(n);
-      for (double v : detail::np_arange(static_cast<double>(T), 0, -ratio)) {
-        ts.push_back(static_cast<float>(detail::np_round(v)) - 1.0f);
-      }
+    case TimestepSpacing::kTrailing:
+      // Whole numbers below T: the same in float32, where diffusers keeps them.
+      ts = trailing_timesteps(n);
       break;
-    }
   }
-  TORCH_CHECK(static_cast<int64_t>(ts.size()) == n, "euler: trailing spacing gives ", ts.size(),
-              " timesteps for num_inference_steps = ", n,
-              " (a rounding artefact of numpy.arange that diffusers shares); choose another number of steps");
   check_schedule(ts);
 
   const std::vector<double> train = detail::train_sigmas(schedule_);

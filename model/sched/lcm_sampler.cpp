@@ -8,35 +8,28 @@
 #include <cmath>
 
 #include "model/io/config_keys.h"
-#include "model/sched/config_json.h"
+#include "model/sched/numpy_compat.h"
+#include "model/sched/scheduler_config.h"
 
 namespace lookahead::model::sched {
 
 namespace {
 
 // Every key of diffusers' LCMScheduler.__init__ (0.42).
-constexpr io::ConfigKey kLcmKeys[] = {
-    {"_class_name", io::KeyUse::kMetadata, nullptr,
-     "the class that wrote it; diffusers' from_config loads a config into any scheduler class"},
-    {"_diffusers_version", io::KeyUse::kMetadata, nullptr, "the writer's version"},
-    {"num_train_timesteps", io::KeyUse::kHonoured, nullptr, "training steps T"},
-    {"beta_start", io::KeyUse::kHonoured, nullptr, "first beta"},
-    {"beta_end", io::KeyUse::kHonoured, nullptr, "last beta"},
-    {"beta_schedule", io::KeyUse::kHonoured, nullptr, "linear | scaled_linear | squaredcos_cap_v2; others are refused"},
-    {"trained_betas", io::KeyUse::kDefaultOnly, "null", "explicit trained_betas"},
-    {"prediction_type", io::KeyUse::kHonoured, nullptr, "epsilon | v_prediction | sample"},
-    {"rescale_betas_zero_snr", io::KeyUse::kDefaultOnly, "false", "zero-terminal-SNR rescaling"},
-    {"original_inference_steps", io::KeyUse::kHonoured, nullptr, "the LCM skipping grid"},
-    {"clip_sample", io::KeyUse::kHonoured, nullptr, "clip x0 to [-clip_sample_range, clip_sample_range]"},
-    {"clip_sample_range", io::KeyUse::kHonoured, nullptr, "x0 clipping bound"},
-    {"set_alpha_to_one", io::KeyUse::kHonoured, nullptr, "final alpha_cumprod: 1 or alphas_cumprod[0]"},
-    {"steps_offset", io::KeyUse::kInert, nullptr, "LCMScheduler stores it but set_timesteps never reads it"},
-    {"thresholding", io::KeyUse::kDefaultOnly, "false", "dynamic thresholding"},
-    {"dynamic_thresholding_ratio", io::KeyUse::kInert, nullptr, "read only by dynamic thresholding (refused)"},
-    {"sample_max_value", io::KeyUse::kInert, nullptr, "read only by dynamic thresholding (refused)"},
-    {"timestep_spacing", io::KeyUse::kInert, nullptr, "LCMScheduler stores it but set_timesteps never reads it"},
-    {"timestep_scaling", io::KeyUse::kHonoured, nullptr, "boundary-condition time scaling"},
-};
+constexpr auto kLcmKeys = io::join_keys(
+    detail::kScheduleKeys,
+    std::to_array<io::ConfigKey>({
+        {"original_inference_steps", io::KeyUse::kHonoured, nullptr, "the LCM skipping grid"},
+        {"clip_sample", io::KeyUse::kHonoured, nullptr, "clip x0 to [-clip_sample_range, clip_sample_range]"},
+        {"clip_sample_range", io::KeyUse::kHonoured, nullptr, "x0 clipping bound"},
+        {"set_alpha_to_one", io::KeyUse::kHonoured, nullptr, "final alpha_cumprod: 1 or alphas_cumprod[0]"},
+        {"steps_offset", io::KeyUse::kInert, nullptr, "LCMScheduler stores it but set_timesteps never reads it"},
+    }),
+    detail::kThresholdingKeys,
+    std::to_array<io::ConfigKey>({
+        {"timestep_spacing", io::KeyUse::kInert, nullptr, "LCMScheduler stores it but set_timesteps never reads it"},
+        {"timestep_scaling", io::KeyUse::kHonoured, nullptr, "boundary-condition time scaling"},
+    }));
 
 }  // namespace
 
@@ -51,7 +44,7 @@ LcmOptions LcmOptions::from_config(const nlohmann::json& config) {
   detail::read_key(config, "set_alpha_to_one", o.set_alpha_to_one);
   detail::read_key(config, "clip_sample", o.clip_sample);
   detail::read_key(config, "clip_sample_range", o.clip_sample_range);
-  io::refuse_unsupported(config, kLcmKeys, "scheduler config");
+  io::refuse_unsupported(config, kLcmKeys, detail::kSchedulerConfig);
   o.validate();
   return o;
 }

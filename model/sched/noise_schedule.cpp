@@ -12,7 +12,7 @@
 #include <string>
 
 #include "model/io/config_keys.h"
-#include "model/sched/config_json.h"
+#include "model/sched/scheduler_config.h"
 
 namespace lookahead::model::sched {
 
@@ -21,26 +21,18 @@ namespace {
 // Every key of diffusers' DDPMScheduler.__init__ (0.42), the class diffusers' training scripts
 // draw noise with. Only the betas and prediction_type reach add_noise and the loss targets; the
 // rest configure DDPM sampling, which training never runs.
-constexpr io::ConfigKey kNoiseKeys[] = {
-    {"_class_name", io::KeyUse::kMetadata, nullptr,
-     "the class that wrote it; diffusers' from_config loads a config into any scheduler class"},
-    {"_diffusers_version", io::KeyUse::kMetadata, nullptr, "the writer's version"},
-    {"num_train_timesteps", io::KeyUse::kHonoured, nullptr, "training steps T"},
-    {"beta_start", io::KeyUse::kHonoured, nullptr, "first beta"},
-    {"beta_end", io::KeyUse::kHonoured, nullptr, "last beta"},
-    {"beta_schedule", io::KeyUse::kHonoured, nullptr, "linear | scaled_linear | squaredcos_cap_v2; others are refused"},
-    {"trained_betas", io::KeyUse::kDefaultOnly, "null", "explicit trained_betas"},
-    {"prediction_type", io::KeyUse::kHonoured, nullptr, "epsilon | v_prediction | sample"},
-    {"rescale_betas_zero_snr", io::KeyUse::kDefaultOnly, "false", "zero-terminal-SNR rescaling"},
-    {"variance_type", io::KeyUse::kMetadata, nullptr, "DDPM sampling only; training never reads it"},
-    {"clip_sample", io::KeyUse::kMetadata, nullptr, "DDPM sampling only; training never reads it"},
-    {"thresholding", io::KeyUse::kMetadata, nullptr, "DDPM sampling only; training never reads it"},
-    {"dynamic_thresholding_ratio", io::KeyUse::kMetadata, nullptr, "DDPM sampling only; training never reads it"},
-    {"clip_sample_range", io::KeyUse::kMetadata, nullptr, "DDPM sampling only; training never reads it"},
-    {"sample_max_value", io::KeyUse::kMetadata, nullptr, "DDPM sampling only; training never reads it"},
-    {"timestep_spacing", io::KeyUse::kMetadata, nullptr, "DDPM sampling only; training never reads it"},
-    {"steps_offset", io::KeyUse::kMetadata, nullptr, "DDPM sampling only; training never reads it"},
-};
+constexpr auto kNoiseKeys = io::join_keys(
+    detail::kScheduleKeys,
+    std::to_array<io::ConfigKey>({
+        {"variance_type", io::KeyUse::kMetadata, nullptr, "DDPM sampling only; training never reads it"},
+        {"clip_sample", io::KeyUse::kMetadata, nullptr, "DDPM sampling only; training never reads it"},
+        {"thresholding", io::KeyUse::kMetadata, nullptr, "DDPM sampling only; training never reads it"},
+        {"dynamic_thresholding_ratio", io::KeyUse::kMetadata, nullptr, "DDPM sampling only; training never reads it"},
+        {"clip_sample_range", io::KeyUse::kMetadata, nullptr, "DDPM sampling only; training never reads it"},
+        {"sample_max_value", io::KeyUse::kMetadata, nullptr, "DDPM sampling only; training never reads it"},
+        {"timestep_spacing", io::KeyUse::kMetadata, nullptr, "DDPM sampling only; training never reads it"},
+        {"steps_offset", io::KeyUse::kMetadata, nullptr, "DDPM sampling only; training never reads it"},
+    }));
 
 }  // namespace
 
@@ -96,13 +88,9 @@ NoiseScheduleConfig NoiseScheduleConfig::from_config(const nlohmann::json& confi
   detail::read_key(config, "num_train_timesteps", c.num_train_timesteps);
   detail::read_key(config, "beta_start", c.beta_start);
   detail::read_key(config, "beta_end", c.beta_end);
-  std::string name = to_string(c.beta_schedule);
-  detail::read_key(config, "beta_schedule", name);
-  c.beta_schedule = parse_beta_schedule(name);
-  name = to_string(c.prediction_type);
-  detail::read_key(config, "prediction_type", name);
-  c.prediction_type = parse_prediction_type(name);
-  io::refuse_unsupported(config, kNoiseKeys, "scheduler config");
+  detail::read_enum(config, "beta_schedule", c.beta_schedule, parse_beta_schedule);
+  detail::read_enum(config, "prediction_type", c.prediction_type, parse_prediction_type);
+  io::refuse_unsupported(config, kNoiseKeys, detail::kSchedulerConfig);
   c.validate();
   return c;
 }

@@ -1,20 +1,23 @@
 // The common interface of the inference samplers (Euler, DDIM, DPM-Solver++, multi-step LCM),
 // each a port of the diffusers scheduler of the same name with its exact timestep schedule and
-// float32 step arithmetic, plus the factory that builds one from a scheduler_config.json and the
-// numpy routines those schedules depend on.
+// float32 step arithmetic. The factory that builds one from a scheduler_config.json is
+// make_sampler.h; the numpy routines the schedules depend on are numpy_compat.h.
 #pragma once
 
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
-#include <nlohmann/json_fwd.hpp>
 
 #include <cstdint>
-#include <memory>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include "model/sched/noise_schedule.h"
+
+// Transitional: model/lookahead/generation.h and trainer/evaluator.cpp still reach SamplerKind and
+// make_sampler through this header. make_sampler.h includes nothing of the samplers, so this adds
+// no include cycle; drop the line once they include make_sampler.h themselves.
+#include "model/sched/make_sampler.h"
 
 namespace lookahead::model::sched {
 
@@ -103,41 +106,13 @@ class Sampler {
   void check_schedule(const std::vector<double>& ts) const;
   /// TORCH_CHECKs 1 ≤ n ≤ T.
   void check_num_steps(int64_t n) const;
+  /// diffusers' "trailing" timesteps, round(numpy.arange(T, 0, −T/n)) − 1, the same in every
+  /// scheduler that offers the spacing. TORCH_CHECKs that they are n: numpy's float step can give
+  /// one more, which diffusers does not catch.
+  std::vector<double> trailing_timesteps(int64_t n) const;
 
   NoiseSchedule schedule_;
   at::Tensor timesteps_;  // [n]
 };
-
-/// Sampler families make_sampler knows.
-enum class SamplerKind { kEuler, kDdim, kDpmSolver, kLcm };
-/// "euler", "ddim", "dpm_solver" (also "dpm++", "dpmsolver++"), "lcm".
-SamplerKind parse_sampler_kind(std::string_view name);
-
-/// A sampler configured from a diffusers scheduler config (from_config semantics: absent keys take
-/// the diffusers class defaults). Pass the SDXL `scheduler/scheduler_config.json` to get the
-/// schedulers diffusers' `X.from_config(pipe.scheduler.config)` gives.
-std::unique_ptr<Sampler> make_sampler(SamplerKind kind, const nlohmann::json& scheduler_config);
-
-namespace detail {
-
-/// numpy.linspace in float64 (values i·step + start, last = stop when endpoint).
-std::vector<double> np_linspace(double start, double stop, int64_t num, bool endpoint = true);
-/// numpy.arange(start, stop, step) in float64, numpy's length and fill rule included.
-std::vector<double> np_arange(double start, double stop, double step);
-/// numpy.interp(x, [0, 1, …, len−1], fp): linear, clamped at both ends.
-double np_interp_index(double x, const std::vector<double>& fp);
-/// numpy.round for float64 (half to even).
-double np_round(double x);
-/// The training sigmas as float64 copies of diffusers' float32 values: [T].
-std::vector<double> train_sigmas(const NoiseSchedule& schedule);
-
-/// float32 sqrt / log / exp evaluated by libtorch's own CPU kernels on a 0-d tensor. diffusers
-/// computes step coefficients as 0-d float32 tensor math, and torch's vectorized log/exp are not
-/// glibc's, so this is what keeps the coefficients identical to the last bit.
-float f32_sqrt(float x);
-float f32_log(float x);
-float f32_exp(float x);
-
-}  // namespace detail
 
 }  // namespace lookahead::model::sched

@@ -13,6 +13,7 @@
 
 #include "model/io/config_keys.h"
 #include "model/io/safetensors.h"
+#include "model/text/clip_encoder_config.h"
 
 namespace lookahead::model::text {
 namespace {
@@ -25,39 +26,18 @@ at::Tensor activation(const at::Tensor& x, const std::string& act) {
 
 // Every key of transformers' CLIPTextConfig (5.x, its PreTrainedConfig keys included). Absent
 // keys take transformers' defaults (reference_defaults()), not the CLIP ViT-L values of clip_l().
-constexpr io::ConfigKey kKeys[] = {
-    {"_name_or_path", io::KeyUse::kMetadata, nullptr, "where the config was loaded from"},
-    {"transformers_version", io::KeyUse::kMetadata, nullptr, "the writer's version"},
-    {"model_type", io::KeyUse::kMetadata, nullptr, "the config class; transformers only warns on a mismatch"},
-    {"dtype", io::KeyUse::kMetadata, nullptr, "the saved dtype; the caller chooses the run dtype"},
-    {"torch_dtype", io::KeyUse::kMetadata, nullptr, "transformers < 5 spelling of dtype"},
-    {"output_hidden_states", io::KeyUse::kMetadata, nullptr, "which outputs are returned, not their values"},
-    {"output_attentions", io::KeyUse::kMetadata, nullptr, "which outputs are returned, not their values"},
-    {"return_dict", io::KeyUse::kMetadata, nullptr, "output container type"},
-    {"chunk_size_feed_forward", io::KeyUse::kMetadata, nullptr, "the CLIP modeling code never chunks"},
-    {"is_encoder_decoder", io::KeyUse::kMetadata, nullptr, "generation flag, unused by CLIP"},
-    {"id2label", io::KeyUse::kMetadata, nullptr, "classification-head labels, unused by CLIP towers"},
-    {"label2id", io::KeyUse::kMetadata, nullptr, "classification-head labels, unused by CLIP towers"},
-    {"problem_type", io::KeyUse::kMetadata, nullptr, "classification-head loss, unused by CLIP towers"},
-    {"initializer_range", io::KeyUse::kMetadata, nullptr, "random initialization only; weights are loaded"},
-    {"initializer_factor", io::KeyUse::kMetadata, nullptr, "random initialization only; weights are loaded"},
-    {"attention_dropout", io::KeyUse::kDefaultOnly, "0.0", "attention dropout, active while training"},
-    {"hidden_act", io::KeyUse::kHonoured, nullptr, "MLP activation: quick_gelu | gelu (erf); others are refused"},
-    {"layer_norm_eps", io::KeyUse::kHonoured, nullptr, "LayerNorm epsilon"},
-    {"hidden_size", io::KeyUse::kHonoured, nullptr, "width"},
-    {"intermediate_size", io::KeyUse::kHonoured, nullptr, "MLP width"},
-    {"num_hidden_layers", io::KeyUse::kHonoured, nullptr, "depth"},
-    {"num_attention_heads", io::KeyUse::kHonoured, nullptr, "heads"},
-    {"projection_dim", io::KeyUse::kHonoured, nullptr, "output width of the *WithProjection projection"},
-    {"architectures", io::KeyUse::kHonoured, nullptr,
-     "a *WithProjection entry selects CLIPTextModelWithProjection in clip_text_from_pretrained"},
-    {"vocab_size", io::KeyUse::kHonoured, nullptr, "token table size"},
-    {"max_position_embeddings", io::KeyUse::kHonoured, nullptr, "position table size"},
-    {"eos_token_id", io::KeyUse::kHonoured, nullptr,
-     "pooling position: first id == eos_token_id, or the largest id for the legacy value 2"},
-    {"bos_token_id", io::KeyUse::kMetadata, nullptr, "tokenizer-side; the text model never reads it"},
-    {"pad_token_id", io::KeyUse::kMetadata, nullptr, "tokenizer-side; the embedding has no padding_idx"},
-};
+constexpr auto kKeys = io::join_keys(
+    kClipEncoderKeys,
+    std::to_array<io::ConfigKey>({
+        {"architectures", io::KeyUse::kHonoured, nullptr,
+         "a *WithProjection entry selects CLIPTextModelWithProjection in clip_text_from_pretrained"},
+        {"vocab_size", io::KeyUse::kHonoured, nullptr, "token table size"},
+        {"max_position_embeddings", io::KeyUse::kHonoured, nullptr, "position table size"},
+        {"eos_token_id", io::KeyUse::kHonoured, nullptr,
+         "pooling position: first id == eos_token_id, or the largest id for the legacy value 2"},
+        {"bos_token_id", io::KeyUse::kMetadata, nullptr, "tokenizer-side; the text model never reads it"},
+        {"pad_token_id", io::KeyUse::kMetadata, nullptr, "tokenizer-side; the embedding has no padding_idx"},
+    }));
 
 }  // namespace
 
@@ -87,36 +67,31 @@ ClipTextConfig ClipTextConfig::clip_bigg() {
   return c;
 }
 
+ClipTextConfig ClipTextConfig::tiny() {
+  ClipTextConfig c;
+  c.vocab_size = 514;
+  c.hidden_size = 16;
+  c.intermediate_size = 32;
+  c.num_hidden_layers = 1;
+  c.num_attention_heads = 2;
+  c.projection_dim = 8;
+  return c;
+}
+
 ClipTextConfig ClipTextConfig::from_json(const nlohmann::json& j, const std::string& origin) {
   io::refuse_unsupported(j, kKeys, origin);
-  ClipTextConfig c = reference_defaults();
-  try {
-    auto read_int = [&](const char* key, int64_t& out) {
-      if (!j.contains(key) || j[key].is_null()) return;
-      // nlohmann would turn 4.5 into 4 silently; transformers' layers refuse a fractional size.
-      TORCH_CHECK(j[key].is_number_integer(), origin, ": ", key, " = ", j[key].dump(), " must be an integer");
-      out = j[key].get<int64_t>();
-    };
-    read_int("vocab_size", c.vocab_size);
-    read_int("hidden_size", c.hidden_size);
-    read_int("intermediate_size", c.intermediate_size);
-    read_int("num_hidden_layers", c.num_hidden_layers);
-    read_int("num_attention_heads", c.num_attention_heads);
-    read_int("max_position_embeddings", c.max_position_embeddings);
-    read_int("projection_dim", c.projection_dim);
-    read_int("eos_token_id", c.eos_token_id);
-    read_int("bos_token_id", c.bos_token_id);
-    read_int("pad_token_id", c.pad_token_id);
-    if (j.contains("layer_norm_eps") && !j["layer_norm_eps"].is_null()) c.layer_norm_eps = j["layer_norm_eps"].get<double>();
-    if (j.contains("hidden_act") && !j["hidden_act"].is_null()) c.hidden_act = j["hidden_act"].get<std::string>();
-  } catch (const nlohmann::json::exception& e) {
-    TORCH_CHECK(false, origin, ": malformed CLIPTextConfig: ", e.what());
-  }
-  TORCH_CHECK(c.hidden_act == "quick_gelu" || c.hidden_act == "gelu", origin, ": hidden_act = \"", c.hidden_act,
-              "\" is not supported (quick_gelu | gelu)");
-  TORCH_CHECK(c.num_attention_heads > 0 && c.hidden_size % c.num_attention_heads == 0, origin, ": hidden_size ",
-              c.hidden_size, " is not a multiple of num_attention_heads ", c.num_attention_heads);
-  return c;
+  using C = ClipTextConfig;
+  return read_clip_encoder_config<C>(j, origin, reference_defaults(),
+                                     {{"vocab_size", &C::vocab_size},
+                                      {"hidden_size", &C::hidden_size},
+                                      {"intermediate_size", &C::intermediate_size},
+                                      {"num_hidden_layers", &C::num_hidden_layers},
+                                      {"num_attention_heads", &C::num_attention_heads},
+                                      {"max_position_embeddings", &C::max_position_embeddings},
+                                      {"projection_dim", &C::projection_dim},
+                                      {"eos_token_id", &C::eos_token_id},
+                                      {"bos_token_id", &C::bos_token_id},
+                                      {"pad_token_id", &C::pad_token_id}});
 }
 
 ClipTextConfig ClipTextConfig::from_file(const std::string& config_json) {

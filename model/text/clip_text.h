@@ -43,6 +43,10 @@ struct ClipTextConfig {
   static ClipTextConfig clip_l();
   /// SDXL text_encoder_2: OpenCLIP ViT-bigG/14 text tower with projection (694,659,840).
   static ClipTextConfig clip_bigg();
+  /// A small random-weight text tower of the same architecture (width 16, one layer, two heads,
+  /// projection 8) for tests and the tiny preset. Its 514-entry table fits
+  /// ClipTokenizer::byte_level(), whose EOS is the largest id, which the legacy eos_token_id 2 pools.
+  static ClipTextConfig tiny();
   /// transformers' CLIPTextConfig() defaults (hidden 512, 8 heads, eos 49407, ...): what an absent key means.
   static ClipTextConfig reference_defaults();
   /// Reads a config.json object: absent keys take reference_defaults(); every key is treated as

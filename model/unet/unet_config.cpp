@@ -6,13 +6,14 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <type_traits>
 
+#include "model/io/config_json.h"
 #include "model/io/config_keys.h"
 
 namespace lookahead::model::unet {
 
 using json = nlohmann::json;
+using io::get_or;
 
 namespace {
 
@@ -28,21 +29,6 @@ std::vector<int64_t> per_block(const json& j, const char* key, size_t n, const s
     out.push_back(e.get<int64_t>());
   }
   return out;
-}
-
-// The value of `key`, or `fallback` when absent or null; a value of the wrong type names the key.
-template <typename T>
-T get_or(const json& j, const char* key, T fallback, const std::string& origin) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return fallback;
-  // nlohmann converts 4.5 to 4 without a word; diffusers' layers refuse a fractional size.
-  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>)
-    TORCH_CHECK(it->is_number_integer(), origin, ": ", key, " = ", it->dump(), " must be an integer");
-  try {
-    return it->get<T>();
-  } catch (const json::exception&) {
-    TORCH_CHECK(false, origin, ": ", key, " = ", it->dump(), " has the wrong type");
-  }
 }
 
 // Every key of diffusers' UNet2DConditionModel.__init__ (0.42) plus the metadata diffusers writes.

@@ -6,13 +6,14 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <type_traits>
 
+#include "model/io/config_json.h"
 #include "model/io/config_keys.h"
 
 namespace lookahead::model::vae {
 
 using json = nlohmann::json;
+using io::get_or;
 
 namespace {
 
@@ -33,21 +34,6 @@ std::string read_text(const std::string& path, const char* what) {
   std::stringstream text;
   text << in.rdbuf();
   return text.str();
-}
-
-// The value of `key`, or `fallback` when absent or null; a value of the wrong type names the key.
-template <typename T>
-T get_or(const json& j, const char* key, T fallback, const std::string& origin) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return fallback;
-  // nlohmann converts 4.5 to 4 without a word; diffusers' layers refuse a fractional size.
-  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>)
-    TORCH_CHECK(it->is_number_integer(), origin, ": ", key, " = ", it->dump(), " must be an integer");
-  try {
-    return it->get<T>();
-  } catch (const json::exception&) {
-    TORCH_CHECK(false, origin, ": ", key, " = ", it->dump(), " has the wrong type");
-  }
 }
 
 std::vector<int64_t> int_list(const json& j, const char* key, std::vector<int64_t> fallback, const std::string& origin) {

@@ -13,6 +13,7 @@
 
 #include "model/io/config_keys.h"
 #include "model/io/safetensors.h"
+#include "model/text/clip_encoder_config.h"
 
 namespace lookahead::model::vision {
 namespace {
@@ -29,36 +30,15 @@ nn::LayerNorm layer_norm(int64_t dim, double eps, at::TensorOptions tensor_optio
 
 // Every key of transformers' CLIPVisionConfig (5.x, its PreTrainedConfig keys included). Absent
 // keys take transformers' defaults (reference_defaults()), not the ViT-H/14 values of vit_h14().
-constexpr io::ConfigKey kKeys[] = {
-    {"_name_or_path", io::KeyUse::kMetadata, nullptr, "where the config was loaded from"},
-    {"transformers_version", io::KeyUse::kMetadata, nullptr, "the writer's version"},
-    {"model_type", io::KeyUse::kMetadata, nullptr, "the config class; transformers only warns on a mismatch"},
-    {"dtype", io::KeyUse::kMetadata, nullptr, "the saved dtype; the caller chooses the run dtype"},
-    {"torch_dtype", io::KeyUse::kMetadata, nullptr, "transformers < 5 spelling of dtype"},
-    {"output_hidden_states", io::KeyUse::kMetadata, nullptr, "which outputs are returned, not their values"},
-    {"output_attentions", io::KeyUse::kMetadata, nullptr, "which outputs are returned, not their values"},
-    {"return_dict", io::KeyUse::kMetadata, nullptr, "output container type"},
-    {"chunk_size_feed_forward", io::KeyUse::kMetadata, nullptr, "the CLIP modeling code never chunks"},
-    {"is_encoder_decoder", io::KeyUse::kMetadata, nullptr, "generation flag, unused by CLIP"},
-    {"id2label", io::KeyUse::kMetadata, nullptr, "classification-head labels, unused by CLIP towers"},
-    {"label2id", io::KeyUse::kMetadata, nullptr, "classification-head labels, unused by CLIP towers"},
-    {"problem_type", io::KeyUse::kMetadata, nullptr, "classification-head loss, unused by CLIP towers"},
-    {"initializer_range", io::KeyUse::kMetadata, nullptr, "random initialization only; weights are loaded"},
-    {"initializer_factor", io::KeyUse::kMetadata, nullptr, "random initialization only; weights are loaded"},
-    {"attention_dropout", io::KeyUse::kDefaultOnly, "0.0", "attention dropout, active while training"},
-    {"hidden_act", io::KeyUse::kHonoured, nullptr, "MLP activation: quick_gelu | gelu (erf); others are refused"},
-    {"layer_norm_eps", io::KeyUse::kHonoured, nullptr, "LayerNorm epsilon"},
-    {"hidden_size", io::KeyUse::kHonoured, nullptr, "width"},
-    {"intermediate_size", io::KeyUse::kHonoured, nullptr, "MLP width"},
-    {"num_hidden_layers", io::KeyUse::kHonoured, nullptr, "depth"},
-    {"num_attention_heads", io::KeyUse::kHonoured, nullptr, "heads"},
-    {"projection_dim", io::KeyUse::kHonoured, nullptr, "output width of the *WithProjection projection"},
-    {"architectures", io::KeyUse::kMetadata, nullptr,
-     "the projection is built when the weights hold visual_projection.weight"},
-    {"num_channels", io::KeyUse::kHonoured, nullptr, "image channels"},
-    {"image_size", io::KeyUse::kHonoured, nullptr, "input resolution (position table size)"},
-    {"patch_size", io::KeyUse::kHonoured, nullptr, "patch convolution kernel and stride"},
-};
+constexpr auto kKeys = io::join_keys(
+    text::kClipEncoderKeys,
+    std::to_array<io::ConfigKey>({
+        {"architectures", io::KeyUse::kMetadata, nullptr,
+         "the projection is built when the weights hold visual_projection.weight"},
+        {"num_channels", io::KeyUse::kHonoured, nullptr, "image channels"},
+        {"image_size", io::KeyUse::kHonoured, nullptr, "input resolution (position table size)"},
+        {"patch_size", io::KeyUse::kHonoured, nullptr, "patch convolution kernel and stride"},
+    }));
 
 // Every key of transformers' CLIPConfig (5.x, its PreTrainedConfig keys included) plus the
 // legacy text_config_dict / vision_config_dict it still merges.
@@ -119,34 +99,30 @@ ClipVisionConfig ClipVisionConfig::reference_defaults() {
 
 ClipVisionConfig ClipVisionConfig::vit_h14() { return ClipVisionConfig{}; }
 
+ClipVisionConfig ClipVisionConfig::tiny() {
+  ClipVisionConfig c;
+  c.hidden_size = 16;
+  c.intermediate_size = 32;
+  c.num_hidden_layers = 1;
+  c.num_attention_heads = 2;
+  c.image_size = 32;
+  c.patch_size = 8;
+  c.projection_dim = 8;
+  return c;
+}
+
 ClipVisionConfig ClipVisionConfig::from_json(const nlohmann::json& j, const std::string& origin) {
   io::refuse_unsupported(j, kKeys, origin);
-  ClipVisionConfig c = reference_defaults();
-  try {
-    auto read_int = [&](const char* key, int64_t& out) {
-      if (!j.contains(key) || j[key].is_null()) return;
-      // nlohmann would turn 4.5 into 4 silently; transformers' layers refuse a fractional size.
-      TORCH_CHECK(j[key].is_number_integer(), origin, ": ", key, " = ", j[key].dump(), " must be an integer");
-      out = j[key].get<int64_t>();
-    };
-    read_int("hidden_size", c.hidden_size);
-    read_int("intermediate_size", c.intermediate_size);
-    read_int("num_hidden_layers", c.num_hidden_layers);
-    read_int("num_attention_heads", c.num_attention_heads);
-    read_int("num_channels", c.num_channels);
-    read_int("image_size", c.image_size);
-    read_int("patch_size", c.patch_size);
-    read_int("projection_dim", c.projection_dim);
-    if (j.contains("layer_norm_eps") && !j["layer_norm_eps"].is_null()) c.layer_norm_eps = j["layer_norm_eps"].get<double>();
-    if (j.contains("hidden_act") && !j["hidden_act"].is_null()) c.hidden_act = j["hidden_act"].get<std::string>();
-  } catch (const nlohmann::json::exception& e) {
-    TORCH_CHECK(false, origin, ": malformed CLIPVisionConfig: ", e.what());
-  }
-  TORCH_CHECK(c.hidden_act == "quick_gelu" || c.hidden_act == "gelu", origin, ": hidden_act = \"", c.hidden_act,
-              "\" is not supported (quick_gelu | gelu)");
-  TORCH_CHECK(c.num_attention_heads > 0 && c.hidden_size % c.num_attention_heads == 0, origin, ": hidden_size ",
-              c.hidden_size, " is not a multiple of num_attention_heads ", c.num_attention_heads);
-  return c;
+  using C = ClipVisionConfig;
+  return text::read_clip_encoder_config<C>(j, origin, reference_defaults(),
+                                           {{"hidden_size", &C::hidden_size},
+                                            {"intermediate_size", &C::intermediate_size},
+                                            {"num_hidden_layers", &C::num_hidden_layers},
+                                            {"num_attention_heads", &C::num_attention_heads},
+                                            {"num_channels", &C::num_channels},
+                                            {"image_size", &C::image_size},
+                                            {"patch_size", &C::patch_size},
+                                            {"projection_dim", &C::projection_dim}});
 }
 
 ClipVisionConfig ClipVisionConfig::from_file(const std::string& config_json) {

@@ -37,6 +37,9 @@ struct ClipVisionConfig {
 
   /// IP-Adapter's image encoder (OpenCLIP ViT-H/14, laion2B), the defaults above.
   static ClipVisionConfig vit_h14();
+  /// A small random-weight vision tower of the same architecture (width 16, one layer, two heads,
+  /// 32x32 images in 8x8 patches, projection 8) for tests and the tiny preset.
+  static ClipVisionConfig tiny();
   /// transformers' CLIPVisionConfig() defaults (ViT-B/32: hidden 768, patch 32, quick_gelu, ...):
   /// what an absent key means.
   static ClipVisionConfig reference_defaults();

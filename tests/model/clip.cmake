@@ -4,9 +4,9 @@
 # LA_PARITY_SEED=SEED ctest -R clip reproduces). The tokenizer reads gzip vocabularies: zlib.
 lookahead_add_test(model_clip_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/clip_test.cpp DEPS lookahead_model)
 
-# Also drives the `model run --model clip-text|clip-vision` runner (lookahead_runners).
+# Also drives the `model run --model clip-text|clip-vision` runner (model/run/).
 add_executable(model_clip_parity_test ${CMAKE_CURRENT_SOURCE_DIR}/clip_parity_test.cpp)
-target_link_libraries(model_clip_parity_test PRIVATE lookahead_pch lookahead_runners lookahead_model GTest::gtest_main)
+target_link_libraries(model_clip_parity_test PRIVATE lookahead_pch lookahead_model GTest::gtest_main)
 target_precompile_headers(model_clip_parity_test REUSE_FROM lookahead_pch)
 
 set(LA_CLIP_PARITY_DIR ${CMAKE_CURRENT_BINARY_DIR}/clip_parity)

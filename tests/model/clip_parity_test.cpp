@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "launch/model_runners.h"
+#include "model/run/model_runners.h"
 #include "model/io/safetensors.h"
 #include "model/text/clip_text.h"
 #include "model/text/clip_tokenizer.h"
@@ -201,13 +201,13 @@ TEST(ClipParity, ModelRunClipText) {
   if (fixture_dir().empty()) GTEST_SKIP() << "LA_CLIP_PARITY_DIR unset";
   for (const char* name : {"fixed_l", "fixed_g"}) {
     const std::string dir = fixture_dir() + "/models/" + name;
-    launch::NetworkRun run;
+    model::run::NetworkRun run;
     run.model = "clip-text";
     run.config = dir + "/config.json";
     run.weights = dir + "/model.safetensors";
     run.inputs = dir + "/io.safetensors";
     run.out = dir + "/run_out.safetensors";
-    ASSERT_EQ(launch::run_clip_network(run), 0);
+    ASSERT_EQ(model::run::run_clip_network(run), 0);
     const auto io = io::load_file(dir + "/io.safetensors"), out = io::load_file(run.out);
     double err = std::max(max_err(out.at("last_hidden_state"), io.at("last_hidden_state")),
                           max_err(out.at("pooler_output"), io.at("pooler_output")));
@@ -223,13 +223,13 @@ TEST(ClipParity, ModelRunClipText) {
 TEST(ClipParity, ModelRunClipVision) {
   if (fixture_dir().empty()) GTEST_SKIP() << "LA_CLIP_PARITY_DIR unset";
   const std::string dir = fixture_dir() + "/models/vision_fixed";
-  launch::NetworkRun run;
+  model::run::NetworkRun run;
   run.model = "clip-vision";
   run.config = dir + "/config.json";
   run.weights = dir + "/model.safetensors";
   run.inputs = dir + "/io.safetensors";
   run.out = dir + "/run_out.safetensors";
-  ASSERT_EQ(launch::run_clip_network(run), 0);
+  ASSERT_EQ(model::run::run_clip_network(run), 0);
   const auto io = io::load_file(dir + "/io.safetensors"), out = io::load_file(run.out);
   double err = std::max(max_err(out.at("last_hidden_state"), io.at("last_hidden_state")),
                         max_err(out.at("pooler_output"), io.at("pooler_output")));

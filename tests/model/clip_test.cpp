@@ -143,5 +143,23 @@ TEST(ClipText, LegacyEosPoolsAtLargestId) {
   EXPECT_EQ(model->text_model->eos_positions(ids).item<int64_t>(), 2);
 }
 
+// The tiny towers (the tiny preset's random CLIP) build a CLIPModel that scores byte-level tokens.
+TEST(ClipModel, TinyTowers) {
+  at::manual_seed(0);
+  const ClipTextConfig t = ClipTextConfig::tiny();
+  const vision::ClipVisionConfig v = vision::ClipVisionConfig::tiny();
+  EXPECT_LT(t.hidden_size, 64);
+  EXPECT_LT(v.hidden_size, 64);
+  vision::ClipModel model(t, v, 8);
+  at::NoGradGuard no_grad;
+  const at::Tensor ids = at::randint(0, t.vocab_size, {3, t.max_position_embeddings}, at::kLong);
+  const at::Tensor pixels = at::randn({2, v.num_channels, v.image_size, v.image_size});
+  const vision::ClipModelOutput o = model->forward(ids, pixels);
+  EXPECT_EQ(o.logits_per_image.sizes(), (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(o.text_embeds.sizes(), (std::vector<int64_t>{3, 8}));
+  EXPECT_EQ(o.image_embeds.sizes(), (std::vector<int64_t>{2, 8}));
+  EXPECT_TRUE(o.logits_per_image.isfinite().all().item<bool>());
+}
+
 }  // namespace
 }  // namespace lookahead::model::text

@@ -2,12 +2,12 @@
 # parity with tests/parity/face_oracle.py (reference iresnet / IR-SE50 and alignment written from
 # the specs), run once with a fixed seed and once with a fresh seed (printed; LA_PARITY_SEED=N
 # reproduces it). MTCNN: facenet-pytorch 2.6.0 networks and detections on two real photos.
-# The tests also drive the `model run` runner (lookahead_runners).
+# The tests also drive the `model run` runner (model/run/).
 lookahead_add_test(model_face_test SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/face_test.cpp
-                   DEPS lookahead_runners lookahead_model)
+                   DEPS lookahead_model)
 
 add_executable(model_face_parity_test ${CMAKE_CURRENT_SOURCE_DIR}/face_parity_test.cpp)
-target_link_libraries(model_face_parity_test PRIVATE lookahead_pch lookahead_runners lookahead_model GTest::gtest)
+target_link_libraries(model_face_parity_test PRIVATE lookahead_pch lookahead_model GTest::gtest)
 target_precompile_headers(model_face_parity_test REUSE_FROM lookahead_pch)
 
 foreach(case fixed random)

@@ -21,7 +21,7 @@
 #include "model/face/mtcnn_detect.h"
 #include "model/io/safetensors.h"
 #include "model/io/state_dict.h"
-#include "launch/model_runners.h"
+#include "model/run/model_runners.h"
 
 namespace lookahead::model::face {
 namespace {
@@ -139,13 +139,13 @@ TEST(FaceParity, MtcnnDetectsPhotos) {
 TEST(FaceParity, MtcnnRunner) {
   // The oracle's single weights file with prefixed keys, as `lookahead model run --model mtcnn` takes it.
   const auto photos = io::load_file(g_dir + "/mtcnn_photos.safetensors");
-  launch::NetworkRun run;
+  model::run::NetworkRun run;
   run.model = "mtcnn";
   run.weights = g_dir + "/mtcnn_all.safetensors";
   run.inputs = g_dir + "/mtcnn_run_inputs.safetensors";
   run.out = g_dir + "/mtcnn_run_out.safetensors";
   io::save_file(run.inputs, {{"image", photos.at("astronaut.image")}});
-  ASSERT_EQ(launch::run_face_network(run), 0);
+  ASSERT_EQ(model::run::run_face_network(run), 0);
   const auto out = io::load_file(run.out);
   EXPECT_LT(max_abs(out.at("boxes"), photos.at("astronaut.boxes")), 1.0);
   EXPECT_LT(max_abs(out.at("landmarks"), photos.at("astronaut.landmarks")), 1.0);

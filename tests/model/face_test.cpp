@@ -15,7 +15,7 @@
 #include "model/face/arcface_irse.h"
 #include "model/face/mtcnn_detect.h"
 #include "model/io/safetensors.h"
-#include "launch/model_runners.h"
+#include "model/run/model_runners.h"
 
 namespace lookahead::model::face {
 namespace {
@@ -211,19 +211,19 @@ TEST(FaceRunner, IResNetFromFiles) {
   }
   const auto image = at::rand({2, 3, 112, 112}) * 2 - 1;
   io::save_file(dir + "/face_run_inputs.safetensors", {{"image", image}});
-  launch::NetworkRun run;
+  model::run::NetworkRun run;
   run.model = "arcface-iresnet";
   run.config = dir + "/face_run_config.json";
   run.weights = dir + "/face_run_weights.safetensors";
   run.inputs = dir + "/face_run_inputs.safetensors";
   run.out = dir + "/face_run_out.safetensors";
-  ASSERT_EQ(launch::run_face_network(run), 0);
+  ASSERT_EQ(model::run::run_face_network(run), 0);
   const auto out = io::load_file(run.out);
   at::NoGradGuard no_grad;
   for (auto& p : net->parameters()) p.add_(0.01);
   EXPECT_LT((out.at("embedding") - net->forward(image)).abs().max().item<double>(), 1e-5);
   run.model = "arcface-unknown";
-  EXPECT_THROW(launch::run_face_network(run), c10::Error);
+  EXPECT_THROW(model::run::run_face_network(run), c10::Error);
   // The IR-SE config is our own format too: an unknown key is refused by name, not ignored.
   {
     std::ofstream out(dir + "/face_run_config.json");
@@ -231,7 +231,7 @@ TEST(FaceRunner, IResNetFromFiles) {
   }
   run.model = "arcface-irse50";
   try {
-    launch::run_face_network(run);
+    model::run::run_face_network(run);
     ADD_FAILURE() << "an unknown IR-SE config key loaded";
   } catch (const c10::Error& err) {
     EXPECT_NE(std::string(err.what()).find("drop_ratio = 0.4 is not supported"), std::string::npos) << err.what();

@@ -13,6 +13,8 @@
 
 #include "model/lookahead/generation.h"
 #include "model/lookahead/lookahead_model.h"
+#include "model/sched/make_sampler.h"
+#include "model/sched/sampler.h"
 
 namespace lookahead::model {
 namespace {

@@ -14,6 +14,7 @@
 #include "model/sched/euler.h"
 #include "model/sched/lcm_preview.h"
 #include "model/sched/lcm_sampler.h"
+#include "model/sched/make_sampler.h"
 #include "model/sched/noise_schedule.h"
 #include "model/sched/timestep_sampler.h"
 

@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "launch/model_runners.h"
+#include "model/run/model_runners.h"
 #include "model/io/safetensors.h"
 #include "model/io/state_dict.h"
 #include "model/unet/unet_2d_condition.h"
@@ -104,13 +104,13 @@ TEST_F(VaeParity, RunnerMatchesDiffusers) {
   for (const auto& c : cases_) {
     SCOPED_TRACE(c.name);
     std::cout << c.name << " (runner)\n";
-    launch::NetworkRun run;
+    model::run::NetworkRun run;
     run.model = c.kind == "tiny" ? (c.name.starts_with("taesdxl") ? "taesdxl" : "taesd") : "vae";
     run.config = c.dir + "/model/config.json";
     run.weights = c.dir + "/model/diffusion_pytorch_model.safetensors";
     run.inputs = c.dir + "/inputs.safetensors";
     run.out = c.dir + "/runner_out.safetensors";
-    ASSERT_EQ(launch::run_vae_network(run), 0);
+    ASSERT_EQ(model::run::run_vae_network(run), 0);
     auto out = io::load_file(run.out);
     auto expected = io::load_file(c.dir + "/expected.safetensors");
     std::vector<std::string> names{"image", "latents"};
@@ -132,14 +132,14 @@ TEST_F(VaeParity, RunnerUpcastsForceUpcastToFloat32) {
     config["force_upcast"] = true;
     const std::string upcast_config = c.dir + "/upcast_config.json";
     std::ofstream(upcast_config) << config.dump();
-    launch::NetworkRun run;
+    model::run::NetworkRun run;
     run.model = c.kind == "tiny" ? "taesd" : "vae";
     run.config = upcast_config;
     run.weights = c.dir + "/model/diffusion_pytorch_model.safetensors";
     run.inputs = c.dir + "/inputs.safetensors";
     run.out = c.dir + "/runner_upcast_out.safetensors";
     run.dtype = at::kHalf;
-    ASSERT_EQ(launch::run_vae_network(run), 0);
+    ASSERT_EQ(model::run::run_vae_network(run), 0);
     auto out = io::load_file(run.out);
     auto expected = io::load_file(c.dir + "/expected.safetensors");
     for (const char* n : {"image", "latents"}) expect_close(c.name + " upcast runner " + n, out[n], expected[n]);
@@ -147,9 +147,9 @@ TEST_F(VaeParity, RunnerUpcastsForceUpcastToFloat32) {
 }
 
 TEST(VaeRunner, RejectsUnknownModel) {
-  launch::NetworkRun run;
+  model::run::NetworkRun run;
   run.model = "vqgan";
-  EXPECT_THROW(launch::run_vae_network(run), c10::Error);
+  EXPECT_THROW(model::run::run_vae_network(run), c10::Error);
 }
 
 }  // namespace

@@ -19,45 +19,30 @@
 #include <utility>
 #include <vector>
 
-#include "launch/cli.h"
-#include "launch/model_runners.h"
 #include "model/adapters/ip_adapter.h"
 #include "model/adapters/kv_encoder.h"
 #include "model/io/safetensors.h"
-#include "model/io/state_dict.h"
-#include "model/nn/lora_loader.h"
+#include "model/run/model_runners.h"
 #include "model/unet/unet_2d_condition.h"
 
-namespace lookahead::launch {
+namespace lookahead::model::run {
 
 namespace {
 
-at::Tensor need(const std::map<std::string, at::Tensor>& tensors, const std::string& name, const std::string& file) {
-  auto it = tensors.find(name);
-  TORCH_CHECK(it != tensors.end(), file, ": missing input tensor '", name, "'");
-  return it->second;
-}
-
-at::Tensor maybe(const std::map<std::string, at::Tensor>& tensors, const std::string& name) {
-  auto it = tensors.find(name);
-  return it == tensors.end() ? at::Tensor() : it->second;
-}
-
-model::unet::UNetInputs stream(const std::map<std::string, at::Tensor>& in, const std::string& prefix,
-                               const std::string& file) {
-  model::unet::UNetInputs x;
-  x.sample = need(in, prefix + "sample", file);
-  x.timestep = need(in, prefix + "timestep", file);
-  x.encoder_hidden_states = need(in, prefix + "encoder_hidden_states", file);
-  x.text_embeds = maybe(in, prefix + "text_embeds");
-  x.time_ids = maybe(in, prefix + "time_ids");
+unet::UNetInputs stream(const NamedTensors& in, const std::string& prefix, const std::string& file) {
+  unet::UNetInputs x;
+  x.sample = required_input(in, prefix + "sample", file);
+  x.timestep = required_input(in, prefix + "timestep", file);
+  x.encoder_hidden_states = required_input(in, prefix + "encoder_hidden_states", file);
+  x.text_embeds = optional_input(in, prefix + "text_embeds");
+  x.time_ids = optional_input(in, prefix + "time_ids");
   return x;
 }
 
 bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 /// Ranks of the encoder LoRAs and the KV-head LoRAs, read off the trainables' lora_down shapes.
-std::pair<int64_t, int64_t> trainable_ranks(const std::map<std::string, at::Tensor>& tensors, const std::string& file) {
+std::pair<int64_t, int64_t> trainable_ranks(const NamedTensors& tensors, const std::string& file) {
   int64_t rank = 0, kv_rank = 0;
   for (const auto& [key, t] : tensors) {
     if (!key.ends_with(".lora_down.weight")) continue;
@@ -78,27 +63,12 @@ int run_kv_network(const NetworkRun& o) {
   TORCH_CHECK(o.model == "kv-encoder", "run_kv_network: unsupported model '", o.model, "'");
   TORCH_CHECK(!o.ip_adapter.empty(), "--model kv-encoder needs --ip-adapter (the IP K/V come from its to_k_ip/to_v_ip)");
   TORCH_CHECK(!o.encoder_weights.empty(), "--model kv-encoder needs --encoder-weights");
-  auto config = model::unet::UNetConfig::from_file(o.config);
-  model::unet::UNet2DConditionModel unet(config, at::TensorOptions().dtype(o.dtype));
-  auto report = model::io::load_state_dict(*unet, model::io::load_file(o.weights), o.weights);
-  std::cerr << "model run: " << o.weights << ": " << report.summary() << "\n";
-  if (!o.lora.empty()) {
-    auto scale = std::make_shared<model::nn::LoraScale>();
-    scale->value = o.lora_scale;
-    auto lr = model::nn::attach_lora_file(*unet, o.lora, "lora", scale);
-    std::cerr << "model run: " << o.lora << ": " << model::nn::format_name(lr.format) << ", " << lr.layers
-              << " layers, scale " << o.lora_scale << "\n";
-  }
-  auto ip_weights = model::adapters::load_ip_adapter_file(o.ip_adapter);
-  model::adapters::IpAdapter ip(*unet, model::adapters::infer_resampler_options(ip_weights, o.ip_adapter));
-  ip->to(o.dtype);
-  auto ip_report = model::io::load_state_dict(*ip, ip_weights, o.ip_adapter);
-  ip->attach(*unet);
-  std::cerr << "model run: " << o.ip_adapter << ": " << ip_report.summary() << ", scale " << o.ip_scale << "\n";
+  unet::UNet2DConditionModel unet = load_unet(o);
+  adapters::IpAdapter ip = attach_ip_adapter(unet, o);
 
-  auto trainables = model::io::load_file(o.encoder_weights);
+  auto trainables = io::load_file(o.encoder_weights);
   auto [rank, kv_rank] = trainable_ranks(trainables, o.encoder_weights);
-  model::adapters::KvEncoder encoder(unet, model::adapters::KvEncoderOptions().lora_rank(rank).kv_lora_rank(kv_rank));
+  adapters::KvEncoder encoder(unet, adapters::KvEncoderOptions().lora_rank(rank).kv_lora_rank(kv_rank));
   encoder.load_trainable(trainables, o.encoder_weights);
   {  // load_trainable ignores extra keys; a file for another layout must not pass silently.
     auto expected = encoder.trainable_parameters();
@@ -109,17 +79,15 @@ int run_kv_network(const NetworkRun& o) {
             << encoder.lora_layer_paths().size() << " LoRA layers, rank " << rank << " / KV rank " << kv_rank << "\n";
   unet->eval();
 
-  auto in = model::io::load_file(o.inputs);
+  auto in = io::load_file(o.inputs);
   at::NoGradGuard no_grad;
-  model::unet::UNetInputs ref = stream(in, "ref_", o.inputs);
-  model::unet::UNetInputs tgt = stream(in, "", o.inputs);
-  at::Tensor ip_tokens = ip->image_tokens(need(in, "image_embeds", o.inputs).to(o.dtype));
-  model::nn::ReferenceKv kv = encoder.forward(ref, ip_tokens);
+  unet::UNetInputs ref = stream(in, "ref_", o.inputs);
+  unet::UNetInputs tgt = stream(in, "", o.inputs);
+  at::Tensor ip_tokens = ip->image_tokens(required_input(in, "image_embeds", o.inputs).to(o.dtype));
+  nn::ReferenceKv kv = encoder.forward(ref, ip_tokens);
 
-  std::vector<std::pair<std::string, at::Tensor>> outputs;
-  auto output = [&](const std::string& name, const at::Tensor& t) {
-    outputs.emplace_back(name, t.to(at::kFloat).contiguous());
-  };
+  NamedOutputs outputs;
+  auto output = [&](const std::string& name, const at::Tensor& t) { outputs.emplace_back(name, float_output(t)); };
   for (size_t i = 0; i < kv.blocks.size(); ++i) {
     const auto& b = kv.blocks[i];
     const std::string idx = std::to_string(i);
@@ -129,19 +97,19 @@ int run_kv_network(const NetworkRun& o) {
     if (b.ip_v.defined()) output("ip_v." + idx, b.ip_v);
   }
 
-  model::nn::ReferenceKv used = kv;
-  at::Tensor drop_p = maybe(in, "drop_p");
+  nn::ReferenceKv used = kv;
+  at::Tensor drop_p = optional_input(in, "drop_p");
   if (drop_p.defined()) {
-    const int64_t seed = need(in, "drop_seed", o.inputs).item<int64_t>();
+    const int64_t seed = required_input(in, "drop_seed", o.inputs).item<int64_t>();
     at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed));
     used = kv.drop_tokens(drop_p.item<double>(), gen);
     std::cerr << "model run: reference-token dropout p " << drop_p.item<double>() << ", seed " << seed << "\n";
   }
-  auto decode = [&](model::nn::ReferenceKv reference, std::vector<std::string> adapters) {
-    model::unet::UNetInputs x = tgt;
+  auto decode = [&](nn::ReferenceKv reference, std::vector<std::string> adapters) {
+    unet::UNetInputs x = tgt;
     x.ip_tokens = ip_tokens;  // blocks outside the encoder's range use the image tokens themselves
     x.ip_scale = o.ip_scale;
-    x.reference = std::make_shared<const model::nn::ReferenceKv>(std::move(reference));
+    x.reference = std::make_shared<const nn::ReferenceKv>(std::move(reference));
     x.adapters = std::move(adapters);
     return unet->forward(x);
   };
@@ -149,10 +117,10 @@ int run_kv_network(const NetworkRun& o) {
   output("sample_no_reference", decode(kv.without_reference(), {}));
   if (!o.lora.empty()) output("sample_lcm", decode(used, {"lora"}));
 
-  model::io::save_file(o.out, outputs);
+  io::save_file(o.out, outputs);
   std::cerr << "model run: wrote " << o.out << " (" << outputs.size() << " tensors, " << kv.blocks.size()
             << " blocks)\n";
-  return kExitOk;
+  return 0;
 }
 
-}  // namespace lookahead::launch
+}  // namespace lookahead::model::run

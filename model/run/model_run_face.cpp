@@ -12,20 +12,20 @@
 #include <sstream>
 #include <string>
 
-#include "launch/model_runners.h"
 #include "model/face/arcface_iresnet.h"
 #include "model/face/arcface_irse.h"
 #include "model/face/mtcnn_detect.h"
 #include "model/io/safetensors.h"
 #include "model/io/state_dict.h"
 #include "model/io/torch_checkpoint.h"
+#include "model/run/model_runners.h"
 
-namespace lookahead::launch {
+namespace lookahead::model::run {
 namespace {
 
 /// IR-SE options from an optional JSON config {"num_layers": 50, "mode": "ir_se" | "ir"}.
-model::face::IRSEOptions irse_options(const std::string& path) {
-  model::face::IRSEOptions o;
+face::IRSEOptions irse_options(const std::string& path) {
+  face::IRSEOptions o;
   if (path.empty()) return o;
   std::ifstream in(path);
   TORCH_CHECK(in.good(), "cannot open IR-SE config ", path);
@@ -43,10 +43,7 @@ model::face::IRSEOptions irse_options(const std::string& path) {
 }
 
 at::Tensor input_image(const NetworkRun& run) {
-  const auto in = model::io::load_file(run.inputs);
-  const auto it = in.find("image");
-  TORCH_CHECK(it != in.end(), run.inputs, ": missing input tensor 'image'");
-  return it->second;
+  return required_input(io::load_file(run.inputs), "image", run.inputs);
 }
 
 /// Runs mtcnn (weights: facenet-pytorch's folder of pnet.pt / rnet.pt / onet.pt, those three
@@ -54,17 +51,17 @@ at::Tensor input_image(const NetworkRun& run) {
 /// "rnet.", "onet."; no config) on the uint8 [H, W, 3] "image"; writes "boxes" [N, 4], "probs"
 /// [N], "landmarks" [N, 5, 2] (float32, largest face first).
 int run_mtcnn(const NetworkRun& run) {
-  model::face::Mtcnn mtcnn;
+  face::Mtcnn mtcnn;
   const std::vector<std::string> files = mtcnn_files(run.weights);
   if (!files.empty()) {
     mtcnn->load_weights(files[0], files[1], files[2]);  // strict: every key of each network
     std::cerr << "model run: " << run.weights << ": pnet, rnet and onet loaded\n";
   } else {
-    const auto report = model::io::load_state_dict(*mtcnn, model::io::load_weights_file(run.weights), run.weights);
+    const auto report = io::load_state_dict(*mtcnn, io::load_weights_file(run.weights), run.weights);
     std::cerr << "model run: " << run.weights << ": " << report.summary() << "\n";
   }
   const auto det = mtcnn->detect(input_image(run));
-  model::io::save_file(run.out, {{"boxes", det.boxes}, {"probs", det.probs}, {"landmarks", det.landmarks}});
+  io::save_file(run.out, {{"boxes", det.boxes}, {"probs", det.probs}, {"landmarks", det.landmarks}});
   std::cerr << "model run: wrote " << run.out << " (" << det.boxes.size(0) << " faces)\n";
   return 0;
 }
@@ -101,24 +98,24 @@ int run_face_network(const NetworkRun& run) {
   const auto image = input_image(run).to(run.dtype);
   at::NoGradGuard no_grad;
   if (run.model == "arcface-iresnet") {
-    auto o = run.config.empty() ? model::face::IResNetOptions() : model::face::IResNetOptions::from_json_file(run.config);
-    model::face::IResNet net(o.tensor_options(topt));
-    const auto report = model::io::load_state_dict(*net, model::io::load_weights_file(run.weights), run.weights);
+    auto o = run.config.empty() ? face::IResNetOptions() : face::IResNetOptions::from_json_file(run.config);
+    face::IResNet net(o.tensor_options(topt));
+    const auto report = io::load_state_dict(*net, io::load_weights_file(run.weights), run.weights);
     std::cerr << "model run: " << run.weights << ": " << report.summary() << "\n";
     features = net->features(image);
   } else if (run.model == "arcface-irse50") {
-    model::face::IRSE net(irse_options(run.config).tensor_options(topt));
-    const auto report = model::io::load_state_dict(*net, model::io::load_weights_file(run.weights), run.weights);
+    face::IRSE net(irse_options(run.config).tensor_options(topt));
+    const auto report = io::load_state_dict(*net, io::load_weights_file(run.weights), run.weights);
     std::cerr << "model run: " << run.weights << ": " << report.summary() << "\n";
     features = net->features(image);
   } else {
     TORCH_CHECK(false, "run_face_network: unknown face model '", run.model, "'");
   }
   const auto f32 = features.to(at::kFloat).contiguous();
-  const auto embedding = model::face::l2_normalize(f32).contiguous();
-  model::io::save_file(run.out, {{"embedding", embedding}, {"features", f32}});
+  const auto embedding = face::l2_normalize(f32).contiguous();
+  io::save_file(run.out, {{"embedding", embedding}, {"features", f32}});
   std::cerr << "model run: wrote " << run.out << " (embedding " << embedding.sizes() << ")\n";
   return 0;
 }
 
-}  // namespace lookahead::launch
+}  // namespace lookahead::model::run
