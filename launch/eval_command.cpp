@@ -52,7 +52,7 @@ trainer::EvalGuidance parse_scales(const std::string& text, const trainer::EvalC
   trainer::EvalGuidance g = trainer::EvalGuidance::from_config(base);
   try {
     if (text.rfind("cfg=", 0) == 0) {
-      g.mode = "cfg";
+      g.mode = model::GuidanceMode::kCfg;
       g.cfg_scale = std::stod(text.substr(4));
       return g;
     }
@@ -60,7 +60,7 @@ trainer::EvalGuidance parse_scales(const std::string& text, const trainer::EvalC
     std::stringstream s(text);
     for (std::string part; std::getline(s, part, ',');) v.push_back(std::stod(part));
     if (v.size() != 3) throw std::invalid_argument("three values");
-    g.mode = "lookahead";
+    g.mode = model::GuidanceMode::kLookahead;
     g.scale_nokv = v[0];
     g.scale_full = v[1];
     g.scale_kv = v[2];

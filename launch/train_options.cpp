@@ -41,6 +41,21 @@ void validate(boost::any& out, const std::vector<std::string>& tokens, Placement
 
 }  // namespace lookahead::dist
 
+namespace lookahead::model {
+
+void validate(boost::any& out, const std::vector<std::string>& tokens, GuidanceMode* p, int i) {
+  trainer::validate(out, tokens, p, i);
+}
+
+namespace sched {
+
+void validate(boost::any& out, const std::vector<std::string>& tokens, SamplerKind* p, int i) {
+  trainer::validate(out, tokens, p, i);
+}
+
+}  // namespace sched
+}  // namespace lookahead::model
+
 namespace lookahead::launch {
 
 namespace {
@@ -79,6 +94,8 @@ std::string format_value(const boost::any& v) {
   if (const auto* x = boost::any_cast<trainer::ModelDtype>(&v)) return format_typed(*x);
   if (const auto* x = boost::any_cast<trainer::LossMode>(&v)) return format_typed(*x);
   if (const auto* x = boost::any_cast<dist::Placement>(&v)) return format_typed(*x);
+  if (const auto* x = boost::any_cast<model::sched::SamplerKind>(&v)) return format_typed(*x);
+  if (const auto* x = boost::any_cast<model::GuidanceMode>(&v)) return format_typed(*x);
   return "?";
 }
 
@@ -119,10 +136,6 @@ void validate(const trainer::TrainConfig& c, ConfigUse use) {
   check(c.eval.identities >= 0, "eval.identities", "must be >= 0");
   check(c.eval.samples > 0, "eval.samples", "must be positive");
   check(c.eval.steps > 0, "eval.steps", "must be positive");
-  check(one_of(c.eval.sampler, {"dpm_solver", "euler", "ddim"}), "eval.sampler",
-        "must be dpm_solver, euler or ddim, got '" + c.eval.sampler + "'");
-  check(one_of(c.eval.guidance, {"lookahead", "cfg"}), "eval.guidance",
-        "must be lookahead or cfg, got '" + c.eval.guidance + "'");
   check(c.eval.resolution > 0 && c.eval.resolution % 8 == 0, "eval.resolution", "must be a positive multiple of 8");
   check(c.eval.every >= 0, "eval.every", "must be >= 0");
   if (c.eval.every > 0) {

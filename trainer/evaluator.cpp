@@ -19,6 +19,7 @@
 #include "dist/sharded_engine.h"
 #include "model/lookahead/conditioner.h"
 #include "model/lookahead/generation.h"
+#include "model/sched/make_sampler.h"
 #include "model/sched/sampler.h"
 #include "model/text/clip_tokenizer.h"
 #include "model/vision/clip_vision.h"
@@ -157,7 +158,7 @@ EvalGuidance EvalGuidance::from_config(const EvalConfig& c) {
 std::string EvalGuidance::describe() const {
   std::ostringstream s;
   s << std::setprecision(4);
-  if (mode == "cfg") s << "cfg " << cfg_scale;
+  if (mode == model::GuidanceMode::kCfg) s << "cfg " << cfg_scale;
   else s << scale_nokv << "/" << scale_full << "/" << scale_kv;
   return s.str();
 }
@@ -223,14 +224,14 @@ struct Evaluator::Impl {
     in.time_ids = at::tensor({s, s, 0.0, 0.0, s, s}, at::kFloat).view({1, 6}).to(device());
 
     model::GenerationOptions go;
-    go.sampler = model::sched::parse_sampler_kind(config.eval.sampler);
+    go.sampler = config.eval.sampler;
     if (!config.eval.scheduler_config.empty()) {
       std::ifstream f(config.eval.scheduler_config);
       TORCH_CHECK(f.good(), "eval.scheduler_config: cannot open '", config.eval.scheduler_config, "'");
       go.scheduler_config = json::parse(f);
     }
     go.steps = config.eval.steps;
-    go.guidance.mode = guidance.mode == "cfg" ? model::GuidanceMode::kCfg : model::GuidanceMode::kLookahead;
+    go.guidance.mode = guidance.mode;
     go.guidance.cfg_scale = guidance.cfg_scale;
     go.guidance.scale_nokv = guidance.scale_nokv;
     go.guidance.scale_full = guidance.scale_full;
@@ -446,10 +447,10 @@ json Evaluator::run(const std::string& out_dir, const EvalRunInfo& info, const E
   settings["prompts"] = m.prompts;
   settings["identities"] = static_cast<int64_t>(m.identities.size());
   settings["samples"] = e.samples;
-  settings["sampler"] = e.sampler;
+  settings["sampler"] = std::string(config_name(e.sampler));
   settings["scheduler_config"] = e.scheduler_config;
   settings["steps"] = e.steps;
-  settings["guidance"] = {{"mode", guidance.mode},
+  settings["guidance"] = {{"mode", std::string(config_name(guidance.mode))},
                           {"scale_nokv", guidance.scale_nokv},
                           {"scale_full", guidance.scale_full},
                           {"scale_kv", guidance.scale_kv},

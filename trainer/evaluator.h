@@ -32,7 +32,7 @@ struct EvalRunInfo {
 
 /// Guidance settings of one evaluation (from EvalConfig, or one point of a sweep).
 struct EvalGuidance {
-  std::string mode = "lookahead";  ///< lookahead | cfg
+  model::GuidanceMode mode = model::GuidanceMode::kLookahead;
   double cfg_scale = 5.0;
   double scale_nokv = 3.0, scale_full = 2.0, scale_kv = 2.0;
   static EvalGuidance from_config(const EvalConfig& config);

@@ -12,6 +12,8 @@
 #include <utility>
 
 #include "dist/placement.h"
+#include "model/lookahead/guidance_mode.h"
+#include "model/sched/make_sampler.h"
 
 namespace lookahead::trainer {
 
@@ -52,6 +54,19 @@ template <>
 struct ConfigNames<dist::Placement> {
   static constexpr std::array<std::pair<std::string_view, dist::Placement>, 3> values{
       {{"full", dist::Placement::kFull}, {"node", dist::Placement::kNode}, {"replicate", dist::Placement::kReplicate}}};
+};
+
+template <>
+struct ConfigNames<model::sched::SamplerKind> {
+  static constexpr std::array<std::pair<std::string_view, model::sched::SamplerKind>, 3> values{
+      {{"dpm_solver", model::sched::SamplerKind::kDpmSolver},
+       {"euler", model::sched::SamplerKind::kEuler},
+       {"ddim", model::sched::SamplerKind::kDdim}}};
+};
+template <>
+struct ConfigNames<model::GuidanceMode> {
+  static constexpr std::array<std::pair<std::string_view, model::GuidanceMode>, 2> values{
+      {{"lookahead", model::GuidanceMode::kLookahead}, {"cfg", model::GuidanceMode::kCfg}}};
 };
 
 /// The INI spelling of `value`.
@@ -169,9 +184,9 @@ struct EvalConfig {
   int64_t identities = 0;
   int64_t samples = 4;
   int64_t steps = 50;
-  std::string sampler = "dpm_solver";
+  model::sched::SamplerKind sampler = model::sched::SamplerKind::kDpmSolver;
   std::string scheduler_config;
-  std::string guidance = "lookahead";
+  model::GuidanceMode guidance = model::GuidanceMode::kLookahead;
   double cfg_scale = 5.0;
   double scale_nokv = 3.0;
   double scale_full = 2.0;

@@ -38,11 +38,11 @@
 #include <vector>
 
 #include "model/lookahead/lookahead_model.h"
+#include "model/lookahead/guidance_mode.h"
+#include "model/sched/make_sampler.h"
 #include "model/sched/sampler.h"
 
 namespace lookahead::model {
-
-enum class GuidanceMode { kCfg, kLookahead };
 
 /// Guidance mode and scales (defaults 3 / 2 / 2; CFG 5 for the no-KV variant; docs/evaluation.md).
 struct GuidanceOptions {

@@ -14,10 +14,6 @@
 
 #include "model/sched/noise_schedule.h"
 
-// Transitional: model/lookahead/generation.h and trainer/evaluator.cpp still reach SamplerKind and
-// make_sampler through this header. make_sampler.h includes nothing of the samplers, so this adds
-// no include cycle; drop the line once they include make_sampler.h themselves.
-#include "model/sched/make_sampler.h"
 
 namespace lookahead::model::sched {
 
