@@ -38,6 +38,7 @@ struct Options {
   int steps = 5;
   int warmup = 2;
   int64_t batch = 0;  // global batch; 0: 2 samples per rank
+  int threads = 1;    // train.threads: intra-op threads per rank
   std::vector<std::string> placements{"full", "replicate"};
   bool keep_gathered = false;
   std::string json_path;
@@ -60,6 +61,8 @@ po::options_description describe_options() {
       ("keep-gathered", po::bool_switch(), "also run overlap on with keep_gathered (no second gather in backward)")
       ("loss-mode", po::value<std::string>()->default_value("sum"),
        "loss.mode of the step: sum (one optimizer step) or alternate (one after each branch)")
+      ("threads", po::value<int>()->default_value(1),
+       "intra-op threads per rank (train.threads; 1 leaves one core per rank for 2 ranks on 2 cores)")
       ("json", po::value<std::string>(), "also write the results to this JSON file (rank 0)")
       ("timeout", po::value<double>()->default_value(600.0), "collective timeout in seconds");
   return desc;
@@ -83,6 +86,7 @@ bool parse_options(int argc, char** argv, Options& opt) {
   opt.steps = vm["steps"].as<int>();
   opt.warmup = vm["warmup"].as<int>();
   opt.batch = vm["batch"].as<int64_t>();
+  opt.threads = vm["threads"].as<int>();
   opt.placements = split_commas(vm["placements"].as<std::string>());
   opt.keep_gathered = vm["keep-gathered"].as<bool>();
   opt.timeout_s = vm["timeout"].as<double>();
@@ -95,6 +99,7 @@ bool parse_options(int argc, char** argv, Options& opt) {
   opt.loss_mode = *mode;
   if (opt.steps < 1) throw std::invalid_argument("--steps must be >= 1");
   if (opt.warmup < 1) throw std::invalid_argument("--warmup must be >= 1 (the first step records the unit order)");
+  if (opt.threads < 1) throw std::invalid_argument("--threads must be >= 1");
   if (opt.batch < 0) throw std::invalid_argument("--batch must be >= 0");
   if (opt.placements.empty()) throw std::invalid_argument("--placements is empty");
   for (const auto& p : opt.placements) dist::placement_from_string(p);  // throws on an unknown name
@@ -306,7 +311,7 @@ int run(const Options& opt, dist::World& world) {
   config.model.dtype = trainer::ModelDtype::kFp32;
   config.loss.mode = opt.loss_mode;
   config.train.seed = 2024;
-  config.train.threads = 1;  // 2 ranks on 2 cores: one intra-op thread each
+  config.train.threads = opt.threads;  // default 1: 2 ranks on 2 cores, one intra-op thread each
   const ModelSetup setup = make_setup(opt.config, trainer::model_config(config, world.device()));
 
   std::vector<BenchCase> configs;
@@ -327,8 +332,8 @@ int run(const Options& opt, dist::World& world) {
     }
   }
   if (world.is_root()) {
-    std::printf("# bench_step: %d ranks on %d node(s), MPI communicator, at::set_num_threads(1), fp32 on CPU\n",
-                world.size(), world.num_nodes());
+    std::printf("# bench_step: %d ranks on %d node(s), MPI communicator, at::set_num_threads(%d), fp32 on CPU\n",
+                world.size(), world.num_nodes(), opt.threads);
     std::printf("# model: %s\n", setup.description.c_str());
     std::printf("# step: reference identity + TrainState::step, loss.mode %s, [loss] and [optim] defaults\n",
                 std::string(trainer::config_name(opt.loss_mode)).c_str());
@@ -382,7 +387,7 @@ int run(const Options& opt, dist::World& world) {
                             {"global_batch", global},
                             {"warmup", opt.warmup},
                             {"measured_steps", opt.steps},
-                            {"compute_threads", 1},
+                            {"compute_threads", opt.threads},
                             {"times", "per step: max over ranks; median over measured steps; seconds and bytes"},
                             {"interleaved", "configurations take turns step by step"},
                             {"loadavg_1m_end", load_end},
