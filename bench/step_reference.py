@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """PyTorch side of bench/run_step_vs_pytorch.sh: the official LCM-Lookahead training iteration
-(method.md §1-§5), re-created in plain PyTorch + diffusers at the sizes of bench_step's `tiny` and
+(docs/training.md, "One step"), re-created in plain PyTorch + diffusers at the sizes of bench_step's `tiny` and
 `mid` setups, so that our step (bench_step) can be timed against it on the same machine, batch and
 thread count. Everything is random (no weights are loaded) and fp32 on the CPU, as in bench_step.
 
