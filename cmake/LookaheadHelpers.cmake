@@ -37,30 +37,123 @@ function(lookahead_add_executable name)
   target_precompile_headers(${name} REUSE_FROM lookahead_pch)
 endfunction()
 
-# lookahead_add_test(NAME SOURCES ... DEPS ... [RANKS 2 3 4] [LABELS ...] [TIMEOUT s])
-# Without RANKS: one ctest entry running the gtest binary. With RANKS: one entry per rank count,
-# run under mpiexec (the same gtest binary; tests that need more ranks skip themselves).
+# Tests: every ctest entry is registered through lookahead_add_test; a binary that several entries
+# (or a script) run is built by lookahead_test_binary.
+#
+# lookahead_test_binary(NAME SOURCES ... [DEPS ...] [MAIN world|plain|none])
+#   A GoogleTest binary. MAIN world (default) links tests/test_main.cpp, which starts the World
+#   (MPI); plain links GoogleTest's own main (for tests that fork); none links no main (probes
+#   and tools that tests drive).
+function(lookahead_test_binary name)
+  cmake_parse_arguments(ARG "" "MAIN" "SOURCES;DEPS" ${ARGN})
+  if(NOT ARG_MAIN)
+    set(ARG_MAIN world)
+  endif()
+  add_executable(${name} ${ARG_SOURCES})
+  if(ARG_MAIN STREQUAL "world")
+    target_link_libraries(${name} PRIVATE lookahead_pch lookahead_test_main ${ARG_DEPS})
+  elseif(ARG_MAIN STREQUAL "plain")
+    target_link_libraries(${name} PRIVATE lookahead_pch ${ARG_DEPS} GTest::gtest_main)
+  elseif(ARG_MAIN STREQUAL "none")
+    target_link_libraries(${name} PRIVATE lookahead_pch ${ARG_DEPS})
+  else()
+    message(FATAL_ERROR "lookahead_test_binary(${name}): MAIN must be world, plain or none, got '${ARG_MAIN}'")
+  endif()
+  target_precompile_headers(${name} REUSE_FROM lookahead_pch)
+endfunction()
+
+# lookahead_add_test(NAME
+#     SOURCES file... [DEPS lib...] [MAIN world|plain]   builds the gtest binary NAME and runs it
+#   | TARGET binary                                      runs a binary built elsewhere
+#   | COMMAND program arg...                             runs a script or program as is
+#   [ARGS arg...]             arguments after the binary (SOURCES / TARGET)
+#   [RANKS n...]              one entry per rank count, NAME_npN, under mpiexec (label mpi)
+#   [MPI n]                   one entry, NAME, under mpiexec with n ranks (label mpi)
+#   [LABELS ...] [TIMEOUT s] [ENV KEY=VALUE...] [PROCESSORS n]
+#   [FIXTURES_SETUP f...] [FIXTURES_REQUIRED f...] [WORKING_DIRECTORY dir])
+# Entries of a SOURCES binary run single-process get the label unit. Every entry gets LA_TEST_ENV (MPI as root,
+# oversubscription, one OpenMP thread) plus ENV; timeout 300 s unless TIMEOUT; mpiexec entries
+# reserve 2 processors unless PROCESSORS.
 function(lookahead_add_test name)
-  cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;RANKS;LABELS" ${ARGN})
+  cmake_parse_arguments(ARG "" "TARGET;MAIN;MPI;TIMEOUT;PROCESSORS;WORKING_DIRECTORY"
+                        "SOURCES;DEPS;COMMAND;ARGS;RANKS;LABELS;ENV;FIXTURES_SETUP;FIXTURES_REQUIRED" ${ARGN})
+  if(ARG_UNPARSED_ARGUMENTS)
+    message(FATAL_ERROR "lookahead_add_test(${name}): unknown arguments ${ARG_UNPARSED_ARGUMENTS}")
+  endif()
+  set(kinds 0)
+  foreach(kind SOURCES TARGET COMMAND)
+    if(ARG_${kind})
+      math(EXPR kinds "${kinds} + 1")
+    endif()
+  endforeach()
+  if(NOT kinds EQUAL 1)
+    message(FATAL_ERROR "lookahead_add_test(${name}): give exactly one of SOURCES, TARGET, COMMAND")
+  endif()
+  if(ARG_SOURCES)
+    if(NOT ARG_MAIN)
+      set(ARG_MAIN world)
+    endif()
+    lookahead_test_binary(${name} SOURCES ${ARG_SOURCES} DEPS ${ARG_DEPS} MAIN ${ARG_MAIN})
+    set(ARG_TARGET ${name})
+  endif()
   if(NOT ARG_TIMEOUT)
     set(ARG_TIMEOUT 300)
   endif()
-  add_executable(${name} ${ARG_SOURCES})
-  target_link_libraries(${name} PRIVATE lookahead_pch lookahead_test_main ${ARG_DEPS})
-  target_precompile_headers(${name} REUSE_FROM lookahead_pch)
-  if(NOT ARG_RANKS)
-    add_test(NAME ${name} COMMAND ${name})
-    set_tests_properties(${name} PROPERTIES LABELS "unit;${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT}
-                         ENVIRONMENT "${LA_TEST_ENV}")
-  else()
+
+  if(ARG_COMMAND)
+    if(ARG_RANKS OR ARG_MPI)
+      message(FATAL_ERROR "lookahead_add_test(${name}): RANKS/MPI run a binary; a COMMAND starts its own mpiexec")
+    endif()
+    add_test(NAME ${name} COMMAND ${ARG_COMMAND})
+    set(names ${name})
+    set(default_label "")
+  elseif(ARG_RANKS OR ARG_MPI)
+    set(names "")
+    if(ARG_MPI)
+      add_test(NAME ${name}
+               COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${ARG_MPI} --oversubscribe --tag-output
+                       $<TARGET_FILE:${ARG_TARGET}> ${ARG_ARGS})
+      list(APPEND names ${name})
+    endif()
     foreach(n IN LISTS ARG_RANKS)
       add_test(NAME ${name}_np${n}
-               COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${n} --oversubscribe
-                       --tag-output $<TARGET_FILE:${name}>)
-      set_tests_properties(${name}_np${n} PROPERTIES LABELS "mpi;${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT}
-                           ENVIRONMENT "${LA_TEST_ENV}" PROCESSORS 2)
+               COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${n} --oversubscribe --tag-output
+                       $<TARGET_FILE:${ARG_TARGET}> ${ARG_ARGS})
+      list(APPEND names ${name}_np${n})
     endforeach()
+    set(default_label mpi)
+    if(NOT ARG_PROCESSORS)
+      set(ARG_PROCESSORS 2)
+    endif()
+  else()
+    add_test(NAME ${name} COMMAND ${ARG_TARGET} ${ARG_ARGS})
+    set(names ${name})
+    set(default_label "")
+    if(ARG_SOURCES)
+      set(default_label unit)
+    endif()
   endif()
+
+  set(labels ${default_label} ${ARG_LABELS})
+  set(env ${LA_TEST_ENV} ${ARG_ENV})
+  foreach(test IN LISTS names)
+    set_tests_properties(${test} PROPERTIES TIMEOUT ${ARG_TIMEOUT} ENVIRONMENT "${env}")
+    if(labels)
+      set_tests_properties(${test} PROPERTIES LABELS "${labels}")
+    endif()
+    if(ARG_PROCESSORS)
+      set_tests_properties(${test} PROPERTIES PROCESSORS ${ARG_PROCESSORS})
+    endif()
+    if(ARG_FIXTURES_SETUP)
+      set_tests_properties(${test} PROPERTIES FIXTURES_SETUP "${ARG_FIXTURES_SETUP}")
+    endif()
+    if(ARG_FIXTURES_REQUIRED)
+      set_tests_properties(${test} PROPERTIES FIXTURES_REQUIRED "${ARG_FIXTURES_REQUIRED}")
+    endif()
+    if(ARG_WORKING_DIRECTORY)
+      set_tests_properties(${test} PROPERTIES WORKING_DIRECTORY "${ARG_WORKING_DIRECTORY}")
+    endif()
+  endforeach()
 endfunction()
 
 # lookahead_add_bench(NAME SOURCES ... DEPS ... [SMOKE_ARGS ...] [RANKS n])
@@ -70,13 +163,10 @@ function(lookahead_add_bench name)
   lookahead_add_executable(${name} SOURCES ${ARG_SOURCES} DEPS ${ARG_DEPS})
   if(LA_BUILD_TESTS)
     if(ARG_RANKS)
-      add_test(NAME ${name}_smoke
-               COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${ARG_RANKS} --oversubscribe
-                       $<TARGET_FILE:${name}> ${ARG_SMOKE_ARGS})
+      set(launch MPI ${ARG_RANKS})
     else()
-      add_test(NAME ${name}_smoke COMMAND ${name} ${ARG_SMOKE_ARGS})
+      set(launch PROCESSORS 2)
     endif()
-    set_tests_properties(${name}_smoke PROPERTIES LABELS "bench" TIMEOUT 300 ENVIRONMENT "${LA_TEST_ENV}"
-                         PROCESSORS 2)
+    lookahead_add_test(${name}_smoke TARGET ${name} ARGS ${ARG_SMOKE_ARGS} ${launch} LABELS bench)
   endif()
 endfunction()
