@@ -1,5 +1,5 @@
 // Ordered prefetching: workers claim batch sequence numbers in order (advancing the shared
-// sampler under the lock), decode without the lock, and park finished batches in numbered slots;
+// epoch order under the lock), decode without the lock, and park finished batches in numbered slots;
 // the consumer takes slot `consumed_` only. Claims run at most `prefetch` ahead of the consumer.
 #include "data/loader.h"
 
@@ -32,7 +32,7 @@ at::Tensor stack(const std::vector<at::Tensor>& xs, const std::vector<int64_t>& 
 Loader::Loader(std::shared_ptr<const TrainingSet> set, const LoaderOptions& options)
     : set_(std::move(set)),
       opt_(options),
-      sampler_([&] {
+      order_([&] {
         TORCH_CHECK(set_, "Loader: no training set");
         TORCH_CHECK(options.resolution > 0, "Loader: resolution must be positive");
         TORCH_CHECK(options.threads >= 0 && options.prefetch >= 1, "Loader: threads must be >= 0 and prefetch >= 1");
@@ -46,15 +46,15 @@ Loader::Loader(std::shared_ptr<const TrainingSet> set, const LoaderOptions& opti
                               " identities with a single record excluded) are fewer than one global batch of " +
                               std::to_string(options.global_batch));
         pairing_cache_.emplace(0, std::move(p.pairs));
-        return DistributedSampler(num_pairs_, options.global_batch, options.rank, options.world_size, options.seed);
+        return EpochOrder(num_pairs_, options.global_batch, options.rank, options.world_size, options.seed);
       }()) {
-  cursor_ = sampler_.cursor();
+  cursor_ = order_.cursor();
   start();
 }
 
 Loader::~Loader() { stop(); }
 
-int64_t Loader::batches_per_epoch() const { return sampler_.batches_per_epoch(); }
+int64_t Loader::batches_per_epoch() const { return order_.batches_per_epoch(); }
 
 Cursor Loader::cursor() const {
   std::lock_guard<std::mutex> lock(mu_);
@@ -84,14 +84,14 @@ void Loader::stop() {
 void Loader::set_cursor(const Cursor& c) {
   stop();
   std::lock_guard<std::mutex> lock(mu_);
-  sampler_.set_cursor(c);
-  cursor_ = sampler_.cursor();
+  order_.set_cursor(c);
+  cursor_ = order_.cursor();
   slots_.clear();
   claimed_ = consumed_ = 0;
   start();
 }
 
-std::vector<Pair> Loader::pairs_of(const SampleBatch& sb) {
+std::vector<Pair> Loader::pairs_of(const RankSlice& sb) {
   auto it = pairing_cache_.find(sb.epoch);
   if (it == pairing_cache_.end()) {
     // Keep only recent epochs: with prefetch the consumer may still be in the previous one.
@@ -107,14 +107,14 @@ std::vector<Pair> Loader::pairs_of(const SampleBatch& sb) {
 void Loader::worker() {
   for (;;) {
     int64_t seq;
-    SampleBatch sb;
+    RankSlice sb;
     std::vector<Pair> pairs;
     {
       std::unique_lock<std::mutex> lock(mu_);
       work_cv_.wait(lock, [&] { return stopping_ || claimed_ < consumed_ + opt_.prefetch; });
       if (stopping_) return;
       seq = claimed_++;
-      sb = sampler_.next();
+      sb = order_.next();
       pairs = pairs_of(sb);
     }
     Slot slot;
@@ -133,14 +133,14 @@ void Loader::worker() {
   }
 }
 
-Batch Loader::next() {
+LoadedBatch Loader::next() {
   Slot slot;
   if (opt_.threads == 0) {
-    SampleBatch sb;
+    RankSlice sb;
     std::vector<Pair> pairs;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      sb = sampler_.next();
+      sb = order_.next();
       pairs = pairs_of(sb);
     }
     slot.batch = load(sb, pairs);  // errors propagate directly
@@ -163,10 +163,10 @@ Batch Loader::next() {
   return std::move(slot.batch);
 }
 
-Batch Loader::load(const SampleBatch& sb, const std::vector<Pair>& pairs) const {
+LoadedBatch Loader::load(const RankSlice& sb, const std::vector<Pair>& pairs) const {
   const TrainingSet& set = *set_;
   const int64_t S = opt_.resolution;
-  Batch b;
+  LoadedBatch b;
   b.epoch = sb.epoch;
   b.step = sb.step;
   b.start = sb.start;
@@ -202,7 +202,7 @@ Batch Loader::load(const SampleBatch& sb, const std::vector<Pair>& pairs) const 
                               e.what() + ")");
         // A corrupt pair is replaced, not dropped, so that every rank's batch keeps its size. The
         // replacement is drawn from (seed, epoch, sample index, attempt) alone: any rank count
-        // picks the same one, and the sampler's order and cursor are untouched.
+        // picks the same one, and the epoch order and its cursor are untouched.
         if (epoch_pairs.empty()) epoch_pairs = pairing_for(set, opt_.seed, sb.epoch).pairs;
         SplitMix pick(derive_seed(opt_.seed ^ 0x736b6970ull, static_cast<uint64_t>(sb.epoch),
                                   static_cast<uint64_t>(sb.indices.at(j)) * 64 + static_cast<uint64_t>(attempt)));

@@ -1,5 +1,5 @@
 // Background loading of per-rank training batches: pairing, sampling, decoding on K threads,
-// resize/crop to the training resolution, stacking. Batches come out in sampler order whatever the
+// resize/crop to the training resolution, stacking. Batches come out in epoch order whatever the
 // thread count, so a run is reproducible and N ranks see exactly what one rank sees.
 #pragma once
 
@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "data/pairing.h"
-#include "data/sampler.h"
+#include "data/epoch_order.h"
 #include "data/training_set.h"
 
 namespace lookahead::data {
@@ -26,7 +26,7 @@ struct LoaderOptions {
   int64_t global_batch = 4;   ///< samples per step over all ranks
   int rank = 0;               ///< this process's rank (plain ints: data does not depend on dist)
   int world_size = 1;
-  uint64_t seed = 0;          ///< drives the pairing and the sampler permutation
+  uint64_t seed = 0;          ///< drives the pairing and the epoch permutation
   int threads = 2;            ///< decoding threads; 0 = decode in the caller's thread on next()
   int prefetch = 4;           ///< batches decoded ahead of the consumer (>= 1)
   /// Replace (and count) samples whose target or reference is corrupt by another pair drawn from
@@ -38,8 +38,10 @@ struct LoaderOptions {
   double hflip_p = 0;         ///< probability of a horizontal flip (landmark roles swapped with it)
 };
 
-/// One rank's batch. B = this rank's slice (corrupt samples replaced under skip_corrupt); S = resolution.
-struct Batch {
+/// One rank's batch as read from the training set (decoded images, prompts, precomputed tensors);
+/// the trainer turns it into the model's input, model::Batch. B = this rank's slice (corrupt samples
+/// replaced under skip_corrupt); S = resolution.
+struct LoadedBatch {
   int64_t epoch = 0, step = 0;
   Cursor start;  ///< cursor before this batch
   Cursor next;   ///< cursor after it (save this in a checkpoint)
@@ -69,9 +71,9 @@ class Loader {
   Loader(const Loader&) = delete;
   Loader& operator=(const Loader&) = delete;
 
-  /// The next batch in sampler order. Rethrows a worker's error (a DataError naming the file and
+  /// The next batch in epoch order. Rethrows a worker's error (a DataError naming the file and
   /// record index) at the batch where it happened.
-  Batch next();
+  LoadedBatch next();
   /// Cursor of the batch next() returns next.
   Cursor cursor() const;
   /// Resumes at `c` (e.g. from a checkpoint, possibly written at another world size).
@@ -85,20 +87,20 @@ class Loader {
   int64_t excluded_identities() const { return excluded_identities_; }
   int64_t excluded_records() const { return excluded_records_; }
 
-  /// Builds the batch for one sampler slice (what a worker does). Public for tests and tools.
-  Batch load(const SampleBatch& sb, const std::vector<Pair>& pairs) const;
+  /// Builds the batch for one rank slice (what a worker does). Public for tests and tools.
+  LoadedBatch load(const RankSlice& sb, const std::vector<Pair>& pairs) const;
 
  private:
   struct Slot {
     bool ready = false;
-    Batch batch;
+    LoadedBatch batch;
     std::exception_ptr error;
   };
   void start();
   void stop();
   void worker();
   // The pairs of the samples in `sb` (pairing of sb.epoch, cached). Caller holds mu_.
-  std::vector<Pair> pairs_of(const SampleBatch& sb);
+  std::vector<Pair> pairs_of(const RankSlice& sb);
 
   std::shared_ptr<const TrainingSet> set_;
   LoaderOptions opt_;
@@ -106,9 +108,9 @@ class Loader {
 
   mutable std::mutex mu_;
   std::condition_variable work_cv_, done_cv_;
-  std::map<int64_t, std::vector<Pair>> pairing_cache_;  // epoch -> pairs; declared before sampler_,
+  std::map<int64_t, std::vector<Pair>> pairing_cache_;  // epoch -> pairs; declared before order_,
                                                         // whose initializer fills epoch 0
-  DistributedSampler sampler_;  // guarded by mu_: advanced by whoever claims the next batch
+  EpochOrder order_;  // guarded by mu_: advanced by whoever claims the next batch
   std::map<int64_t, Slot> slots_;
   int64_t claimed_ = 0, consumed_ = 0;
   Cursor cursor_;

@@ -1,12 +1,12 @@
 // Where the trainer's per-rank batches come from: the HDF5 training set through the data
-// library's sampler and loader (trainer/hdf5_batch_source.cpp), or anything else that yields the
+// library's epoch order and loader (trainer/hdf5_batch_source.cpp), or anything else that yields the
 // model's inputs for samples [first, first + count) of each global batch.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
-#include "data/sampler.h"
+#include "data/epoch_order.h"
 #include "model/lookahead/lookahead_model.h"
 
 namespace lookahead::trainer {

@@ -79,7 +79,7 @@ class Hdf5BatchSource : public BatchSource {
   }
 
   RankBatch next() override {
-    data::Batch b = loader_->next();
+    data::LoadedBatch b = loader_->next();
     RankBatch out;
     const int64_t n = b.size();
     if (conditioner_ && n > 0) {
@@ -118,7 +118,7 @@ class Hdf5BatchSource : public BatchSource {
 
  private:
   /// The batch's model inputs from its images and prompts, as `lookahead data encode` computes them.
-  void encode(const data::Batch& b, model::Batch& out) {
+  void encode(const data::LoadedBatch& b, model::Batch& out) {
     const int64_t n = b.size();
     out.z_tgt = conditioner_->encode_latents(b.target_images).cpu();     // [B, 4, h, w]
     out.z_ref = conditioner_->encode_latents(b.reference_images).cpu();  // [B, 4, h, w]

@@ -155,7 +155,7 @@ struct OptimConfig {
 };
 
 /// [train]
-struct RunConfig {
+struct TrainLoopConfig {
   int64_t steps = 5001;
   int64_t batch_per_rank = 4;
   uint64_t seed = 0;
@@ -206,7 +206,7 @@ struct TrainConfig {
   DataConfig data;
   LossConfig loss;
   OptimConfig optim;
-  RunConfig train;
+  TrainLoopConfig train;
   DistConfig dist;
   EvalConfig eval;
   /// The resolved configuration as INI text (stored in checkpoints and printed by --dry-run).

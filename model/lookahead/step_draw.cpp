@@ -5,7 +5,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "common/seed.h"
-#include "model/sched/timestep_sampler.h"
+#include "model/sched/timestep_distribution.h"
 
 namespace lookahead::model {
 
@@ -27,8 +27,8 @@ StepDraw draw_step(const StepDrawOptions& options, uint64_t seed, int64_t step, 
               "draw_step: samples [", first, ", ", first + count, ") are not inside a global batch of ", global_batch);
   TORCH_CHECK(options.adapter_drop_p >= 0.0 && options.adapter_drop_p <= 1.0,
               "draw_step: adapter drop probability must be in [0, 1], got ", options.adapter_drop_p);
-  const sched::ImportanceTimestepSampler diffusion(options.diffusion_timestep_a, options.num_train_timesteps);
-  const sched::ImportanceTimestepSampler lcm(options.lcm_timestep_a, options.num_train_timesteps);
+  const sched::TimestepDistribution diffusion(options.diffusion_timestep_a, options.num_train_timesteps);
+  const sched::TimestepDistribution lcm(options.lcm_timestep_a, options.num_train_timesteps);
 
   const uint64_t step_seed = mix_seed(seed, static_cast<uint64_t>(step));
   std::vector<at::Tensor> noise, t, t2;

@@ -92,7 +92,7 @@ LoaderOptions aug_options(int threads, int rank = 0, int world = 1) {
 TEST(Augment, LoaderDrawsDependOnTheSampleOnly) {
   ScratchDir d;
   auto set = TrainingSet::open(write_wide_set(d));
-  std::vector<Batch> one;
+  std::vector<LoadedBatch> one;
   {
     Loader l(set, aug_options(0));
     for (int k = 0; k < 6; ++k) one.push_back(l.next());
@@ -104,7 +104,7 @@ TEST(Augment, LoaderDrawsDependOnTheSampleOnly) {
   // Two ranks: each half of the global batch equals the same rows of the one-rank batch.
   Loader r0(set, aug_options(1, 0, 2)), r1(set, aug_options(1, 1, 2));
   for (int k = 0; k < 6; ++k) {
-    Batch a = r0.next(), b = r1.next();
+    LoadedBatch a = r0.next(), b = r1.next();
     EXPECT_TRUE(at::equal(at::cat({a.target_images, b.target_images}), one[k].target_images)) << k;
     EXPECT_TRUE(at::equal(at::cat({a.reference_landmarks, b.reference_landmarks}), one[k].reference_landmarks)) << k;
   }
@@ -117,7 +117,7 @@ TEST(Augment, LoaderDrawsDependOnTheSampleOnly) {
   Loader p(set, plain), c(set, crop_only), f(set, flip_only);
   int differ = 0, flipped = 0, total = 0;
   for (int k = 0; k < 6; ++k) {
-    Batch a = p.next(), b = c.next(), e = f.next();
+    LoadedBatch a = p.next(), b = c.next(), e = f.next();
     for (int64_t i = 0; i < a.size(); ++i, ++total) {
       differ += !at::equal(a.target_images[i], b.target_images[i]);
       // Every flip-only sample is the center crop or its mirror image, with landmark roles swapped.

@@ -43,7 +43,7 @@ TEST(DataLoaderMpi, RankBatchesConcatenateToTheOneRankBatch) {
   o.threads = 1 + rank;  // thread count must not matter
   Loader mine(set, o);
   for (int step = 0; step < 8; ++step) {  // 3 batches per epoch: crosses epochs
-    Batch full = one.next(), part = mine.next();
+    LoadedBatch full = one.next(), part = mine.next();
     ASSERT_EQ(part.size(), B / size);
     at::Tensor gathered = at::empty({B, 3, 16, 16});
     comm->all_gather(gathered, part.target_images.contiguous())->wait();

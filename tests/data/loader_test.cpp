@@ -23,7 +23,7 @@ LoaderOptions options(int threads, int64_t batch = 4) {
   return o;
 }
 
-void expect_same(const Batch& a, const Batch& b, const std::string& what) {
+void expect_same(const LoadedBatch& a, const LoadedBatch& b, const std::string& what) {
   EXPECT_EQ(a.pairs, b.pairs) << what;
   EXPECT_EQ(a.start, b.start) << what;
   EXPECT_TRUE(at::equal(a.target_images, b.target_images)) << what;
@@ -35,7 +35,7 @@ void expect_same(const Batch& a, const Batch& b, const std::string& what) {
 TEST(DataLoader, DeterministicAcrossThreadCounts) {
   ScratchDir d;
   auto set = TrainingSet::open(test::make_synth(d, 5, 4, 32));
-  std::vector<Batch> ref;
+  std::vector<LoadedBatch> ref;
   {
     Loader l(set, options(0));
     for (int k = 0; k < 12; ++k) ref.push_back(l.next());  // 5 batches/epoch: crosses epochs
@@ -46,7 +46,7 @@ TEST(DataLoader, DeterministicAcrossThreadCounts) {
   }
   EXPECT_EQ(ref[0].target_images.sizes(), (at::IntArrayRef{4, 3, 16, 16}));
   EXPECT_EQ(ref[5].epoch, 1);
-  for (const Batch& b : ref)
+  for (const LoadedBatch& b : ref)
     for (size_t i = 0; i < b.pairs.size(); ++i) {
       EXPECT_NE(b.pairs[i].target, b.pairs[i].reference);
       EXPECT_EQ(set->identity(b.pairs[i].target), set->identity(b.pairs[i].reference));
@@ -57,7 +57,7 @@ TEST(DataLoader, LandmarksFollowTheResize) {
   ScratchDir d;
   auto set = TrainingSet::open(test::make_synth(d, 3, 2, 32));
   Loader l(set, options(2));
-  Batch b = l.next();
+  LoadedBatch b = l.next();
   for (int64_t i = 0; i < b.size(); ++i) {
     at::Tensor src = set->landmarks(b.pairs[i].target);
     EXPECT_TRUE(at::allclose(b.target_landmarks[i], (src + 0.5) * 0.5 - 0.5)) << i;  // 32 -> 16
@@ -70,7 +70,7 @@ TEST(DataLoader, ResumeFromCursor) {
   Loader a(set, options(2));
   for (int k = 0; k < 4; ++k) a.next();
   Cursor c = a.cursor();
-  std::vector<Batch> more;
+  std::vector<LoadedBatch> more;
   for (int k = 0; k < 4; ++k) more.push_back(a.next());
   Loader b(set, options(3));
   b.next();
@@ -111,7 +111,7 @@ TEST(DataLoader, SkipCorruptReplacesAndKeepsTheBatchSize) {
   int64_t replaced = 0;
   for (int epoch = 0; epoch < 2; ++epoch)
     for (int k = 0; k < l.batches_per_epoch(); ++k) {
-      Batch b = l.next();
+      LoadedBatch b = l.next();
       // The trainer's step draws are sized by the batch: a replaced sample keeps its place.
       EXPECT_EQ(b.size(), 4);
       EXPECT_EQ(b.target_images.size(0), 4);
@@ -146,8 +146,8 @@ TEST(DataLoader, SkipCorruptGivesEveryRankCountTheSameBatches) {
   }
   int64_t replaced = 0;
   for (int k = 0; k < 2 * whole.batches_per_epoch(); ++k) {
-    const Batch w = whole.next();
-    const Batch a = halves[0]->next(), b = halves[1]->next();
+    const LoadedBatch w = whole.next();
+    const LoadedBatch a = halves[0]->next(), b = halves[1]->next();
     std::vector<Pair> joined = a.pairs;
     joined.insert(joined.end(), b.pairs.begin(), b.pairs.end());
     EXPECT_EQ(joined, w.pairs) << "batch " << k;
@@ -162,7 +162,7 @@ TEST(DataLoader, PrecomputedTensorsAreStacked) {
   ScratchDir d;
   auto set = TrainingSet::open(test::make_synth(d, 3, 2, 32, /*extras=*/true));
   Loader l(set, options(1, 2));
-  Batch b = l.next();
+  LoadedBatch b = l.next();
   EXPECT_EQ(b.target_latents.sizes(), (at::IntArrayRef{2, 4, 4, 4}));
   EXPECT_EQ(b.reference_latents.sizes(), (at::IntArrayRef{2, 4, 4, 4}));
   EXPECT_EQ(b.target_prompt_embeds.sizes(), (at::IntArrayRef{2, 3, 24}));

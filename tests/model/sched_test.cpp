@@ -16,7 +16,7 @@
 #include "model/sched/lcm_sampler.h"
 #include "model/sched/make_sampler.h"
 #include "model/sched/noise_schedule.h"
-#include "model/sched/timestep_sampler.h"
+#include "model/sched/timestep_distribution.h"
 
 namespace lookahead::model::sched {
 namespace {
@@ -310,12 +310,12 @@ TEST(Samplers, RejectsBadConfigs) {
   EXPECT_THROW(ddim.set_timesteps(61), c10::Error);
   ddim.set_timesteps(60);
   EXPECT_EQ(ddim.timestep(0), 999.0);
-  EXPECT_THROW(ImportanceTimestepSampler(1.5), c10::Error);
+  EXPECT_THROW(TimestepDistribution(1.5), c10::Error);
 }
 
-TEST(ImportanceTimestepSampler, Probabilities) {
+TEST(TimestepDistribution, Probabilities) {
   for (double a : {kDiffusionImportanceA, kLcmImportanceA}) {
-    const ImportanceTimestepSampler s(a);
+    const TimestepDistribution s(a);
     const at::Tensor p = s.probabilities();  // [1000]
     EXPECT_EQ(p.size(0), 1000);
     EXPECT_NEAR(p.sum().item<double>(), 1.0, 1e-12);
@@ -324,11 +324,11 @@ TEST(ImportanceTimestepSampler, Probabilities) {
     // Monotone increasing: favours noisier timesteps.
     EXPECT_TRUE((p.slice(0, 1) >= p.slice(0, 0, 999)).all().item<bool>());
   }
-  EXPECT_TRUE(at::allclose(ImportanceTimestepSampler(0.0).probabilities(), at::full({1000}, 1e-3, at::kDouble)));
+  EXPECT_TRUE(at::allclose(TimestepDistribution(0.0).probabilities(), at::full({1000}, 1e-3, at::kDouble)));
 }
 
-TEST(ImportanceTimestepSampler, DeterministicAndDistributed) {
-  const ImportanceTimestepSampler s(kDiffusionImportanceA);
+TEST(TimestepDistribution, DeterministicAndDistributed) {
+  const TimestepDistribution s(kDiffusionImportanceA);
   const at::Tensor a = s.sample(1000, uint64_t{42});
   EXPECT_TRUE(at::equal(a, s.sample(1000, uint64_t{42})));
   EXPECT_FALSE(at::equal(a, s.sample(1000, uint64_t{43})));

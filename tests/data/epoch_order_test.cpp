@@ -1,11 +1,11 @@
-// DistributedSampler: N ranks together see exactly what one rank sees; resume from a cursor,
+// EpochOrder: N ranks together see exactly what one rank sees; resume from a cursor,
 // also at another world size.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <set>
 
-#include "data/sampler.h"
+#include "data/epoch_order.h"
 
 namespace lookahead::data {
 namespace {
@@ -13,7 +13,7 @@ namespace {
 // The concatenation over ranks of one global batch each, for `steps` steps.
 std::vector<std::vector<int64_t>> run_ranks(int64_t n, int64_t batch, int world, uint64_t seed, int64_t steps,
                                             Cursor start = {}) {
-  std::vector<DistributedSampler> s;
+  std::vector<EpochOrder> s;
   for (int r = 0; r < world; ++r) {
     s.emplace_back(n, batch, r, world, seed);
     s.back().set_cursor(start);
@@ -30,19 +30,19 @@ std::vector<std::vector<int64_t>> run_ranks(int64_t n, int64_t batch, int world,
   return out;
 }
 
-TEST(DataSampler, RankSlicesConcatenateToTheOneRankBatch) {
+TEST(DataEpochOrder, RankSlicesConcatenateToTheOneRankBatch) {
   for (int64_t batch : {12, 10}) {  // 10 over 4 ranks: uneven slices 2,3,2,3
     auto one = run_ranks(101, batch, 1, 3, 25);  // crosses two epoch boundaries
     for (int world = 2; world <= 4; ++world)
       EXPECT_EQ(run_ranks(101, batch, world, 3, 25), one) << "world " << world << " batch " << batch;
   }
-  DistributedSampler s(10, 10, 3, 4, 0);
+  EpochOrder s(10, 10, 3, 4, 0);
   EXPECT_EQ(s.slice_begin(), 7);
   EXPECT_EQ(s.slice_end(), 10);
 }
 
-TEST(DataSampler, EpochIsAPermutationWithDropLast) {
-  DistributedSampler s(50, 8, 0, 1, 9);
+TEST(DataEpochOrder, EpochIsAPermutationWithDropLast) {
+  EpochOrder s(50, 8, 0, 1, 9);
   EXPECT_EQ(s.batches_per_epoch(), 6);
   std::set<int64_t> seen;
   for (int k = 0; k < 6; ++k) {
@@ -56,14 +56,14 @@ TEST(DataSampler, EpochIsAPermutationWithDropLast) {
   EXPECT_EQ(b.epoch, 1);
   EXPECT_EQ(b.start, (Cursor{1, 0}));
   EXPECT_NE(s.permutation(0), s.permutation(1));
-  EXPECT_EQ(s.permutation(1), DistributedSampler(50, 8, 0, 1, 9).permutation(1));
+  EXPECT_EQ(s.permutation(1), EpochOrder(50, 8, 0, 1, 9).permutation(1));
 }
 
-TEST(DataSampler, ResumeFromCursorGivesTheSameContinuation) {
-  DistributedSampler a(40, 4, 1, 2, 5);
+TEST(DataEpochOrder, ResumeFromCursorGivesTheSameContinuation) {
+  EpochOrder a(40, 4, 1, 2, 5);
   for (int k = 0; k < 7; ++k) a.next();
   Cursor c = a.cursor();
-  DistributedSampler b(40, 4, 1, 2, 5);
+  EpochOrder b(40, 4, 1, 2, 5);
   b.set_cursor(c);
   for (int k = 0; k < 12; ++k) {
     auto x = a.next(), y = b.next();
@@ -72,10 +72,10 @@ TEST(DataSampler, ResumeFromCursorGivesTheSameContinuation) {
   }
 }
 
-TEST(DataSampler, CursorIsValidAcrossWorldSizes) {
+TEST(DataEpochOrder, CursorIsValidAcrossWorldSizes) {
   // 2 ranks run 4 steps; 3 ranks resume from their cursor; the result equals 1 rank running on.
   auto one = run_ranks(60, 6, 1, 2, 15);
-  std::vector<DistributedSampler> two{{60, 6, 0, 2, 2}, {60, 6, 1, 2, 2}};
+  std::vector<EpochOrder> two{{60, 6, 0, 2, 2}, {60, 6, 1, 2, 2}};
   for (int k = 0; k < 4; ++k)
     for (auto& s : two) s.next();
   Cursor c = two[0].cursor();
@@ -85,11 +85,11 @@ TEST(DataSampler, CursorIsValidAcrossWorldSizes) {
   EXPECT_EQ(std::vector<std::vector<int64_t>>(one.begin() + 4, one.end()), three);
 }
 
-TEST(DataSampler, RejectsImpossibleConfigurations) {
-  EXPECT_THROW(DistributedSampler(10, 4, 2, 2, 0), c10::Error);   // rank out of range
-  EXPECT_THROW(DistributedSampler(10, 2, 0, 4, 0), c10::Error);   // batch < world
-  EXPECT_THROW(DistributedSampler(3, 4, 0, 1, 0), c10::Error);    // fewer samples than a batch
-  DistributedSampler s(10, 2, 0, 1, 0);
+TEST(DataEpochOrder, RejectsImpossibleConfigurations) {
+  EXPECT_THROW(EpochOrder(10, 4, 2, 2, 0), c10::Error);   // rank out of range
+  EXPECT_THROW(EpochOrder(10, 2, 0, 4, 0), c10::Error);   // batch < world
+  EXPECT_THROW(EpochOrder(3, 4, 0, 1, 0), c10::Error);    // fewer samples than a batch
+  EpochOrder s(10, 2, 0, 1, 0);
   EXPECT_THROW(s.set_cursor(0, 11), c10::Error);
 }
 

@@ -1,5 +1,5 @@
-// Deterministic, resumable distributed sampler. All ranks draw the same seeded permutation per
-// epoch; every global batch is cut into contiguous per-rank slices, so N ranks together see exactly
+// The epoch order: a deterministic, resumable split of the training set over ranks (PyTorch calls
+// this a DistributedSampler). All ranks draw the same seeded permutation per epoch; every global batch is cut into contiguous per-rank slices, so N ranks together see exactly
 // the samples (and the order) that one rank would see with the same global batch.
 #pragma once
 
@@ -14,22 +14,22 @@ namespace lookahead::data {
 using Cursor = common::StreamCursor;
 
 /// One rank's share of one global batch.
-struct SampleBatch {
+struct RankSlice {
   int64_t epoch = 0;
   int64_t step = 0;                 ///< global batch number within the epoch (index / global_batch)
   Cursor start;                     ///< cursor before this batch
   std::vector<int64_t> indices;     ///< sample indices in [0, num_samples), this rank's slice
 };
 
-class DistributedSampler {
+class EpochOrder {
  public:
   /// `num_samples` items (pairs), `global_batch` samples per step over all ranks; rank r of
   /// world_size gets [r*B/N, (r+1)*B/N) of each global batch (B not divisible by N gives slices
   /// differing by one). drop_last: an epoch has floor(num_samples / B) batches.
-  DistributedSampler(int64_t num_samples, int64_t global_batch, int rank, int world_size, uint64_t seed);
+  EpochOrder(int64_t num_samples, int64_t global_batch, int rank, int world_size, uint64_t seed);
 
   /// This rank's slice of the next global batch; advances the cursor (rolling into the next epoch).
-  SampleBatch next();
+  RankSlice next();
   /// Cursor of the next batch next() returns.
   Cursor cursor() const { return cursor_; }
   /// Resumes at `epoch`, `index` global samples in. Valid after a change of world size (and even of

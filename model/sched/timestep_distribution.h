@@ -17,10 +17,10 @@ inline constexpr double kDiffusionImportanceA = 0.5;
 inline constexpr double kLcmImportanceA = 0.2;
 
 /// Inverse-CDF sampler of p(t) ∝ 1 − a·cos(πt/T).
-class ImportanceTimestepSampler {
+class TimestepDistribution {
  public:
   /// a ∈ [−1, 1] (a = 0 is uniform); T ≥ 1.
-  explicit ImportanceTimestepSampler(double a, int64_t num_train_timesteps = 1000);
+  explicit TimestepDistribution(double a, int64_t num_train_timesteps = 1000);
 
   double a() const { return a_; }
   int64_t num_train_timesteps() const { return T_; }
