@@ -17,8 +17,10 @@
 
 namespace lookahead::model::text {
 
-/// The rows both towers' key tables start with (ClipTextConfig::keys(), ClipVisionConfig::keys()).
-inline constexpr auto kClipEncoderKeys = std::to_array<io::ConfigKey>({
+/// The rows of transformers' PreTrainedConfig that every CLIP config (text, vision, CLIPModel)
+/// carries: names, versions, output switches and classification-head fields, none of which change
+/// what a tower computes.
+inline constexpr auto kPretrainedConfigKeys = std::to_array<io::ConfigKey>({
     {"_name_or_path", io::KeyUse::kMetadata, nullptr, "where the config was loaded from"},
     {"transformers_version", io::KeyUse::kMetadata, nullptr, "the writer's version"},
     {"model_type", io::KeyUse::kMetadata, nullptr, "the config class; transformers only warns on a mismatch"},
@@ -29,20 +31,27 @@ inline constexpr auto kClipEncoderKeys = std::to_array<io::ConfigKey>({
     {"return_dict", io::KeyUse::kMetadata, nullptr, "output container type"},
     {"chunk_size_feed_forward", io::KeyUse::kMetadata, nullptr, "the CLIP modeling code never chunks"},
     {"is_encoder_decoder", io::KeyUse::kMetadata, nullptr, "generation flag, unused by CLIP"},
-    {"id2label", io::KeyUse::kMetadata, nullptr, "classification-head labels, unused by CLIP towers"},
-    {"label2id", io::KeyUse::kMetadata, nullptr, "classification-head labels, unused by CLIP towers"},
-    {"problem_type", io::KeyUse::kMetadata, nullptr, "classification-head loss, unused by CLIP towers"},
-    {"initializer_range", io::KeyUse::kMetadata, nullptr, "random initialization only; weights are loaded"},
+    {"id2label", io::KeyUse::kMetadata, nullptr, "classification-head labels, unused by CLIP"},
+    {"label2id", io::KeyUse::kMetadata, nullptr, "classification-head labels, unused by CLIP"},
+    {"problem_type", io::KeyUse::kMetadata, nullptr, "classification-head loss, unused by CLIP"},
     {"initializer_factor", io::KeyUse::kMetadata, nullptr, "random initialization only; weights are loaded"},
-    {"attention_dropout", io::KeyUse::kDefaultOnly, "0.0", "attention dropout, active while training"},
-    {"hidden_act", io::KeyUse::kHonoured, nullptr, "MLP activation: quick_gelu | gelu (erf); others are refused"},
-    {"layer_norm_eps", io::KeyUse::kHonoured, nullptr, "LayerNorm epsilon"},
-    {"hidden_size", io::KeyUse::kHonoured, nullptr, "width"},
-    {"intermediate_size", io::KeyUse::kHonoured, nullptr, "MLP width"},
-    {"num_hidden_layers", io::KeyUse::kHonoured, nullptr, "depth"},
-    {"num_attention_heads", io::KeyUse::kHonoured, nullptr, "heads"},
-    {"projection_dim", io::KeyUse::kHonoured, nullptr, "output width of the *WithProjection projection"},
 });
+
+/// The rows both towers' key tables start with (ClipTextConfig::keys(), ClipVisionConfig::keys()):
+/// the PreTrainedConfig rows, then the shared encoder's.
+inline constexpr auto kClipEncoderKeys = io::join_keys(
+    kPretrainedConfigKeys,
+    std::to_array<io::ConfigKey>({
+        {"initializer_range", io::KeyUse::kMetadata, nullptr, "random initialization only; weights are loaded"},
+        {"attention_dropout", io::KeyUse::kDefaultOnly, "0.0", "attention dropout, active while training"},
+        {"hidden_act", io::KeyUse::kHonoured, nullptr, "MLP activation: quick_gelu | gelu (erf); others are refused"},
+        {"layer_norm_eps", io::KeyUse::kHonoured, nullptr, "LayerNorm epsilon"},
+        {"hidden_size", io::KeyUse::kHonoured, nullptr, "width"},
+        {"intermediate_size", io::KeyUse::kHonoured, nullptr, "MLP width"},
+        {"num_hidden_layers", io::KeyUse::kHonoured, nullptr, "depth"},
+        {"num_attention_heads", io::KeyUse::kHonoured, nullptr, "heads"},
+        {"projection_dim", io::KeyUse::kHonoured, nullptr, "output width of the *WithProjection projection"},
+    }));
 
 /// A tower config read with transformers' semantics: `defaults` (the class's reference_defaults())
 /// overwritten by every non-null key of `int_keys` (integers only: transformers' layers refuse a

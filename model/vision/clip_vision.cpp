@@ -42,31 +42,20 @@ constexpr auto kKeys = io::join_keys(
 
 // Every key of transformers' CLIPConfig (5.x, its PreTrainedConfig keys included) plus the
 // legacy text_config_dict / vision_config_dict it still merges.
-constexpr io::ConfigKey kClipModelKeys[] = {
-    {"_name_or_path", io::KeyUse::kMetadata, nullptr, "where the config was loaded from"},
-    {"transformers_version", io::KeyUse::kMetadata, nullptr, "the writer's version"},
-    {"model_type", io::KeyUse::kMetadata, nullptr, "the config class; transformers only warns on a mismatch"},
-    {"architectures", io::KeyUse::kMetadata, nullptr, "the class name; clip_model_from_pretrained builds CLIPModel"},
-    {"dtype", io::KeyUse::kMetadata, nullptr, "the saved dtype; the caller chooses the run dtype"},
-    {"torch_dtype", io::KeyUse::kMetadata, nullptr, "transformers < 5 spelling of dtype"},
-    {"output_hidden_states", io::KeyUse::kMetadata, nullptr, "which outputs are returned, not their values"},
-    {"output_attentions", io::KeyUse::kMetadata, nullptr, "which outputs are returned, not their values"},
-    {"return_dict", io::KeyUse::kMetadata, nullptr, "output container type"},
-    {"chunk_size_feed_forward", io::KeyUse::kMetadata, nullptr, "the CLIP modeling code never chunks"},
-    {"is_encoder_decoder", io::KeyUse::kMetadata, nullptr, "generation flag, unused by CLIP"},
-    {"id2label", io::KeyUse::kMetadata, nullptr, "classification-head labels, unused by CLIPModel"},
-    {"label2id", io::KeyUse::kMetadata, nullptr, "classification-head labels, unused by CLIPModel"},
-    {"problem_type", io::KeyUse::kMetadata, nullptr, "classification-head loss, unused by CLIPModel"},
-    {"initializer_factor", io::KeyUse::kMetadata, nullptr, "random initialization only; weights are loaded"},
-    {"logit_scale_init_value", io::KeyUse::kMetadata, nullptr, "initial logit_scale; the weights carry it"},
-    {"projection_dim", io::KeyUse::kHonoured, nullptr, "text_projection / visual_projection width (default 512)"},
-    {"text_config", io::KeyUse::kHonoured, nullptr, "the CLIPTextConfig (ClipTextConfig::keys())"},
-    {"vision_config", io::KeyUse::kHonoured, nullptr, "the CLIPVisionConfig (ClipVisionConfig::keys())"},
-    {"text_config_dict", io::KeyUse::kHonoured, nullptr,
-     "legacy: when set it replaces text_config (absent keys: defaults), as transformers does"},
-    {"vision_config_dict", io::KeyUse::kHonoured, nullptr,
-     "legacy: when set it replaces vision_config (absent keys: defaults), as transformers does"},
-};
+constexpr auto kClipModelKeys = io::join_keys(
+    text::kPretrainedConfigKeys,
+    std::to_array<io::ConfigKey>({
+        {"architectures", io::KeyUse::kMetadata, nullptr,
+         "the class name; clip_model_from_pretrained builds CLIPModel"},
+        {"logit_scale_init_value", io::KeyUse::kMetadata, nullptr, "initial logit_scale; the weights carry it"},
+        {"projection_dim", io::KeyUse::kHonoured, nullptr, "text_projection / visual_projection width (default 512)"},
+        {"text_config", io::KeyUse::kHonoured, nullptr, "the CLIPTextConfig (ClipTextConfig::keys())"},
+        {"vision_config", io::KeyUse::kHonoured, nullptr, "the CLIPVisionConfig (ClipVisionConfig::keys())"},
+        {"text_config_dict", io::KeyUse::kHonoured, nullptr,
+         "legacy: when set it replaces text_config (absent keys: defaults), as transformers does"},
+        {"vision_config_dict", io::KeyUse::kHonoured, nullptr,
+         "legacy: when set it replaces vision_config (absent keys: defaults), as transformers does"},
+    }));
 
 // transformers' CLIPConfig: a legacy `<tower>_config_dict`, completed with the class defaults,
 // replaces `<tower>_config` entirely; otherwise `<tower>_config` (absent or null: all defaults).
