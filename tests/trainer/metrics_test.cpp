@@ -18,9 +18,9 @@
 
 #include "model/face/arcface_irse.h"
 #include "model/io/safetensors.h"
-#include "trainer/clip_score.h"
-#include "trainer/eval_stats.h"
-#include "trainer/id_similarity.h"
+#include "trainer/eval/clip_score.h"
+#include "trainer/eval/eval_stats.h"
+#include "trainer/eval/id_similarity.h"
 
 namespace lookahead::trainer {
 namespace {

@@ -3,7 +3,7 @@
 // counts), the scatter plot's point positions, comparison.json, and clear errors for bad
 // metrics.json files.
 #include "tests/trainer/report_fixture.h"
-#include "trainer/eval_report.h"
+#include "trainer/eval/eval_report.h"
 
 #include <gtest/gtest.h>
 

@@ -5,7 +5,7 @@
 //   report_tool check-screenshot PNG W H  the page's screenshot at W x H pixels
 #include "data/image_io.h"
 #include "tests/trainer/report_fixture.h"
-#include "trainer/eval_report.h"
+#include "trainer/eval/eval_report.h"
 
 #include <filesystem>
 #include <fstream>

@@ -1,7 +1,7 @@
 // The evaluation report: metrics.json validation, the summary table and its best values, the
 // ID-vs-CLIP scatter plot (inline SVG), per-prompt tables, per-identity image grids and
 // comparison.json. The page has no script: it is meant to be archived next to the images.
-#include "trainer/eval_report.h"
+#include "trainer/eval/eval_report.h"
 
 #include <algorithm>
 #include <cctype>
