@@ -1,4 +1,4 @@
-// Evaluation metrics (trainer/eval_stats, id_similarity, clip_score).
+// Evaluation metrics (trainer/eval/eval_stats, id_similarity, clip_score).
 // - Stats: summaries against hand-computed values, t quantiles against published table values.
 // - ID similarity: facenet-pytorch's real MTCNN weights on two public-domain photos (scikit-image's
 //   astronaut, matplotlib's grace_hopper.jpg; fixture eval_photos_oracle.py) with an IR-SE50 of
