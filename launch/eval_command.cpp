@@ -12,8 +12,8 @@
 #include "launch/cli.h"
 #include "launch/commands.h"
 #include "launch/train_options.h"
-#include "trainer/eval_report.h"
-#include "trainer/evaluator.h"
+#include "trainer/eval/eval_report.h"
+#include "trainer/eval/evaluator.h"
 #include "trainer/train_state.h"
 
 namespace po = boost::program_options;

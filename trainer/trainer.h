@@ -10,7 +10,7 @@
 #include "dist/world.h"
 #include "model/face/mtcnn_detect.h"
 #include "trainer/batch_source.h"
-#include "trainer/evaluator.h"
+#include "trainer/eval/evaluator.h"
 #include "trainer/metrics_log.h"
 #include "trainer/train_config.h"
 #include "trainer/train_state.h"

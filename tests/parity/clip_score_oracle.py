@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Oracle for trainer/clip_score (ClipScorer), a ctest fixture.
+"""Oracle for trainer/eval/clip_score (ClipScorer), a ctest fixture.
 
 Usage: clip_score_oracle.py OUTDIR
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fixture for tests/trainer/metrics_test.cpp (trainer/id_similarity): real photos and MTCNN weights.
+"""Fixture for tests/trainer/eval/metrics_test.cpp (trainer/eval/id_similarity): real photos and MTCNN weights.
 
 Usage: eval_photos_oracle.py OUTDIR
 

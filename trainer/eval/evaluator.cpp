@@ -1,5 +1,5 @@
 // The evaluation loop: items (identity x prompt) over ranks in lockstep, gathered on rank 0.
-#include "trainer/evaluator.h"
+#include "trainer/eval/evaluator.h"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -23,11 +23,11 @@
 #include "model/sched/sampler.h"
 #include "model/text/clip_tokenizer.h"
 #include "model/vision/clip_vision.h"
-#include "trainer/clip_score.h"
 #include "trainer/conditioning.h"
-#include "trainer/eval_report.h"
-#include "trainer/eval_stats.h"
-#include "trainer/id_similarity.h"
+#include "trainer/eval/clip_score.h"
+#include "trainer/eval/eval_report.h"
+#include "trainer/eval/eval_stats.h"
+#include "trainer/eval/id_similarity.h"
 
 namespace lookahead::trainer {
 

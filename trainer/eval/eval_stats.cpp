@@ -2,7 +2,7 @@
 // incomplete beta is its continued fraction (modified Lentz). Past 1e5 degrees of freedom the
 // fraction needs ~√ν terms, so the Cornish-Fisher expansion around the normal quantile (exact to
 // ν⁻⁵ there, far below double precision) takes over.
-#include "trainer/eval_stats.h"
+#include "trainer/eval/eval_stats.h"
 
 #include <c10/util/Exception.h>
 #include <nlohmann/json.hpp>

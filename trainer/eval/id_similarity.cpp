@@ -1,7 +1,7 @@
 // MTCNN runs per image (its cascade is per-image anyway); the aligned faces of every row, found or
 // not, go to the embedder in one batch so that a collective embedder sees identical calls on all
 // ranks regardless of what each rank's images contain.
-#include "trainer/id_similarity.h"
+#include "trainer/eval/id_similarity.h"
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>

@@ -1,6 +1,6 @@
 // The cosines are taken in float64 from the towers' projected embeddings, so a half-precision
 // CLIP only costs the towers' own rounding.
-#include "trainer/clip_score.h"
+#include "trainer/eval/clip_score.h"
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>

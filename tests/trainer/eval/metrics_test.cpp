@@ -1,4 +1,4 @@
-// Evaluation metrics (trainer/eval_stats, id_similarity, clip_score).
+// Evaluation metrics (trainer/eval/eval_stats, id_similarity, clip_score).
 // - Stats: summaries against hand-computed values, t quantiles against published table values.
 // - ID similarity: facenet-pytorch's real MTCNN weights on two public-domain photos (scikit-image's
 //   astronaut, matplotlib's grace_hopper.jpg; fixture eval_photos_oracle.py) with an IR-SE50 of
@@ -18,9 +18,9 @@
 
 #include "model/face/arcface_irse.h"
 #include "model/io/safetensors.h"
-#include "trainer/clip_score.h"
-#include "trainer/eval_stats.h"
-#include "trainer/id_similarity.h"
+#include "trainer/eval/clip_score.h"
+#include "trainer/eval/eval_stats.h"
+#include "trainer/eval/id_similarity.h"
 
 namespace lookahead::trainer {
 namespace {

@@ -2,8 +2,8 @@
 // per column in bold, escaped prompts and labels, the image grids (relative paths, captions,
 // counts), the scatter plot's point positions, comparison.json, and clear errors for bad
 // metrics.json files.
-#include "tests/trainer/report_fixture.h"
-#include "trainer/eval_report.h"
+#include "tests/trainer/eval/report_fixture.h"
+#include "trainer/eval/eval_report.h"
 
 #include <gtest/gtest.h>
 

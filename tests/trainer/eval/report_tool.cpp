@@ -4,8 +4,8 @@
 //   report_tool check-dom FILE            the DOM dumped by `chromium --dump-dom`
 //   report_tool check-screenshot PNG W H  the page's screenshot at W x H pixels
 #include "data/image_io.h"
-#include "tests/trainer/report_fixture.h"
-#include "trainer/eval_report.h"
+#include "tests/trainer/eval/report_fixture.h"
+#include "trainer/eval/eval_report.h"
 
 #include <filesystem>
 #include <fstream>
