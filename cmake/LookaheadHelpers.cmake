@@ -40,16 +40,30 @@ endfunction()
 # Tests: every ctest entry is registered through lookahead_add_test; a binary that several entries
 # (or a script) run is built by lookahead_test_binary.
 #
-# lookahead_test_binary(NAME SOURCES ... [DEPS ...] [MAIN world|plain|none])
+# lookahead_test_binary(NAME SOURCES ... [DEPS ...] [MAIN world|plain|none] [STANDALONE])
 #   A GoogleTest binary. MAIN world (default) links tests/test_main.cpp, which starts the World
 #   (MPI); plain links GoogleTest's own main (for tests that fork); none links no main (probes
-#   and tools that tests drive).
+#   and tools that tests drive). STANDALONE: no torch and no MPI (for code that needs neither):
+#   links only DEPS, the MAIN (plain or none) and the warning flags, no precompiled header; the
+#   source root is on the include path.
 function(lookahead_test_binary name)
-  cmake_parse_arguments(ARG "" "MAIN" "SOURCES;DEPS" ${ARGN})
+  cmake_parse_arguments(ARG "STANDALONE" "MAIN" "SOURCES;DEPS" ${ARGN})
   if(NOT ARG_MAIN)
     set(ARG_MAIN world)
   endif()
   add_executable(${name} ${ARG_SOURCES})
+  if(ARG_STANDALONE)
+    if(ARG_MAIN STREQUAL "plain")
+      target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest_main)
+    elseif(ARG_MAIN STREQUAL "none")
+      target_link_libraries(${name} PRIVATE ${ARG_DEPS})
+    else()
+      message(FATAL_ERROR "lookahead_test_binary(${name}): STANDALONE takes MAIN plain or none, got '${ARG_MAIN}'")
+    endif()
+    target_link_libraries(${name} PRIVATE lookahead_warnings)
+    target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR})
+    return()
+  endif()
   if(ARG_MAIN STREQUAL "world")
     target_link_libraries(${name} PRIVATE lookahead_pch lookahead_test_main ${ARG_DEPS})
   elseif(ARG_MAIN STREQUAL "plain")
@@ -70,12 +84,13 @@ endfunction()
 #   [RANKS n...]              one entry per rank count, NAME_npN, under mpiexec (label mpi)
 #   [MPI n]                   one entry, NAME, under mpiexec with n ranks (label mpi)
 #   [LABELS ...] [TIMEOUT s] [ENV KEY=VALUE...] [PROCESSORS n]
-#   [FIXTURES_SETUP f...] [FIXTURES_REQUIRED f...] [WORKING_DIRECTORY dir])
+#   [FIXTURES_SETUP f...] [FIXTURES_REQUIRED f...] [WORKING_DIRECTORY dir]
+#   [STANDALONE])             SOURCES: build it as lookahead_test_binary STANDALONE (MAIN plain)
 # Entries of a SOURCES binary run single-process get the label unit. Every entry gets LA_TEST_ENV (MPI as root,
-# oversubscription, one OpenMP thread) plus ENV; timeout 300 s unless TIMEOUT; mpiexec entries
-# reserve 2 processors unless PROCESSORS.
+# oversubscription, one OpenMP thread) plus ENV, except STANDALONE ones (no MPI, no OpenMP: ENV
+# only); timeout 300 s unless TIMEOUT; mpiexec entries reserve 2 processors unless PROCESSORS.
 function(lookahead_add_test name)
-  cmake_parse_arguments(ARG "" "TARGET;MAIN;MPI;TIMEOUT;PROCESSORS;WORKING_DIRECTORY"
+  cmake_parse_arguments(ARG "STANDALONE" "TARGET;MAIN;MPI;TIMEOUT;PROCESSORS;WORKING_DIRECTORY"
                         "SOURCES;DEPS;COMMAND;ARGS;RANKS;LABELS;ENV;FIXTURES_SETUP;FIXTURES_REQUIRED" ${ARGN})
   if(ARG_UNPARSED_ARGUMENTS)
     message(FATAL_ERROR "lookahead_add_test(${name}): unknown arguments ${ARG_UNPARSED_ARGUMENTS}")
@@ -90,11 +105,21 @@ function(lookahead_add_test name)
     message(FATAL_ERROR "lookahead_add_test(${name}): give exactly one of SOURCES, TARGET, COMMAND")
   endif()
   if(ARG_SOURCES)
-    if(NOT ARG_MAIN)
-      set(ARG_MAIN world)
+    if(ARG_STANDALONE)
+      if(NOT ARG_MAIN)
+        set(ARG_MAIN plain)
+      endif()
+      lookahead_test_binary(${name} SOURCES ${ARG_SOURCES} DEPS ${ARG_DEPS} MAIN ${ARG_MAIN} STANDALONE)
+    else()
+      if(NOT ARG_MAIN)
+        set(ARG_MAIN world)
+      endif()
+      lookahead_test_binary(${name} SOURCES ${ARG_SOURCES} DEPS ${ARG_DEPS} MAIN ${ARG_MAIN})
     endif()
-    lookahead_test_binary(${name} SOURCES ${ARG_SOURCES} DEPS ${ARG_DEPS} MAIN ${ARG_MAIN})
     set(ARG_TARGET ${name})
+  endif()
+  if(ARG_STANDALONE AND (ARG_RANKS OR ARG_MPI))
+    message(FATAL_ERROR "lookahead_add_test(${name}): a STANDALONE test has no MPI (RANKS/MPI)")
   endif()
   if(NOT ARG_TIMEOUT)
     set(ARG_TIMEOUT 300)
@@ -135,9 +160,16 @@ function(lookahead_add_test name)
   endif()
 
   set(labels ${default_label} ${ARG_LABELS})
-  set(env ${LA_TEST_ENV} ${ARG_ENV})
+  if(ARG_STANDALONE)
+    set(env ${ARG_ENV})
+  else()
+    set(env ${LA_TEST_ENV} ${ARG_ENV})
+  endif()
   foreach(test IN LISTS names)
-    set_tests_properties(${test} PROPERTIES TIMEOUT ${ARG_TIMEOUT} ENVIRONMENT "${env}")
+    set_tests_properties(${test} PROPERTIES TIMEOUT ${ARG_TIMEOUT})
+    if(env)
+      set_tests_properties(${test} PROPERTIES ENVIRONMENT "${env}")
+    endif()
     if(labels)
       set_tests_properties(${test} PROPERTIES LABELS "${labels}")
     endif()
