@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -167,13 +168,13 @@ struct BenchCase {
 
 /// One measured step; every value is the maximum over ranks.
 struct StepSample {
-  double step_s = 0, reference_s = 0, compute_s = 0, gather_wait_s = 0, reduce_wait_s = 0, optimizer_s = 0, other_s = 0;
+  double step_s = 0, cpu_s = 0, reference_s = 0, compute_s = 0, gather_wait_s = 0, reduce_wait_s = 0, optimizer_s = 0, other_s = 0;
   double gathers = 0, reduce_scatters = 0, gathered_bytes = 0;
   double frozen_shard = 0, trainable_shard = 0, grad_shard = 0, optimizer_state = 0, peak_gathered = 0;
 };
 
 #define LA_STEP_FIELDS(X)                                                                                        \
-  X(step_s) X(reference_s) X(compute_s) X(gather_wait_s) X(reduce_wait_s) X(optimizer_s) X(other_s) X(gathers) X(reduce_scatters)          \
+  X(step_s) X(cpu_s) X(reference_s) X(compute_s) X(gather_wait_s) X(reduce_wait_s) X(optimizer_s) X(other_s) X(gathers) X(reduce_scatters)          \
       X(gathered_bytes) X(frozen_shard) X(trainable_shard) X(grad_shard) X(optimizer_state) X(peak_gathered)
 
 StepSample max_over_ranks(const StepSample& local, MPI_Comm ctl) {
@@ -213,6 +214,14 @@ struct Result {
   StepSample median;
 };
 
+/// CPU time of this process (all its threads), seconds: with one intra-op thread, the step's work,
+/// far less disturbed by outside load than wall time.
+double process_cpu_s() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
 /// One configuration's training state, stepped in turn with the others.
 class CaseRunner {
  public:
@@ -236,17 +245,20 @@ class CaseRunner {
     model::SyntheticBatch sb = model::synthetic_batch(setup_.config, setup_.shape, step, first_, per_rank_);
     const std::vector<int64_t> latent_shape{4, setup_.shape.latent, setup_.shape.latent};
     LA_MPI_CHECK(MPI_Barrier(ctl_));
+    const double c0 = process_cpu_s();
     const double t0 = now_s();
     state_->model().set_reference_identity(sb.batch, sb.ref_pixels, sb.ref_pixel_landmarks);
     const double t_ref = now_s();
     const trainer::StepStats st = state_->step(sb.batch, state_->draw(per_rank_, latent_shape), state_->alpha());
     const double t1 = now_s();
+    const double c1 = process_cpu_s();
     if (!std::isfinite(st.loss_diffusion) || !std::isfinite(st.loss_lookahead))
       throw std::runtime_error("bench_step: non-finite loss in step " + std::to_string(step));
 
     const dist::PhaseTimes& pt = st.times;
     StepSample local;
     local.step_s = t1 - t0;
+    local.cpu_s = c1 - c0;
     local.reference_s = t_ref - t0;
     local.compute_s = pt.compute_s;
     local.gather_wait_s = pt.gather_wait_s;

@@ -35,17 +35,20 @@ printf '%s\n' "${rows[@]}" >"$OUT/rows.txt"
 "$PY" - "$OUT/rows.txt" <<'PY'
 import json, sys
 head = ("config", "mode", "threads", "ours ms", "PyTorch ms", "ours/PyTorch")
-print("%-6s %-9s %7s %9s %10s %12s   ours: recompute, compute / gather wait / optimizer / other ms" % head)
+print("%-6s %-9s %7s %9s %10s %12s %8s   ours: recompute, compute / gather wait / optimizer / other ms" % (head + ("CPU ratio",)))
 for line in open(sys.argv[1]):
     config, mode, threads, ours_path, ref_path = line.split()
-    p = json.load(open(ref_path))["median_ms"]
+    ref = json.load(open(ref_path))
+    p, p_cpu = ref["median_ms"], ref.get("median_cpu_ms")
     # "overlap on" (the headline), then the extra recompute policies (overlap on too).
     for r in json.load(open(ours_path))["runs"]:
         if r["config"] != "overlap on" and not r["config"].startswith("recompute "):
             continue
         run = r["median"]
         o = run["step_s"] * 1e3
-        print("%-6s %-9s %7s %9.1f %10.1f %12.3f   %s, %.1f / %.1f / %.1f / %.1f" % (config, mode, threads, o, p, o / p,
+        # Median process CPU time per step, ours / PyTorch: the work, less disturbed by outside load.
+        cpu = "%.3f" % (run["cpu_s"] * 1e3 / p_cpu) if p_cpu and "cpu_s" in run else "-"
+        print("%-6s %-9s %7s %9.1f %10.1f %12.3f %9s   %s, %.1f / %.1f / %.1f / %.1f" % (config, mode, threads, o, p, o / p, cpu,
               r.get("recompute", "?"), run["compute_s"] * 1e3, run["gather_wait_s"] * 1e3, run["optimizer_s"] * 1e3,
               run["other_s"] * 1e3))
 PY
