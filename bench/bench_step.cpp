@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -41,6 +42,10 @@ struct Options {
   int threads = 1;    // train.threads: intra-op threads per rank
   std::vector<std::string> placements{"full", "replicate"};
   bool keep_gathered = false;
+  bool overlap_off = true;
+  // dist.recompute of the overlap on / off configurations; each further policy adds a
+  // configuration "recompute <policy>" (overlap on).
+  std::vector<trainer::Recompute> recompute{trainer::DistConfig().recompute};
   std::string json_path;
   double timeout_s = 600.0;
   trainer::LossMode loss_mode = trainer::LossMode::kSum;
@@ -59,6 +64,10 @@ po::options_description describe_options() {
       ("placements", po::value<std::string>()->default_value("full,replicate"),
        "comma-separated frozen-weight placements: full, node, replicate")
       ("keep-gathered", po::bool_switch(), "also run overlap on with keep_gathered (no second gather in backward)")
+      ("no-overlap-off", po::bool_switch(), "leave out the overlap off configuration (at 1 rank it is overlap on)")
+      ("recompute", po::value<std::string>()->default_value(std::string(trainer::config_name(trainer::DistConfig().recompute))),
+       "comma-separated dist.recompute policies (all, blocks, none): the first for overlap on / off, each further "
+       "one adds a configuration 'recompute <policy>' (overlap on)")
       ("loss-mode", po::value<std::string>()->default_value("sum"),
        "loss.mode of the step: sum (one optimizer step) or alternate (one after each branch)")
       ("threads", po::value<int>()->default_value(1),
@@ -89,6 +98,16 @@ bool parse_options(int argc, char** argv, Options& opt) {
   opt.threads = vm["threads"].as<int>();
   opt.placements = split_commas(vm["placements"].as<std::string>());
   opt.keep_gathered = vm["keep-gathered"].as<bool>();
+  opt.overlap_off = !vm["no-overlap-off"].as<bool>();
+  opt.recompute.clear();
+  for (const auto& r : split_commas(vm["recompute"].as<std::string>())) {
+    const auto policy = trainer::parse_config_name<trainer::Recompute>(r);
+    if (!policy)
+      throw std::invalid_argument("--recompute: each policy must be " + trainer::config_choices<trainer::Recompute>() +
+                                  ", got '" + r + "'");
+    opt.recompute.push_back(*policy);
+  }
+  if (opt.recompute.empty()) throw std::invalid_argument("--recompute is empty");
   opt.timeout_s = vm["timeout"].as<double>();
   if (vm.count("json")) opt.json_path = vm["json"].as<std::string>();
   if (opt.config != "tiny" && opt.config != "mid") throw std::invalid_argument("--config must be tiny or mid");
@@ -149,13 +168,13 @@ struct BenchCase {
 
 /// One measured step; every value is the maximum over ranks.
 struct StepSample {
-  double step_s = 0, reference_s = 0, compute_s = 0, gather_wait_s = 0, reduce_wait_s = 0, optimizer_s = 0, other_s = 0;
+  double step_s = 0, cpu_s = 0, reference_s = 0, compute_s = 0, gather_wait_s = 0, reduce_wait_s = 0, optimizer_s = 0, other_s = 0;
   double gathers = 0, reduce_scatters = 0, gathered_bytes = 0;
   double frozen_shard = 0, trainable_shard = 0, grad_shard = 0, optimizer_state = 0, peak_gathered = 0;
 };
 
 #define LA_STEP_FIELDS(X)                                                                                        \
-  X(step_s) X(reference_s) X(compute_s) X(gather_wait_s) X(reduce_wait_s) X(optimizer_s) X(other_s) X(gathers) X(reduce_scatters)          \
+  X(step_s) X(cpu_s) X(reference_s) X(compute_s) X(gather_wait_s) X(reduce_wait_s) X(optimizer_s) X(other_s) X(gathers) X(reduce_scatters)          \
       X(gathered_bytes) X(frozen_shard) X(trainable_shard) X(grad_shard) X(optimizer_state) X(peak_gathered)
 
 StepSample max_over_ranks(const StepSample& local, MPI_Comm ctl) {
@@ -195,6 +214,14 @@ struct Result {
   StepSample median;
 };
 
+/// CPU time of this process (all its threads), seconds: with one intra-op thread, the step's work,
+/// far less disturbed by outside load than wall time.
+double process_cpu_s() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
 /// One configuration's training state, stepped in turn with the others.
 class CaseRunner {
  public:
@@ -218,17 +245,20 @@ class CaseRunner {
     model::SyntheticBatch sb = model::synthetic_batch(setup_.config, setup_.shape, step, first_, per_rank_);
     const std::vector<int64_t> latent_shape{4, setup_.shape.latent, setup_.shape.latent};
     LA_MPI_CHECK(MPI_Barrier(ctl_));
+    const double c0 = process_cpu_s();
     const double t0 = now_s();
     state_->model().set_reference_identity(sb.batch, sb.ref_pixels, sb.ref_pixel_landmarks);
     const double t_ref = now_s();
     const trainer::StepStats st = state_->step(sb.batch, state_->draw(per_rank_, latent_shape), state_->alpha());
     const double t1 = now_s();
+    const double c1 = process_cpu_s();
     if (!std::isfinite(st.loss_diffusion) || !std::isfinite(st.loss_lookahead))
       throw std::runtime_error("bench_step: non-finite loss in step " + std::to_string(step));
 
     const dist::PhaseTimes& pt = st.times;
     StepSample local;
     local.step_s = t1 - t0;
+    local.cpu_s = c1 - c0;
     local.reference_s = t_ref - t0;
     local.compute_s = pt.compute_s;
     local.gather_wait_s = pt.gather_wait_s;
@@ -268,23 +298,23 @@ void print_results(const std::vector<Result>& results, double load_end) {
               "add up);\n# reference = the reference photo's ArcFace embedding; other = step - reference - compute - waits - "
               "optimizer on each rank (autograd outside units, losses, face alignment, host all-reduces)\n");
   std::printf("# exposed = (gather wait + reduce-scatter wait) / step\n");
-  std::printf("%-14s %-9s %9s %9s %9s %9s %9s %9s %9s %8s %7s %6s %11s\n", "config", "placement", "step", "reference",
+  std::printf("%-16s %-9s %9s %9s %9s %9s %9s %9s %9s %8s %7s %6s %11s\n", "config", "placement", "step", "reference",
               "compute", "gath.wait", "rs.wait", "optim", "other", "exposed", "gathers", "RS", "gathered");
   for (const auto& r : results) {
     const auto& m = r.median;
     const double other = m.other_s;
-    std::printf("%-14s %-9s %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %7.1f%% %7.0f %6.0f %7s MiB\n",
+    std::printf("%-16s %-9s %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %7.1f%% %7.0f %6.0f %7s MiB\n",
                 r.config.name.c_str(), r.placement.c_str(), m.step_s * 1e3, m.reference_s * 1e3, m.compute_s * 1e3,
                 m.gather_wait_s * 1e3, m.reduce_wait_s * 1e3, m.optimizer_s * 1e3, other * 1e3, 100.0 * (m.gather_wait_s + m.reduce_wait_s) / m.step_s, m.gathers,
                 m.reduce_scatters, mib(m.gathered_bytes).c_str());
   }
   std::printf("#\n# memory per rank in MiB (max over ranks): shards after finish_gradients, optimizer state = "
               "ShardedAdamW::state_bytes\n");
-  std::printf("%-14s %-9s %12s %12s %12s %12s %12s\n", "config", "placement", "frozen", "trainable", "grads",
+  std::printf("%-16s %-9s %12s %12s %12s %12s %12s\n", "config", "placement", "frozen", "trainable", "grads",
               "optim.state", "peak.gather");
   for (const auto& r : results) {
     const auto& m = r.median;
-    std::printf("%-14s %-9s %12s %12s %12s %12s %12s\n", r.config.name.c_str(), r.placement.c_str(),
+    std::printf("%-16s %-9s %12s %12s %12s %12s %12s\n", r.config.name.c_str(), r.placement.c_str(),
                 mib(m.frozen_shard).c_str(), mib(m.trainable_shard).c_str(), mib(m.grad_shard).c_str(),
                 mib(m.optimizer_state).c_str(), mib(m.peak_gathered).c_str());
   }
@@ -320,15 +350,21 @@ int run(const Options& opt, dist::World& world) {
     on.placement = dist::placement_from_string(p);
     on.prefetch = true;
     on.max_gathered_units = 2;
+    on.recompute = opt.recompute.front();
     trainer::DistConfig off = on;
     off.prefetch = false;
     off.max_gathered_units = 1;
     configs.push_back({"overlap on", on});
-    configs.push_back({"overlap off", off});
+    if (opt.overlap_off) configs.push_back({"overlap off", off});
     if (opt.keep_gathered) {
       trainer::DistConfig keep = on;
       keep.keep_gathered = true;
       configs.push_back({"keep_gathered", keep});
+    }
+    for (size_t i = 1; i < opt.recompute.size(); ++i) {
+      trainer::DistConfig r = on;
+      r.recompute = opt.recompute[i];
+      configs.push_back({"recompute " + std::string(trainer::config_name(r.recompute)), r});
     }
   }
   if (world.is_root()) {
@@ -341,7 +377,9 @@ int run(const Options& opt, dist::World& world) {
                 "load average at start %.2f\n",
                 static_cast<long long>(global), static_cast<long long>(global / world.size()), opt.warmup, opt.steps,
                 meta["loadavg_1m"].get<double>());
-    std::printf("# overlap on: prefetch, max_gathered_units 2; overlap off: no prefetch, max_gathered_units 1\n");
+    std::printf("# overlap on: prefetch, max_gathered_units 2; overlap off: no prefetch, max_gathered_units 1; "
+                "both dist.recompute %s\n",
+                std::string(trainer::config_name(opt.recompute.front())).c_str());
     std::printf("# the configurations take turns step by step (interleaved), so outside load hits them alike\n#\n");
     std::fflush(stdout);
   }
@@ -375,6 +413,7 @@ int run(const Options& opt, dist::World& world) {
                         {"prefetch", r.config.dist.prefetch},
                         {"max_gathered_units", r.config.dist.max_gathered_units},
                         {"keep_gathered", r.config.dist.keep_gathered},
+                        {"recompute", std::string(trainer::config_name(r.config.dist.recompute))},
                         {"build_s", r.build_s},
                         {"median", to_json(r.median)},
                         {"steps", steps}});

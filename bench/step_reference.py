@@ -317,20 +317,24 @@ def main():
     t_build = time.perf_counter()
     ref = Reference(args.config, gen)
     build_s = time.perf_counter() - t_build
-    times = []
+    times, cpu_times = [], []
     for step in range(args.warmup + args.steps):
         b = synthetic_batch(args.config, args.batch, gen)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         l1, l2 = ref.step(b, step, args.loss_mode)
-        dt = time.perf_counter() - t0
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
         if not (math.isfinite(l1) and math.isfinite(l2)):
             sys.exit(f"step_reference: non-finite loss in step {step}")
         if step >= args.warmup:
             times.append(dt * 1e3)
+            cpu_times.append(dc * 1e3)
     print(json.dumps({"benchmark": "step_reference", "config": args.config, "loss_mode": args.loss_mode,
                       "threads": args.threads, "global_batch": args.batch, "warmup": args.warmup,
                       "torch": torch.__version__, "build_s": build_s, "step_ms": times,
                       "mean_ms": statistics.mean(times), "median_ms": statistics.median(times),
+                      # CPU time of the process (all its threads) per step: with one intra-op thread
+                      # it is the step's work, and much less disturbed by outside load than wall time.
+                      "cpu_ms": cpu_times, "median_cpu_ms": statistics.median(cpu_times),
                       "loadavg_1m_end": os.getloadavg()[0]}))
 
 

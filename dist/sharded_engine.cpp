@@ -5,6 +5,7 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <algorithm>
 #include <thread>
 
 namespace lookahead::dist {
@@ -24,7 +25,14 @@ struct ShardedEngine::Unit {
   enum class State { kReleased, kPending, kBound } state = State::kReleased;
   int64_t pending_backward = 0;  // forward calls of this step whose backward has not run
   bool running = false;
+  bool keep_activations = false;  // forward saves its graph, backward does not recompute
+  // Every group lives whole on this rank in its compute dtype (one rank, or a replicated frozen
+  // group): binding is free and holds no extra memory, so the unit stays bound for good and is
+  // never gathered, bound or released again.
+  bool resident = false;
   bool has_trainables() const { return !trainable.empty(); }
+  /// A forward call's saved graph points into the bound weights: they stay until its backward.
+  bool holds_activations() const { return keep_activations && pending_backward > 0; }
   template <typename F>
   void for_each_group(F f) {
     for (auto& g : frozen) f(*g);
@@ -43,12 +51,17 @@ struct ShardedEngine::Call {
   bool anchored = false;
   bool with_grad = false;  // an autograd node will run this call's backward
   bool backward_done = false;
+  // keep_activations: the forward's graph, from detached inputs (gradient leaves where
+  // input_grad) to its outputs; released by the backward.
+  bool kept = false;
+  std::vector<at::Tensor> kept_inputs;   // per full input (undefined where the input is)
+  std::vector<at::Tensor> kept_outputs;  // per full output
 };
 
 namespace {
 
 /// The checkpointed unit as an autograd node: forward without saved activations, backward
-/// recomputes. Tensor arguments are the defined inputs (plus an anchor for units with trainable
+/// recomputes (or, for a unit that keeps its activations, runs the graph its forward kept). Tensor arguments are the defined inputs (plus an anchor for units with trainable
 /// parameters, so that the node exists even when no input needs a gradient).
 struct UnitFunction : public torch::autograd::Function<UnitFunction> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, int64_t engine_address,
@@ -97,6 +110,9 @@ ShardedEngine::ShardedEngine(World& world, std::vector<ShardingUnit> units, cons
     : world_(world), options_(options) {
   TORCH_CHECK(options.max_gathered_units >= 1, "sharded engine: max_gathered_units must be >= 1, got ",
               options.max_gathered_units);
+  for (const auto& name : options.keep_activations)
+    TORCH_CHECK(std::any_of(units.begin(), units.end(), [&](const ShardingUnit& u) { return u.name == name; }),
+                "sharded engine: keep_activations names '", name, "', which is no unit");
   const c10::Device device = world.device();
   CommunicatorPtr all = world.comm_for(device);
   CommunicatorPtr frozen_comm;
@@ -129,6 +145,12 @@ ShardedEngine::ShardedEngine(World& world, std::vector<ShardingUnit> units, cons
     frozen_group("lcm", eu.lcm);
     trainable_group("adapter", eu.adapter);
     trainable_group("lora", eu.lora);
+    u->keep_activations = options.keep_activations.contains(eu.name);
+    u->resident = true;
+    u->for_each_group([&](FlatParamGroup& g) {
+      const bool whole = !g.comm() || g.comm()->size() == 1;
+      u->resident = u->resident && whole && g.compute_dtype() == g.storage_dtype();
+    });
     by_name_[u->name] = u.get();
     units_.push_back(std::move(u));
   }
@@ -144,6 +166,17 @@ ShardedEngine::~ShardedEngine() {
     }
 }
 
+std::vector<at::Tensor> ShardedEngine::detached_inputs(const Call& call, const std::vector<at::Tensor>& inputs) {
+  // Gradient leaves where the input needs a gradient, so the unit's graph ends at them.
+  std::vector<at::Tensor> detached(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (!inputs[i].defined()) continue;
+    detached[i] = inputs[i].detach();
+    if (call.input_grad[i]) detached[i].requires_grad_(true);
+  }
+  return detached;
+}
+
 ShardedEngine::Unit& ShardedEngine::unit(const std::string& name) {
   auto it = by_name_.find(name);
   TORCH_CHECK(it != by_name_.end(), "sharded engine: no unit called '", name, "'");
@@ -157,8 +190,10 @@ ShardedEngine::Call& ShardedEngine::call(int64_t id) {
 }
 
 int64_t ShardedEngine::gathered_units() const {
+  // Resident units hold no gather buffer, and units held for their saved activations cannot give
+  // way: neither takes a place in the ring.
   int64_t n = 0;
-  for (const auto& u : units_) n += u->state != Unit::State::kReleased;
+  for (const auto& u : units_) n += u->state != Unit::State::kReleased && !u->resident && !u->holds_activations();
   return n;
 }
 
@@ -182,7 +217,9 @@ void ShardedEngine::ensure_gathered(Unit& u) {
     // Make room: prefetched units that are not running and not kept for a backward give way.
     for (auto& other : units_) {
       if (gathered_units() < options_.max_gathered_units) break;
-      if (other.get() == &u || other->running || other->state == Unit::State::kReleased) continue;
+      if (other.get() == &u || other->running || other->state == Unit::State::kReleased || other->resident ||
+          other->holds_activations())
+        continue;
       if (options_.keep_gathered && other->pending_backward > 0) continue;
       release(*other);
     }
@@ -195,6 +232,7 @@ void ShardedEngine::ensure_gathered(Unit& u) {
 }
 
 void ShardedEngine::release(Unit& u) {
+  if (u.resident) return;  // bound for good: nothing to free
   u.for_each_group([](FlatParamGroup& g) { g.release(); });
   u.state = Unit::State::kReleased;
 }
@@ -251,7 +289,16 @@ std::vector<at::Tensor> ShardedEngine::forward_call(Call& call, const std::vecto
   u.running = true;
   auto t0 = Clock::now();
   std::vector<at::Tensor> outs;
-  {
+  call.kept = call.with_grad && u.keep_activations;
+  if (call.kept) {
+    // The backward's recompute, done now and kept: the same detached inputs and gradient mode,
+    // so the graph is the one the backward would have built.
+    at::AutoGradMode grad_mode(true);
+    call.kept_inputs = detached_inputs(call, inputs);
+    call.kept_outputs = call.fn(call.kept_inputs);
+    // The autograd function must not re-point the graph's outputs at itself: it gets aliases.
+    for (const auto& o : call.kept_outputs) outs.push_back(o.defined() ? o.detach() : o);
+  } else {
     at::NoGradGuard no_grad;
     outs = call.fn(inputs);
   }
@@ -260,7 +307,7 @@ std::vector<at::Tensor> ShardedEngine::forward_call(Call& call, const std::vecto
   call.output_defined.clear();
   for (const auto& o : outs) call.output_defined.push_back(o.defined());
   if (call.with_grad) ++u.pending_backward;
-  if (!(options_.keep_gathered && call.with_grad)) release(u);
+  if (!((options_.keep_gathered || call.kept) && call.with_grad)) release(u);
   return outs;
 }
 
@@ -279,27 +326,31 @@ std::vector<at::Tensor> ShardedEngine::backward_call(Call& call, const std::vect
   }
   u.running = true;
   auto t0 = Clock::now();
-  std::vector<at::Tensor> detached(inputs.size());
+  // The autograd engine runs backward functions with gradient mode off; the recompute and the
+  // inner gradient need it on.
+  at::AutoGradMode grad_mode(true);
+  std::vector<at::Tensor> detached, outs;
+  if (call.kept) {
+    detached = std::move(call.kept_inputs);
+    outs = std::move(call.kept_outputs);
+    call.kept_inputs.clear();
+    call.kept_outputs.clear();
+  } else {
+    detached = detached_inputs(call, inputs);
+    outs = call.fn(detached);
+  }
   std::vector<at::Tensor> wrt;
   std::vector<size_t> wrt_input;  // input index of each wrt entry (inputs first)
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    if (!inputs[i].defined()) continue;
-    detached[i] = inputs[i].detach();
+  for (size_t i = 0; i < detached.size(); ++i)
     if (call.input_grad[i]) {
-      detached[i].requires_grad_(true);
       wrt.push_back(detached[i]);
       wrt_input.push_back(i);
     }
-  }
   std::vector<at::Tensor> params;
   for (auto& [g, lr] : u.trainable)
     for (const auto& p : g->params()) params.push_back(p);
   wrt.insert(wrt.end(), params.begin(), params.end());
 
-  // The autograd engine runs backward functions with gradient mode off; the recompute and the
-  // inner gradient need it on.
-  at::AutoGradMode grad_mode(true);
-  std::vector<at::Tensor> outs = call.fn(detached);
   std::vector<at::Tensor> targets, target_grads;
   size_t k = 0;
   for (size_t j = 0; j < outs.size(); ++j) {
@@ -330,7 +381,7 @@ std::vector<at::Tensor> ShardedEngine::backward_call(Call& call, const std::vect
     g->reduce_scatter_grads(ReduceOp::kAvg);
     ++times_.reduce_scatters;
   }
-  if (!(options_.keep_gathered && u.pending_backward > 0)) release(u);
+  if (!((options_.keep_gathered || u.keep_activations) && u.pending_backward > 0)) release(u);
   return grads;
 }
 
@@ -338,7 +389,9 @@ void ShardedEngine::finish_gradients() {
   // Backward is over: units prefetched for a backward that never came (a call whose outputs the
   // loss did not use) give their buffers back now.
   for (auto& u : units_)
-    if (u->state != Unit::State::kReleased && !(options_.keep_gathered && u->pending_backward > 0)) release(*u);
+    if (u->state != Unit::State::kReleased &&
+        !((options_.keep_gathered || u->keep_activations) && u->pending_backward > 0))
+      release(*u);
   auto t0 = Clock::now();
   for (auto& u : units_)
     for (auto& [g, lr] : u->trainable) g->finish();

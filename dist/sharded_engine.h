@@ -1,15 +1,18 @@
 // The sharded engine (ZeRO-3 / FSDP style) behind the UnitRunner interface: every sharding unit's
 // parameters live as flat padded shards, one group per role; a unit runs as a checkpointed autograd
 // function (forward: gather -> compute without saved activations -> release; backward: gather ->
-// recompute -> gradients -> release -> asynchronous reduce-scatter of the trainable gradients);
-// the next unit's gather is prefetched in both directions, with a bounded number of units gathered
-// at once.
+// recompute -> gradients -> release -> asynchronous reduce-scatter of the trainable gradients;
+// units named in keep_activations instead save their graph in forward and stay gathered until their
+// backward runs it); the next unit's gather is prefetched in both directions, with a bounded number
+// of units gathered at once. Units whose groups all live whole on this rank (one rank, replicated
+// frozen weights) are bound once and never gathered or released again.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include <chrono>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -31,6 +34,12 @@ struct EngineOptions {
   /// Keep each unit gathered from its forward until its last backward in the step (more memory,
   /// no second gather).
   bool keep_gathered = false;
+  /// Units (by name) that keep their activations from forward to backward instead of recomputing
+  /// them: their forward runs with gradient mode on and saves the autograd graph, their backward
+  /// only runs that graph (no second forward, no second gather). Such a unit stays gathered from
+  /// its forward to its last backward in the step (outside the ring's count), and its activations
+  /// live as long. Gradients equal the recomputing path's (the same kernels on the same values).
+  std::set<std::string> keep_activations;
   /// Storage / compute dtype of frozen weights (bf16 on GPU, fp32 on CPU by default).
   at::ScalarType frozen_dtype = at::kFloat;
   /// Dtype of trainable parameters while gathered (their shards are fp32 master weights).
@@ -106,6 +115,7 @@ class ShardedEngine : public UnitRunner {
   void ensure_gathered(Unit& u);
   void release(Unit& u);
   void prefetch(Unit* next);
+  static std::vector<at::Tensor> detached_inputs(const Call& call, const std::vector<at::Tensor>& inputs);
   int64_t gathered_units() const;
 
   World& world_;

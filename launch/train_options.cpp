@@ -93,6 +93,7 @@ std::string format_value(const boost::any& v) {
   if (const auto* x = boost::any_cast<trainer::Preset>(&v)) return format_typed(*x);
   if (const auto* x = boost::any_cast<trainer::ModelDtype>(&v)) return format_typed(*x);
   if (const auto* x = boost::any_cast<trainer::LossMode>(&v)) return format_typed(*x);
+  if (const auto* x = boost::any_cast<trainer::Recompute>(&v)) return format_typed(*x);
   if (const auto* x = boost::any_cast<dist::Placement>(&v)) return format_typed(*x);
   if (const auto* x = boost::any_cast<model::sched::SamplerKind>(&v)) return format_typed(*x);
   if (const auto* x = boost::any_cast<model::GuidanceMode>(&v)) return format_typed(*x);
@@ -286,7 +287,13 @@ po::options_description train_options(trainer::TrainConfig& c) {
       ("dist.max_gathered_units", bind(c.dist.max_gathered_units),
        "units gathered at once (memory cap, ≥ 1)")
       ("dist.keep_gathered", bind(c.dist.keep_gathered),
-       "keep units gathered from forward to backward");
+       "keep units gathered from forward to backward")
+      ("dist.recompute", bind(c.dist.recompute),
+       "which units recompute their forward in backward (activation checkpointing): `all` (least "
+       "activation memory) | `blocks` (only the UNet's resnet and transformer blocks, as the official "
+       "run's gradient checkpointing; the stems, samplers, Resampler, TAESD decoder and ArcFace keep "
+       "their activations and stay gathered until their backward) | `none` (every unit keeps them: "
+       "most memory, no second forward)");
   po::options_description eval("[eval]");
   eval.add_options()
       ("eval.eval_set", bind(c.eval.eval_set),

@@ -24,6 +24,10 @@ enum class ModelDtype { kAuto, kFp32, kBf16 };
 /// loss.mode: one optimizer step on L_diff + L_LH (the paper), or one after each branch (the
 /// official code).
 enum class LossMode { kSum, kAlternate };
+/// dist.recompute: which sharding units recompute their forward in backward instead of keeping
+/// their activations: every unit (least memory), only the UNet's resnet and transformer blocks
+/// (the official run's gradient checkpointing), or none (most memory, least compute).
+enum class Recompute { kAll, kBlocks, kNone };
 
 /// model.dtype for a run on a GPU (`on_gpu`) or the CPU: whether frozen weights are bf16 (auto:
 /// bf16 on a GPU, fp32 on the CPU).
@@ -49,6 +53,11 @@ template <>
 struct ConfigNames<LossMode> {
   static constexpr std::array<std::pair<std::string_view, LossMode>, 2> values{
       {{"sum", LossMode::kSum}, {"alternate", LossMode::kAlternate}}};
+};
+template <>
+struct ConfigNames<Recompute> {
+  static constexpr std::array<std::pair<std::string_view, Recompute>, 3> values{
+      {{"all", Recompute::kAll}, {"blocks", Recompute::kBlocks}, {"none", Recompute::kNone}}};
 };
 template <>
 struct ConfigNames<dist::Placement> {
@@ -175,6 +184,7 @@ struct DistConfig {
   bool prefetch = true;
   int64_t max_gathered_units = 2;
   bool keep_gathered = false;
+  Recompute recompute = Recompute::kBlocks;
 };
 
 /// [eval]: `lookahead eval`, and a small evaluation every `every` steps of training.

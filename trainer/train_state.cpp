@@ -59,6 +59,17 @@ dist::EngineOptions engine_options(const DistConfig& c, at::ScalarType model_dty
   return eo;
 }
 
+std::set<std::string> kept_activation_units(Recompute policy, const std::vector<std::string>& unit_names) {
+  std::set<std::string> out;
+  for (const auto& name : unit_names) {
+    // diffusers' enable_gradient_checkpointing checkpoints each ResnetBlock2D and transformer
+    // block; conv_in, the embeddings, the samplers and conv_out run plainly.
+    const bool block = name.find(".resnets.") != std::string::npos || name.find(".attentions.") != std::string::npos;
+    if (policy == Recompute::kNone || (policy == Recompute::kBlocks && !block)) out.insert(name);
+  }
+  return out;
+}
+
 TrainState::TrainState(dist::World& world, const TrainConfig& config, TrainStateOptions options)
     : world_(world), config_(config) {
   const c10::Device device = world.device();
@@ -74,8 +85,12 @@ TrainState::TrainState(dist::World& world, const TrainConfig& config, TrainState
                           config.model.arcface});
   if (options.before_sharding) options.before_sharding(*model_);
 
-  engine_ = std::make_unique<dist::ShardedEngine>(world, model_->units(),
-                                                  engine_options(config.dist, model_->tensor_options().dtype().toScalarType()));
+  std::vector<dist::ShardingUnit> units = model_->units();
+  dist::EngineOptions eo = engine_options(config.dist, model_->tensor_options().dtype().toScalarType());
+  std::vector<std::string> unit_names;
+  for (const auto& u : units) unit_names.push_back(u.name);
+  eo.keep_activations = kept_activation_units(config.dist.recompute, unit_names);
+  engine_ = std::make_unique<dist::ShardedEngine>(world, std::move(units), eo);
   model_->set_unit_runner(engine_.get());
 
   dist::AdamWOptions ao;

@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,11 @@ model::LookaheadModelConfig model_config(const TrainConfig& config, const c10::D
 /// The engine options of [dist], with the frozen dtype of `model_dtype` (trainables are fp32
 /// masters that compute in the same dtype as the frozen weights).
 dist::EngineOptions engine_options(const DistConfig& config, at::ScalarType model_dtype);
+
+/// The units (of `unit_names`, LookaheadModel::units() order) that keep their activations under
+/// dist.recompute `policy`: none (all), every unit but the UNet's resnets and transformers
+/// (blocks), every unit (none).
+std::set<std::string> kept_activation_units(Recompute policy, const std::vector<std::string>& unit_names);
 
 /// What one step measured; host values, the same on every rank unless marked local.
 struct StepStats {

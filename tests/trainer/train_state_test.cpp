@@ -57,7 +57,7 @@ model::Batch make_batch(int step, int64_t first, int64_t count) {
 }
 
 struct Trace {
-  std::vector<double> diffusion, lookahead;
+  std::vector<double> diffusion, lookahead, grad_norm;
   std::map<std::string, at::Tensor> params;
 };
 
@@ -92,7 +92,7 @@ Trace reference_run() {
   return trace;
 }
 
-Trace sharded_run(const DistConfig& dist) {
+Trace sharded_run(const DistConfig& dist, int steps = kSteps, LossMode mode = LossMode::kSum) {
   auto& w = world();
   TrainConfig config;
   config.model.preset = Preset::kTiny;
@@ -103,14 +103,17 @@ Trace sharded_run(const DistConfig& dist) {
   config.optim.weight_decay = 0.01;
   config.optim.clip = 1.0;
   config.dist = dist;
+  config.loss.mode = mode;
   TrainState state(w, config, TrainStateOptions{model_config(), randomize_loras});
   const int64_t per_rank = global_batch() / w.size(), first = w.rank() * per_rank;
   Trace trace;
-  for (int step = 0; step < kSteps; ++step) {
+  for (int step = 0; step < steps; ++step) {
     auto batch = make_batch(step, first, per_rank);
     const StepStats st = state.step(batch, state.draw(per_rank, kLatent), state.alpha());
     trace.diffusion.push_back(st.loss_diffusion);
     trace.lookahead.push_back(st.loss_lookahead);
+    trace.grad_norm.push_back(st.grad_norm);
+    if (st.grad_norm_diffusion) trace.grad_norm.push_back(*st.grad_norm_diffusion);
   }
   trace.params = state.trainable_tensors();
   return trace;
@@ -140,6 +143,42 @@ TEST(TrainState, NRanksReproduceOneRankOnTheWholeModel) {
   // in near-zero gradients into steps of up to lr: agreement to 5 % of one step (lr 2e-3).
   EXPECT_LT(worst, 1e-4) << "worst parameter " << worst_key;
   EXPECT_GT(moved, 5e-3) << "ten steps must move the parameters";
+}
+
+TEST(TrainState, KeptActivationsGiveTheRecomputedStep) {
+  // dist.recompute only decides whether a unit's backward recomputes its forward or runs the graph
+  // its forward kept: the same kernels on the same values, so every loss, gradient norm (the
+  // gradients' global L2 norm, before clipping) and trained parameter is bit-identical.
+  for (const LossMode mode : {LossMode::kSum, LossMode::kAlternate}) {
+    DistConfig all;
+    all.recompute = Recompute::kAll;
+    const Trace want = sharded_run(all, 3, mode);
+    for (const Recompute policy : {Recompute::kBlocks, Recompute::kNone}) {
+      DistConfig dist;
+      dist.recompute = policy;
+      const std::string what = std::string("recompute ") + std::string(config_name(policy)) + ", loss.mode " +
+                               std::string(config_name(mode));
+      const Trace got = sharded_run(dist, 3, mode);
+      EXPECT_EQ(got.diffusion, want.diffusion) << what;
+      EXPECT_EQ(got.lookahead, want.lookahead) << what;
+      EXPECT_EQ(got.grad_norm, want.grad_norm) << what;
+      ASSERT_EQ(got.params.size(), want.params.size()) << what;
+      for (const auto& [k, t] : want.params)
+        EXPECT_TRUE(at::equal(got.params.at(k), t))
+            << what << ": " << k << " differs by up to " << (got.params.at(k) - t).abs().max().item<double>();
+    }
+  }
+}
+
+TEST(TrainState, RecomputePolicyNamesTheKeptUnits) {
+  const std::vector<std::string> names{"image_proj", "stem_in", "down_blocks.0.resnets.0", "down_blocks.0.downsamplers.0",
+                                       "down_blocks.1.attentions.0", "mid_block.resnets.0", "up_blocks.0.upsamplers.0",
+                                       "stem_out", "taesd.decoder", "arcface"};
+  EXPECT_TRUE(kept_activation_units(Recompute::kAll, names).empty());
+  EXPECT_EQ(kept_activation_units(Recompute::kNone, names), std::set<std::string>(names.begin(), names.end()));
+  EXPECT_EQ(kept_activation_units(Recompute::kBlocks, names),
+            (std::set<std::string>{"image_proj", "stem_in", "down_blocks.0.downsamplers.0", "up_blocks.0.upsamplers.0",
+                                   "stem_out", "taesd.decoder", "arcface"}));
 }
 
 }  // namespace
