@@ -33,6 +33,8 @@
 #include "dist/unit_runner.h"
 #include "model/face/align.h"
 #include "model/lookahead/lookahead_model.h"
+#include "trainer/train_config.h"
+#include "trainer/train_state.h"
 
 namespace lookahead::bench {
 namespace {
@@ -223,15 +225,15 @@ struct Row {
   std::string placement;
   int64_t frozen_shards = 0;  // shard count of frozen + lcm groups
   // bytes held per GPU
-  double frozen = 0, lcm = 0, master = 0, grads = 0, adam = 0, ring = 0, rs_inflight = 0;
-  double total() const { return frozen + lcm + master + grads + adam + ring; }
+  double frozen = 0, lcm = 0, master = 0, grads = 0, adam = 0, ring = 0, kept = 0, rs_inflight = 0;
+  double total() const { return frozen + lcm + master + grads + adam + ring + kept; }
   // bytes per GPU per step (received for all-gather, sent for reduce-scatter; ring algorithm)
   double ag_intra = 0, ag_inter = 0, rs_intra = 0, rs_inter = 0;
   int64_t gather_calls = 0, rs_calls = 0;
 };
 
 Row model_row(const std::vector<dist::UnitElements>& units, const std::map<std::string, UnitUse>& uses, int64_t n,
-              dist::Placement placement, bool keep_gathered) {
+              dist::Placement placement, bool keep_gathered, const std::set<std::string>& kept) {
   Row r;
   r.gpus = n;
   r.nodes = ceil_div(n, kGpusPerNode);
@@ -239,7 +241,8 @@ Row model_row(const std::vector<dist::UnitElements>& units, const std::map<std::
   const int64_t sf = dist::frozen_shard_ranks(placement, static_cast<int>(n), static_cast<int>(std::min(n, kGpusPerNode)));
   r.frozen_shards = sf;
   // Bytes held: frozen and LCM-LoRA in bf16, trainables as fp32 masters computing in bf16.
-  dist::ShardingLayout layout{.world_size = n, .frozen_shards = sf, .frozen_bytes = 2, .compute_bytes = 2, .ring_units = 2};
+  dist::ShardingLayout layout{
+      .world_size = n, .frozen_shards = sf, .frozen_bytes = 2, .compute_bytes = 2, .ring_units = 2, .kept_units = kept};
   const dist::HeldBytes held = dist::held_bytes(units, layout);
   r.frozen = held.frozen;
   r.lcm = held.lcm;
@@ -247,6 +250,7 @@ Row model_row(const std::vector<dist::UnitElements>& units, const std::map<std::
   r.grads = held.grads;
   r.adam = held.adam;
   r.ring = held.ring;
+  r.kept = held.kept;
   constexpr double kBf16 = 2, kFp32 = 4;
   std::vector<double> rs_buffer;  // per unit: fp32 bytes of its unsharded trainable gradients
   // Fraction of a collective's per-GPU ring volume over s ranks, and the part of it that belongs to
@@ -263,8 +267,8 @@ Row model_row(const std::vector<dist::UnitElements>& units, const std::map<std::
     double g_train = n > 1 ? t_shard * n * kBf16 : 0.0;
     rs_buffer.push_back(u.trainable() * kFp32);
     // Gathers: every forward call, and every backward call again (ZeRO-3), unless keep_gathered
-    // holds the unit from its forward to its last backward.
-    const int64_t gathers = use.forward_calls + (keep_gathered ? 0 : use.backward_calls);
+    // holds the unit from its forward to its last backward or the unit keeps its activations.
+    const int64_t gathers = use.forward_calls + (keep_gathered || kept.contains(u.name) ? 0 : use.backward_calls);
     const double ag_f = gathers * g_frozen * ring(sf), ag_t = gathers * g_train * ring(n);
     r.ag_inter += ag_f * remote(sf) + ag_t * remote(n);
     r.ag_intra += ag_f * (1 - remote(sf)) + ag_t * (1 - remote(n));
@@ -293,6 +297,7 @@ nlohmann::json to_json(const Row& r) {
             {"trainable_grads_fp32", r.grads},
             {"adam_moments_fp32", r.adam},
             {"gather_ring_2_largest_units_bf16", r.ring},
+            {"kept_units_bf16", r.kept},
             {"total_excl_activations", r.total()},
             {"rs_staging_2_largest_units_fp32_not_in_total", r.rs_inflight}}},
           {"bytes_moved_per_gpu_per_step",
@@ -324,6 +329,8 @@ int run(int argc, char** argv) {
   desc.add_options()("help,h", "this text")(
       "gpus", po::value<std::string>()->default_value("1,2,4,8,16,32,64"), "comma-separated GPU counts (8 per node)")(
       "keep-gathered", po::bool_switch(), "model keep_gathered (one gather per forward call, none in backward)")(
+      "recompute", po::value<std::string>()->default_value("blocks"),
+      "dist.recompute: all | blocks | none (kept units stay gathered from forward to backward)")(
       "json", po::value<std::string>(), "also write the results to this JSON file");
   po::variables_map vm;
   try {
@@ -339,6 +346,13 @@ int run(int argc, char** argv) {
   }
   const std::vector<int64_t> gpus = parse_list(vm["gpus"].as<std::string>());
   const bool keep = vm["keep-gathered"].as<bool>();
+  const std::string recompute_name = vm["recompute"].as<std::string>();
+  const auto recompute = trainer::parse_config_name<trainer::Recompute>(recompute_name);
+  if (!recompute) {
+    std::cerr << "sdxl_memory_model: --recompute: must be " << trainer::config_choices<trainer::Recompute>()
+              << ", got '" << recompute_name << "'\n";
+    return 2;
+  }
   at::set_num_threads(1);
 
   int64_t lcm_built = 0;
@@ -367,19 +381,25 @@ int run(int argc, char** argv) {
     if (a != b) throw std::runtime_error("sdxl_memory_model: the traced network's units differ from SDXL's");
   }
   const auto uses = uses_of(tr);
+  std::vector<std::string> unit_names;
+  for (const auto& u : units) unit_names.push_back(u.name);
+  const std::set<std::string> kept = trainer::kept_activation_units(*recompute, unit_names);
   int64_t fwd = 0, bwd = 0, group_gathers = 0, group_rs = 0;
   for (const auto& c : tr.calls) {
     fwd += 1;
     bwd += c.with_grad;
-    group_gathers += tr.groups.at(c.unit) * (1 + c.with_grad);
+    group_gathers += tr.groups.at(c.unit) * (1 + (c.with_grad && !kept.contains(c.unit)));
     group_rs += c.with_grad ? tr.trainable_groups.at(c.unit) : 0;
   }
   // Cross-check against the engine's own counters: the same prediction for the tiny config
   // (bench_step --config tiny reports the engine's group gathers and reduce-scatters per step).
   const Trace tiny = trace_step(model::LookaheadModelConfig::tiny(), 8);
+  std::vector<std::string> tiny_names;
+  for (const auto& [u, g] : tiny.groups) tiny_names.push_back(u);
+  const std::set<std::string> tiny_kept = trainer::kept_activation_units(*recompute, tiny_names);
   int64_t tiny_gathers = 0, tiny_rs = 0;
   for (const auto& c : tiny.calls) {
-    tiny_gathers += tiny.groups.at(c.unit) * (1 + c.with_grad);
+    tiny_gathers += tiny.groups.at(c.unit) * (1 + (c.with_grad && !tiny_kept.contains(c.unit)));
     tiny_rs += c.with_grad ? tiny.trainable_groups.at(c.unit) : 0;
   }
 
@@ -395,33 +415,39 @@ int run(int argc, char** argv) {
               static_cast<size_t>(fwd), static_cast<long long>(bwd));
   for (const auto& s : tr.runs) std::printf("#   %s\n", s.c_str());
   std::printf("#   per step: %lld group gathers (%s), %lld group reduce-scatters\n",
-              static_cast<long long>(keep ? 0 : group_gathers), keep ? "keep_gathered: see rows" : "forward + backward",
+              static_cast<long long>(keep ? 0 : group_gathers),
+              keep ? "keep_gathered: see rows" : "forward, and backward of the recomputed units",
               static_cast<long long>(group_rs));
   std::printf("#   cross-check, same rule on the tiny config: %lld group gathers, %lld reduce-scatters per step "
               "(compare bench_step --config tiny's gathers / RS columns)\n",
               static_cast<long long>(tiny_gathers), static_cast<long long>(tiny_rs));
   std::printf("# held per GPU: frozen + LCM-LoRA shards in bf16; trainables fp32 master + fp32 grads + 2 fp32 Adam "
               "moments (16 B/element of the shard);\n#   ring = the 2 largest units' full buffers in bf16 "
-              "(roles sharded over >1 rank; fp32 trainables always, as bf16 compute copies);\n#   ACTIVATIONS EXCLUDED.\n");
+              "(roles sharded over >1 rank; fp32 trainables always, as bf16 compute copies);\n#   kept = the %zu units that keep "
+              "their activations (dist.recompute = %s), gathered from forward to backward; ACTIVATIONS EXCLUDED.\n",
+              kept.size(), recompute_name.c_str());
   std::printf("#   RS staging (not in total): the 2 largest units' unsharded fp32 gradients, held until their "
               "reduce-scatter is issued.\n");
   std::printf("# moved per GPU per step: ring algorithm, (S-1)/S of each full buffer per collective over S ranks; "
               "all-gathers in bf16 %s,\n#   reduce-scatters of trainable grads in fp32 once per backward call; "
               "inter-node = the part belonging to shards on other nodes ((S-8)/(S-1) of it).\n",
-              keep ? "once per forward call (keep_gathered)" : "per forward call and again per backward call");
-  std::printf("%5s %5s %-9s | %8s %8s %8s %8s %8s %8s %9s | %8s | %9s %9s %9s %9s %9s\n", "GPUs", "nodes", "placement",
-              "frozen", "lcm", "master", "grads", "adam", "ring", "total", "RSstage", "AG.intra", "AG.inter",
+              keep ? "once per forward call (keep_gathered)"
+                   : "per forward call and again per backward call of a recomputed unit");
+  std::printf("%5s %5s %-9s | %8s %8s %8s %8s %8s %8s %8s %9s | %8s | %9s %9s %9s %9s %9s\n", "GPUs", "nodes",
+              "placement", "frozen", "lcm", "master", "grads", "adam", "ring", "kept", "total", "RSstage", "AG.intra",
+              "AG.inter",
               "RS.intra", "RS.inter", "moved");
-  std::printf("%5s %5s %-9s | %8s %8s %8s %8s %8s %8s %9s | %8s | %9s %9s %9s %9s %9s\n", "", "", "", "GiB", "GiB",
-              "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB");
+  std::printf("%5s %5s %-9s | %8s %8s %8s %8s %8s %8s %8s %9s | %8s | %9s %9s %9s %9s %9s\n", "", "", "", "GiB",
+              "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB");
   nlohmann::json rows = nlohmann::json::array();
   for (int64_t n : gpus)
     for (dist::Placement placement : {dist::Placement::kFull, dist::Placement::kNode, dist::Placement::kReplicate}) {
-      Row r = model_row(units, uses, n, placement, keep);
+      Row r = model_row(units, uses, n, placement, keep, kept);
       const char* p = dist::to_string(placement);
-      std::printf("%5lld %5lld %-9s | %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f %9.2f | %8.2f | %9.2f %9.2f %9.2f %9.2f %9.2f\n",
-                  static_cast<long long>(n), static_cast<long long>(r.nodes), p, gib(r.frozen), gib(r.lcm),
-                  gib(r.master), gib(r.grads), gib(r.adam), gib(r.ring), gib(r.total()), gib(r.rs_inflight),
+      std::printf(
+          "%5lld %5lld %-9s | %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f %9.2f | %8.2f | %9.2f %9.2f %9.2f %9.2f %9.2f\n",
+          static_cast<long long>(n), static_cast<long long>(r.nodes), p, gib(r.frozen), gib(r.lcm), gib(r.master),
+          gib(r.grads), gib(r.adam), gib(r.ring), gib(r.kept), gib(r.total()), gib(r.rs_inflight),
                   gib(r.ag_intra), gib(r.ag_inter), gib(r.rs_intra), gib(r.rs_inter),
                   gib(r.ag_intra + r.ag_inter + r.rs_intra + r.rs_inter));
       rows.push_back(to_json(r));
@@ -443,6 +469,8 @@ int run(int argc, char** argv) {
         {"benchmark", "sdxl_memory_model"},
         {"gpus_per_node", kGpusPerNode},
         {"keep_gathered", keep},
+        {"recompute", recompute_name},
+        {"kept_units", kept},
         {"lcm_lora_params_published", kLcmLoraParams},
         {"lcm_lora_params_built_on_meta", lcm_built},
         {"totals", {{"frozen", totals[0]}, {"lcm", totals[1]}, {"adapter", totals[2]}, {"lora", totals[3]}}},

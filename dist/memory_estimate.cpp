@@ -46,7 +46,10 @@ HeldBytes held_bytes(const std::vector<UnitElements>& units, const ShardingLayou
     h.master += shard * kFp32;
     h.grads += shard * kFp32;
     h.adam += 2 * shard * kFp32;
-    gathered.push_back(gathered_bytes(u, l));
+    if (l.kept_units.contains(u.name))
+      h.kept += gathered_bytes(u, l);
+    else
+      gathered.push_back(gathered_bytes(u, l));
   }
   std::sort(gathered.begin(), gathered.end(), std::greater<>());
   for (size_t i = 0; i < gathered.size() && static_cast<int64_t>(i) < l.ring_units; ++i) h.ring += gathered[i];

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,9 @@ struct ShardingLayout {
   double frozen_bytes = 4;      ///< bytes per frozen element (2: bf16)
   double compute_bytes = 4;     ///< bytes per element of a gathered unit (the compute dtype)
   int64_t ring_units = 2;       ///< units gathered at once (max_gathered_units)
+  /// Units that keep their activations (dist.recompute): gathered from their forward until their
+  /// backward, all at once, outside the ring.
+  std::set<std::string> kept_units;
 };
 
 /// Bytes one rank holds.
@@ -41,8 +45,9 @@ struct HeldBytes {
   double master = 0;   ///< fp32 trainable shard
   double grads = 0;    ///< fp32 gradient shard
   double adam = 0;     ///< two fp32 moments
-  double ring = 0;     ///< the `ring_units` largest units' full buffers, of the roles really gathered
-  double total() const { return frozen + lcm + master + grads + adam + ring; }
+  double ring = 0;     ///< the `ring_units` largest recomputed units' full buffers, of the roles really gathered
+  double kept = 0;     ///< every kept unit's full buffers (held from its forward to its backward)
+  double total() const { return frozen + lcm + master + grads + adam + ring + kept; }
 };
 
 /// Full (padded) buffer bytes of `unit` while gathered: roles sharded over more than one rank,

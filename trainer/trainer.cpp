@@ -67,6 +67,9 @@ std::string describe_model(const TrainConfig& c, int world_size, int ranks_per_n
   layout.frozen_bytes = m.tensor_options().dtype() == at::kBFloat16 ? 2.0 : 4.0;
   layout.compute_bytes = layout.frozen_bytes;
   layout.ring_units = c.dist.max_gathered_units;
+  std::vector<std::string> names;
+  for (const auto& u : units) names.push_back(u.name);
+  layout.kept_units = kept_activation_units(c.dist.recompute, names);
   const dist::HeldBytes held = dist::held_bytes(units, layout);
   std::ostringstream s;
   s << std::fixed << std::setprecision(1);
@@ -86,7 +89,10 @@ std::string describe_model(const TrainConfig& c, int world_size, int ranks_per_n
     << "  gradient shard   " << gib(held.grads) << " GiB (fp32)\n"
     << "  AdamW moments    " << gib(held.adam) << " GiB\n"
     << "  gather ring      " << gib(held.ring) << " GiB (the " << c.dist.max_gathered_units
-    << " largest units' gathered buffers)\n";
+    << " largest recomputed units' gathered buffers)\n"
+    << "  kept units       " << gib(held.kept) << " GiB (" << layout.kept_units.size()
+    << " units keeping their activations, dist.recompute = " << config_name(c.dist.recompute)
+    << ": gathered from forward to backward)\n";
   return s.str();
 }
 
