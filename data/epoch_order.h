@@ -1,6 +1,7 @@
 // The epoch order: a deterministic, resumable split of the training set over ranks (PyTorch calls
-// this a DistributedSampler). All ranks draw the same seeded permutation per epoch; every global batch is cut into contiguous per-rank slices, so N ranks together see exactly
-// the samples (and the order) that one rank would see with the same global batch.
+// this a DistributedSampler). All ranks draw the same seeded permutation per epoch; every global
+// batch is cut into contiguous per-rank slices, so N ranks together see exactly the samples (and
+// the order) that one rank would see with the same global batch.
 #pragma once
 
 #include <cstdint>
