@@ -8,13 +8,14 @@
 #include <algorithm>
 #include <thread>
 
+#include "common/clock.h"
+
 namespace lookahead::dist {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+using common::Clock;
+using common::seconds_since;
 
 }  // namespace
 

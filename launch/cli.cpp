@@ -47,4 +47,10 @@ po::variables_map parse(const std::vector<std::string>& args, const po::options_
   return vm;
 }
 
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
 }  // namespace lookahead::launch

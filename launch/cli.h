@@ -5,6 +5,7 @@
 #include <boost/program_options/options_description.hpp>
 #include <boost/program_options/variables_map.hpp>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -28,5 +29,8 @@ dist::WorldConfig world_config(const boost::program_options::variables_map& vm);
 /// Parses `args` against `desc` (plus --help); throws boost::program_options::error on bad input.
 boost::program_options::variables_map parse(const std::vector<std::string>& args,
                                             const boost::program_options::options_description& desc);
+
+/// "[2, 3]": a tensor shape as the CLI prints it.
+std::string shape_str(const std::vector<int64_t>& shape);
 
 }  // namespace lookahead::launch

@@ -23,16 +23,6 @@ namespace po = boost::program_options;
 
 namespace lookahead::launch {
 
-namespace {
-
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
-}  // namespace
-
 int run_data_encode(dist::World& world, const std::vector<std::string>& args) {
   trainer::EncodeOptions o;
   bool help = false;

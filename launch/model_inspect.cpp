@@ -84,13 +84,6 @@ std::vector<model::io::TensorInfo> read_infos(const std::string& path) {
   return f->tensors();
 }
 
-std::string shape_str(const std::vector<int64_t>& shape) {
-  std::ostringstream s;
-  s << "[";
-  for (size_t i = 0; i < shape.size(); ++i) s << (i ? ", " : "") << shape[i];
-  return s.str() + "]";
-}
-
 /// Prints how many of `module`'s tensors (parameters and buffers) the file provides with the right
 /// shapes (nothing if none). `normalize` maps file keys to the module's (e.g. CLIP prefixes).
 void match_module(const std::vector<model::io::TensorInfo>& infos, torch::nn::Module& module, const std::string& label,

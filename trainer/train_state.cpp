@@ -9,14 +9,14 @@
 #include <thread>
 
 #include "checkpoints/checkpoint.h"
+#include "common/clock.h"
 
 namespace lookahead::trainer {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+using common::Clock;
+using common::seconds_since;
 
 std::string cpu_generator_state() {
   at::Tensor state = at::detail::getDefaultCPUGenerator().get_state();  // uint8 bytes

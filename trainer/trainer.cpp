@@ -8,6 +8,7 @@
 #include <iomanip>
 #include <sstream>
 
+#include "common/clock.h"
 #include "dist/memory_estimate.h"
 #include "trainer/landmarks.h"
 
@@ -15,9 +16,8 @@ namespace lookahead::trainer {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+using common::Clock;
+using common::seconds_since;
 
 /// The metrics line of one step.
 StepRecord step_record(int64_t step, const StepStats& st, const OptimConfig& optim, double records_skipped,

@@ -6,25 +6,14 @@
 #include <thread>
 
 #include "dist/flat_param.h"
+#include "tests/tensor_expect.h"
 #include "tests/test_main.h"
 
 namespace lookahead::dist {
 namespace {
 
+using test::expect_close;
 using test::world;
-
-// |got - want| <= atol + rtol * |want| element-wise, with the worst element in the message.
-void expect_close(const at::Tensor& got_any, const at::Tensor& want_any, double rtol, double atol,
-                  const std::string& what) {
-  at::Tensor got = got_any.detach().cpu().to(at::kDouble), want = want_any.detach().cpu().to(at::kDouble);
-  ASSERT_EQ(got.sizes(), want.sizes()) << what;
-  at::Tensor excess = (got - want).abs() - (want.abs() * rtol + atol);
-  if (excess.numel() == 0) return;
-  const int64_t worst = excess.reshape({-1}).argmax().item<int64_t>();
-  EXPECT_LE(excess.reshape({-1})[worst].item<double>(), 0.0)
-      << what << ": element " << worst << " got " << got.reshape({-1})[worst].item<double>() << " want "
-      << want.reshape({-1})[worst].item<double>();
-}
 
 void expect_equal(const at::Tensor& got, const at::Tensor& want, const std::string& what) {
   ASSERT_EQ(got.scalar_type(), want.scalar_type()) << what;
