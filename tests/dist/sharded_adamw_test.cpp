@@ -77,7 +77,7 @@ TEST(ShardedAdamW, MatchesTorchAdamWOnTheFullBatch) {
   };
   groups.emplace_back(std::vector<at::Tensor>{rW, rb}, options(heads));
   groups.emplace_back(std::vector<at::Tensor>{rU}, options(aux));
-  torch::optim::AdamW ref(std::move(groups), torch::optim::AdamWOptions(1e-3));
+  torch::optim::AdamW ref(groups, torch::optim::AdamWOptions(1e-3));
 
   const int64_t per_rank = Problem::kBatch / n;
   int clipped = 0;
