@@ -3,6 +3,10 @@
 #include "bench/bench_common.h"
 
 #include <ATen/ops/zeros.h>
+#include <boost/program_options/options_description.hpp>
+#include <boost/program_options/parsers.hpp>
+#include <boost/program_options/value_semantic.hpp>
+#include <boost/program_options/variables_map.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -169,26 +173,42 @@ void write_json(const std::string& path, const nlohmann::json& doc) {
   if (!out) throw std::runtime_error("cannot write " + path);
 }
 
-int bench_main(const char* name, int argc, char** argv, const std::function<bool(int, char**)>& parse,
-               const std::function<void(std::ostream&)>& usage, const std::function<dist::WorldConfig()>& config,
-               const std::function<int(dist::World&)>& run) {
+int bench_main(const BenchSpec& spec, CommonOptions& common, int argc, char** argv) {
+  namespace po = boost::program_options;
+  po::options_description desc(std::string(spec.name) + " options");
+  desc.add_options()("help,h", "this text");
+  spec.describe(desc);
+  desc.add_options()
+      ("json", po::value<std::string>(), "also write the results to this JSON file (rank 0)")
+      ("timeout", po::value<double>()->default_value(600.0), "collective timeout in seconds");
   bool help = false;
   std::string usage_error;
   try {
-    help = !parse(argc, argv);
+    po::variables_map vm;
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+    help = vm.count("help") > 0;
+    if (!help) {
+      common.timeout_s = vm["timeout"].as<double>();
+      if (vm.count("json")) common.json_path = vm["json"].as<std::string>();
+      spec.read(vm);
+    }
   } catch (const std::exception& e) {
     usage_error = e.what();
   }
-  dist::World world(config(), &argc, &argv);
+  dist::WorldConfig config;
+  config.comm.timeout_s = common.timeout_s;
+  if (spec.configure) spec.configure(config);
+  dist::World world(config, &argc, &argv);
   if (help || !usage_error.empty()) {
     if (world.is_root()) {
-      if (!usage_error.empty()) std::cerr << name << ": " << usage_error << "\n\n";
-      usage(usage_error.empty() ? std::cout : std::cerr);
+      if (!usage_error.empty()) std::cerr << spec.name << ": " << usage_error << "\n\n";
+      (usage_error.empty() ? std::cout : std::cerr) << desc;
     }
     return usage_error.empty() ? kExitOk : kExitUsage;
   }
   try {
-    return run(world);
+    return spec.run(world);
   } catch (const dist::DistError& e) {
     world.abort(e.kind() == dist::ErrorKind::kInvalidArgument ? kExitError : kExitDistributed, e.what());
   } catch (const std::exception& e) {

@@ -19,6 +19,11 @@
 #include "dist/mpi_communicator.h"
 #include "dist/world.h"
 
+namespace boost::program_options {
+class options_description;
+class variables_map;
+}  // namespace boost::program_options
+
 namespace lookahead::bench {
 
 /// Exit codes shared by the benchmark binaries.
@@ -90,12 +95,29 @@ nlohmann::json run_metadata(const dist::World& world);
 /// Writes `doc` pretty-printed to `path`; throws std::runtime_error when that fails.
 void write_json(const std::string& path, const nlohmann::json& doc);
 
-/// The `main` of a distributed benchmark: `parse` reads argv into the benchmark's options
-/// (returns false for --help, throws for bad input) before the World starts, so that `config`
-/// can depend on them; rank 0 prints `usage` for --help or a bad command line; `run` runs; errors
-/// become the exit codes above (a failure on one rank aborts the job instead of hanging it).
-int bench_main(const char* name, int argc, char** argv, const std::function<bool(int, char**)>& parse,
-               const std::function<void(std::ostream&)>& usage, const std::function<dist::WorldConfig()>& config,
-               const std::function<int(dist::World&)>& run);
+/// The flags every distributed benchmark takes besides its own (and --help).
+struct CommonOptions {
+  std::string json_path;    ///< --json: also write the results to this file (rank 0); empty: none
+  double timeout_s = 600.0;  ///< --timeout: collective timeout in seconds
+};
+
+/// One distributed benchmark, as `bench_main` runs it.
+struct BenchSpec {
+  const char* name = "";
+  /// Adds the benchmark's own options; --help, --json and --timeout are added after them.
+  std::function<void(boost::program_options::options_description&)> describe;
+  /// Reads the benchmark's own options; throws std::invalid_argument (or a program_options error)
+  /// for bad input. Runs before the World starts, so that `configure` can depend on it.
+  std::function<void(const boost::program_options::variables_map&)> read;
+  /// Adjusts the World's configuration, whose collective timeout is already --timeout. Optional.
+  std::function<void(dist::WorldConfig&)> configure;
+  std::function<int(dist::World&)> run;
+};
+
+/// The `main` of a distributed benchmark: parses argv into `common` and the spec's options, starts
+/// the World, then rank 0 prints the usage for --help or a bad command line (exit kExitUsage), or
+/// `run` runs. Errors become the exit codes above; a failure on one rank aborts the job instead
+/// of hanging it.
+int bench_main(const BenchSpec& spec, CommonOptions& common, int argc, char** argv);
 
 }  // namespace lookahead::bench

@@ -8,7 +8,6 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <boost/program_options/options_description.hpp>
-#include <boost/program_options/parsers.hpp>
 #include <boost/program_options/value_semantic.hpp>
 #include <boost/program_options/variables_map.hpp>
 #include <mpi.h>
@@ -34,7 +33,7 @@ namespace {
 
 namespace po = boost::program_options;
 
-struct Options {
+struct Options : CommonOptions {
   std::string config = "tiny";
   int steps = 5;
   int warmup = 2;
@@ -46,15 +45,11 @@ struct Options {
   // dist.recompute of the overlap on / off configurations; each further policy adds a
   // configuration "recompute <policy>" (overlap on).
   std::vector<trainer::Recompute> recompute{trainer::DistConfig().recompute};
-  std::string json_path;
-  double timeout_s = 600.0;
   trainer::LossMode loss_mode = trainer::LossMode::kSum;
 };
 
-po::options_description describe_options() {
-  po::options_description desc("bench_step options");
+void describe_options(po::options_description& desc) {
   desc.add_options()
-      ("help,h", "this text")
       ("config", po::value<std::string>()->default_value("tiny"),
        "model: tiny (LookaheadModelConfig::tiny(), 8x8 latents) or mid (UNet 64/128/128, 2 transformer layers, "
        "32x32 latents)")
@@ -71,10 +66,7 @@ po::options_description describe_options() {
       ("loss-mode", po::value<std::string>()->default_value("sum"),
        "loss.mode of the step: sum (one optimizer step) or alternate (one after each branch)")
       ("threads", po::value<int>()->default_value(1),
-       "intra-op threads per rank (train.threads; 1 leaves one core per rank for 2 ranks on 2 cores)")
-      ("json", po::value<std::string>(), "also write the results to this JSON file (rank 0)")
-      ("timeout", po::value<double>()->default_value(600.0), "collective timeout in seconds");
-  return desc;
+       "intra-op threads per rank (train.threads; 1 leaves one core per rank for 2 ranks on 2 cores)");
 }
 
 std::vector<std::string> split_commas(const std::string& text) {
@@ -86,11 +78,7 @@ std::vector<std::string> split_commas(const std::string& text) {
   return out;
 }
 
-bool parse_options(int argc, char** argv, Options& opt) {
-  po::variables_map vm;
-  po::store(po::parse_command_line(argc, argv, describe_options()), vm);
-  po::notify(vm);
-  if (vm.count("help")) return false;
+void read_options(const po::variables_map& vm, Options& opt) {
   opt.config = vm["config"].as<std::string>();
   opt.steps = vm["steps"].as<int>();
   opt.warmup = vm["warmup"].as<int>();
@@ -108,8 +96,6 @@ bool parse_options(int argc, char** argv, Options& opt) {
     opt.recompute.push_back(*policy);
   }
   if (opt.recompute.empty()) throw std::invalid_argument("--recompute is empty");
-  opt.timeout_s = vm["timeout"].as<double>();
-  if (vm.count("json")) opt.json_path = vm["json"].as<std::string>();
   if (opt.config != "tiny" && opt.config != "mid") throw std::invalid_argument("--config must be tiny or mid");
   const auto mode = trainer::parse_config_name<trainer::LossMode>(vm["loss-mode"].as<std::string>());
   if (!mode)
@@ -122,7 +108,6 @@ bool parse_options(int argc, char** argv, Options& opt) {
   if (opt.batch < 0) throw std::invalid_argument("--batch must be >= 0");
   if (opt.placements.empty()) throw std::invalid_argument("--placements is empty");
   for (const auto& p : opt.placements) dist::placement_from_string(p);  // throws on an unknown name
-  return true;
 }
 
 /// The model and the shapes of its inputs.
@@ -445,13 +430,10 @@ int run(const Options& opt, dist::World& world) {
 int main(int argc, char** argv) {
   using namespace lookahead;
   bench::Options opt;
-  return bench::bench_main(
-      "bench_step", argc, argv, [&](int c, char** v) { return bench::parse_options(c, v, opt); },
-      [](std::ostream& out) { out << bench::describe_options(); },
-      [&] {
-        dist::WorldConfig config;
-        config.comm.timeout_s = opt.timeout_s;
-        return config;
-      },
-      [&](dist::World& world) { return bench::run(opt, world); });
+  bench::BenchSpec spec;
+  spec.name = "bench_step";
+  spec.describe = bench::describe_options;
+  spec.read = [&](const boost::program_options::variables_map& vm) { bench::read_options(vm, opt); };
+  spec.run = [&](dist::World& world) { return bench::run(opt, world); };
+  return bench::bench_main(spec, opt, argc, argv);
 }

@@ -3,7 +3,6 @@
 // --backend nccl) on the same sizes in the same run, plus an nccl-tests `-c`-style check of the
 // results. Answers: what does the wrapper (thread hand-off, validation, signature check) cost?
 #include <boost/program_options/options_description.hpp>
-#include <boost/program_options/parsers.hpp>
 #include <boost/program_options/value_semantic.hpp>
 #include <boost/program_options/variables_map.hpp>
 #include <mpi.h>
@@ -44,7 +43,7 @@ double bus_factor(Collective c, int n) {
   return c == Collective::kAllReduce ? 2.0 * ring : ring;
 }
 
-struct Options {
+struct Options : CommonOptions {
   int64_t min_bytes = int64_t{1} << 10;
   int64_t max_bytes = int64_t{256} << 20;
   double step_factor = 2.0;
@@ -56,8 +55,6 @@ struct Options {
   std::vector<Collective> ops{Collective::kAllGather, Collective::kReduceScatter, Collective::kAllReduce};
   bool verify_variant = true;
   bool check = true;
-  std::string json_path;
-  double timeout_s = 600.0;
 
   /// Iterations per timed block at S bytes: --iters, fewer for large S so one block moves at most
   /// --max-point-bytes. A pure function of the flags, so every rank runs the same count.
@@ -67,10 +64,8 @@ struct Options {
   int warmup_at(int64_t bytes) const { return std::min(warmup, iters_at(bytes)); }
 };
 
-po::options_description describe_options() {
-  po::options_description desc("bench_collectives options");
+void describe_options(po::options_description& desc) {
   desc.add_options()
-      ("help,h", "this text")
       ("min-bytes,b", po::value<std::string>()->default_value("1K"), "smallest size S (bytes; K/M/G suffixes)")
       ("max-bytes,e", po::value<std::string>()->default_value("256M"), "largest size S")
       ("step-factor,f", po::value<double>()->default_value(2.0), "multiply S by this between points (> 1)")
@@ -85,18 +80,11 @@ po::options_description describe_options() {
       ("ops", po::value<std::string>()->default_value("all_gather,reduce_scatter,all_reduce"),
        "comma-separated collectives to run")
       ("no-verify-variant", po::bool_switch(), "skip the wrapper run with comm.verify_signatures on")
-      ("no-check", po::bool_switch(), "skip the correctness check")
-      ("json", po::value<std::string>(), "also write every row to this JSON file (rank 0)")
-      ("timeout", po::value<double>()->default_value(600.0), "collective timeout in seconds");
-  return desc;
+      ("no-check", po::bool_switch(), "skip the correctness check");
 }
 
-/// Fills `opt` from the command line. Returns false when --help was given. Throws on bad input.
-bool parse_options(int argc, char** argv, Options& opt) {
-  po::variables_map vm;
-  po::store(po::parse_command_line(argc, argv, describe_options()), vm);
-  po::notify(vm);
-  if (vm.count("help")) return false;
+/// Fills `opt` from the parsed command line. Throws on bad input.
+void read_options(const po::variables_map& vm, Options& opt) {
   opt.min_bytes = parse_bytes(vm["min-bytes"].as<std::string>(), "min-bytes");
   opt.max_bytes = parse_bytes(vm["max-bytes"].as<std::string>(), "max-bytes");
   opt.point_bytes = parse_bytes(vm["max-point-bytes"].as<std::string>(), "max-point-bytes");
@@ -107,8 +95,6 @@ bool parse_options(int argc, char** argv, Options& opt) {
   opt.backend = vm["backend"].as<std::string>();
   opt.verify_variant = !vm["no-verify-variant"].as<bool>();
   opt.check = !vm["no-check"].as<bool>();
-  opt.timeout_s = vm["timeout"].as<double>();
-  if (vm.count("json")) opt.json_path = vm["json"].as<std::string>();
   opt.ops.clear();
   std::stringstream ops(vm["ops"].as<std::string>());
   for (std::string name; std::getline(ops, name, ',');)
@@ -123,7 +109,6 @@ bool parse_options(int argc, char** argv, Options& opt) {
   if (opt.rounds < 1) throw std::invalid_argument("--rounds must be >= 1");
   if (opt.backend != "mpi" && opt.backend != "nccl")
     throw std::invalid_argument("--backend must be mpi or nccl, not '" + opt.backend + "'");
-  return true;
 }
 
 /// Sizes S from --min-bytes to --max-bytes, each --step-factor times the previous one.
@@ -515,14 +500,12 @@ int run(const Options& opt, dist::World& world) {
 int main(int argc, char** argv) {
   using namespace lookahead;
   bench::Options opt;
-  return bench::bench_main(
-      "bench_collectives", argc, argv, [&](int c, char** v) { return bench::parse_options(c, v, opt); },
-      [](std::ostream& out) { out << bench::describe_options(); },
-      [&] {
-        dist::WorldConfig config;
-        config.comm.timeout_s = opt.timeout_s;
-        config.comm.verify_signatures = false;  // the verify-on variant has a communicator of its own
-        return config;
-      },
-      [&](dist::World& world) { return bench::run(opt, world); });
+  bench::BenchSpec spec;
+  spec.name = "bench_collectives";
+  spec.describe = bench::describe_options;
+  spec.read = [&](const boost::program_options::variables_map& vm) { bench::read_options(vm, opt); };
+  // The verify-on variant has a communicator of its own.
+  spec.configure = [](dist::WorldConfig& config) { config.comm.verify_signatures = false; };
+  spec.run = [&](dist::World& world) { return bench::run(opt, world); };
+  return bench::bench_main(spec, opt, argc, argv);
 }

@@ -3,7 +3,6 @@
 // wait), and reports the hidden fraction of the communication time.
 #include <ATen/Parallel.h>
 #include <boost/program_options/options_description.hpp>
-#include <boost/program_options/parsers.hpp>
 #include <boost/program_options/value_semantic.hpp>
 #include <boost/program_options/variables_map.hpp>
 #include <mpi.h>
@@ -31,7 +30,7 @@ constexpr const char* kHiddenDefinition =
     "hidden = clamp((T_comp + T_comm - T_both) / T_comm, 0, 1): the fraction of the collective's time "
     "hidden behind compute (1 = free communication, 0 = no overlap)";
 
-struct Options {
+struct Options : CommonOptions {
   Collective op = Collective::kAllReduce;
   int64_t bytes = int64_t{64} << 20;
   int64_t matmul_size = 256;
@@ -39,14 +38,10 @@ struct Options {
   int reps = 5;
   int warmup = 2;
   bool verify = false;
-  std::string json_path;
-  double timeout_s = 600.0;
 };
 
-po::options_description describe_options() {
-  po::options_description desc("bench_overlap options");
+void describe_options(po::options_description& desc) {
   desc.add_options()
-      ("help,h", "this text")
       ("op", po::value<std::string>()->default_value("all_reduce"), "all_reduce, all_gather or reduce_scatter")
       ("bytes", po::value<std::string>()->default_value("64M"),
        "collective size S (nccl-tests meaning; K/M/G suffixes), float32")
@@ -55,18 +50,11 @@ po::options_description describe_options() {
        "matmuls per compute block; 0 calibrates so that compute takes about as long as the collective")
       ("reps", po::value<int>()->default_value(5), "measured repetitions (medians are reported)")
       ("warmup", po::value<int>()->default_value(2), "untimed collectives before calibration")
-      ("verify-collectives", po::bool_switch(), "run with comm.verify_signatures on (default off)")
-      ("json", po::value<std::string>(), "also write the results to this JSON file (rank 0)")
-      ("timeout", po::value<double>()->default_value(600.0), "collective timeout in seconds");
-  return desc;
+      ("verify-collectives", po::bool_switch(), "run with comm.verify_signatures on (default off)");
 }
 
-/// Fills `opt` from the command line. Returns false when --help was given. Throws on bad input.
-bool parse_options(int argc, char** argv, Options& opt) {
-  po::variables_map vm;
-  po::store(po::parse_command_line(argc, argv, describe_options()), vm);
-  po::notify(vm);
-  if (vm.count("help")) return false;
+/// Fills `opt` from the parsed command line. Throws on bad input.
+void read_options(const po::variables_map& vm, Options& opt) {
   opt.op = parse_collective(vm["op"].as<std::string>(), "op");
   opt.bytes = parse_bytes(vm["bytes"].as<std::string>(), "bytes");
   opt.matmul_size = vm["matmul-size"].as<int64_t>();
@@ -74,13 +62,10 @@ bool parse_options(int argc, char** argv, Options& opt) {
   opt.reps = vm["reps"].as<int>();
   opt.warmup = vm["warmup"].as<int>();
   opt.verify = vm["verify-collectives"].as<bool>();
-  opt.timeout_s = vm["timeout"].as<double>();
-  if (vm.count("json")) opt.json_path = vm["json"].as<std::string>();
   if (opt.matmul_size < 1) throw std::invalid_argument("--matmul-size must be >= 1");
   if (opt.matmuls < 0) throw std::invalid_argument("--matmuls must be >= 0");
   if (opt.reps < 1) throw std::invalid_argument("--reps must be >= 1");
   if (opt.warmup < 0) throw std::invalid_argument("--warmup must be >= 0");
-  return true;
 }
 
 /// A fixed amount of single-threaded work: `count` matmuls into a preallocated result.
@@ -293,14 +278,11 @@ int run(const Options& opt, dist::World& world) {
 int main(int argc, char** argv) {
   using namespace lookahead;
   bench::Options opt;
-  return bench::bench_main(
-      "bench_overlap", argc, argv, [&](int c, char** v) { return bench::parse_options(c, v, opt); },
-      [](std::ostream& out) { out << bench::describe_options(); },
-      [&] {
-        dist::WorldConfig config;
-        config.comm.timeout_s = opt.timeout_s;
-        config.comm.verify_signatures = opt.verify;
-        return config;
-      },
-      [&](dist::World& world) { return bench::run(opt, world); });
+  bench::BenchSpec spec;
+  spec.name = "bench_overlap";
+  spec.describe = bench::describe_options;
+  spec.read = [&](const boost::program_options::variables_map& vm) { bench::read_options(vm, opt); };
+  spec.configure = [&](dist::WorldConfig& config) { config.comm.verify_signatures = opt.verify; };
+  spec.run = [&](dist::World& world) { return bench::run(opt, world); };
+  return bench::bench_main(spec, opt, argc, argv);
 }
