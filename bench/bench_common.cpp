@@ -171,6 +171,7 @@ void write_json(const std::string& path, const nlohmann::json& doc) {
   out << doc.dump(2) << "\n";
   out.close();
   if (!out) throw std::runtime_error("cannot write " + path);
+  std::printf("# wrote %s\n", path.c_str());
 }
 
 int bench_main(const BenchSpec& spec, CommonOptions& common, int argc, char** argv) {
@@ -178,9 +179,11 @@ int bench_main(const BenchSpec& spec, CommonOptions& common, int argc, char** ar
   po::options_description desc(std::string(spec.name) + " options");
   desc.add_options()("help,h", "this text");
   spec.describe(desc);
+  // clang-format off
   desc.add_options()
       ("json", po::value<std::string>(), "also write the results to this JSON file (rank 0)")
       ("timeout", po::value<double>()->default_value(600.0), "collective timeout in seconds");
+  // clang-format on
   bool help = false;
   std::string usage_error;
   try {

@@ -92,12 +92,13 @@ double load_average();
 /// load average (take it before the benchmark adds its own load) and the time.
 nlohmann::json run_metadata(const dist::World& world);
 
-/// Writes `doc` pretty-printed to `path`; throws std::runtime_error when that fails.
+/// Writes `doc` pretty-printed to `path` and says so on stdout ("# wrote PATH"); throws
+/// std::runtime_error when that fails.
 void write_json(const std::string& path, const nlohmann::json& doc);
 
 /// The flags every distributed benchmark takes besides its own (and --help).
 struct CommonOptions {
-  std::string json_path;    ///< --json: also write the results to this file (rank 0); empty: none
+  std::string json_path;     ///< --json: also write the results to this file (rank 0); empty: none
   double timeout_s = 600.0;  ///< --timeout: collective timeout in seconds
 };
 
@@ -119,5 +120,22 @@ struct BenchSpec {
 /// `run` runs. Errors become the exit codes above; a failure on one rank aborts the job instead
 /// of hanging it.
 int bench_main(const BenchSpec& spec, CommonOptions& common, int argc, char** argv);
+
+/// bench_main for the usual shape: `Options` derives from CommonOptions, `describe` adds its
+/// options, `read` fills it, `configure` (optional) adjusts the World, `run` runs it.
+template <class Options>
+int bench_main(const char* name, int argc, char** argv, void (*describe)(boost::program_options::options_description&),
+               void (*read)(const boost::program_options::variables_map&, Options&),
+               int (*run)(const Options&, dist::World&),
+               void (*configure)(const Options&, dist::WorldConfig&) = nullptr) {
+  Options opt;
+  BenchSpec spec;
+  spec.name = name;
+  spec.describe = describe;
+  spec.read = [&](const boost::program_options::variables_map& vm) { read(vm, opt); };
+  if (configure) spec.configure = [&](dist::WorldConfig& config) { configure(opt, config); };
+  spec.run = [&](dist::World& world) { return run(opt, world); };
+  return bench_main(spec, opt, argc, argv);
+}
 
 }  // namespace lookahead::bench

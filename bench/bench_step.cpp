@@ -7,10 +7,10 @@
 // into phases and the bytes each rank holds. Rank 0 prints.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <mpi.h>
 #include <boost/program_options/options_description.hpp>
 #include <boost/program_options/value_semantic.hpp>
 #include <boost/program_options/variables_map.hpp>
-#include <mpi.h>
 
 #include <algorithm>
 #include <cmath>
@@ -49,6 +49,8 @@ struct Options : CommonOptions {
 };
 
 void describe_options(po::options_description& desc) {
+  // One option per line reads as a table.
+  // clang-format off
   desc.add_options()
       ("config", po::value<std::string>()->default_value("tiny"),
        "model: tiny (LookaheadModelConfig::tiny(), 8x8 latents) or mid (UNet 64/128/128, 2 transformer layers, "
@@ -67,6 +69,7 @@ void describe_options(po::options_description& desc) {
        "loss.mode of the step: sum (one optimizer step) or alternate (one after each branch)")
       ("threads", po::value<int>()->default_value(1),
        "intra-op threads per rank (train.threads; 1 leaves one core per rank for 2 ranks on 2 cores)");
+  // clang-format on
 }
 
 std::vector<std::string> split_commas(const std::string& text) {
@@ -417,7 +420,6 @@ int run(const Options& opt, dist::World& world) {
                             {"loadavg_1m_end", load_end},
                             {"runs", runs}};
       write_json(opt.json_path, doc);
-      std::printf("# wrote %s\n", opt.json_path.c_str());
     }
     std::fflush(stdout);
   }
@@ -428,12 +430,7 @@ int run(const Options& opt, dist::World& world) {
 }  // namespace lookahead::bench
 
 int main(int argc, char** argv) {
-  using namespace lookahead;
-  bench::Options opt;
-  bench::BenchSpec spec;
-  spec.name = "bench_step";
-  spec.describe = bench::describe_options;
-  spec.read = [&](const boost::program_options::variables_map& vm) { bench::read_options(vm, opt); };
-  spec.run = [&](dist::World& world) { return bench::run(opt, world); };
-  return bench::bench_main(spec, opt, argc, argv);
+  return lookahead::bench::bench_main<lookahead::bench::Options>("bench_step", argc, argv,
+                                                                 lookahead::bench::describe_options,
+                                                                 lookahead::bench::read_options, lookahead::bench::run);
 }

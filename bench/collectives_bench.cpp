@@ -2,12 +2,12 @@
 // all_reduce through Lookahead's communicators, next to the raw library call (MPI, or NCCL with
 // --backend nccl) on the same sizes in the same run, plus an nccl-tests `-c`-style check of the
 // results. Answers: what does the wrapper (thread hand-off, validation, signature check) cost?
-#include <boost/program_options/options_description.hpp>
-#include <boost/program_options/value_semantic.hpp>
-#include <boost/program_options/variables_map.hpp>
 #include <mpi.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
+#include <boost/program_options/options_description.hpp>
+#include <boost/program_options/value_semantic.hpp>
+#include <boost/program_options/variables_map.hpp>
 
 #include <algorithm>
 #include <climits>
@@ -65,6 +65,8 @@ struct Options : CommonOptions {
 };
 
 void describe_options(po::options_description& desc) {
+  // One option per line reads as a table.
+  // clang-format off
   desc.add_options()
       ("min-bytes,b", po::value<std::string>()->default_value("1K"), "smallest size S (bytes; K/M/G suffixes)")
       ("max-bytes,e", po::value<std::string>()->default_value("256M"), "largest size S")
@@ -81,6 +83,7 @@ void describe_options(po::options_description& desc) {
        "comma-separated collectives to run")
       ("no-verify-variant", po::bool_switch(), "skip the wrapper run with comm.verify_signatures on")
       ("no-check", po::bool_switch(), "skip the correctness check");
+  // clang-format on
 }
 
 /// Fills `opt` from the parsed command line. Throws on bad input.
@@ -486,7 +489,6 @@ int run(const Options& opt, dist::World& world) {
       doc["summary"] = summary;
       doc["total_wrong"] = total_wrong;
       write_json(opt.json_path, doc);
-      std::printf("# wrote %s\n", opt.json_path.c_str());
     }
     std::fflush(stdout);
   }
@@ -494,18 +496,14 @@ int run(const Options& opt, dist::World& world) {
   return total_wrong == 0 ? kExitOk : kExitError;
 }
 
+/// The verify-on variant has a communicator of its own.
+void configure_world(const Options&, dist::WorldConfig& config) { config.comm.verify_signatures = false; }
+
 }  // namespace
 }  // namespace lookahead::bench
 
 int main(int argc, char** argv) {
-  using namespace lookahead;
-  bench::Options opt;
-  bench::BenchSpec spec;
-  spec.name = "bench_collectives";
-  spec.describe = bench::describe_options;
-  spec.read = [&](const boost::program_options::variables_map& vm) { bench::read_options(vm, opt); };
-  // The verify-on variant has a communicator of its own.
-  spec.configure = [](dist::WorldConfig& config) { config.comm.verify_signatures = false; };
-  spec.run = [&](dist::World& world) { return bench::run(opt, world); };
-  return bench::bench_main(spec, opt, argc, argv);
+  return lookahead::bench::bench_main<lookahead::bench::Options>(
+      "bench_collectives", argc, argv, lookahead::bench::describe_options, lookahead::bench::read_options,
+      lookahead::bench::run, lookahead::bench::configure_world);
 }

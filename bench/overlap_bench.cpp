@@ -2,12 +2,12 @@
 // the calling thread. Times the compute alone, the collective alone, and both (issue, compute,
 // wait), and reports the hidden fraction of the communication time.
 #include <ATen/Parallel.h>
-#include <boost/program_options/options_description.hpp>
-#include <boost/program_options/value_semantic.hpp>
-#include <boost/program_options/variables_map.hpp>
 #include <mpi.h>
 #include <sched.h>
 #include <torch/torch.h>
+#include <boost/program_options/options_description.hpp>
+#include <boost/program_options/value_semantic.hpp>
+#include <boost/program_options/variables_map.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -41,6 +41,8 @@ struct Options : CommonOptions {
 };
 
 void describe_options(po::options_description& desc) {
+  // One option per line reads as a table.
+  // clang-format off
   desc.add_options()
       ("op", po::value<std::string>()->default_value("all_reduce"), "all_reduce, all_gather or reduce_scatter")
       ("bytes", po::value<std::string>()->default_value("64M"),
@@ -51,6 +53,7 @@ void describe_options(po::options_description& desc) {
       ("reps", po::value<int>()->default_value(5), "measured repetitions (medians are reported)")
       ("warmup", po::value<int>()->default_value(2), "untimed collectives before calibration")
       ("verify-collectives", po::bool_switch(), "run with comm.verify_signatures on (default off)");
+  // clang-format on
 }
 
 /// Fills `opt` from the parsed command line. Throws on bad input.
@@ -265,24 +268,19 @@ int run(const Options& opt, dist::World& world) {
           {"hidden", med.hidden()},
           {"speedup", speedup}};
       write_json(opt.json_path, doc);
-      std::printf("# wrote %s\n", opt.json_path.c_str());
     }
     std::fflush(stdout);
   }
   return kExitOk;
 }
 
+void configure_world(const Options& opt, dist::WorldConfig& config) { config.comm.verify_signatures = opt.verify; }
+
 }  // namespace
 }  // namespace lookahead::bench
 
 int main(int argc, char** argv) {
-  using namespace lookahead;
-  bench::Options opt;
-  bench::BenchSpec spec;
-  spec.name = "bench_overlap";
-  spec.describe = bench::describe_options;
-  spec.read = [&](const boost::program_options::variables_map& vm) { bench::read_options(vm, opt); };
-  spec.configure = [&](dist::WorldConfig& config) { config.comm.verify_signatures = opt.verify; };
-  spec.run = [&](dist::World& world) { return bench::run(opt, world); };
-  return bench::bench_main(spec, opt, argc, argv);
+  return lookahead::bench::bench_main<lookahead::bench::Options>(
+      "bench_overlap", argc, argv, lookahead::bench::describe_options, lookahead::bench::read_options,
+      lookahead::bench::run, lookahead::bench::configure_world);
 }
