@@ -12,8 +12,8 @@
 #include <cmath>
 #include <filesystem>
 
-#include "model/lookahead/lookahead_model.h"
 #include "model/io/safetensors.h"
+#include "model/lookahead/lookahead_model.h"
 #include "model/lookahead/synthetic_batch.h"
 #include "tests/test_main.h"
 #include "trainer/train_state.h"
@@ -71,7 +71,8 @@ const Named& start_weights() {
     for (auto& u : m.units())
       for (auto* role : {&u.frozen, &u.lcm, &u.adapter, &u.lora})
         for (auto& [k, t] : *role)
-          out[k] = at::isFloatingType(t.scalar_type()) ? t.detach().to(at::kBFloat16).to(at::kFloat) : t.detach().clone();
+          out[k] =
+              at::isFloatingType(t.scalar_type()) ? t.detach().to(at::kBFloat16).to(at::kFloat) : t.detach().clone();
     return out;
   }();
   return weights;
@@ -127,7 +128,8 @@ void run_steps(TrainState& state, int from, int to, Trace& trace) {
 }
 
 Trace sharded_run(ModelDtype dtype, int steps = kSteps) {
-  TrainState state(world(), train_config(dtype), TrainStateOptions{model_config(scalar_type(dtype)), assign_start_weights});
+  TrainState state(world(), train_config(dtype),
+                   TrainStateOptions{model_config(scalar_type(dtype)), assign_start_weights});
   Trace trace;
   run_steps(state, 0, steps, trace);
   trace.params = state.trainable_tensors();
@@ -151,8 +153,8 @@ Trace mixed_precision_reference(bool bf16_masters = false) {
     }
   std::vector<torch::optim::OptimizerParamGroup> pg;
   for (int g = 0; g < 2; ++g)
-    pg.emplace_back(groups[g],
-                    std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(kLr[g]).weight_decay(0.01)));
+    pg.emplace_back(
+        groups[g], std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(kLr[g]).weight_decay(0.01)));
   torch::optim::AdamW opt(std::move(pg), torch::optim::AdamWOptions(1e-3).weight_decay(0.01));
   model::AlphaSchedule alpha(kSeed);
   Trace trace;
@@ -250,7 +252,8 @@ TEST(Bf16, TracksFp32OverTenSteps) {
   for (int s = 0; s < kSteps; ++s) {
     const double ed = relative_error(bf16.diffusion[s], fp32.diffusion[s]);
     const double el = relative_error(bf16.lookahead[s], fp32.lookahead[s]);
-    EXPECT_LT(ed, kLossBound) << "L_diff, step " << s << ": bf16 " << bf16.diffusion[s] << " fp32 " << fp32.diffusion[s];
+    EXPECT_LT(ed, kLossBound) << "L_diff, step " << s << ": bf16 " << bf16.diffusion[s] << " fp32 "
+                              << fp32.diffusion[s];
     EXPECT_LT(el, kLossBound) << "L_LH, step " << s << ": bf16 " << bf16.lookahead[s] << " fp32 " << fp32.lookahead[s];
     worst_diffusion = std::max(worst_diffusion, ed);
     worst_lookahead = std::max(worst_lookahead, el);
@@ -328,7 +331,8 @@ TEST(Bf16, Fp16FilesLoadIntoBf16AndFp32Models) {
   // weights hold the fp16 values cast to the model's dtype; the trainables' fp32 masters hold the
   // fp16 values exactly in both models, although the bf16 modules could only hold their rounding.
   const std::filesystem::path dir = "bf16_fp16_files_np" + std::to_string(world().size());
-  const std::string unet_file = (dir / "unet.safetensors").string(), ip_file = (dir / "ip_adapter.safetensors").string();
+  const std::string unet_file = (dir / "unet.safetensors").string(),
+                    ip_file = (dir / "ip_adapter.safetensors").string();
   if (world().is_root()) {
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
