@@ -50,6 +50,7 @@ struct Options : CommonOptions {
 };
 
 void describe_options(po::options_description& desc) {
+  // clang-format off
   desc.add_options()
       ("config", po::value<std::string>()->default_value("tiny"),
        "model: tiny (LookaheadModelConfig::tiny(), 8x8 latents) or mid (UNet 64/128/128, 2 transformer layers, "
@@ -70,6 +71,7 @@ void describe_options(po::options_description& desc) {
        "loss.mode of the step: sum (one optimizer step) or alternate (one after each branch)")
       ("threads", po::value<int>()->default_value(1),
        "intra-op threads per rank (train.threads; 1 leaves one core per rank for 2 ranks on 2 cores)");
+  // clang-format on
 }
 
 std::vector<std::string> split_commas(const std::string& text) {

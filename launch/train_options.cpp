@@ -159,6 +159,7 @@ void validate(const trainer::TrainConfig& c, ConfigUse use) {
 
 po::options_description train_options(trainer::TrainConfig& c) {
   po::options_description model("[model]");
+  // clang-format off
   model.add_options()
       ("model.preset", bind(c.model.preset),
        "`sdxl` (the published networks) or `tiny` (random-initialized, CPU-sized; weight files set below are "
@@ -197,6 +198,7 @@ po::options_description train_options(trainer::TrainConfig& c) {
        "AutoencoderKL folder used instead of `<sdxl_folder>/vae` (e.g. `sdxl-vae-fp16-fix`)")
       ("model.image_encoder", bind(c.model.image_encoder),
        "IP-Adapter image encoder folder (CLIP ViT-H/14, `config.json` + `model.safetensors`)");
+  // clang-format on
   po::options_description data("[data]");
   data.add_options()
       ("data.train_set", bind(c.data.train_set),
