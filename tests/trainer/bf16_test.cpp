@@ -155,7 +155,7 @@ Trace mixed_precision_reference(bool bf16_masters = false) {
   for (int g = 0; g < 2; ++g)
     pg.emplace_back(
         groups[g], std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(kLr[g]).weight_decay(0.01)));
-  torch::optim::AdamW opt(std::move(pg), torch::optim::AdamWOptions(1e-3).weight_decay(0.01));
+  torch::optim::AdamW opt(pg, torch::optim::AdamWOptions(1e-3).weight_decay(0.01));
   model::AlphaSchedule alpha(kSeed);
   Trace trace;
   auto add_live_grads = [&](std::vector<at::Tensor>& sum) {  // fp32 += bf16 gradients, then cleared
