@@ -46,6 +46,7 @@ struct Options : CommonOptions {
   // configuration "recompute <policy>" (overlap on).
   std::vector<trainer::Recompute> recompute{trainer::DistConfig().recompute};
   trainer::LossMode loss_mode = trainer::LossMode::kSum;
+  trainer::ModelDtype dtype = trainer::ModelDtype::kFp32;
 };
 
 void describe_options(po::options_description& desc) {
@@ -65,6 +66,8 @@ void describe_options(po::options_description& desc) {
       ("recompute", po::value<std::string>()->default_value(std::string(trainer::config_name(trainer::DistConfig().recompute))),
        "comma-separated dist.recompute policies (all, blocks, none): the first for overlap on / off, each further "
        "one adds a configuration 'recompute <policy>' (overlap on)")
+      ("dtype", po::value<std::string>()->default_value("fp32"),
+       "model.dtype: fp32, or bf16 (frozen weights in bf16, fp32 trainable masters computed in bf16)")
       ("loss-mode", po::value<std::string>()->default_value("sum"),
        "loss.mode of the step: sum (one optimizer step) or alternate (one after each branch)")
       ("threads", po::value<int>()->default_value(1),
@@ -105,6 +108,10 @@ void read_options(const po::variables_map& vm, Options& opt) {
     throw std::invalid_argument("--loss-mode must be " + trainer::config_choices<trainer::LossMode>() + ", got '" +
                                 vm["loss-mode"].as<std::string>() + "'");
   opt.loss_mode = *mode;
+  const auto dtype = trainer::parse_config_name<trainer::ModelDtype>(vm["dtype"].as<std::string>());
+  if (!dtype || *dtype == trainer::ModelDtype::kAuto)
+    throw std::invalid_argument("--dtype must be fp32 or bf16, got '" + vm["dtype"].as<std::string>() + "'");
+  opt.dtype = *dtype;
   if (opt.steps < 1) throw std::invalid_argument("--steps must be >= 1");
   if (opt.warmup < 1) throw std::invalid_argument("--warmup must be >= 1 (the first step records the unit order)");
   if (opt.threads < 1) throw std::invalid_argument("--threads must be >= 1");
@@ -326,7 +333,7 @@ int run(const Options& opt, dist::World& world) {
   // The configuration `lookahead train` would run: the tiny preset, defaults of every section.
   trainer::TrainConfig config;
   config.model.preset = trainer::Preset::kTiny;
-  config.model.dtype = trainer::ModelDtype::kFp32;
+  config.model.dtype = opt.dtype;
   config.loss.mode = opt.loss_mode;
   config.train.seed = 2024;
   config.train.threads = opt.threads;  // default 1: 2 ranks on 2 cores, one intra-op thread each
@@ -356,8 +363,8 @@ int run(const Options& opt, dist::World& world) {
     }
   }
   if (world.is_root()) {
-    std::printf("# bench_step: %d ranks on %d node(s), MPI communicator, at::set_num_threads(%d), fp32 on CPU\n",
-                world.size(), world.num_nodes(), opt.threads);
+    std::printf("# bench_step: %d ranks on %d node(s), MPI communicator, at::set_num_threads(%d), %s on CPU\n",
+                world.size(), world.num_nodes(), opt.threads, std::string(trainer::config_name(opt.dtype)).c_str());
     std::printf("# model: %s\n", setup.description.c_str());
     std::printf("# step: reference identity + TrainState::step, loss.mode %s, [loss] and [optim] defaults\n",
                 std::string(trainer::config_name(opt.loss_mode)).c_str());
@@ -410,6 +417,7 @@ int run(const Options& opt, dist::World& world) {
                             {"meta", meta},
                             {"model", opt.config},
                             {"loss_mode", std::string(trainer::config_name(opt.loss_mode))},
+                            {"dtype", std::string(trainer::config_name(opt.dtype))},
                             {"model_description", setup.description},
                             {"global_batch", global},
                             {"warmup", opt.warmup},

@@ -269,6 +269,20 @@ std::vector<ShardRange> FlatParamGroup::shard_ranges(std::optional<int64_t> rank
   return out;
 }
 
+void FlatParamGroup::assign(const std::string& pname, const at::Tensor& value) {
+  TORCH_CHECK(!bound_ && !gather_work_, "FlatParamGroup '", name_, "': assign('", pname,
+              "') while gathered; release() first");
+  const auto& e = layout_.entries[layout_.index(pname)];
+  TORCH_CHECK(value.defined() && value.sizes() == at::IntArrayRef(e.shape), "FlatParamGroup '", name_, "': assign('",
+              pname, "') of shape ", value.defined() ? value.sizes() : at::IntArrayRef{}, ", the parameter has ",
+              at::IntArrayRef(e.shape));
+  const int64_t begin = shard_rank_ * layout_.shard_numel;
+  const int64_t lo = std::max(begin, e.offset), hi = std::min(begin + layout_.shard_numel, e.offset + e.numel);
+  if (lo >= hi) return;  // the parameter lies in other ranks' shards
+  at::NoGradGuard no_grad;
+  shard_.narrow(0, lo - begin, hi - lo).copy_(value.reshape({-1}).narrow(0, lo - e.offset, hi - lo));
+}
+
 FlatParamBytes FlatParamGroup::bytes() const {
   FlatParamBytes b;
   b.shard_param_bytes = static_cast<int64_t>(shard_.nbytes());

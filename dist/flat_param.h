@@ -160,6 +160,13 @@ class FlatParamGroup {
 
   /// This rank's parameter shard [shard_numel] in the storage dtype (the optimizer writes it).
   const at::Tensor& local_shard() const { return shard_; }
+  /// Overwrites parameter `name` with `value` (its full shape, any floating dtype and device, cast
+  /// to the storage dtype): this rank copies its part into its shard. Local, no collective: every
+  /// rank passes the same value. For values held at a higher precision than the modules that
+  /// handed the parameters over (an fp16 or fp32 file loaded into a bf16 model: the fp32 shard of
+  /// a trainable group takes the file's value, not its bf16 rounding). Not while gathered: the
+  /// gathered copy would go stale.
+  void assign(const std::string& name, const at::Tensor& value);
   /// The pieces of rank `rank`'s shard (default: this rank) that hold parameter elements, in order.
   std::vector<ShardRange> shard_ranges(std::optional<int64_t> rank = std::nullopt) const;
   FlatParamBytes bytes() const;

@@ -159,9 +159,11 @@ void validate(const trainer::TrainConfig& c, ConfigUse use) {
 
 po::options_description train_options(trainer::TrainConfig& c) {
   po::options_description model("[model]");
+  // clang-format off
   model.add_options()
       ("model.preset", bind(c.model.preset),
-       "`sdxl` (the published networks) or `tiny` (random-initialized, CPU-sized)")
+       "`sdxl` (the published networks) or `tiny` (random-initialized, CPU-sized; weight files set below are "
+       "loaded over the random values)")
       ("model.unet_config", bind(c.model.unet_config),
        "diffusers `unet/config.json` (default: the SDXL base config)")
       ("model.unet_weights", bind(c.model.unet_weights),
@@ -187,7 +189,8 @@ po::options_description train_options(trainer::TrainConfig& c) {
       ("model.ip_scale", bind(c.model.ip_scale),
        "weight of the IP-Adapter image branch")
       ("model.dtype", bind(c.model.dtype),
-       "`auto` (bf16 frozen weights on GPU, fp32 on CPU) | `fp32` | `bf16`")
+       "`auto` (bf16 frozen weights on GPU, fp32 on CPU) | `fp32` | `bf16` (also on the CPU, as on a GPU: bf16 "
+       "frozen weights, fp32 trainable masters computed in bf16, fp32 gradient reduction and AdamW)")
       ("model.sdxl_folder", bind(c.model.sdxl_folder),
        "diffusers SDXL base folder (`text_encoder/`, `text_encoder_2/`, `tokenizer/`, `tokenizer_2/`, "
        "`vae/`): prompt and image encoding for `data encode`, on-the-fly encoding and evaluation")
@@ -195,6 +198,7 @@ po::options_description train_options(trainer::TrainConfig& c) {
        "AutoencoderKL folder used instead of `<sdxl_folder>/vae` (e.g. `sdxl-vae-fp16-fix`)")
       ("model.image_encoder", bind(c.model.image_encoder),
        "IP-Adapter image encoder folder (CLIP ViT-H/14, `config.json` + `model.safetensors`)");
+  // clang-format on
   po::options_description data("[data]");
   data.add_options()
       ("data.train_set", bind(c.data.train_set),
@@ -355,7 +359,8 @@ std::vector<std::string> missing_inputs(const trainer::TrainConfig& c, ConfigUse
     else if (!folder && fs::is_directory(st))
       missing.push_back(std::string(key) + " = " + path + ": a folder, not a file");
   };
-  if (c.model.preset == trainer::Preset::kSdxl && use != ConfigUse::kEncode) {
+  // Weight files are loaded whatever the preset (tiny: over its random values) when named.
+  if (use != ConfigUse::kEncode) {
     need("model.unet_weights", c.model.unet_weights, false);
     need("model.ip_adapter", c.model.ip_adapter, false);
     need("model.lcm_lora", c.model.lcm_lora, false);

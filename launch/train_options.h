@@ -28,7 +28,7 @@ trainer::TrainConfig parse_train_config(const std::vector<std::string>& args, bo
                                         ConfigUse use = ConfigUse::kTrain);
 
 /// Inputs the configuration names that are not there, one line each ("model.lcm_lora = PATH: no
-/// such file"): the weight files of the SDXL preset, model.unet_config, the MTCNN folder and its
+/// such file"): the weight files named (any preset; not for kEncode), model.unet_config, the MTCNN folder and its
 /// three files, the encoder folders, the training set (kTrain) and, with eval.every > 0, the
 /// evaluation set and prompts. Empty when everything is in place.
 std::vector<std::string> missing_inputs(const trainer::TrainConfig& config, ConfigUse use = ConfigUse::kTrain);

@@ -28,6 +28,7 @@ void MetricsLog::write(const StepRecord& r) {
     nlohmann::json j;
     j["step"] = r.step;
     for (const auto& [k, v] : r.values) j[k] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
+    for (const auto& [k, v] : r.labels) j[k] = v;
     if (mark_resumed_) j["resumed"] = 1;
     mark_resumed_ = false;
     file_ << j.dump() << "\n";

@@ -11,10 +11,11 @@
 namespace lookahead::trainer {
 
 /// One step's record; `values` become the JSON fields (losses, α, t, grad norm, lr, phase
-/// seconds, memory bytes, counts).
+/// seconds, memory bytes, counts), `labels` string fields (the dtype that ran).
 struct StepRecord {
   int64_t step = 0;
   std::map<std::string, double> values;
+  std::map<std::string, std::string> labels;
 };
 
 class MetricsLog {

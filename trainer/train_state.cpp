@@ -30,6 +30,26 @@ void set_cpu_generator_state(const std::string& bytes) {
   generator.set_state(state);
 }
 
+/// The values of `loaded` (trainable tensors as the weight files hold them) that the trainables
+/// of `units` hold only rounded: a model in bf16 loading an fp16 or fp32 file. Their fp32 masters
+/// start from these instead of from the rounding.
+std::map<std::string, at::Tensor> rounded_trainables(const std::vector<dist::ShardingUnit>& units,
+                                                     const std::map<std::string, at::Tensor>& loaded) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& u : units)
+    for (const auto* role : {&u.adapter, &u.lora})
+      for (const auto& [key, t] : *role) {
+        const auto it = loaded.find(key);
+        if (it == loaded.end()) continue;
+        const at::Tensor file = it->second.to(t.device());
+        // Held exactly (an fp32 model, or a file in the model's dtype): nothing to restore. Not the
+        // file's rounding (changed by before_sharding): the change stands.
+        if (at::equal(t.to(at::kFloat), file.to(at::kFloat)) || !at::equal(t, file.to(t.scalar_type()))) continue;
+        out.emplace(key, it->second);
+      }
+  return out;
+}
+
 }  // namespace
 
 model::LookaheadModelConfig model_config(const TrainConfig& c, const c10::Device& device) {
@@ -80,18 +100,28 @@ TrainState::TrainState(dist::World& world, const TrainConfig& config, TrainState
   // Random initial values (tiny preset, LoRAs) must be identical on every rank.
   at::manual_seed(config.train.seed);
   model_ = std::make_unique<model::LookaheadModel>(options.model ? *options.model : model_config(config, device), device);
-  if (config.model.preset == Preset::kSdxl && !options.model)
-    model_->load_weights({config.model.unet_weights, config.model.ip_adapter, config.model.lcm_lora, config.model.taesd,
-                          config.model.arcface});
+  // The files the configuration names (none for the tiny preset unless set), unless the caller
+  // brought its own model.
+  std::map<std::string, at::Tensor> loaded;
+  if (!options.model)
+    loaded = model_->load_weights({config.model.unet_weights, config.model.ip_adapter, config.model.lcm_lora,
+                                   config.model.taesd, config.model.arcface});
   if (options.before_sharding) options.before_sharding(*model_);
 
   std::vector<dist::ShardingUnit> units = model_->units();
+  const std::map<std::string, at::Tensor> exact = rounded_trainables(units, loaded);
+  loaded.clear();
   dist::EngineOptions eo = engine_options(config.dist, model_->tensor_options().dtype().toScalarType());
   std::vector<std::string> unit_names;
   for (const auto& u : units) unit_names.push_back(u.name);
   eo.keep_activations = kept_activation_units(config.dist.recompute, unit_names);
   engine_ = std::make_unique<dist::ShardedEngine>(world, std::move(units), eo);
   model_->set_unit_runner(engine_.get());
+  // The shards of trainable groups are fp32 (the optimizer's masters, added below): they take the
+  // files' values, not the rounding the bf16 modules handed over.
+  for (auto& [g, lr] : engine_->trainable_groups())
+    for (const auto& e : g->layout().entries)
+      if (const auto it = exact.find(e.name); it != exact.end()) g->assign(e.name, it->second);
 
   dist::AdamWOptions ao;
   ao.beta1 = config.optim.beta1;

@@ -61,7 +61,7 @@ struct StepStats {
 /// For benchmarks and tests: a model other than the one the configuration names, and changes to
 /// it before the engine takes its tensors over.
 struct TrainStateOptions {
-  /// Used instead of model_config(config, device).
+  /// Used instead of model_config(config, device); no weight files are loaded then.
   std::optional<model::LookaheadModelConfig> model;
   /// Runs on the whole (unsharded) model after weights are loaded, identically on every rank
   /// (e.g. non-zero LoRA up-projections, so that every LoRA passes gradients from step 0).
@@ -96,7 +96,8 @@ class TrainState {
  public:
   /// Sets the intra-op threads (train.threads; 0: the node's cores shared by its ranks), builds
   /// the model (identically on every rank: the CPU generator is seeded with train.seed),
-  /// loads the published weights (preset sdxl), shards it and builds the optimizer. Collective.
+  /// loads the weight files [model] names, shards it and builds the optimizer, whose fp32
+  /// masters hold the files' trainable values exactly whatever model.dtype. Collective.
   TrainState(dist::World& world, const TrainConfig& config, TrainStateOptions options = {});
   ~TrainState();
   TrainState(const TrainState&) = delete;

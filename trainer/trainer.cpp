@@ -20,10 +20,11 @@ using common::Clock;
 using common::seconds_since;
 
 /// The metrics line of one step.
-StepRecord step_record(int64_t step, const StepStats& st, const OptimConfig& optim, double records_skipped,
-                       double step_s, double data_s) {
+StepRecord step_record(int64_t step, const StepStats& st, const OptimConfig& optim, at::ScalarType dtype,
+                       double records_skipped, double step_s, double data_s) {
   StepRecord r;
   r.step = step;
+  r.labels = {{"dtype", dtype == at::kBFloat16 ? "bf16" : "fp32"}};
   r.values = {{"loss_diffusion", st.loss_diffusion},
               {"loss_lookahead", st.loss_lookahead},
               {"alpha", st.alpha},
@@ -50,6 +51,16 @@ StepRecord step_record(int64_t step, const StepStats& st, const OptimConfig& opt
 
 }  // namespace
 
+std::string describe_precision(ModelDtype dtype, const c10::Device& device) {
+  const bool bf16 = frozen_in_bf16(dtype, device.is_cuda());
+  std::string out = "model.dtype = ";
+  if (dtype == ModelDtype::kAuto) out += "auto -> ";
+  out += bf16 ? "bf16 (frozen weights stored and gathered in bf16; trainables fp32 masters computed in bf16; "
+                "gradients reduced and AdamW in fp32)"
+              : "fp32 (every weight, gradient and optimizer state in fp32)";
+  return out + " on " + (device.is_cuda() ? "GPU" : "CPU");
+}
+
 std::string describe_model(const TrainConfig& c, int world_size, int ranks_per_node, const c10::Device& device) {
   // Shapes only, on the meta device; the dtypes are those of a run on `device`.
   model::LookaheadModel m(model_config(c, device), at::kMeta);
@@ -74,15 +85,17 @@ std::string describe_model(const TrainConfig& c, int world_size, int ranks_per_n
   std::ostringstream s;
   s << std::fixed << std::setprecision(1);
   auto gib = [](double b) { return b / (1024.0 * 1024.0 * 1024.0); };
-  s << "parameters (" << units.size() << " sharding units):\n"
+  s << describe_precision(c.model.dtype, device) << "\n"
+    << "parameters (" << units.size() << " sharding units):\n"
     << "  frozen base      " << frozen << "\n"
-    << "  frozen LCM-LoRA  " << lcm << (c.model.preset == Preset::kSdxl ? " (attached from model.lcm_lora at load)" : "") << "\n"
-    << "  trainable adapter " << adapter << " (lr " << std::defaultfloat << std::setprecision(6)
-    << c.optim.lr_adapter << ")\n"
+    << "  frozen LCM-LoRA  " << lcm
+    << (c.model.preset == Preset::kSdxl ? " (attached from model.lcm_lora at load)" : "") << "\n"
+    << "  trainable adapter " << adapter << " (lr " << std::defaultfloat << std::setprecision(6) << c.optim.lr_adapter
+    << ")\n"
     << "  trainable LoRA   " << lora << " (lr " << c.optim.lr_lora << ")\n"
-    << std::fixed << std::setprecision(1)
-    << "memory per rank, " << world_size << " rank(s) on " << (device.is_cuda() ? "GPU" : "CPU") << ", placement "
-    << dist::to_string(c.dist.placement) << ", frozen weights in " << (layout.frozen_bytes == 2.0 ? "bf16" : "fp32")
+    << std::fixed << std::setprecision(1) << "memory per rank, " << world_size << " rank(s) on "
+    << (device.is_cuda() ? "GPU" : "CPU") << ", placement " << dist::to_string(c.dist.placement)
+    << ", frozen weights in " << (layout.frozen_bytes == 2.0 ? "bf16" : "fp32")
     << " (weights and optimizer only, activations excluded):\n"
     << "  frozen shard     " << gib(held.frozen + held.lcm) << " GiB\n"
     << "  trainable shard  " << gib(held.master) << " GiB (fp32 master)\n"
@@ -110,6 +123,7 @@ Trainer::Trainer(dist::World& world, const TrainConfig& config, std::unique_ptr<
   world.comm()->barrier()->wait();
   log_ = std::make_unique<MetricsLog>(config.train.out + "/metrics.jsonl", world.is_root(), config.train.progress,
                                       config.train.steps);
+  log_->message(describe_precision(config.model.dtype, world.device()));
   if (!config.train.resume.empty()) resume(config.train.resume);
 }
 
@@ -137,7 +151,8 @@ StepRecord Trainer::train_step() {
   faces_missing_ += config_.train.batch_per_rank * world_.size() - st.faces_valid;
   const double skipped = dist::all_reduce_values(*world_.comm(), {static_cast<double>(rb.skipped_records)},
                                                  dist::ReduceOp::kSum)[0];
-  return step_record(step, st, config_.optim, skipped, seconds_since(t_step), data_s);
+  return step_record(step, st, config_.optim, state_.model().tensor_options().dtype().toScalarType(), skipped,
+                     seconds_since(t_step), data_s);
 }
 
 int64_t Trainer::run() {

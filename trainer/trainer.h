@@ -22,6 +22,12 @@ namespace lookahead::trainer {
 /// `device` (the World's: model.dtype = auto means bf16 on a GPU, fp32 on the CPU).
 std::string describe_model(const TrainConfig& config, int world_size, int ranks_per_node, const c10::Device& device);
 
+/// The precision a run on `device` uses, in one line: "model.dtype = bf16 (frozen weights stored
+/// and gathered in bf16; trainables fp32 masters computed in bf16; gradients reduced and AdamW in
+/// fp32)", with "auto -> " first when model.dtype = auto resolved it. Logged at the start of
+/// training and printed by --dry-run.
+std::string describe_precision(ModelDtype dtype, const c10::Device& device);
+
 class Trainer {
  public:
   /// Builds the training state (model, engine, optimizer; collective), the landmark fallback and

@@ -140,11 +140,15 @@ void LookaheadModel::freeze() {
       }
 }
 
-void LookaheadModel::load_weights(const LookaheadWeightFiles& files) {
+std::map<std::string, at::Tensor> LookaheadModel::load_weights(const LookaheadWeightFiles& files) {
   TORCH_CHECK(options_.device() != at::kMeta, "LookaheadModel::load_weights: the model was built on the meta device");
+  std::map<std::string, at::Tensor> trainable;
   if (!files.unet.empty()) io::load_state_dict(*unet_, io::load_file(files.unet), files.unet);
-  if (!files.ip_adapter.empty())
-    io::load_state_dict(*ip_, adapters::load_ip_adapter_file(files.ip_adapter), files.ip_adapter);
+  if (!files.ip_adapter.empty()) {
+    // The IpAdapter's own keys ("image_proj.…", "ip_adapter.N.…") are those of units().
+    trainable = adapters::load_ip_adapter_file(files.ip_adapter);
+    io::load_state_dict(*ip_, trainable, files.ip_adapter);
+  }
   if (!files.lcm_lora.empty()) {
     TORCH_CHECK(!lcm_attached_, "LookaheadModel::load_weights: an LCM-LoRA is already attached (", files.lcm_lora,
                 ")");
@@ -161,6 +165,7 @@ void LookaheadModel::load_weights(const LookaheadWeightFiles& files) {
   if (!files.arcface.empty())
     io::load_state_dict(*arcface_module_, io::load_weights_file(files.arcface), files.arcface);
   freeze();
+  return trainable;
 }
 
 std::vector<dist::ShardingUnit> LookaheadModel::units() {

@@ -11,6 +11,7 @@
 #include <torch/nn/module.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -119,7 +120,10 @@ class LookaheadModel {
 
   /// Loads the published weights (strict key and shape checks, naming the file on error). The
   /// LCM-LoRA is attached as adapter "lcm" sharing lcm_scale(); the model must not be on meta.
-  void load_weights(const LookaheadWeightFiles& files);
+  /// Returns the trainable tensors the files held (the IP-Adapter's, keys as in units()) in the
+  /// files' own dtypes: a model in bf16 holds only their rounding, and fp32 master weights start
+  /// from these.
+  std::map<std::string, at::Tensor> load_weights(const LookaheadWeightFiles& files);
 
   /// The sharding units in execution order: "image_proj", the UNet's units (stem_in, blocks,
   /// stem_out), "taesd.decoder", "arcface". Every parameter, buffer and adapter tensor is in

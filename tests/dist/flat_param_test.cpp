@@ -193,6 +193,28 @@ TEST(FlatParamGroup, GatherCastsToComputeDtypeAndUsesCallerBuffer) {
   EXPECT_THROW(g.gather(at::zeros({g.layout().padded_numel}, at::kFloat)), c10::Error);  // wrong dtype
 }
 
+TEST(FlatParamGroup, AssignWritesTheFullPrecisionValueIntoTheShards) {
+  // An fp32 group whose modules held bf16 roundings takes exact fp16 values (what a bf16 model
+  // loading an fp16 file hands over, and what the file holds); w33 spans shard boundaries at 2..4
+  // ranks.
+  auto comm = world().comm();
+  Model m = make_model(true);
+  FlatParamGroup g("unit.adapter", m.params, comm, at::kFloat, c10::kCPU, at::kBFloat16);
+  const at::Tensor exact = m.original["odd.w33"].to(at::kHalf) / 3;  // [3, 11] not bf16-representable
+  ASSERT_FALSE(at::equal(exact.to(at::kBFloat16).to(at::kFloat), exact.to(at::kFloat)));
+  g.assign("odd.w33", exact);
+  expect_equal(g.full_tensor("odd.w33"), exact.to(at::kFloat), "assigned parameter, exact in fp32");
+  expect_equal(g.full_tensor("odd.w7"), m.original["odd.w7"], "neighbour before");
+  expect_equal(g.full_tensor("linear.weight"), m.original["linear.weight"], "neighbour after");
+  g.gather();
+  g.bind();
+  expect_equal(m.odd->w33, exact.to(at::kBFloat16), "gathered as bf16 from the assigned shard");
+  EXPECT_THROW(g.assign("odd.w33", exact), c10::Error);  // bound: the copy would go stale
+  g.release();
+  EXPECT_THROW(g.assign("odd.w33", exact.t()), c10::Error);  // wrong shape
+  EXPECT_THROW(g.assign("odd.nope", exact), c10::Error);
+}
+
 TEST(FlatParamGroup, ShardRangesCoverEveryElementOnce) {
   auto comm = world().comm();
   Model m = make_model(false);

@@ -1,6 +1,7 @@
 // What the trainer decides from the World's device, checked without a GPU: `dtype = auto` resolves
 // to bf16 for a CUDA device in the model configuration and in the dry-run memory report (which
-// builds its model on the meta device, and so must be told where the run will compute).
+// builds its model on the meta device, and so must be told where the run will compute); an
+// explicit bf16 is honoured on the CPU.
 #include <gtest/gtest.h>
 
 #include <regex>
@@ -52,6 +53,27 @@ TEST(TrainerDevice, DryRunMemoryIsThatOfTheDeviceTheRunUses) {
   EXPECT_NEAR(gib(gpu, "gather ring"), gib(cpu, "gather ring") / 2, 0.1);
   EXPECT_EQ(gib(gpu, "trainable shard"), gib(cpu, "trainable shard"));
   EXPECT_EQ(gib(gpu, "AdamW moments"), gib(cpu, "AdamW moments"));
+}
+
+TEST(TrainerDevice, ExplicitBf16IsHonouredOnTheCpu) {
+  TrainConfig c;  // the SDXL preset
+  c.model.dtype = ModelDtype::kBf16;
+  const std::string cpu_bf16 = describe_model(c, 2, 2, kCpu);
+  EXPECT_NE(cpu_bf16.find("on CPU, placement full, frozen weights in bf16"), std::string::npos) << cpu_bf16;
+  EXPECT_EQ(cpu_bf16.rfind(describe_precision(ModelDtype::kBf16, kCpu), 0), 0u) << cpu_bf16;
+  // The same bytes as a GPU run in bf16.
+  c.model.dtype = ModelDtype::kAuto;
+  const std::string gpu_auto = describe_model(c, 2, 2, kGpu);
+  EXPECT_EQ(gib(cpu_bf16, "frozen shard"), gib(gpu_auto, "frozen shard"));
+  EXPECT_EQ(gib(cpu_bf16, "gather ring"), gib(gpu_auto, "gather ring"));
+
+  EXPECT_EQ(describe_precision(ModelDtype::kBf16, kCpu),
+            "model.dtype = bf16 (frozen weights stored and gathered in bf16; trainables fp32 masters computed in "
+            "bf16; gradients reduced and AdamW in fp32) on CPU");
+  EXPECT_EQ(describe_precision(ModelDtype::kAuto, kCpu),
+            "model.dtype = auto -> fp32 (every weight, gradient and optimizer state in fp32) on CPU");
+  EXPECT_EQ(describe_precision(ModelDtype::kAuto, kGpu).rfind("model.dtype = auto -> bf16 (", 0), 0u);
+  EXPECT_EQ(describe_precision(ModelDtype::kFp32, kGpu).rfind("model.dtype = fp32 (", 0), 0u);
 }
 
 }  // namespace

@@ -5,7 +5,7 @@
 # with data.skip_corrupt, an error naming the record without), the exported IP-Adapter
 # loading into diffusers, and config errors.
 # Usage: train_e2e.sh MPIEXEC LOOKAHEAD SOURCE_DIR WORK_DIR MODE
-#   MODE: np2 | np3 | resume | reshard | sigterm | kill | corrupt | export_diffusers | config_errors
+#   MODE: np2 | np3 | bf16 | resume | reshard | sigterm | kill | corrupt | export_diffusers | config_errors
 set -uo pipefail
 MPIEXEC=$1 BIN=$2 SRC=$3 WORK=$4 MODE=$5
 PY=${LA_PYTHON:-$SRC/.venv/bin/python}
@@ -39,14 +39,16 @@ train() {
 steps() { "$PY" -c 'import json,sys; print(" ".join(str(json.loads(l)["step"]) for l in open(sys.argv[1]) if l.strip()))' "$1"; }
 seq_str() { seq -s ' ' "$1" "$2"; }
 
-# check_run OUT STEPS CKPT_EVERY: metrics has STEPS finite lines 0..STEPS-1, checkpoints and export exist.
+# check_run OUT STEPS CKPT_EVERY [DTYPE]: metrics has STEPS finite lines 0..STEPS-1 that say they ran in
+# DTYPE (default fp32, tiny.ini's), checkpoints and export exist.
 check_run() {
-  local out=$1 n=$2 every=$3
+  local out=$1 n=$2 every=$3 dtype=${4:-fp32}
   [ -f "$out/metrics.jsonl" ] || fail "no $out/metrics.jsonl"
-  "$PY" - "$out/metrics.jsonl" "$n" <<'EOF' || fail "bad metrics in $out/metrics.jsonl"
+  "$PY" - "$out/metrics.jsonl" "$n" "$dtype" <<'EOF' || fail "bad metrics in $out/metrics.jsonl"
 import json, math, sys
 lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 n = int(sys.argv[2])
+if [m.get("dtype") for m in lines] != [sys.argv[3]] * len(lines): sys.exit(f"FAIL: dtype {[m.get('dtype') for m in lines]}, expected {sys.argv[3]}")
 if len(lines) != n: sys.exit(f"FAIL: {len(lines)} metrics lines, expected {n}")
 if [m["step"] for m in lines] != list(range(n)): sys.exit(f"FAIL: steps {[m['step'] for m in lines]}")
 for m in lines:
@@ -120,7 +122,7 @@ for a, b in zip(many, one):
     for k in sorted(set(a) | set(b)):
         if k.startswith(("time_", "mem_")): continue  # rank 0's own, by definition
         x, y = a.get(k), b.get(k)
-        exact = k in ("step", "alpha", "t_diffusion_mean", "t_lookahead_mean", "faces_valid", "records_skipped",
+        exact = k in ("step", "dtype", "alpha", "t_diffusion_mean", "t_lookahead_mean", "faces_valid", "records_skipped",
                       "lr_adapter", "lr_lora")
         # Losses and norms: the same samples, summed in another order (fp32).
         ok = x == y if exact else (x is not None and y is not None and math.isclose(x, y, rel_tol=1e-4, abs_tol=1e-6))
@@ -130,6 +132,20 @@ for a, b in zip(many, one):
 if bad or len(one) != 3: sys.exit(1)
 print(f"{sys.argv[3]} ranks vs 1 rank with the same global batch: steps 0..2 log the same values")
 EOF
+  ;;
+
+bf16)
+  # model.dtype = bf16 is honoured on the CPU (as on a GPU): the dry run's memory, the log and every
+  # metrics line say so. Numerics and resume: trainer_bf16_test.
+  synth
+  "$BIN" train --config "$CONFIG" --data.train_set="$T/data.h5" --model.dtype=bf16 --dry-run >"$T/dry.log" 2>&1 ||
+    { show "$T/dry.log"; fail "dry run failed"; }
+  grep -q "on CPU, placement full, frozen weights in bf16" "$T/dry.log" || { show "$T/dry.log"; fail "dry run: no bf16 memory"; }
+  grep -q "^model.dtype = bf16 (frozen weights stored and gathered in bf16" "$T/dry.log" || { show "$T/dry.log"; fail "dry run: no precision line"; }
+  train 2 "$T/run" "$T/run.log" --train.steps=4 --train.checkpoint_every=2 --model.dtype=bf16
+  grep -q "^model.dtype = bf16 (frozen weights stored and gathered in bf16; trainables fp32 masters computed in bf16; gradients reduced and AdamW in fp32) on CPU" "$T/run.log" ||
+    { show "$T/run.log"; fail "no precision line in the log"; }
+  check_run "$T/run" 4 2 bf16
   ;;
 
 resume)
