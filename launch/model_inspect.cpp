@@ -318,8 +318,8 @@ int inspect(const std::string& path, const std::string& config_path, bool list_a
       match_module(infos, *net, std::string("ArcFace ") + name + " (insightface layout)");
     }
     // Other stage depths (the tiny preset's {1, 1, 1, 1}): the network the file's keys describe.
-    if (const auto layers = iresnet_layers(infos);
-        !layers.empty() && layers != std::vector<int64_t>{3, 13, 30, 3} && layers != std::vector<int64_t>{3, 4, 14, 3}) {
+    if (const auto layers = iresnet_layers(infos); !layers.empty() && layers != std::vector<int64_t>{3, 13, 30, 3} &&
+                                                   layers != std::vector<int64_t>{3, 4, 14, 3}) {
       model::face::IResNet net(model::face::IResNetOptions::named("iresnet50").layers(layers).tensor_options(meta));
       match_module(infos, *net, "ArcFace iresnet, stage depths " + shape_str(layers) + " (insightface layout)");
     }
@@ -335,8 +335,9 @@ int inspect(const std::string& path, const std::string& config_path, bool list_a
 
 int run_model_inspect(const std::vector<std::string>& args) {
   po::options_description d("lookahead model inspect FILE");
-  d.add_options()("file", po::value<std::string>()->required(),
-                  "safetensors file, *.index.json, torch.save file (.bin, .pth, .pt) or facenet-pytorch's MTCNN folder")(
+  d.add_options()(
+      "file", po::value<std::string>()->required(),
+      "safetensors file, *.index.json, torch.save file (.bin, .pth, .pt) or facenet-pytorch's MTCNN folder")(
       "config", po::value<std::string>()->default_value(""), "UNet config.json to match against (default: SDXL base)")(
       "all", po::bool_switch(), "list every tensor");
   po::positional_options_description pos;

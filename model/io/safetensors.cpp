@@ -101,7 +101,8 @@ void save_file(const std::string& path, const std::vector<std::pair<std::string,
     entries.push_back(std::move(e));
     by_name.emplace(name, &tensor);
   }
-  save_file_streamed(path, entries, [&](const TensorInfo& e) { return *by_name.at(e.name); }, metadata);
+  save_file_streamed(
+      path, entries, [&](const TensorInfo& e) { return *by_name.at(e.name); }, metadata);
 }
 
 void save_file_streamed(const std::string& path, const std::vector<TensorInfo>& entries, const TensorSource& source,

@@ -47,7 +47,7 @@ def same_keys_and_shapes(module_sd, path, what, drop=()):
     extra = sorted(set(file) - set(want))
     shapes = [k for k in want if k in file and file[k][1] != want[k]]
     check(not missing and not extra and not shapes,
-          f"{what}: {len(file)} tensors, keys and shapes as {type(module_sd).__name__} of the library"
+          f"{what}: {len(file)} tensors, keys and shapes as the library's network"
           + (f" (missing {missing[:3]}, unexpected {extra[:3]}, shapes {shapes[:3]})" if missing or extra or shapes
              else ""))
 
@@ -172,6 +172,15 @@ def check_sdxl():
         te2 = CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(os.path.join(SD, "text_encoder_2")))
         vision = CLIPVisionModelWithProjection(
             CLIPVisionConfig.from_pretrained(os.path.join(DIR, "IP-Adapter/models/image_encoder")))
+    import diffusers
+    turbo = SD.endswith("sdxl-turbo")
+    with open(os.path.join(SD, "scheduler/scheduler_config.json")) as f:
+        cls = json.load(f)["_class_name"]
+    sched = getattr(diffusers, cls).from_pretrained(SD, subfolder="scheduler")
+    want = ("EulerAncestralDiscreteScheduler", "trailing") if turbo else ("EulerDiscreteScheduler", "leading")
+    check((type(sched).__name__, sched.config.timestep_spacing) == want, f"scheduler: diffusers loads a {want}")
+    with open(os.path.join(SD, "model_index.json")) as f:
+        check(json.load(f)["scheduler"] == ["diffusers", want[0]], "model_index.json names the scheduler class")
     n = sum(v.numel() for v in unet.state_dict().values())
     check(n == 2_567_463_684, f"UNet from the written config: {n} parameters (SDXL base: 2,567,463,684)")
     same_keys_and_shapes(unet.state_dict(), os.path.join(SD, "unet/diffusion_pytorch_model.safetensors"), "unet")
