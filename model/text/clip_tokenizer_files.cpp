@@ -36,7 +36,8 @@ void write_clip_tokenizer_folder(const ClipTokenizer& tokenizer, const std::stri
   std::string merges = "#version: 0.2\n";
   for (const auto& m : tokenizer.merges()) merges += m + "\n";
   write_text(d / "merges.txt", merges);
-  const std::string bos = tokenizer.token(tokenizer.bos_id()), eos = tokenizer.token(tokenizer.eos_id());
+  const std::string& bos = tokenizer.token(tokenizer.bos_id());
+  const std::string& eos = tokenizer.token(tokenizer.eos_id());
   const nlohmann::ordered_json special{
       {"bos_token", bos}, {"eos_token", eos}, {"pad_token", folder.pad_token}, {"unk_token", eos}};
   write_text(d / "special_tokens_map.json", special.dump(2) + "\n");

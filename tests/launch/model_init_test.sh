@@ -62,6 +62,46 @@ expect "ArcFace IR-SE50 \(TreB1eN layout\): $complete" "$W/arcface/model_ir_se50
 expect "ArcFace iresnet, stage depths \[1, 1, 1, 1\] .*: $complete" "$W/arcface/iresnet50/backbone.pth"
 expect "MTCNN P/R/O-Net .*: $complete" "$W/facenet-pytorch/data"
 
+# Our loaders on the written files: the UNet alone (compared with diffusers' forward on the same
+# folder), then with the LCM-LoRA file and the IP-Adapter .bin attached (finite, and they change it).
+"$PY" - "$T/in.safetensors" <<'PYEOF'
+import sys, torch
+from safetensors.torch import save_file
+g = torch.Generator().manual_seed(0)
+save_file({"sample": torch.randn(1, 4, 8, 8, generator=g), "timestep": torch.tensor([500.0]),
+           "encoder_hidden_states": torch.randn(1, 77, 24, generator=g), "text_embeds": torch.randn(1, 16, generator=g),
+           "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]]), "image_embeds": torch.randn(1, 5, 12, generator=g)},
+          sys.argv[1])
+PYEOF
+UW=$SD/unet/diffusion_pytorch_model.safetensors
+IPB=$W/IP-Adapter/sdxl_models/ip-adapter-plus-face_sdxl_vit-h.bin
+if "$BIN" model run --model unet --config "$SD/unet/config.json" --weights "$UW" --inputs "$T/in.safetensors" \
+  --out "$T/base.safetensors" >"$T/run.log" 2>&1 &&
+  "$BIN" model run --model unet --config "$SD/unet/config.json" --weights "$UW" --inputs "$T/in.safetensors" \
+    --lora "$W/lcm-lora-sdxl/pytorch_lora_weights.safetensors" --ip-adapter "$IPB" --out "$T/full.safetensors" \
+    >>"$T/run.log" 2>&1 &&
+  "$PY" - "$SD/unet" "$T/in.safetensors" "$T/base.safetensors" "$T/full.safetensors" <<'PYEOF'; then
+import sys, torch
+from diffusers import UNet2DConditionModel
+from safetensors.torch import load_file
+unet = UNet2DConditionModel.from_pretrained(sys.argv[1]).float().eval()
+x = load_file(sys.argv[2])
+with torch.no_grad():
+    want = unet(x["sample"], x["timestep"], encoder_hidden_states=x["encoder_hidden_states"],
+                added_cond_kwargs={"text_embeds": x["text_embeds"], "time_ids": x["time_ids"]}).sample
+base, full = load_file(sys.argv[3])["out"], load_file(sys.argv[4])["out"]
+err = (base - want).abs().max().item()
+assert err < 1e-4, f"model run vs diffusers on the written UNet: max error {err}"
+assert torch.isfinite(full).all() and (full - base).abs().max().item() > 1e-3, "LoRA + IP-Adapter change nothing"
+print(f"unet: max |ours - diffusers| {err:.2e}; with LCM-LoRA + IP-Adapter .bin: finite, "
+      f"moved by {(full - base).abs().max().item():.3f}")
+PYEOF
+  ok "model run --model unet on the written UNet (= diffusers), + --lora lcm-lora + --ip-adapter .bin"
+else
+  cat "$T/run.log"
+  fail "model run on the written UNet / LCM-LoRA / IP-Adapter"
+fi
+
 # The INI: the tiny preset's configuration with the weight paths in the set.
 if grep -q "^sdxl_folder = $SD\$" "$W/lookahead.ini" && grep -q "^preset = tiny" "$W/lookahead.ini" &&
   "$BIN" train --config "$W/lookahead.ini" --data.train_set="$W/lookahead.ini" --dry-run >"$T/dry.log" 2>&1; then
