@@ -35,7 +35,9 @@ constexpr Command kCommands[] = {
      "`model run --model unet --config C --weights W --inputs IN --out OUT [--lora F\n"
      "--lora-scale S]` runs a network on named tensors; `model inspect FILE` describes\n"
      "a weight file and the supported network it matches; `model tokenize --sdxl-folder D\n"
-     "--prompt P` shows the ids, tokens and truncation point of both SDXL tokenizers"},
+     "--prompt P` shows the ids, tokens and truncation point of both SDXL tokenizers;\n"
+     "`model init --preset sdxl|sdxl-turbo|tiny --out DIR` writes random weights in every\n"
+     "public layout the preset names, and DIR/lookahead.ini pointing at them"},
     {"data", launch::run_data_command, true,
      "`data pack --images DIR --meta FILE.jsonl --out FILE.h5` packs images + metadata;\n"
      "`data synth --out FILE.h5 --identities K --per-identity M --size S` writes a\n"

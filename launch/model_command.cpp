@@ -1,6 +1,7 @@
 // `lookahead model run` (run a network on named input tensors, for parity checks and for
 // debugging a user's weights; the runners are model/run/), and the dispatch to `lookahead model
-// inspect` (launch/model_inspect.cpp) and `lookahead model tokenize` (launch/model_tokenize.cpp).
+// inspect` (launch/model_inspect.cpp), `lookahead model tokenize` (launch/model_tokenize.cpp) and
+// `lookahead model init` (launch/model_init.cpp).
 #include <boost/program_options/options_description.hpp>
 #include <boost/program_options/value_semantic.hpp>
 #include <boost/program_options/variables_map.hpp>
@@ -13,6 +14,7 @@
 
 #include "launch/cli.h"
 #include "launch/commands.h"
+#include "launch/model_init.h"
 #include "launch/model_inspect.h"
 #include "launch/model_tokenize.h"
 #include "model/run/model_runners.h"
@@ -33,12 +35,15 @@ at::ScalarType parse_dtype(const std::string& s) {
 }  // namespace
 
 int run_model_command(dist::World& world, const std::vector<std::string>& args) {
-  if (args.empty() || (args[0] != "run" && args[0] != "inspect" && args[0] != "tokenize"))
-    throw po::error("expected `lookahead model run ...`, `lookahead model inspect FILE` or `lookahead model tokenize ...`");
+  if (args.empty() || (args[0] != "run" && args[0] != "inspect" && args[0] != "tokenize" && args[0] != "init"))
+    throw po::error(
+        "expected `lookahead model run ...`, `lookahead model inspect FILE`, `lookahead model tokenize ...` or "
+        "`lookahead model init --preset P --out DIR`");
   std::vector<std::string> rest(args.begin() + 1, args.end());
   if (world.size() > 1) throw std::invalid_argument("`lookahead model` is a single-process tool; run it without mpirun");
   if (args[0] == "tokenize") return run_model_tokenize(rest);
   if (args[0] == "inspect") return run_model_inspect(rest);
+  if (args[0] == "init") return run_model_init(rest);
   po::options_description d("lookahead model run");
   d.add_options()("model", po::value<std::string>()->required(), "network: unet, kv-encoder, taesd, taesdxl, vae, clip-text, clip-vision, mtcnn, arcface-iresnet, arcface-irse50")(
       "config", po::value<std::string>()->default_value(""),

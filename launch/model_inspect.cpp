@@ -10,6 +10,7 @@
 #include <boost/program_options/variables_map.hpp>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -80,8 +81,34 @@ std::vector<model::io::TensorInfo> read_infos(const std::string& path) {
     }
     return infos;
   }
+  if (!path.ends_with(".safetensors")) {
+    // torch.save checkpoints (.bin, .pth, .pt): read whole, as the loaders do.
+    for (const auto& [name, t] : model::io::load_torch_file(path)) {
+      model::io::TensorInfo info;
+      info.name = name;
+      info.dtype = t.scalar_type();
+      info.shape = t.sizes().vec();
+      infos.push_back(std::move(info));
+    }
+    return infos;
+  }
   auto f = model::io::SafetensorsFile::open(path);
   return f->tensors();
+}
+
+/// Stage depths of an insightface iresnet file (`layer<s>.<b>.` keys), or empty for other files.
+std::vector<int64_t> iresnet_layers(const std::vector<model::io::TensorInfo>& infos) {
+  std::vector<int64_t> layers(4, 0);
+  for (const auto& i : infos) {
+    if (i.name.size() < 9 || i.name.rfind("layer", 0) != 0 || i.name[5] < '1' || i.name[5] > '4' || i.name[6] != '.')
+      continue;
+    const int64_t block = std::atoll(i.name.c_str() + 7);
+    auto& depth = layers[static_cast<size_t>(i.name[5] - '1')];
+    depth = std::max(depth, block + 1);
+  }
+  for (int64_t d : layers)
+    if (d == 0) return {};
+  return layers;
 }
 
 /// Prints how many of `module`'s tensors (parameters and buffers) the file provides with the right
@@ -252,7 +279,7 @@ int inspect(const std::string& path, const std::string& config_path, bool list_a
     } else {
       model::vision::ClipVisionModel clip(model::vision::ClipVisionConfig::from_file(config_path),
                                           cls == "CLIPVisionModelWithProjection", meta);
-      match_module(infos, *clip, cls + " (" + config_path + ")");
+      match_module(infos, *clip, cls + " (" + config_path + ")", model::vision::drop_position_ids);
     }
     return kExitOk;
   }
@@ -284,10 +311,17 @@ int inspect(const std::string& path, const std::string& config_path, bool list_a
     match_module(infos, *bigg, "CLIPTextModelWithProjection (OpenCLIP bigG, SDXL text_encoder_2)",
                  model::text::normalize_clip_text_keys);
     model::vision::ClipVisionModel vit_h(model::vision::ClipVisionConfig::vit_h14(), true, meta);
-    match_module(infos, *vit_h, "CLIPVisionModelWithProjection (ViT-H/14, IP-Adapter image encoder)");
+    match_module(infos, *vit_h, "CLIPVisionModelWithProjection (ViT-H/14, IP-Adapter image encoder)",
+                 model::vision::drop_position_ids);
     for (const char* name : {"iresnet100", "iresnet50"}) {
       model::face::IResNet net(model::face::IResNetOptions::named(name).tensor_options(meta));
       match_module(infos, *net, std::string("ArcFace ") + name + " (insightface layout)");
+    }
+    // Other stage depths (the tiny preset's {1, 1, 1, 1}): the network the file's keys describe.
+    if (const auto layers = iresnet_layers(infos); !layers.empty() && layers != std::vector<int64_t>{3, 13, 30, 3} &&
+                                                   layers != std::vector<int64_t>{3, 4, 14, 3}) {
+      model::face::IResNet net(model::face::IResNetOptions::named("iresnet50").layers(layers).tensor_options(meta));
+      match_module(infos, *net, "ArcFace iresnet, stage depths " + shape_str(layers) + " (insightface layout)");
     }
     model::face::IRSE irse(model::face::IRSEOptions().tensor_options(meta));
     match_module(infos, *irse, "ArcFace IR-SE50 (TreB1eN layout)");
@@ -301,7 +335,9 @@ int inspect(const std::string& path, const std::string& config_path, bool list_a
 
 int run_model_inspect(const std::vector<std::string>& args) {
   po::options_description d("lookahead model inspect FILE");
-  d.add_options()("file", po::value<std::string>()->required(), "safetensors file or *.index.json")(
+  d.add_options()(
+      "file", po::value<std::string>()->required(),
+      "safetensors file, *.index.json, torch.save file (.bin, .pth, .pt) or facenet-pytorch's MTCNN folder")(
       "config", po::value<std::string>()->default_value(""), "UNet config.json to match against (default: SDXL base)")(
       "all", po::bool_switch(), "list every tensor");
   po::positional_options_description pos;

@@ -87,28 +87,43 @@ at::Tensor SafetensorsFile::get(const std::string& name) const {
 
 void save_file(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                const std::map<std::string, std::string>& metadata) {
+  std::vector<TensorInfo> entries;
+  entries.reserve(tensors.size());
+  std::map<std::string, const at::Tensor*> by_name;
+  for (const auto& [name, tensor] : tensors) {
+    TORCH_CHECK(tensor.defined(), in_tensor(path, name), "undefined tensor");
+    TORCH_CHECK(tensor.layout() == at::kStrided, in_tensor(path, name), "only dense tensors can be saved, not ",
+                tensor.layout());
+    TensorInfo e;
+    e.name = name;
+    e.dtype = tensor.scalar_type();
+    e.shape = tensor.sizes().vec();
+    entries.push_back(std::move(e));
+    by_name.emplace(name, &tensor);
+  }
+  save_file_streamed(
+      path, entries, [&](const TensorInfo& e) { return *by_name.at(e.name); }, metadata);
+}
+
+void save_file_streamed(const std::string& path, const std::vector<TensorInfo>& entries, const TensorSource& source,
+                        const std::map<std::string, std::string>& metadata) {
   struct Item {
-    const std::string* name;
-    const at::Tensor* tensor;
+    const TensorInfo* entry;
     size_t rank;
     uint64_t bytes;
   };
   std::vector<Item> items;
-  items.reserve(tensors.size());
+  items.reserve(entries.size());
   std::unordered_set<std::string> names;
-  for (const auto& [name, tensor] : tensors) {
-    TORCH_CHECK(name != "__metadata__", in_tensor(path, name), "the name is reserved for the metadata");
-    TORCH_CHECK(names.insert(name).second, in_tensor(path, name), "duplicate tensor name");
-    TORCH_CHECK(tensor.defined(), in_tensor(path, name), "undefined tensor");
-    TORCH_CHECK(tensor.layout() == at::kStrided, in_tensor(path, name), "only dense tensors can be saved, not ",
-                tensor.layout());
-    TORCH_CHECK(find_dtype(tensor.scalar_type()) != nullptr, in_tensor(path, name), "dtype ", tensor.scalar_type(),
+  for (const TensorInfo& e : entries) {
+    TORCH_CHECK(e.name != "__metadata__", in_tensor(path, e.name), "the name is reserved for the metadata");
+    TORCH_CHECK(names.insert(e.name).second, in_tensor(path, e.name), "duplicate tensor name");
+    TORCH_CHECK(find_dtype(e.dtype) != nullptr, in_tensor(path, e.name), "dtype ", e.dtype,
                 " has no supported safetensors equivalent (supported: ", supported_dtypes(), ")");
-    items.push_back({&name, &tensor, dtype_rank(tensor.scalar_type()),
-                     static_cast<uint64_t>(tensor.numel()) * find_dtype(tensor.scalar_type())->itemsize});
+    items.push_back({&e, dtype_rank(e.dtype), static_cast<uint64_t>(e.numel()) * find_dtype(e.dtype)->itemsize});
   }
   std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
-    return a.rank != b.rank ? a.rank > b.rank : *a.name < *b.name;
+    return a.rank != b.rank ? a.rank > b.rank : a.entry->name < b.entry->name;
   });
 
   std::string header = "{";
@@ -132,15 +147,15 @@ void save_file(const std::string& path, const std::vector<std::pair<std::string,
     uint64_t offset = 0;
     for (size_t i = 0; i < items.size(); ++i) {
       const Item& item = items[i];
-      escaping = item.name;
+      escaping = &item.entry->name;
       if (i != 0) header += ',';
-      header += json_string(*item.name);
+      header += json_string(item.entry->name);
       header += ":{\"dtype\":\"";
-      header += dtype_to_string(item.tensor->scalar_type());
+      header += dtype_to_string(item.entry->dtype);
       header += "\",\"shape\":[";
-      for (int64_t d = 0; d < item.tensor->dim(); ++d) {
+      for (size_t d = 0; d < item.entry->shape.size(); ++d) {
         if (d != 0) header += ',';
-        header += std::to_string(item.tensor->size(d));
+        header += std::to_string(item.entry->shape[d]);
       }
       header += "],\"data_offsets\":[";
       header += std::to_string(offset);
@@ -165,8 +180,12 @@ void save_file(const std::string& path, const std::vector<std::pair<std::string,
   out.write(header.data(), header.size());
   for (const Item& item : items) {
     if (item.bytes == 0) continue;
-    // One dense CPU copy at a time, so saving never holds a second copy of the whole set.
-    at::Tensor t = item.tensor->to(at::kCPU).contiguous();
+    // One dense CPU tensor at a time, so saving never holds a second copy of the whole set.
+    const at::Tensor t = source(*item.entry).to(at::kCPU).contiguous();
+    TORCH_CHECK(t.scalar_type() == item.entry->dtype && t.sizes().vec() == item.entry->shape,
+                in_tensor(path, item.entry->name), "the source gave a ", t.scalar_type(), " tensor of shape ",
+                t.sizes(), " for a declared ", item.entry->dtype, " tensor of shape ",
+                c10::IntArrayRef(item.entry->shape));
     out.write(t.data_ptr(), item.bytes);
   }
   out.commit();

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -75,5 +76,15 @@ std::map<std::string, at::Tensor> load_file(const std::string& path);
 /// names or metadata that are not valid UTF-8, unsupported dtypes, and I/O failures.
 void save_file(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                const std::map<std::string, std::string>& metadata = {});
+
+/// Produces the tensor of one declared entry (name, dtype, shape) when the writer reaches it.
+using TensorSource = std::function<at::Tensor(const TensorInfo& entry)>;
+
+/// save_file for tensors that do not exist yet: `entries` declare names, dtypes and shapes (their
+/// offsets are ignored), and `source` is called once per entry, in file order, for its tensor,
+/// which must have the declared dtype and shape. Only one tensor is alive at a time, so a file far
+/// larger than memory can be written. Same layout, checks and atomic replacement as save_file.
+void save_file_streamed(const std::string& path, const std::vector<TensorInfo>& entries, const TensorSource& source,
+                        const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace lookahead::model::io

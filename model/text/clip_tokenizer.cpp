@@ -274,6 +274,12 @@ std::vector<std::string> pre_tokenize(const std::vector<uint32_t>& cps) {
 
 }  // namespace
 
+std::vector<std::string> ClipTokenizer::merges() const {
+  std::vector<std::string> out(merge_ranks_.size());
+  for (const auto& [pair, rank] : merge_ranks_) out.at(static_cast<size_t>(rank)) = pair;
+  return out;
+}
+
 ClipTokenizer ClipTokenizer::from_bpe_gz(const std::string& path, ClipTokenizerOptions options) {
   const std::string text = read_gzip(path);
   std::vector<std::string> lines;

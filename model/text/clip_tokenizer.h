@@ -60,6 +60,8 @@ class ClipTokenizer {
   /// BOS / EOS dropped, the final space trimmed. A slice of a word's tokens can end inside a
   /// multi-byte character: the result is then not valid UTF-8 (for display, escape it).
   std::string decode(const std::vector<int64_t>& ids) const;
+  /// The BPE merges as "left right", in rank order (merges.txt without its header line).
+  std::vector<std::string> merges() const;
 
  private:
   ClipTokenizer() = default;
