@@ -34,7 +34,7 @@ namespace {
 
 const std::string kSourceDir = LA_SOURCE_DIR;
 
-std::optional<at::ScalarType> parse_dtype(const std::string& s) {
+std::optional<at::ScalarType> parse_init_dtype(const std::string& s) {
   if (s == "auto") return std::nullopt;
   if (s == "fp32") return at::kFloat;
   if (s == "fp16") return at::kHalf;
@@ -177,7 +177,7 @@ int run_model_init(const std::vector<std::string>& args) {
   model::init::InitOptions o;
   o.preset = *preset;
   o.seed = vm["seed"].as<uint64_t>();
-  o.dtype = parse_dtype(vm["dtype"].as<std::string>());
+  o.dtype = parse_init_dtype(vm["dtype"].as<std::string>());
   o.bpe_vocab = vm["vocab"].as<std::string>();
   o.mtcnn = vm["mtcnn"].as<std::string>();
   if (!fs::is_regular_file(o.bpe_vocab)) throw std::invalid_argument("--vocab " + o.bpe_vocab + ": no such file");
