@@ -76,10 +76,10 @@ std::vector<std::pair<std::string, std::string>> model_lines(const model::init::
   return lines;
 }
 
-/// `ini` with every key of `lines` set in its [model] section: existing lines get the new value,
+/// `ini` with every key of `lines` set in its `[section]`: existing lines get the new value,
 /// missing keys are added at the section's end.
-std::string rewrite_model_section(const std::string& ini,
-                                  const std::vector<std::pair<std::string, std::string>>& lines) {
+std::string rewrite_section(const std::string& ini, const std::string& section,
+                            const std::vector<std::pair<std::string, std::string>>& lines) {
   std::vector<std::string> in;
   std::stringstream stream(ini);
   for (std::string l; std::getline(stream, l);) in.push_back(l);
@@ -109,7 +109,7 @@ std::string rewrite_model_section(const std::string& ini,
   for (const std::string& l : in) {
     if (!l.empty() && l[0] == '[') {
       if (in_model) flush_missing();
-      in_model = l.rfind("[model]", 0) == 0;
+      in_model = l.rfind("[" + section + "]", 0) == 0;
       out.push_back(l);
       continue;
     }
@@ -202,7 +202,9 @@ int run_model_init(const std::vector<std::string>& args) {
                        std::to_string(o.seed) + "`: RANDOM weights in the public layouts under\n# " + o.out +
                        ", not the published ones. A copy of " + template_path + ".\n";
   std::ofstream ini(ini_path);
-  ini << header << rewrite_model_section(template_text.str(), lines);
+  const std::vector<std::pair<std::string, std::string>> eval_lines{
+      {"clip_model", files.clip_model}, {"clip_model_name", "openai/clip-vit-large-patch14"}};
+  ini << header << rewrite_section(rewrite_section(template_text.str(), "model", lines), "eval", eval_lines);
   ini.close();
   if (!ini) throw std::runtime_error("cannot write " + ini_path);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -211,6 +213,8 @@ int run_model_init(const std::vector<std::string>& args) {
             << "configuration: " << ini_path << " (lookahead train --config " << ini_path << ")\n"
             << "or paste into your own [model] section:\n\n[model]\n";
   for (const auto& [k, v] : lines) std::cout << k << " = " << v << "\n";
+  std::cout << "\n[eval]\n";
+  for (const auto& [k, v] : eval_lines) std::cout << k << " = " << v << "\n";
   return kExitOk;
 }
 

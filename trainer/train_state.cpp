@@ -92,6 +92,7 @@ std::set<std::string> kept_activation_units(Recompute policy, const std::vector<
 
 TrainState::TrainState(dist::World& world, const TrainConfig& config, TrainStateOptions options)
     : world_(world), config_(config) {
+  const auto t_setup = Clock::now();
   const c10::Device device = world.device();
   // Ranks of a node share its cores; more threads than cores only add contention.
   const int64_t cores = std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()));
@@ -99,13 +100,15 @@ TrainState::TrainState(dist::World& world, const TrainConfig& config, TrainState
                                                                  : std::max<int64_t>(1, cores / world.local_size())));
   // Random initial values (tiny preset, LoRAs) must be identical on every rank.
   at::manual_seed(config.train.seed);
-  model_ = std::make_unique<model::LookaheadModel>(options.model ? *options.model : model_config(config, device), device);
   // The files the configuration names (none for the tiny preset unless set), unless the caller
   // brought its own model.
-  std::map<std::string, at::Tensor> loaded;
+  model::LookaheadWeightFiles files;
   if (!options.model)
-    loaded = model_->load_weights({config.model.unet_weights, config.model.ip_adapter, config.model.lcm_lora,
-                                   config.model.taesd, config.model.arcface});
+    files = {config.model.unet_weights, config.model.ip_adapter, config.model.lcm_lora, config.model.taesd,
+             config.model.arcface};
+  model_ = std::make_unique<model::LookaheadModel>(options.model ? *options.model : model_config(config, device), device,
+                                                   files);
+  std::map<std::string, at::Tensor> loaded = model_->take_file_trainables();
   if (options.before_sharding) options.before_sharding(*model_);
 
   std::vector<dist::ShardingUnit> units = model_->units();
@@ -138,6 +141,7 @@ TrainState::TrainState(dist::World& world, const TrainConfig& config, TrainState
   alpha.min_scale = config.loss.alpha_min;
   alpha.every = config.loss.alpha_every;
   alpha_ = std::make_unique<model::AlphaSchedule>(config.train.seed, alpha);
+  setup_s_ = seconds_since(t_setup);
 }
 
 TrainState::~TrainState() {
@@ -179,14 +183,17 @@ StepStats TrainState::step(const model::Batch& batch, const model::StepDraw& dra
   // Branch 1: diffusion.
   at::Tensor l1 = model_->diffusion_loss(batch, draw);
   l1.backward();
+  st.diffusion_s = seconds_since(t0);
   if (alternate) st.grad_norm_diffusion = optimizer_step();
   // Branch 2: lookahead; in sum mode branch 1's reduce-scatters are in flight meanwhile.
+  const auto t2 = Clock::now();
   model::LookaheadLoss l2 = model_->lookahead_loss(batch, draw, alpha);
   // Rescale the local mean so that averaging over ranks gives the mean over the global batch's
   // usable samples.
   const double valid = static_cast<double>(std::max<int64_t>(l2.valid_count, 1));
   at::Tensor l2_global = l2.loss * (st.faces_valid > 0 ? valid * ranks / static_cast<double>(st.faces_valid) : 0.0);
   l2_global.backward();
+  st.lookahead_s = seconds_since(t2);
   st.grad_norm = optimizer_step();
   engine_->end_step();
   st.compute_s = seconds_since(t0) - st.optimizer_s;

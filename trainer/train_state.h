@@ -52,6 +52,8 @@ struct StepStats {
   int64_t faces_valid = 0;     ///< samples of the global batch with usable landmarks
   // Local to this rank:
   double compute_s = 0;        ///< both branches, forward and backward (optimizer excluded)
+  double diffusion_s = 0;      ///< branch 1's forward and backward
+  double lookahead_s = 0;      ///< branch 2's forward and backward
   double optimizer_s = 0;      ///< finish_gradients, clipping and AdamW
   dist::PhaseTimes times;      ///< the engine's phase split of this step
   dist::EngineMemory memory;   ///< bytes held right after the last finish_gradients (gradient shards exist)
@@ -105,6 +107,8 @@ class TrainState {
 
   /// Steps completed (the next step's index).
   int64_t completed_steps() const { return step_; }
+  /// Seconds the constructor took: the model built, its files loaded and the engine's shards made.
+  double setup_seconds() const { return setup_s_; }
   /// The random draw (noise, timesteps, dropouts) of the next step for this rank's slice
   /// [rank · per_rank, (rank + 1) · per_rank) of the global batch. latent_shape: {C, h, w}.
   model::StepDraw draw(int64_t per_rank, const std::vector<int64_t>& latent_shape) const;
@@ -147,6 +151,7 @@ class TrainState {
   std::unique_ptr<dist::ShardedAdamW> optimizer_;
   std::unique_ptr<model::AlphaSchedule> alpha_;
   int64_t step_ = 0;
+  double setup_s_ = 0;
 };
 
 }  // namespace lookahead::trainer

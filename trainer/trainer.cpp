@@ -3,12 +3,16 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <iomanip>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "common/clock.h"
+#include "common/process_memory.h"
 #include "dist/memory_estimate.h"
 #include "trainer/landmarks.h"
 
@@ -38,6 +42,8 @@ StepRecord step_record(int64_t step, const StepStats& st, const OptimConfig& opt
               {"time_step_s", step_s},
               {"time_data_s", data_s},
               {"time_compute_s", st.compute_s},
+              {"time_diffusion_s", st.diffusion_s},
+              {"time_lookahead_s", st.lookahead_s},
               {"time_gather_wait_s", st.times.gather_wait_s},
               {"time_reduce_wait_s", st.times.reduce_wait_s},
               {"time_optimizer_s", st.optimizer_s},
@@ -136,6 +142,8 @@ bool Trainer::stop_requested() {
 }
 
 StepRecord Trainer::train_step() {
+  const double age_at_start = first_step_ ? common::process_age_s() : 0.0;
+  const bool peak_is_step = common::reset_peak_resident();
   const auto t_step = Clock::now();
   const int64_t step = state_.completed_steps();
   RankBatch rb = data_->next();
@@ -151,8 +159,32 @@ StepRecord Trainer::train_step() {
   faces_missing_ += config_.train.batch_per_rank * world_.size() - st.faces_valid;
   const double skipped = dist::all_reduce_values(*world_.comm(), {static_cast<double>(rb.skipped_records)},
                                                  dist::ReduceOp::kSum)[0];
-  return step_record(step, st, config_.optim, state_.model().tensor_options().dtype().toScalarType(), skipped,
-                     seconds_since(t_step), data_s);
+  StepRecord r = step_record(step, st, config_.optim, state_.model().tensor_options().dtype().toScalarType(), skipped,
+                             seconds_since(t_step), data_s);
+
+  // Every rank's peak resident memory during this step (its whole life's where the kernel cannot
+  // reset the mark), next to the parts the engine counts.
+  const int ranks = world_.size();
+  std::vector<double> peaks(static_cast<size_t>(ranks), 0.0);
+  peaks[static_cast<size_t>(world_.rank())] = static_cast<double>(common::resident_memory().peak);
+  peaks = dist::all_reduce_values(*world_.comm(), peaks, dist::ReduceOp::kSum);
+  double peak_max = 0;
+  for (int i = 0; i < ranks; ++i) {
+    r.values["mem_rss_peak_bytes_rank" + std::to_string(i)] = peaks[static_cast<size_t>(i)];
+    peak_max = std::max(peak_max, peaks[static_cast<size_t>(i)]);
+  }
+  r.values["mem_rss_peak_bytes"] = peak_max;
+  r.labels["mem_rss_peak_scope"] = peak_is_step ? "step" : "process";
+  if (first_step_) {
+    r.values["time_setup_s"] = state_.setup_seconds();
+    r.values["time_launch_to_step_s"] = age_at_start;
+    std::ostringstream msg;
+    msg << std::fixed << std::setprecision(1) << "start-up: the first step began " << age_at_start
+        << " s after launch (model built, weights loaded and sharded in " << state_.setup_seconds() << " s)";
+    log_->message(msg.str());
+    first_step_ = false;
+  }
+  return r;
 }
 
 int64_t Trainer::run() {

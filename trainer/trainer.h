@@ -64,6 +64,7 @@ class Trainer {
   int64_t skipped_records_ = 0;
   int64_t faces_missing_ = 0;
   int64_t faces_detected_ = 0;
+  bool first_step_ = true;  ///< the first step this process runs (start-up time is logged with it)
 };
 
 }  // namespace lookahead::trainer

@@ -1,22 +1,32 @@
 // Face-network layers: fresh weights are Kaiming-normal convolutions / linears and identity
 // BatchNorms (weight 1, bias 0, mean 0, var 1), PReLU slopes 0.25 as in PyTorch; checkpoints
-// overwrite them all.
+// overwrite them all (and under nn::SkipInit the random ones are not drawn).
 #include "model/face/layers.h"
 
 #include <ATen/ATen.h>
 
 #include <cmath>
 
+#include "model/nn/skip_init.h"
+
 namespace lookahead::model::face {
+
+namespace {
+/// N(0, std²) values, or uninitialized ones under nn::SkipInit (a file overwrites them).
+at::Tensor normal_weight(at::IntArrayRef shape, double std, const at::TensorOptions& options) {
+  if (nn::SkipInit::active() || options.device().is_meta()) return at::empty(shape, options);
+  return at::randn(shape, options).mul_(std);
+}
+}  // namespace
 
 ConvImpl::ConvImpl(const ConvOptions& options_) : options(options_) { reset(); }
 
 void ConvImpl::reset() {
   const auto& o = options;
   const double fan_in = static_cast<double>(o.in_channels() * o.kernel_size() * o.kernel_size());
-  weight = register_parameter(
-      "weight", at::randn({o.out_channels(), o.in_channels(), o.kernel_size(), o.kernel_size()}, o.tensor_options())
-                    .mul_(std::sqrt(2.0 / fan_in)));
+  weight = register_parameter("weight",
+                              normal_weight({o.out_channels(), o.in_channels(), o.kernel_size(), o.kernel_size()},
+                                            std::sqrt(2.0 / fan_in), o.tensor_options()));
   if (o.bias()) bias = register_parameter("bias", at::zeros({o.out_channels()}, o.tensor_options()));
 }
 
@@ -56,8 +66,9 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, at::TensorOptions tensor_options
 }
 
 void LinearImpl::reset() {
-  weight = register_parameter("weight", at::randn({out_features, in_features}, tensor_options)
-                                            .mul_(1.0 / std::sqrt(static_cast<double>(in_features))));
+  weight = register_parameter(
+      "weight", normal_weight({out_features, in_features}, 1.0 / std::sqrt(static_cast<double>(in_features)),
+                              tensor_options));
   bias = register_parameter("bias", at::zeros({out_features}, tensor_options));
 }
 

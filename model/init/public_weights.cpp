@@ -38,6 +38,7 @@ struct PresetSpec {
   double lcm_alpha = 8;  ///< the LCM script's PEFT default lora_alpha (scale 8 / 64)
   face::IResNetOptions iresnet;
   std::string iresnet_name;
+  vision::ClipVisionConfig clip_vision = vision::ClipVisionConfig::vit_l14();  ///< the CLIP score's vision tower
   bool turbo = false;
 };
 
@@ -58,6 +59,7 @@ PresetSpec preset_spec(InitPreset preset) {
     s.lcm_alpha = 4;
     s.iresnet = face::IResNetOptions::named(m.arcface).layers(m.arcface_layers);
     s.iresnet_name = m.arcface;
+    s.clip_vision = vision::ClipVisionConfig::tiny();
     return s;
   }
   const LookaheadModelConfig m = LookaheadModelConfig::sdxl();
@@ -144,6 +146,41 @@ std::string clip_vision_config_json(const vision::ClipVisionConfig& c, at::Scala
                {"projection_dim", c.projection_dim},
                {"torch_dtype", torch_dtype_name(dtype)},
                {"transformers_version", "4.28.0.dev0"}};
+  return j.dump(2) + "\n";
+}
+
+/// transformers' CLIPConfig of a CLIPModel with towers `text` and `vision`.
+std::string clip_model_config_json(const text::ClipTextConfig& text, const vision::ClipVisionConfig& vision,
+                                   int64_t projection_dim) {
+  auto tower = [](const std::string& text_json, const char* model_type) {
+    json t = json::parse(text_json);
+    for (const char* k : {"architectures", "torch_dtype", "transformers_version"}) t.erase(k);
+    t["model_type"] = model_type;
+    return t;
+  };
+  const json j{{"architectures", {"CLIPModel"}},
+               {"initializer_factor", 1.0},
+               {"logit_scale_init_value", 2.6592},
+               {"model_type", "clip"},
+               {"projection_dim", projection_dim},
+               {"text_config", tower(clip_text_config_json(text, false, at::kFloat), "clip_text_model")},
+               {"torch_dtype", "float32"},
+               {"transformers_version", "4.21.3"},
+               {"vision_config", tower(clip_vision_config_json(vision, at::kFloat), "clip_vision_model")}};
+  return j.dump(2) + "\n";
+}
+
+/// transformers' CLIPImageProcessor settings of OpenAI CLIP (224², bicubic, OpenAI mean / std).
+std::string clip_preprocessor_json(int64_t size) {
+  const json j{{"crop_size", {{"height", size}, {"width", size}}},
+               {"do_center_crop", true},
+               {"do_normalize", true},
+               {"do_resize", true},
+               {"image_mean", {0.48145466, 0.4578275, 0.40821073}},
+               {"image_processor_type", "CLIPImageProcessor"},
+               {"image_std", {0.26862954, 0.26130258, 0.27577711}},
+               {"resample", 3},
+               {"size", {{"shortest_edge", size}}}};
   return j.dump(2) + "\n";
 }
 
@@ -315,6 +352,20 @@ InitFiles write_public_weights(const InitOptions& o) {
   f.mtcnn = w.dir("facenet-pytorch/data");
   for (const char* net : {"pnet.pt", "rnet.pt", "onet.pt"})
     w.copy((fs::path(o.mtcnn) / net).string(), f.mtcnn + "/" + net);
+
+  // The CLIP score's model (openai/clip-vit-large-patch14: the SDXL text_encoder's text tower and a
+  // ViT-L/14 vision tower; the tiny preset's tiny towers), with the same tokenizer.
+  f.clip_model = w.dir("clip-vit-large-patch14");
+  text::ClipTextConfig clip_text = s.encoders.te1;
+  vision::ClipVisionConfig clip_vision = s.clip_vision;
+  clip_text.projection_dim = clip_vision.projection_dim;
+  w.text(f.clip_model + "/config.json", clip_model_config_json(clip_text, clip_vision, clip_vision.projection_dim));
+  w.text(f.clip_model + "/preprocessor_config.json", clip_preprocessor_json(clip_vision.image_size));
+  w.safetensors(f.clip_model + "/model.safetensors",
+                clip_model_entries(clip_text, clip_vision, clip_vision.projection_dim, fp32), {{"format", "pt"}});
+  text::write_clip_tokenizer_folder(tokenizer, f.clip_model, {"<|endoftext|>", "openai/clip-vit-large-patch14"});
+  for (const char* file : {"vocab.json", "merges.txt", "special_tokens_map.json", "tokenizer_config.json"})
+    w.record((fs::path(f.clip_model) / file).string());
   return f;
 }
 

@@ -89,6 +89,12 @@ Entries clip_vision_entries(const vision::ClipVisionConfig& config, at::ScalarTy
   return out;
 }
 
+Entries clip_model_entries(const text::ClipTextConfig& text, const vision::ClipVisionConfig& vision,
+                           int64_t projection_dim, at::ScalarType dtype) {
+  vision::ClipModel clip(text, vision, projection_dim, kMeta);
+  return module_entries(*clip, dtype);
+}
+
 Entries ip_adapter_entries(const unet::UNetConfig& unet_config, const adapters::ResamplerOptions& resampler,
                            at::ScalarType dtype) {
   unet::UNet2DConditionModel unet(unet_config, kMeta);

@@ -38,6 +38,9 @@ Entries clip_text_entries(const text::ClipTextConfig& config, bool with_projecti
 /// transformers CLIPVisionModelWithProjection, with the int64 `vision_model.embeddings.position_ids`
 /// [1, T] buffer the IP-Adapter image encoder file carries.
 Entries clip_vision_entries(const vision::ClipVisionConfig& config, at::ScalarType dtype);
+/// transformers CLIPModel (both towers, `text_projection`, `visual_projection`, `logit_scale`).
+Entries clip_model_entries(const text::ClipTextConfig& text, const vision::ClipVisionConfig& vision,
+                           int64_t projection_dim, at::ScalarType dtype);
 /// IP-Adapter Plus: `image_proj.*` (Resampler) and `ip_adapter.<k>.to_{k,v}_ip.weight` for the
 /// cross-attention layers of a UNet of `unet`.
 Entries ip_adapter_entries(const unet::UNetConfig& unet, const adapters::ResamplerOptions& resampler,

@@ -13,6 +13,7 @@
 #include "model/io/state_dict.h"
 #include "model/io/torch_checkpoint.h"
 #include "model/nn/lora_loader.h"
+#include "model/nn/skip_init.h"
 #include "model/nn/unit_call.h"
 #include "model/sched/lcm_preview.h"
 
@@ -73,18 +74,32 @@ LookaheadModelConfig LookaheadModelConfig::tiny() {
   return c;
 }
 
-LookaheadModel::LookaheadModel(LookaheadModelConfig config, at::Device device)
+LookaheadModel::LookaheadModel(LookaheadModelConfig config, at::Device device, const LookaheadWeightFiles& files)
     : config_(std::move(config)),
       options_(at::TensorOptions().dtype(config_.dtype).device(device)),
       schedule_(config_.schedule) {
-  unet_ = unet::UNet2DConditionModel(config_.unet, options_);
-  auto resampler = config_.resampler;
-  resampler.tensor_options(options_);
-  ip_ = adapters::IpAdapter(*unet_, resampler);
-  ip_->attach(*unet_);
+  const bool any_file = !files.unet.empty() || !files.ip_adapter.empty() || !files.lcm_lora.empty() ||
+                        !files.taesd.empty() || !files.arcface.empty();
+  TORCH_CHECK(!(any_file && device == at::kMeta), "LookaheadModel: weight files cannot be loaded on the meta device");
+  // A network whose file follows is built without values (its strict load fills every one).
+  auto maybe_skip = [](const std::string& file) { return file.empty() ? nullptr : std::make_unique<nn::SkipInit>(); };
+  {
+    auto skip = maybe_skip(files.unet);
+    unet_ = unet::UNet2DConditionModel(config_.unet, options_);
+  }
+  {
+    auto skip = maybe_skip(files.ip_adapter);
+    auto resampler = config_.resampler;
+    resampler.tensor_options(options_);
+    ip_ = adapters::IpAdapter(*unet_, resampler);
+    ip_->attach(*unet_);
+  }
   encoder_ = std::make_unique<adapters::KvEncoder>(unet_, config_.kv_encoder);
-  taesd_decoder_ = vae::DecoderTiny(config_.taesd, options_);
-
+  {
+    auto skip = maybe_skip(files.taesd);
+    taesd_decoder_ = vae::DecoderTiny(config_.taesd, options_);
+  }
+  auto skip_arcface = maybe_skip(files.arcface);
   const std::string& name = config_.arcface;
   if (name == "irse50") {
     TORCH_CHECK(config_.arcface_layers.empty(), "LookaheadModel: arcface_layers applies to iresnet only");
@@ -102,6 +117,7 @@ LookaheadModel::LookaheadModel(LookaheadModelConfig config, at::Device device)
                 "' (expected irse50, iresnet50 or iresnet100)");
   }
   arcface_module_->eval();
+  skip_arcface.reset();
 
   if (config_.lcm_lora_rank > 0) {
     TORCH_CHECK(config_.lcm_lora_select, "LookaheadModel: lcm_lora_rank > 0 needs lcm_lora_select");
@@ -121,6 +137,7 @@ LookaheadModel::LookaheadModel(LookaheadModelConfig config, at::Device device)
   } else {
     lcm_scale_ = std::make_shared<nn::LoraScale>();
   }
+  if (any_file) load_weights(files);
   freeze();
 }
 
@@ -140,9 +157,8 @@ void LookaheadModel::freeze() {
       }
 }
 
-std::map<std::string, at::Tensor> LookaheadModel::load_weights(const LookaheadWeightFiles& files) {
-  TORCH_CHECK(options_.device() != at::kMeta, "LookaheadModel::load_weights: the model was built on the meta device");
-  std::map<std::string, at::Tensor> trainable;
+void LookaheadModel::load_weights(const LookaheadWeightFiles& files) {
+  std::map<std::string, at::Tensor>& trainable = file_trainables_;
   if (!files.unet.empty()) io::load_state_dict(*unet_, io::load_file(files.unet), files.unet);
   if (!files.ip_adapter.empty()) {
     // The IpAdapter's own keys ("image_proj.…", "ip_adapter.N.…") are those of units().
@@ -150,7 +166,7 @@ std::map<std::string, at::Tensor> LookaheadModel::load_weights(const LookaheadWe
     io::load_state_dict(*ip_, trainable, files.ip_adapter);
   }
   if (!files.lcm_lora.empty()) {
-    TORCH_CHECK(!lcm_attached_, "LookaheadModel::load_weights: an LCM-LoRA is already attached (", files.lcm_lora,
+    TORCH_CHECK(!lcm_attached_, "LookaheadModel: an LCM-LoRA is already attached (", files.lcm_lora,
                 ")");
     nn::attach_lora_file(*unet_, files.lcm_lora, kLcmAdapter, lcm_scale_);
     lcm_attached_ = true;
@@ -164,8 +180,6 @@ std::map<std::string, at::Tensor> LookaheadModel::load_weights(const LookaheadWe
   }
   if (!files.arcface.empty())
     io::load_state_dict(*arcface_module_, io::load_weights_file(files.arcface), files.arcface);
-  freeze();
-  return trainable;
 }
 
 std::vector<dist::ShardingUnit> LookaheadModel::units() {

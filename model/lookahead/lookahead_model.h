@@ -46,7 +46,7 @@ struct LookaheadModelConfig {
   /// Encoder LoRA / KV-head LoRA ranks (4 / 4) and the encoder's last up block.
   adapters::KvEncoderOptions kv_encoder;
   /// > 0: a random frozen LCM-LoRA of this rank is created in code on the layers `lcm_lora_select`
-  /// accepts (random-init test configs). 0: the LCM-LoRA comes from a kohya file (load_weights).
+  /// accepts (random-init test configs). 0: the LCM-LoRA comes from a kohya file (LookaheadWeightFiles::lcm_lora).
   int64_t lcm_lora_rank = 0;
   std::function<bool(const std::string& layer_path)> lcm_lora_select;
   /// Standard deviation of the random LCM-LoRA's up and down matrices (nonzero so that α matters).
@@ -60,7 +60,7 @@ struct LookaheadModelConfig {
   sched::NoiseScheduleConfig schedule;  ///< SDXL's DDPM training schedule
   at::ScalarType dtype = at::kFloat;  ///< dtype of every module's weights
 
-  /// The published networks (weights from load_weights).
+  /// The published networks (weights from LookaheadWeightFiles).
   static LookaheadModelConfig sdxl();
   /// A small network of the same family (tiny UNet with cross dim 24 and pooled text 16, Resampler
   /// 12 -> 24, TAESD with 8 channels, iresnet {1,1,1,1}, random LCM-LoRA of rank 4) that runs a
@@ -112,18 +112,20 @@ struct LookaheadLoss {
 ///   (l1 + l2.loss).backward();
 class LookaheadModel {
  public:
-  /// Builds every network with random weights on `device` (at::kMeta: shapes only, no memory).
-  explicit LookaheadModel(LookaheadModelConfig config, at::Device device = at::kCPU);
+  /// Builds every network on `device` (at::kMeta: shapes only, no memory). The networks whose
+  /// file `files` names are allocated without initial values and then loaded from it (strict key
+  /// and shape checks, naming the file on error; the LCM-LoRA is attached as adapter "lcm" sharing
+  /// lcm_scale()); the others get random weights. On meta, `files` must be empty.
+  explicit LookaheadModel(LookaheadModelConfig config, at::Device device = at::kCPU,
+                          const LookaheadWeightFiles& files = {});
   ~LookaheadModel();
   LookaheadModel(const LookaheadModel&) = delete;
   LookaheadModel& operator=(const LookaheadModel&) = delete;
 
-  /// Loads the published weights (strict key and shape checks, naming the file on error). The
-  /// LCM-LoRA is attached as adapter "lcm" sharing lcm_scale(); the model must not be on meta.
-  /// Returns the trainable tensors the files held (the IP-Adapter's, keys as in units()) in the
-  /// files' own dtypes: a model in bf16 holds only their rounding, and fp32 master weights start
-  /// from these.
-  std::map<std::string, at::Tensor> load_weights(const LookaheadWeightFiles& files);
+  /// The trainable tensors the construction's files held (the IP-Adapter's, keys as in units())
+  /// in the files' own dtypes: a model in bf16 holds only their rounding, and fp32 master weights
+  /// start from these. Moved out: a second call returns nothing.
+  std::map<std::string, at::Tensor> take_file_trainables() { return std::move(file_trainables_); }
 
   /// The sharding units in execution order: "image_proj", the UNet's units (stem_in, blocks,
   /// stem_out), "taesd.decoder", "arcface". Every parameter, buffer and adapter tensor is in
@@ -174,6 +176,8 @@ class LookaheadModel {
   const sched::NoiseSchedule& schedule() const { return schedule_; }
 
  private:
+  /// The constructor's loads (see there).
+  void load_weights(const LookaheadWeightFiles& files);
   unet::UNetInputs unet_inputs(const at::Tensor& sample, const at::Tensor& t, const at::Tensor& prompt,
                                const at::Tensor& pooled, const at::Tensor& time_ids) const;
   void check_batch(const Batch& batch, const StepDraw& draw) const;
@@ -190,6 +194,7 @@ class LookaheadModel {
   std::function<at::Tensor(const at::Tensor&)> arcface_forward_;
   std::shared_ptr<nn::LoraScale> lcm_scale_;
   bool lcm_attached_ = false;
+  std::map<std::string, at::Tensor> file_trainables_;  ///< see take_file_trainables()
   sched::NoiseSchedule schedule_;
 };
 

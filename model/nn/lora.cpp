@@ -6,10 +6,12 @@
 #include <algorithm>
 #include <cmath>
 
+#include "model/nn/skip_init.h"
+
 namespace lookahead::model::nn {
 
 void default_init(at::Tensor& weight, at::Tensor& bias, int64_t fan_in) {
-  if (weight.is_meta()) return;
+  if (weight.is_meta() || SkipInit::active()) return;
   at::NoGradGuard no_grad;
   // kaiming_uniform_(a=sqrt(5)) reduces to U(-1/sqrt(fan_in), 1/sqrt(fan_in)), the bias bound too.
   double bound = fan_in > 0 ? 1.0 / std::sqrt(static_cast<double>(fan_in)) : 0.0;

@@ -120,7 +120,7 @@ class LoraConv2dImpl : public torch::nn::Cloneable<LoraConv2dImpl> {
 TORCH_MODULE(LoraConv2d);
 
 /// PyTorch's default initialization (kaiming-uniform weights, uniform bias in ±1/sqrt(fan_in)),
-/// skipped for meta tensors.
+/// skipped for meta tensors and under SkipInit.
 void default_init(at::Tensor& weight, at::Tensor& bias, int64_t fan_in);
 
 }  // namespace lookahead::model::nn

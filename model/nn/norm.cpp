@@ -3,11 +3,13 @@
 
 #include <ATen/ATen.h>
 
+#include "model/nn/skip_init.h"
+
 namespace lookahead::model::nn {
 
 namespace {
 void init_affine(at::Tensor& weight, at::Tensor& bias) {
-  if (weight.is_meta()) return;
+  if (weight.is_meta() || SkipInit::active()) return;
   at::NoGradGuard no_grad;
   weight.fill_(1.0);
   bias.zero_();

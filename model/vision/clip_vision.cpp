@@ -88,6 +88,17 @@ ClipVisionConfig ClipVisionConfig::reference_defaults() {
 
 ClipVisionConfig ClipVisionConfig::vit_h14() { return ClipVisionConfig{}; }
 
+ClipVisionConfig ClipVisionConfig::vit_l14() {
+  ClipVisionConfig c;
+  c.hidden_size = 1024;
+  c.intermediate_size = 4096;
+  c.num_hidden_layers = 24;
+  c.num_attention_heads = 16;
+  c.projection_dim = 768;
+  c.hidden_act = "quick_gelu";
+  return c;
+}
+
 ClipVisionConfig ClipVisionConfig::tiny() {
   ClipVisionConfig c;
   c.hidden_size = 16;

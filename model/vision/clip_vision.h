@@ -37,6 +37,9 @@ struct ClipVisionConfig {
 
   /// IP-Adapter's image encoder (OpenCLIP ViT-H/14, laion2B), the defaults above.
   static ClipVisionConfig vit_h14();
+  /// OpenAI CLIP ViT-L/14 at 224² (openai/clip-vit-large-patch14's vision tower, the CLIP score's
+  /// model): hidden 1024, 24 layers, 16 heads, quick_gelu, projection 768.
+  static ClipVisionConfig vit_l14();
   /// A small random-weight vision tower of the same architecture (width 16, one layer, two heads,
   /// 32x32 images in 8x8 patches, projection 8) for tests and the tiny preset.
   static ClipVisionConfig tiny();

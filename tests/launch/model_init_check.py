@@ -19,6 +19,7 @@ import os
 import sys
 import tempfile
 
+import numpy as np
 import torch
 from safetensors import safe_open
 
@@ -122,6 +123,17 @@ def check_tiny():
     size = vision.config.image_size
     out = vision(torch.randn(1, 3, size, size), output_hidden_states=True)
     check(bool(torch.isfinite(out.hidden_states[-2]).all()), "image encoder forward is finite")
+    # The CLIP score's model, as the evaluation loads it (CLIPModel + its tokenizer and processor).
+    from transformers import CLIPModel, CLIPProcessor
+    clip_dir = os.path.join(DIR, "clip-vit-large-patch14")
+    clip, info = CLIPModel.from_pretrained(clip_dir, output_loading_info=True)
+    check(not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"],
+          "transformers CLIPModel.from_pretrained(clip-vit-large-patch14)")
+    proc = CLIPProcessor.from_pretrained(clip_dir)
+    inputs = proc(text=["a photo of a face"], images=[np.zeros((40, 40, 3), np.uint8)], return_tensors="pt")
+    check(inputs["input_ids"][0].tolist() == [49406, 320, 1125, 539, 320, 1710, 49407] and
+          tuple(inputs["pixel_values"].shape) == (1, 3, 32, 32), "CLIPProcessor: CLIP ids, 32² pixels (tiny tower)")
+    check(bool(torch.isfinite(clip(**inputs).logits_per_image).all()), "CLIPModel forward is finite")
     check_tokenizers()
 
     # The whole pipeline folder, with the LCM-LoRA, generates one finite step.
@@ -160,8 +172,8 @@ def check_tiny():
 def check_sdxl():
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
-    from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPVisionConfig,
-                              CLIPVisionModelWithProjection)
+    from transformers import (CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection,
+                              CLIPVisionConfig, CLIPVisionModelWithProjection)
 
     with init_empty_weights():
         unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(os.path.join(SD, "unet")))
@@ -172,6 +184,7 @@ def check_sdxl():
         te2 = CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(os.path.join(SD, "text_encoder_2")))
         vision = CLIPVisionModelWithProjection(
             CLIPVisionConfig.from_pretrained(os.path.join(DIR, "IP-Adapter/models/image_encoder")))
+        clip = CLIPModel(CLIPConfig.from_pretrained(os.path.join(DIR, "clip-vit-large-patch14")))
     import diffusers
     turbo = SD.endswith("sdxl-turbo")
     with open(os.path.join(SD, "scheduler/scheduler_config.json")) as f:
@@ -194,6 +207,10 @@ def check_sdxl():
         same_keys_and_shapes(sd, os.path.join(SD, path, "model.safetensors"), path, drop=("position_ids",))
     same_keys_and_shapes(vision.state_dict(), os.path.join(DIR, "IP-Adapter/models/image_encoder/model.safetensors"),
                          "image_encoder", drop=("position_ids",))
+    same_keys_and_shapes(clip.state_dict(), os.path.join(DIR, "clip-vit-large-patch14/model.safetensors"),
+                         "clip-vit-large-patch14", drop=("position_ids",))
+    n = sum(v.numel() for k, v in clip.state_dict().items() if "position_ids" not in k)
+    check(n == 427_616_513, f"CLIPModel from the written config: {n} parameters (clip-vit-large-patch14: 427,616,513)")
     check(len(header(os.path.join(SD, "text_encoder/model.safetensors"))) == 196, "text_encoder: 196 tensors")
     check(len(header(os.path.join(SD, "text_encoder_2/model.safetensors"))) == 517, "text_encoder_2: 517 tensors")
     vh = header(os.path.join(DIR, "IP-Adapter/models/image_encoder/model.safetensors"))

@@ -6,14 +6,18 @@
 
 #include <ATen/ATen.h>
 
+#include <filesystem>
 #include <map>
 #include <set>
 
 #include "model/face/align.h"
+#include "model/face/layers.h"
+#include "model/io/safetensors.h"
 #include "model/lookahead/alpha_schedule.h"
 #include "model/lookahead/lookahead_model.h"
 #include "model/lookahead/step_draw.h"
 #include "model/nn/lora_loader.h"
+#include "model/nn/skip_init.h"
 
 namespace lookahead::model {
 namespace {
@@ -379,6 +383,82 @@ TEST(AlphaSchedule, Statistics) {
   EXPECT_THROW(other.restore(again.state()), c10::Error);
   s.restore(again.state());
   EXPECT_EQ(s.state().alpha, again.state().alpha);
+}
+
+
+// Networks whose weights come from a file are built without initial values: no random number is
+// drawn for them (at SDXL size that is tens of seconds), and the scope ends with the guard.
+TEST(SkipInit, LeavesParametersUndrawnInsideItsScopeOnly) {
+  auto draws_after = [](const std::function<void()>& build) {
+    at::manual_seed(1);
+    build();
+    return at::randn({8});
+  };
+  const at::Tensor untouched = draws_after([] {});
+  auto build_all = [] {
+    nn::LoraLinear linear(nn::LinearOptions(16, 8));
+    nn::LoraConv2d conv(nn::Conv2dOptions(4, 8, 3));
+    face::Conv face_conv(face::ConvOptions(4, 8, 3));
+    face::Linear face_linear(16, 8, at::TensorOptions());
+  };
+  EXPECT_FALSE(at::equal(draws_after(build_all), untouched)) << "the layers draw their initial values";
+  EXPECT_FALSE(nn::SkipInit::active());
+  const at::Tensor skipped = draws_after([&] {
+    nn::SkipInit outer;
+    {
+      nn::SkipInit inner;
+      build_all();
+    }
+    EXPECT_TRUE(nn::SkipInit::active()) << "the inner guard restores the outer one's state";
+    build_all();
+  });
+  EXPECT_TRUE(at::equal(skipped, untouched)) << "under SkipInit no layer drew a random number";
+  EXPECT_FALSE(nn::SkipInit::active());
+}
+
+// A model built from files (uninitialized, then a strict load) holds exactly the files' values,
+// and hands over the IP-Adapter's tensors for the fp32 masters.
+TEST(LookaheadModel, BuiltFromFilesHoldsTheFilesValues) {
+  at::set_num_threads(1);
+  at::manual_seed(5);
+  LookaheadModel source(LookaheadModelConfig::tiny());
+  const std::string dir = testing::TempDir() + "lookahead_model_files";
+  std::filesystem::create_directories(dir);
+  auto state = [](torch::nn::Module& m, const std::string& prefix) {
+    Named out;
+    for (const auto& p : m.named_parameters()) out.emplace_back(prefix + p.key(), p.value().detach());
+    for (const auto& b : m.named_buffers()) out.emplace_back(prefix + b.key(), b.value());
+    return out;
+  };
+  LookaheadWeightFiles files{dir + "/unet.safetensors", dir + "/ip.safetensors", "", dir + "/taesd.safetensors",
+                             dir + "/arcface.safetensors"};
+  io::save_file(files.unet, state(*source.unet(), ""));
+  io::save_file(files.ip_adapter, state(*source.ip_adapter(), ""));
+  io::save_file(files.taesd, state(*source.taesd_decoder(), "decoder."));
+  io::save_file(files.arcface, state(*source.arcface_module(), ""));
+
+  at::manual_seed(6);  // other random values everywhere no file reaches
+  LookaheadModel loaded(LookaheadModelConfig::tiny(), at::kCPU, files);
+  auto expect_same = [](torch::nn::Module& a, torch::nn::Module& b, const std::string& what) {
+    const auto pa = a.named_parameters(), pb = b.named_parameters();
+    ASSERT_EQ(pa.size(), pb.size()) << what;
+    for (const auto& p : pa) EXPECT_TRUE(at::equal(p.value(), pb[p.key()])) << what << " " << p.key();
+    const auto ba = a.named_buffers(), bb = b.named_buffers();
+    for (const auto& x : ba) EXPECT_TRUE(at::equal(x.value(), bb[x.key()])) << what << " " << x.key();
+  };
+  expect_same(*source.unet(), *loaded.unet(), "unet");
+  expect_same(*source.ip_adapter(), *loaded.ip_adapter(), "ip_adapter");
+  expect_same(*source.taesd_decoder(), *loaded.taesd_decoder(), "taesd");
+  expect_same(*source.arcface_module(), *loaded.arcface_module(), "arcface");
+  // Frozen as the model requires, trainables trainable.
+  for (const auto& p : loaded.unet()->parameters()) EXPECT_FALSE(p.requires_grad());
+  for (const auto& p : loaded.ip_adapter()->parameters()) EXPECT_TRUE(p.requires_grad());
+  const std::map<std::string, at::Tensor> trainables = loaded.take_file_trainables();
+  EXPECT_EQ(trainables.size(), loaded.ip_adapter()->named_parameters().size());
+  EXPECT_TRUE(loaded.take_file_trainables().empty()) << "moved out by the first call";
+  // Files cannot be loaded into a model of shapes only.
+  EXPECT_THROW(LookaheadModel(LookaheadModelConfig::tiny(), at::kMeta, files), c10::Error);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

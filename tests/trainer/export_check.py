@@ -14,6 +14,11 @@ depth=4 (and ffn_ratio=4). The tiny Resampler has depth 1, so the unmodified loa
 failure, then reruns the same loader with the depth taken from the file (the only change).
 
   export_check.py IP_ADAPTER_SAFETENSORS LOOKAHEAD_MODEL_CPP
+  export_check.py IP_ADAPTER_SAFETENSORS --unet-folder DIFFUSERS_UNET_FOLDER
+
+The second form is the full-size check: the UNet is `from_pretrained` of a diffusers folder (the
+SDXL base that `lookahead model init` writes) in bf16, so the file's values are compared in bf16,
+and the Resampler must be IP-Adapter Plus Face SDXL's (depth 4, which diffusers assumes).
 """
 import functools
 import json
@@ -57,7 +62,10 @@ def to_diffusers_name(key, value):
     return {p + table[rest]: value}
 
 
-def main(path, cpp_path):
+SDXL_RESAMPLER = dict(dim=1280, inner=1280, depth=4, num_queries=16, embedding_dim=1280, output_dim=2048)
+
+
+def main(path, cpp_path=None, unet_folder=None):
     from diffusers import UNet2DConditionModel
     import diffusers.loaders.unet as unet_loader
 
@@ -73,14 +81,23 @@ def main(path, cpp_path):
     hp = dict(dim=image_proj["latents"].shape[2], inner=image_proj["layers.0.0.to_q.weight"].shape[0],
               depth=depth, num_queries=image_proj["latents"].shape[1], embedding_dim=image_proj["proj_in.weight"].shape[1],
               output_dim=image_proj["proj_out.weight"].shape[0])
-    want = dict(dim=16, inner=64, depth=1, num_queries=4, embedding_dim=12, output_dim=24)
+    want = SDXL_RESAMPLER if unet_folder else dict(dim=16, inner=64, depth=1, num_queries=4, embedding_dim=12,
+                                                   output_dim=24)
     if hp != want:
-        fail(f"Resampler hyper-parameters {hp}, expected the tiny model's {want}")
+        fail(f"Resampler hyper-parameters {hp}, expected the {'SDXL' if unet_folder else 'tiny'} model's {want}")
     print(f"export_check: {len(flat)} tensors, Resampler {hp}, {len(ip_layers)} ip_adapter tensors")
 
-    cfg = tiny_unet_config(cpp_path)
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, **cfg).eval()
+    if unet_folder:
+        def build():
+            return UNet2DConditionModel.from_pretrained(unet_folder, torch_dtype=torch.bfloat16).eval()
+    else:
+        cfg = tiny_unet_config(cpp_path)
+
+        def build():
+            torch.manual_seed(0)
+            return UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, **cfg).eval()
+    unet = build()
+    dtype = unet.dtype
     state = {"image_proj": dict(image_proj), "ip_adapter": dict(ip_layers)}
 
     # 1. The unmodified loader: diffusers builds the Resampler with depth 4.
@@ -92,7 +109,7 @@ def main(path, cpp_path):
         if "Missing key(s)" not in msg or "layers.1." not in msg:
             fail(f"diffusers' loader failed for another reason than the assumed depth 4: {msg[:500]}")
         unmodified = "missing layers.1-3 (depth 4 assumed)"
-        unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, **cfg).eval()
+        unet = build()
     print(f"export_check: diffusers' unmodified loader: {unmodified}")
 
     # 2. The same loader with the depth from the file.
@@ -116,7 +133,7 @@ def main(path, cpp_path):
     if missing or extra:
         fail(f"Resampler: file tensors not in the model {missing}, model tensors not from the file {extra}")
     for name, v in expected.items():
-        if model_sd[name].shape != v.shape or not torch.equal(model_sd[name], v):
+        if model_sd[name].shape != v.shape or not torch.equal(model_sd[name], v.to(dtype)):
             fail(f"Resampler {name} differs from the file")
     print(f"export_check: Resampler: {len(model_sd)} diffusers tensors equal the file's {len(image_proj)}")
 
@@ -132,7 +149,7 @@ def main(path, cpp_path):
         for kind in ("to_k_ip", "to_v_ip"):
             got = getattr(proc, kind)[0].weight
             ref = ip_layers[f"{key}.{kind}.weight"]
-            if got.shape != ref.shape or not torch.equal(got, ref):
+            if got.shape != ref.shape or not torch.equal(got, ref.to(dtype)):
                 fail(f"{name}.{kind} differs from ip_adapter.{key}.{kind}.weight")
             used += 1
         if len(proc.to_k_ip) != 1 or list(proc.num_tokens) != [hp["num_queries"]]:
@@ -142,16 +159,23 @@ def main(path, cpp_path):
     print(f"export_check: attention: {used} to_k_ip/to_v_ip tensors in {len(procs)} processors equal the file's")
 
     # And the loaded model runs with an image embedding.
+    cross = unet.config.cross_attention_dim
+    pooled = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
     with torch.no_grad():
-        out = unet(torch.randn(1, 4, 8, 8), torch.tensor([500.0]), encoder_hidden_states=torch.randn(1, 3, 24),
-                   added_cond_kwargs={"text_embeds": torch.randn(1, 16), "time_ids": torch.ones(1, 6) * 64,
-                                      "image_embeds": [torch.randn(1, 1, 5, hp["embedding_dim"])]}).sample
+        out = unet(torch.randn(1, 4, 8, 8, dtype=dtype), torch.tensor([500.0]),
+                   encoder_hidden_states=torch.randn(1, 3, cross, dtype=dtype),
+                   added_cond_kwargs={"text_embeds": torch.randn(1, pooled, dtype=dtype),
+                                      "time_ids": torch.ones(1, 6, dtype=dtype) * 64,
+                                      "image_embeds": [torch.randn(1, 1, 5, hp["embedding_dim"], dtype=dtype)]}).sample
     if not torch.isfinite(out).all():
         fail("the UNet with the loaded IP-Adapter gives non-finite output")
     print(f"PASS: export_check: every tensor of {path} loaded into diffusers with its values")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) == 3:
+        main(sys.argv[1], cpp_path=sys.argv[2])
+    elif len(sys.argv) == 4 and sys.argv[2] == "--unet-folder":
+        main(sys.argv[1], unet_folder=sys.argv[3])
+    else:
         sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2])
