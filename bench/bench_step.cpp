@@ -138,15 +138,9 @@ ModelSetup make_setup(const std::string& name, const model::LookaheadModelConfig
   // mid: SDXL's block structure (2 resnets per down block, 3 per up block, no attention in the
   // outer stage, encoder truncated after up_blocks[1]) at 64/128/128 channels, 2 transformer layers
   // in the inner stages, 32x32 latents (256x256 previews). Same conditioning sizes as tiny.
-  s.config.unet = model::unet::UNetConfig::from_json(R"({"block_out_channels": [64, 128, 128],
-    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
-    "layers_per_block": 2, "transformer_layers_per_block": [1, 2, 2], "attention_head_dim": [2, 4, 4],
-    "cross_attention_dim": 24, "norm_num_groups": 32, "use_linear_projection": true,
-    "addition_embed_type": "text_time", "addition_time_embed_dim": 4, "projection_class_embeddings_input_dim": 40})",
-                                                     "bench_step mid");
-  s.config.taesd = model::vae::TinyConfig{.encoder_block_out_channels = {16, 16, 16, 16},
-                                          .decoder_block_out_channels = {16, 16, 16, 16}};
+  const model::LookaheadModelConfig mid = model::LookaheadModelConfig::mid();
+  s.config.unet = mid.unet;
+  s.config.taesd = mid.taesd;
   s.shape.latent = 32;
   s.shape.ref_pixels = 256;
   s.description =

@@ -6,7 +6,8 @@
 // network with SDXL's exact unit structure (same unit names, same block layout, narrow channels)
 // through a recording UnitRunner that applies the engine's rule for which calls get a backward.
 // Prints bytes held per GPU and bytes moved per GPU per step for N GPUs (8 per node) and each
-// placement of the frozen weights. Activations are not modelled.
+// placement of the frozen weights; then the peak per GPU with activations (a step of the real
+// model traced on the meta device at the requested resolution and batch, trainer/activation_estimate.h).
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
@@ -33,6 +34,7 @@
 #include "dist/unit_runner.h"
 #include "model/face/align.h"
 #include "model/lookahead/lookahead_model.h"
+#include "trainer/activation_estimate.h"
 #include "trainer/train_config.h"
 #include "trainer/train_state.h"
 
@@ -54,24 +56,10 @@ struct UnitUse {
 // ---------------------------------------------------------------------------------------------
 // Element counts of the real model.
 
-bool lcm_target(const std::string& path) {
-  // PEFT target_modules of the LCM-LoRA SDXL script (suffix match; docs/models.md, "LoRA").
-  static const char* kSuffixes[] = {"to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj",
-                                    "ff.net.2", "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv",
-                                    "upsamplers.0.conv", "time_emb_proj"};
-  for (const char* s : kSuffixes) {
-    const std::string suf = s;
-    if (path.size() >= suf.size() && path.compare(path.size() - suf.size(), suf.size(), suf) == 0 &&
-        (path.size() == suf.size() || path[path.size() - suf.size() - 1] == '.'))
-      return true;
-  }
-  return false;
-}
-
 std::vector<dist::UnitElements> sdxl_unit_sizes(int64_t& lcm_total) {
   auto config = model::LookaheadModelConfig::sdxl();
   config.lcm_lora_rank = 64;  // the LCM-LoRA SDXL's structure, on meta (no values)
-  config.lcm_lora_select = lcm_target;
+  config.lcm_lora_select = model::LookaheadModelConfig::lcm_lora_sdxl_target;
   model::LookaheadModel m(config, at::kMeta);
   std::vector<dist::UnitElements> out = dist::count_elements(m.units());
   lcm_total = 0;
@@ -331,6 +319,11 @@ int run(int argc, char** argv) {
       "keep-gathered", po::bool_switch(), "model keep_gathered (one gather per forward call, none in backward)")(
       "recompute", po::value<std::string>()->default_value("blocks"),
       "dist.recompute: all | blocks | none (kept units stay gathered from forward to backward)")(
+      "resolution", po::value<int64_t>()->default_value(1024), "training resolution in pixels (activations)")(
+      "batch", po::value<int64_t>()->default_value(4), "samples per GPU (activations)")(
+      "reserve-gib", po::value<double>()->default_value(3.0),
+      "GiB per GPU outside the tensors (CUDA context, NCCL buffers, allocator slack): an input, not a measurement")(
+      "memories", po::value<std::string>()->default_value("80,141"), "GPU memory sizes in GB (10^9 bytes) to check")(
       "json", po::value<std::string>(), "also write the results to this JSON file");
   po::variables_map vm;
   try {
@@ -453,6 +446,61 @@ int run(int argc, char** argv) {
       rows.push_back(to_json(r));
     }
 
+  // Peak per GPU with activations: one step of the SDXL model traced on the meta device at the
+  // requested shapes (trainer/activation_estimate.h), per GPU count and placement.
+  const int64_t resolution = vm["resolution"].as<int64_t>(), batch = vm["batch"].as<int64_t>();
+  const double reserve = vm["reserve-gib"].as<double>() * 1024.0 * 1024.0 * 1024.0;
+  const std::vector<int64_t> memories = parse_list(vm["memories"].as<std::string>());
+  if (resolution < 64 || resolution % 8 != 0) throw std::invalid_argument("--resolution must be a multiple of 8, >= 64");
+  if (batch < 1) throw std::invalid_argument("--batch must be >= 1");
+  std::printf("\n# peak per GPU WITH activations: %lldx%lld, batch %lld per GPU, bf16, dist.recompute = %s; each "
+              "phase = always held + that phase's gathered weights + its traced activations;\n#   fits = peak + "
+              "%.1f GiB reserve (an assumed input) within the GPU's memory\n",
+              static_cast<long long>(resolution), static_cast<long long>(resolution), static_cast<long long>(batch),
+              recompute_name.c_str(), vm["reserve-gib"].as<double>());
+  std::printf("%5s %-9s | %8s %8s %8s %8s %8s |", "GPUs", "placement", "held", "branch1", "branch2", "optim", "peak");
+  for (int64_t m : memories) std::printf(" %6lldGB", static_cast<long long>(m));
+  std::printf(" | %s\n", "peak at");
+  nlohmann::json peak_rows = nlohmann::json::array();
+  for (int64_t n : gpus)
+    for (dist::Placement placement : {dist::Placement::kFull, dist::Placement::kNode, dist::Placement::kReplicate}) {
+      trainer::TrainConfig c;
+      c.model.preset = trainer::Preset::kSdxl;
+      c.model.dtype = trainer::ModelDtype::kBf16;
+      c.train.batch_per_rank = batch;
+      c.data.resolution = resolution;
+      c.dist.placement = placement;
+      c.dist.recompute = *recompute;
+      c.dist.keep_gathered = keep;
+      const trainer::StepMemoryPrediction p = trainer::predict_step_memory(
+          c, trainer::model_config(c, c10::Device(c10::DeviceType::CUDA)), n, std::min(n, kGpusPerNode), resolution);
+      const double peak = p.peak();
+      const bool b2 = p.lookahead() >= p.diffusion();
+      const std::string where = p.optimizer() >= std::max(p.diffusion(), p.lookahead())
+                                    ? "optimizer"
+                                    : (b2 ? "branch 2, " + p.activations.lookahead.unit
+                                          : "branch 1, " + p.activations.diffusion.unit);
+      std::printf("%5lld %-9s | %8.2f %8.2f %8.2f %8.2f %8.2f |", static_cast<long long>(n),
+                  dist::to_string(placement), gib(p.base), gib(p.diffusion()), gib(p.lookahead()), gib(p.optimizer()),
+                  gib(peak));
+      nlohmann::json fits;
+      for (int64_t m : memories) {
+        const bool ok = peak + reserve <= static_cast<double>(m) * 1e9;
+        std::printf(" %8s", ok ? "fits" : "NO");
+        fits[std::to_string(m) + "GB"] = ok;
+      }
+      std::printf(" | %s\n", where.c_str());
+      peak_rows.push_back({{"gpus", n},
+                           {"placement", dist::to_string(placement)},
+                           {"held_bytes", p.base},
+                           {"branch1_bytes", p.diffusion()},
+                           {"branch2_bytes", p.lookahead()},
+                           {"optimizer_bytes", p.optimizer()},
+                           {"peak_bytes", peak},
+                           {"peak_at", where},
+                           {"fits_with_reserve", fits}});
+    }
+
   if (vm.count("json")) {
     nlohmann::json unit_json = nlohmann::json::array();
     for (const auto& u : units) {
@@ -481,7 +529,12 @@ int run(int argc, char** argv) {
          "frozen and LCM-LoRA stored and gathered in bf16; trainables fp32 master + fp32 grads + 2 fp32 moments, "
          "gathered in bf16; ring = 2 largest units; activations excluded; ring-algorithm volumes (S-1)/S"},
         {"units", unit_json},
-        {"rows", rows}};
+        {"rows", rows},
+        {"peak_with_activations",
+         {{"resolution", resolution},
+          {"batch_per_gpu", batch},
+          {"reserve_bytes", reserve},
+          {"rows", peak_rows}}}};
     std::ofstream f(vm["json"].as<std::string>());
     if (!f) throw std::runtime_error("sdxl_memory_model: cannot write " + vm["json"].as<std::string>());
     f << doc.dump(2) << "\n";

@@ -14,6 +14,7 @@
 #include "launch/train_options.h"
 #include "trainer/export.h"
 #include "trainer/hdf5_batch_source.h"
+#include "trainer/tensor_memory.h"
 #include "trainer/trainer.h"
 
 namespace po = boost::program_options;
@@ -59,6 +60,8 @@ int run_train(dist::World& world, const std::vector<std::string>& args) {
   // which collective it was waiting for. 1 s: a collective in flight for that long after a stop
   // request is stuck, not slow (a stop is also every preemption, which should stay quiet).
   world.services()->watchdog->report_on_stop(&g_stop, 1.0);
+  // Per-step tensor peaks in metrics.jsonl (CPU runs: the GPU's allocator keeps its own).
+  if (!world.device().is_cuda()) trainer::count_cpu_tensor_bytes();
   auto data = trainer::open_hdf5_batch_source(config, world.rank(), world.size(), world.device());
   trainer::Trainer trainer(world, config, std::move(data), &g_stop);
   const int64_t ran = trainer.run();

@@ -10,6 +10,11 @@
 
 #include "checkpoints/checkpoint.h"
 #include "common/clock.h"
+#include "trainer/tensor_memory.h"
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace lookahead::trainer {
 
@@ -141,6 +146,11 @@ TrainState::TrainState(dist::World& world, const TrainConfig& config, TrainState
   alpha.min_scale = config.loss.alpha_min;
   alpha.every = config.loss.alpha_every;
   alpha_ = std::make_unique<model::AlphaSchedule>(config.train.seed, alpha);
+#if defined(__GLIBC__)
+  // Loading freed gigabytes of file-dtype staging tensors; glibc keeps such pages resident in its
+  // arenas unless asked, and at full size that is several GiB no step ever uses again.
+  malloc_trim(0);
+#endif
   setup_s_ = seconds_since(t_setup);
 }
 
@@ -180,9 +190,17 @@ StepStats TrainState::step(const model::Batch& batch, const model::StepDraw& dra
     return norm;
   };
   const bool alternate = config_.loss.mode == LossMode::kAlternate;
+  const bool count_tensors = counting_cpu_tensor_bytes() && !world_.device().is_cuda();
+  auto phase_peak = [&](int64_t& out) {
+    if (!count_tensors) return;
+    out = cpu_tensor_bytes().peak;
+    reset_cpu_tensor_peak();
+  };
+  if (count_tensors) reset_cpu_tensor_peak();
   // Branch 1: diffusion.
   at::Tensor l1 = model_->diffusion_loss(batch, draw);
   l1.backward();
+  phase_peak(st.tensor_peak_diffusion);
   st.diffusion_s = seconds_since(t0);
   if (alternate) st.grad_norm_diffusion = optimizer_step();
   // Branch 2: lookahead; in sum mode branch 1's reduce-scatters are in flight meanwhile.
@@ -193,8 +211,10 @@ StepStats TrainState::step(const model::Batch& batch, const model::StepDraw& dra
   const double valid = static_cast<double>(std::max<int64_t>(l2.valid_count, 1));
   at::Tensor l2_global = l2.loss * (st.faces_valid > 0 ? valid * ranks / static_cast<double>(st.faces_valid) : 0.0);
   l2_global.backward();
+  phase_peak(st.tensor_peak_lookahead);
   st.lookahead_s = seconds_since(t2);
   st.grad_norm = optimizer_step();
+  phase_peak(st.tensor_peak_optimizer);
   engine_->end_step();
   st.compute_s = seconds_since(t0) - st.optimizer_s;
   engine_->times().optimizer_s = st.optimizer_s;

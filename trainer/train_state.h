@@ -58,6 +58,10 @@ struct StepStats {
   dist::PhaseTimes times;      ///< the engine's phase split of this step
   dist::EngineMemory memory;   ///< bytes held right after the last finish_gradients (gradient shards exist)
   int64_t optimizer_state_bytes = 0;
+  /// Peak bytes of live CPU tensors in each phase (trainer/tensor_memory.h; -1 when not counted):
+  /// branch 1's forward and backward, branch 2's (with alternate mode's first optimizer step), the
+  /// optimizer step.
+  int64_t tensor_peak_diffusion = -1, tensor_peak_lookahead = -1, tensor_peak_optimizer = -1;
 };
 
 /// For benchmarks and tests: a model other than the one the configuration names, and changes to

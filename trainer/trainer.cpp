@@ -14,6 +14,7 @@
 #include "common/clock.h"
 #include "common/process_memory.h"
 #include "dist/memory_estimate.h"
+#include "trainer/activation_estimate.h"
 #include "trainer/landmarks.h"
 
 namespace lookahead::trainer {
@@ -69,40 +70,26 @@ std::string describe_precision(ModelDtype dtype, const c10::Device& device) {
 
 std::string describe_model(const TrainConfig& c, int world_size, int ranks_per_node, const c10::Device& device) {
   // Shapes only, on the meta device; the dtypes are those of a run on `device`.
-  model::LookaheadModel m(model_config(c, device), at::kMeta);
-  const std::vector<dist::UnitElements> units = dist::count_elements(m.units());
-  int64_t frozen = 0, lcm = 0, adapter = 0, lora = 0;
-  for (const auto& u : units) {
-    frozen += u.frozen;
-    lcm += u.lcm;
-    adapter += u.adapter;
-    lora += u.lora;
-  }
-  dist::ShardingLayout layout;
-  layout.world_size = world_size;
-  layout.frozen_shards = dist::frozen_shard_ranks(c.dist.placement, world_size, ranks_per_node);
-  layout.frozen_bytes = m.tensor_options().dtype() == at::kBFloat16 ? 2.0 : 4.0;
-  layout.compute_bytes = layout.frozen_bytes;
-  layout.ring_units = c.dist.max_gathered_units;
-  std::vector<std::string> names;
-  for (const auto& u : units) names.push_back(u.name);
-  layout.kept_units = kept_activation_units(c.dist.recompute, names);
-  const dist::HeldBytes held = dist::held_bytes(units, layout);
+  const double runtime = static_cast<double>(common::resident_memory().current);
+  const StepMemoryPrediction p = predict_step_memory(c, model_config(c, device), world_size, ranks_per_node,
+                                                     c.data.resolution);
+  const dist::ShardingLayout& layout = p.layout;
+  const dist::HeldBytes& held = p.held;
+  const ActivationEstimate& act = p.activations;
   std::ostringstream s;
   s << std::fixed << std::setprecision(1);
   auto gib = [](double b) { return b / (1024.0 * 1024.0 * 1024.0); };
   s << describe_precision(c.model.dtype, device) << "\n"
-    << "parameters (" << units.size() << " sharding units):\n"
-    << "  frozen base      " << frozen << "\n"
-    << "  frozen LCM-LoRA  " << lcm
+    << "parameters (" << p.units << " sharding units):\n"
+    << "  frozen base      " << p.frozen << "\n"
+    << "  frozen LCM-LoRA  " << p.lcm
     << (c.model.preset == Preset::kSdxl ? " (attached from model.lcm_lora at load)" : "") << "\n"
-    << "  trainable adapter " << adapter << " (lr " << std::defaultfloat << std::setprecision(6) << c.optim.lr_adapter
+    << "  trainable adapter " << p.adapter << " (lr " << std::defaultfloat << std::setprecision(6) << c.optim.lr_adapter
     << ")\n"
-    << "  trainable LoRA   " << lora << " (lr " << c.optim.lr_lora << ")\n"
+    << "  trainable LoRA   " << p.lora << " (lr " << c.optim.lr_lora << ")\n"
     << std::fixed << std::setprecision(1) << "memory per rank, " << world_size << " rank(s) on "
     << (device.is_cuda() ? "GPU" : "CPU") << ", placement " << dist::to_string(c.dist.placement)
-    << ", frozen weights in " << (layout.frozen_bytes == 2.0 ? "bf16" : "fp32")
-    << " (weights and optimizer only, activations excluded):\n"
+    << ", frozen weights in " << (layout.frozen_bytes == 2.0 ? "bf16" : "fp32") << ":\n"
     << "  frozen shard     " << gib(held.frozen + held.lcm) << " GiB\n"
     << "  trainable shard  " << gib(held.master) << " GiB (fp32 master)\n"
     << "  gradient shard   " << gib(held.grads) << " GiB (fp32)\n"
@@ -112,6 +99,30 @@ std::string describe_model(const TrainConfig& c, int world_size, int ranks_per_n
     << "  kept units       " << gib(held.kept) << " GiB (" << layout.kept_units.size()
     << " units keeping their activations, dist.recompute = " << config_name(c.dist.recompute)
     << ": gathered from forward to backward)\n";
+  auto branch = [&](const char* name, const BranchPeak& b) {
+    s << "  " << name << gib(b.total) << " GiB at " << (b.unit.empty() ? "the end of forward" : b.unit)
+      << " (held from forward " << gib(b.kept) << ", recomputed " << gib(b.recompute) << ", gradients "
+      << gib(b.grads) << ", unsharded gradients in flight " << gib(b.in_flight) << ")\n";
+  };
+  s << "activations per rank (one step traced on the meta device: batch " << c.train.batch_per_rank << ", "
+    << c.data.resolution / 8 << "x" << c.data.resolution / 8 << " latents; " << act.unit_calls << " unit calls, "
+    << act.backward_calls << " with a backward):\n";
+  branch("branch 1 (diffusion) ", act.diffusion);
+  branch("branch 2 (lookahead) ", act.lookahead);
+  s << "  optimizer step       " << gib(act.optimizer) << " GiB (temporaries of the largest group)\n"
+    << "  largest recomputed unit: " << act.largest_recompute_unit << ", " << gib(act.largest_recompute) << " GiB\n";
+  s << "tensor memory per rank by phase (always held " << gib(p.base) << " GiB: frozen and trainable shards, moments):\n"
+    << "  branch 1 " << gib(p.diffusion()) << " GiB (+ gathered weights " << gib(p.diffusion_weights) << ")\n"
+    << "  branch 2 " << gib(p.lookahead()) << " GiB (+ gathered weights " << gib(p.lookahead_weights) << ")\n"
+    << "  optimizer " << gib(p.optimizer()) << " GiB (gradient shards " << gib(held.grads)
+    << ", or the unsharded gradients in flight at the end of backward " << gib(act.in_flight_end) << ")\n";
+  s << "predicted peak per rank " << gib(p.peak() + runtime) << " GiB = tensors " << gib(p.peak())
+    << " + this process's resident memory before the model (libraries) " << gib(runtime)
+    << (device.is_cuda() ? "; on the GPU add its context and the allocator's slack" : "") << "\n";
+  // For scripts: the same in bytes, and the names metrics.jsonl measures them under.
+  s << std::setprecision(0) << "predicted bytes per rank: mem_tensor_peak_diffusion_bytes=" << p.diffusion()
+    << " mem_tensor_peak_lookahead_bytes=" << p.lookahead() << " mem_tensor_peak_optimizer_bytes=" << p.optimizer()
+    << " runtime=" << runtime << "\n";
   return s.str();
 }
 
@@ -175,6 +186,19 @@ StepRecord Trainer::train_step() {
   }
   r.values["mem_rss_peak_bytes"] = peak_max;
   r.labels["mem_rss_peak_scope"] = peak_is_step ? "step" : "process";
+  if (st.tensor_peak_diffusion >= 0) {
+    // Live CPU tensor bytes (the allocator's count) per phase, max over ranks: what the dry run's
+    // memory model predicts, without the libraries and heap slack that the resident set adds.
+    const std::vector<double> tp = dist::all_reduce_values(
+        *world_.comm(),
+        {static_cast<double>(st.tensor_peak_diffusion), static_cast<double>(st.tensor_peak_lookahead),
+         static_cast<double>(st.tensor_peak_optimizer)},
+        dist::ReduceOp::kMax);
+    r.values["mem_tensor_peak_diffusion_bytes"] = tp[0];
+    r.values["mem_tensor_peak_lookahead_bytes"] = tp[1];
+    r.values["mem_tensor_peak_optimizer_bytes"] = tp[2];
+    r.values["mem_tensor_peak_bytes"] = std::max({tp[0], tp[1], tp[2]});
+  }
   if (first_step_) {
     r.values["time_setup_s"] = state_.setup_seconds();
     r.values["time_launch_to_step_s"] = age_at_start;

@@ -5,6 +5,8 @@
 
 #include <map>
 #include <set>
+#include <string>
+#include <string_view>
 
 #include "model/face/align.h"
 #include "model/face/arcface_iresnet.h"
@@ -52,6 +54,18 @@ std::pair<at::Tensor, at::Tensor> landmarks_or_template(const at::Tensor& landma
 
 LookaheadModelConfig LookaheadModelConfig::sdxl() { return LookaheadModelConfig{}; }
 
+bool LookaheadModelConfig::lcm_lora_sdxl_target(const std::string& path) {
+  static constexpr std::string_view kSuffixes[] = {"to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out",
+                                                   "ff.net.0.proj", "ff.net.2", "conv1", "conv2", "conv_shortcut",
+                                                   "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj"};
+  for (const std::string_view suf : kSuffixes) {
+    if (path.size() >= suf.size() && path.compare(path.size() - suf.size(), suf.size(), suf) == 0 &&
+        (path.size() == suf.size() || path[path.size() - suf.size() - 1] == '.'))
+      return true;
+  }
+  return false;
+}
+
 LookaheadModelConfig LookaheadModelConfig::tiny() {
   LookaheadModelConfig c;
   // The tiny UNet of the gradient-path test: SDXL's stage layout (the last up block has no
@@ -71,6 +85,21 @@ LookaheadModelConfig LookaheadModelConfig::tiny() {
   c.lcm_lora_select = [](const std::string& p) {
     return p.ends_with("to_q") || p.ends_with("to_out.0") || p.ends_with("proj_in") || p.ends_with("conv1");
   };
+  return c;
+}
+
+LookaheadModelConfig LookaheadModelConfig::mid() {
+  LookaheadModelConfig c = tiny();
+  // SDXL's block structure (2 resnets per down block, 3 per up block, no attention in the outer
+  // stage) at 64/128/128 channels with 2 transformer layers in the inner stages.
+  c.unet = unet::UNetConfig::from_json(R"({"block_out_channels": [64, 128, 128],
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "layers_per_block": 2, "transformer_layers_per_block": [1, 2, 2], "attention_head_dim": [2, 4, 4],
+    "cross_attention_dim": 24, "norm_num_groups": 32, "use_linear_projection": true,
+    "addition_embed_type": "text_time", "addition_time_embed_dim": 4, "projection_class_embeddings_input_dim": 40})",
+                                       "LookaheadModelConfig::mid");
+  c.taesd = vae::TinyConfig{.encoder_block_out_channels = {16, 16, 16, 16}, .decoder_block_out_channels = {16, 16, 16, 16}};
   return c;
 }
 

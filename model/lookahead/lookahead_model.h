@@ -66,6 +66,14 @@ struct LookaheadModelConfig {
   /// 12 -> 24, TAESD with 8 channels, iresnet {1,1,1,1}, random LCM-LoRA of rank 4) that runs a
   /// step on the CPU at batch 2 and 8x8 latents (64x64 previews).
   static LookaheadModelConfig tiny();
+  /// tiny() with a mid-size UNet of SDXL's block structure (64/128/128 channels, 2 resnets per down
+  /// block, transformer depth 1/2/2) and TAESD at 16 channels: a step at 32x32 latents takes
+  /// seconds on the CPU (benchmarks, the memory model's validation).
+  static LookaheadModelConfig mid();
+  /// Whether the LCM-LoRA SDXL adapts the UNet layer at `layer_path`: PEFT's target modules of its
+  /// training script (a suffix match; docs/models.md, "LoRA"). With lcm_lora_rank 64 it gives the
+  /// published file's structure without the file (shape-only models on meta).
+  static bool lcm_lora_sdxl_target(const std::string& layer_path);
 };
 
 /// Files of the published weights; empty paths are skipped.
