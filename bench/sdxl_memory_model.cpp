@@ -314,8 +314,8 @@ std::vector<int64_t> parse_list(const std::string& text) {
 
 int run(int argc, char** argv) {
   po::options_description desc("sdxl_memory_model options");
-  desc.add_options()("help,h", "this text")(
-      "gpus", po::value<std::string>()->default_value("1,2,4,8,16,32,64"), "comma-separated GPU counts (8 per node)")(
+  desc.add_options()("help,h", "this text")("gpus", po::value<std::string>()->default_value("1,2,4,8,16,32,64"),
+                                            "comma-separated GPU counts (8 per node)")(
       "keep-gathered", po::bool_switch(), "model keep_gathered (one gather per forward call, none in backward)")(
       "recompute", po::value<std::string>()->default_value("blocks"),
       "dist.recompute: all | blocks | none (kept units stay gathered from forward to backward)")(
@@ -451,13 +451,15 @@ int run(int argc, char** argv) {
   const int64_t resolution = vm["resolution"].as<int64_t>(), batch = vm["batch"].as<int64_t>();
   const double reserve = vm["reserve-gib"].as<double>() * 1024.0 * 1024.0 * 1024.0;
   const std::vector<int64_t> memories = parse_list(vm["memories"].as<std::string>());
-  if (resolution < 64 || resolution % 8 != 0) throw std::invalid_argument("--resolution must be a multiple of 8, >= 64");
+  if (resolution < 64 || resolution % 8 != 0)
+    throw std::invalid_argument("--resolution must be a multiple of 8, >= 64");
   if (batch < 1) throw std::invalid_argument("--batch must be >= 1");
-  std::printf("\n# peak per GPU WITH activations: %lldx%lld, batch %lld per GPU, bf16, dist.recompute = %s; each "
-              "phase = always held + that phase's gathered weights + its traced activations;\n#   fits = peak + "
-              "%.1f GiB reserve (an assumed input) within the GPU's memory\n",
-              static_cast<long long>(resolution), static_cast<long long>(resolution), static_cast<long long>(batch),
-              recompute_name.c_str(), vm["reserve-gib"].as<double>());
+  std::printf(
+      "\n# peak per GPU WITH activations: %lldx%lld, batch %lld per GPU, bf16, dist.recompute = %s; each "
+      "phase = always held + that phase's gathered weights + its traced activations;\n#   fits = peak + "
+      "%.1f GiB reserve (an assumed input) within the GPU's memory\n",
+      static_cast<long long>(resolution), static_cast<long long>(resolution), static_cast<long long>(batch),
+      recompute_name.c_str(), vm["reserve-gib"].as<double>());
   std::printf("%5s %-9s | %8s %8s %8s %8s %8s |", "GPUs", "placement", "held", "branch1", "branch2", "optim", "peak");
   for (int64_t m : memories) std::printf(" %6lldGB", static_cast<long long>(m));
   std::printf(" | %s\n", "peak at");
@@ -476,13 +478,12 @@ int run(int argc, char** argv) {
           c, trainer::model_config(c, c10::Device(c10::DeviceType::CUDA)), n, std::min(n, kGpusPerNode), resolution);
       const double peak = p.peak();
       const bool b2 = p.lookahead() >= p.diffusion();
-      const std::string where = p.optimizer() >= std::max(p.diffusion(), p.lookahead())
-                                    ? "optimizer"
-                                    : (b2 ? "branch 2, " + p.activations.lookahead.unit
-                                          : "branch 1, " + p.activations.diffusion.unit);
-      std::printf("%5lld %-9s | %8.2f %8.2f %8.2f %8.2f %8.2f |", static_cast<long long>(n),
-                  dist::to_string(placement), gib(p.base), gib(p.diffusion()), gib(p.lookahead()), gib(p.optimizer()),
-                  gib(peak));
+      const std::string where =
+          p.optimizer() >= std::max(p.diffusion(), p.lookahead())
+              ? "optimizer"
+              : (b2 ? "branch 2, " + p.activations.lookahead.unit : "branch 1, " + p.activations.diffusion.unit);
+      std::printf("%5lld %-9s | %8.2f %8.2f %8.2f %8.2f %8.2f |", static_cast<long long>(n), dist::to_string(placement),
+                  gib(p.base), gib(p.diffusion()), gib(p.lookahead()), gib(p.optimizer()), gib(peak));
       nlohmann::json fits;
       for (int64_t m : memories) {
         const bool ok = peak + reserve <= static_cast<double>(m) * 1e9;
@@ -522,8 +523,12 @@ int run(int argc, char** argv) {
         {"lcm_lora_params_published", kLcmLoraParams},
         {"lcm_lora_params_built_on_meta", lcm_built},
         {"totals", {{"frozen", totals[0]}, {"lcm", totals[1]}, {"adapter", totals[2]}, {"lora", totals[3]}}},
-        {"step_trace", {{"runs", tr.runs}, {"unit_calls", fwd}, {"backward_calls", bwd},
-                        {"group_gathers", group_gathers}, {"group_reduce_scatters", group_rs}}},
+        {"step_trace",
+         {{"runs", tr.runs},
+          {"unit_calls", fwd},
+          {"backward_calls", bwd},
+          {"group_gathers", group_gathers},
+          {"group_reduce_scatters", group_rs}}},
         {"tiny_cross_check", {{"group_gathers", tiny_gathers}, {"group_reduce_scatters", tiny_rs}}},
         {"assumptions",
          "frozen and LCM-LoRA stored and gathered in bf16; trainables fp32 master + fp32 grads + 2 fp32 moments, "
@@ -531,10 +536,7 @@ int run(int argc, char** argv) {
         {"units", unit_json},
         {"rows", rows},
         {"peak_with_activations",
-         {{"resolution", resolution},
-          {"batch_per_gpu", batch},
-          {"reserve_bytes", reserve},
-          {"rows", peak_rows}}}};
+         {{"resolution", resolution}, {"batch_per_gpu", batch}, {"reserve_bytes", reserve}, {"rows", peak_rows}}}};
     std::ofstream f(vm["json"].as<std::string>());
     if (!f) throw std::runtime_error("sdxl_memory_model: cannot write " + vm["json"].as<std::string>());
     f << doc.dump(2) << "\n";

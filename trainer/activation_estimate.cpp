@@ -8,8 +8,8 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/util/Exception.h>
 #include <torch/csrc/autograd/engine.h>
-#include <torch/library.h>
 #include <torch/csrc/autograd/saved_variable_hooks.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <functional>
@@ -131,14 +131,17 @@ std::tuple<at::Tensor, at::Tensor> flash_attention_meta(const at::Tensor& q, con
 
 std::vector<int64_t> ints(c10::SymIntArrayRef v) { return c10::asIntArrayRefSlow(v, __FILE__, __LINE__).vec(); }
 
-at::Tensor convolution_meta(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& /*bias*/,
-                            c10::SymIntArrayRef stride_, c10::SymIntArrayRef padding_, c10::SymIntArrayRef dilation_,
-                            bool transposed, c10::SymIntArrayRef output_padding_, c10::SymInt groups_) {
+at::Tensor convolution_meta(const at::Tensor& input, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& /*bias*/, c10::SymIntArrayRef stride_,
+                            c10::SymIntArrayRef padding_, c10::SymIntArrayRef dilation_, bool transposed,
+                            c10::SymIntArrayRef output_padding_, c10::SymInt groups_) {
   const auto stride = ints(stride_), padding = ints(padding_), dilation = ints(dilation_);
   const auto output_padding = ints(output_padding_);
   const int64_t groups = groups_.expect_int();
   const int64_t spatial = input.dim() - 2;
-  auto at_or_last = [](const std::vector<int64_t>& v, int64_t i) { return v.empty() ? 0 : v[std::min<size_t>(i, v.size() - 1)]; };
+  auto at_or_last = [](const std::vector<int64_t>& v, int64_t i) {
+    return v.empty() ? 0 : v[std::min<size_t>(i, v.size() - 1)];
+  };
   std::vector<int64_t> shape{input.size(0), transposed ? weight.size(1) * groups : weight.size(0)};
   for (int64_t i = 0; i < spatial; ++i) {
     const int64_t in = input.size(i + 2), k = weight.size(i + 2);
@@ -152,9 +155,9 @@ at::Tensor convolution_meta(const at::Tensor& input, const at::Tensor& weight, c
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_meta(const at::Tensor& input,
                                                                const std::optional<at::Tensor>& /*weight*/,
-                                                               const std::optional<at::Tensor>& /*bias*/,
-                                                               c10::SymInt n, c10::SymInt /*c*/, c10::SymInt /*hw*/,
-                                                               int64_t group, double /*eps*/) {
+                                                               const std::optional<at::Tensor>& /*bias*/, c10::SymInt n,
+                                                               c10::SymInt /*c*/, c10::SymInt /*hw*/, int64_t group,
+                                                               double /*eps*/) {
   const auto stats = input.options();
   return {at::empty_like(input), at::empty({n.expect_int(), group}, stats), at::empty({n.expect_int(), group}, stats)};
 }
@@ -233,9 +236,9 @@ struct TracedCall {
   std::string unit;
   int branch = 0;
   bool with_grad = false;
-  SavedSet inputs;         // every defined input (the checkpointed function keeps them all)
-  SavedSet saved;          // what the unit's operations save when run with gradients
-  double grad_io = 0;      // bytes of the gradients of its outputs and of its inputs that need one
+  SavedSet inputs;     // every defined input (the checkpointed function keeps them all)
+  SavedSet saved;      // what the unit's operations save when run with gradients
+  double grad_io = 0;  // bytes of the gradients of its outputs and of its inputs that need one
 };
 
 /// Runs each unit in place on meta tensors, with the engine's rule for which calls get a backward.
@@ -467,8 +470,8 @@ StepMemoryPrediction predict_step_memory(const TrainConfig& c, const model::Look
   }
   dist::ShardingLayout& layout = p.layout;
   layout.world_size = world_size;
-  layout.frozen_shards = dist::frozen_shard_ranks(c.dist.placement, static_cast<int>(world_size),
-                                                  static_cast<int>(ranks_per_node));
+  layout.frozen_shards =
+      dist::frozen_shard_ranks(c.dist.placement, static_cast<int>(world_size), static_cast<int>(ranks_per_node));
   layout.frozen_bytes = model.dtype == at::kBFloat16 ? 2.0 : 4.0;
   layout.compute_bytes = layout.frozen_bytes;
   layout.ring_units = c.dist.max_gathered_units;

@@ -22,20 +22,21 @@ namespace lookahead::trainer {
 
 /// The peak of one branch's backward and what it is made of (bytes per rank).
 struct BranchPeak {
-  double total = 0;        ///< the sum of the parts below at the peak
-  std::string unit;        ///< the unit whose backward is running at the peak ("" : the end of forward)
-  double kept = 0;         ///< held from forward to backward: recomputed units' inputs, kept units' saved graphs, saved tensors outside units
-  double recompute = 0;    ///< the running unit's recomputed saved tensors
-  double grads = 0;        ///< gradients of the running unit's outputs and inputs, its parameters' compute-dtype gradients
-  double in_flight = 0;    ///< unsharded fp32 gradient buffers handed to reduce-scatter and not yet finished
+  double total = 0;      ///< the sum of the parts below at the peak
+  std::string unit;      ///< the unit whose backward is running at the peak ("" : the end of forward)
+  double kept = 0;       ///< held from forward to backward: recomputed units' inputs, kept units' saved graphs, saved
+                         ///< tensors outside units
+  double recompute = 0;  ///< the running unit's recomputed saved tensors
+  double grads = 0;  ///< gradients of the running unit's outputs and inputs, its parameters' compute-dtype gradients
+  double in_flight = 0;  ///< unsharded fp32 gradient buffers handed to reduce-scatter and not yet finished
 };
 
 struct ActivationEstimate {
-  BranchPeak diffusion;    ///< branch 1
-  BranchPeak lookahead;    ///< branch 2 (in loss.mode sum, branch 1's gradient buffers are still in flight)
-  double optimizer = 0;    ///< temporaries of the optimizer step (those of the largest group)
-  int64_t unit_calls = 0;  ///< unit calls in the step
-  int64_t backward_calls = 0;  ///< those that get a backward
+  BranchPeak diffusion;          ///< branch 1
+  BranchPeak lookahead;          ///< branch 2 (in loss.mode sum, branch 1's gradient buffers are still in flight)
+  double optimizer = 0;          ///< temporaries of the optimizer step (those of the largest group)
+  int64_t unit_calls = 0;        ///< unit calls in the step
+  int64_t backward_calls = 0;    ///< those that get a backward
   double largest_recompute = 0;  ///< the largest saved set of one recomputed unit call
   std::string largest_recompute_unit;
   double in_flight_end = 0;  ///< unsharded gradient buffers pending when the last backward ends
@@ -44,9 +45,9 @@ struct ActivationEstimate {
 
 /// What the estimate needs of a run.
 struct ActivationShape {
-  int64_t batch = 1;           ///< samples per rank
+  int64_t batch = 1;             ///< samples per rank
   model::SyntheticShape inputs;  ///< latent side, CLIP and prompt token counts
-  int64_t world_size = 1;      ///< for the reduce-scatter output shards
+  int64_t world_size = 1;        ///< for the reduce-scatter output shards
   LossMode mode = LossMode::kSum;
   std::set<std::string> kept_units;  ///< units that keep their activations (dist.recompute)
 };
@@ -70,7 +71,7 @@ struct StepMemoryPrediction {
   ActivationEstimate activations;
   int64_t frozen = 0, lcm = 0, adapter = 0, lora = 0;  ///< parameter counts
   int64_t units = 0;
-  double base = 0;                                   ///< held in every phase
+  double base = 0;                                      ///< held in every phase
   double diffusion_weights = 0, lookahead_weights = 0;  ///< gathered weights while each branch runs
   double diffusion() const { return base + diffusion_weights + activations.diffusion.total; }
   double lookahead() const { return base + lookahead_weights + activations.lookahead.total; }

@@ -71,8 +71,8 @@ std::string describe_precision(ModelDtype dtype, const c10::Device& device) {
 std::string describe_model(const TrainConfig& c, int world_size, int ranks_per_node, const c10::Device& device) {
   // Shapes only, on the meta device; the dtypes are those of a run on `device`.
   const double runtime = static_cast<double>(common::resident_memory().current);
-  const StepMemoryPrediction p = predict_step_memory(c, model_config(c, device), world_size, ranks_per_node,
-                                                     c.data.resolution);
+  const StepMemoryPrediction p =
+      predict_step_memory(c, model_config(c, device), world_size, ranks_per_node, c.data.resolution);
   const dist::ShardingLayout& layout = p.layout;
   const dist::HeldBytes& held = p.held;
   const ActivationEstimate& act = p.activations;
@@ -101,8 +101,8 @@ std::string describe_model(const TrainConfig& c, int world_size, int ranks_per_n
     << ": gathered from forward to backward)\n";
   auto branch = [&](const char* name, const BranchPeak& b) {
     s << "  " << name << gib(b.total) << " GiB at " << (b.unit.empty() ? "the end of forward" : b.unit)
-      << " (held from forward " << gib(b.kept) << ", recomputed " << gib(b.recompute) << ", gradients "
-      << gib(b.grads) << ", unsharded gradients in flight " << gib(b.in_flight) << ")\n";
+      << " (held from forward " << gib(b.kept) << ", recomputed " << gib(b.recompute) << ", gradients " << gib(b.grads)
+      << ", unsharded gradients in flight " << gib(b.in_flight) << ")\n";
   };
   s << "activations per rank (one step traced on the meta device: batch " << c.train.batch_per_rank << ", "
     << c.data.resolution / 8 << "x" << c.data.resolution / 8 << " latents; " << act.unit_calls << " unit calls, "
@@ -111,7 +111,8 @@ std::string describe_model(const TrainConfig& c, int world_size, int ranks_per_n
   branch("branch 2 (lookahead) ", act.lookahead);
   s << "  optimizer step       " << gib(act.optimizer) << " GiB (temporaries of the largest group)\n"
     << "  largest recomputed unit: " << act.largest_recompute_unit << ", " << gib(act.largest_recompute) << " GiB\n";
-  s << "tensor memory per rank by phase (always held " << gib(p.base) << " GiB: frozen and trainable shards, moments):\n"
+  s << "tensor memory per rank by phase (always held " << gib(p.base)
+    << " GiB: frozen and trainable shards, moments):\n"
     << "  branch 1 " << gib(p.diffusion()) << " GiB (+ gathered weights " << gib(p.diffusion_weights) << ")\n"
     << "  branch 2 " << gib(p.lookahead()) << " GiB (+ gathered weights " << gib(p.lookahead_weights) << ")\n"
     << "  optimizer " << gib(p.optimizer()) << " GiB (gradient shards " << gib(held.grads)

@@ -55,9 +55,20 @@ std::pair<at::Tensor, at::Tensor> landmarks_or_template(const at::Tensor& landma
 LookaheadModelConfig LookaheadModelConfig::sdxl() { return LookaheadModelConfig{}; }
 
 bool LookaheadModelConfig::lcm_lora_sdxl_target(const std::string& path) {
-  static constexpr std::string_view kSuffixes[] = {"to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out",
-                                                   "ff.net.0.proj", "ff.net.2", "conv1", "conv2", "conv_shortcut",
-                                                   "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj"};
+  static constexpr std::string_view kSuffixes[] = {"to_q",
+                                                   "to_k",
+                                                   "to_v",
+                                                   "to_out.0",
+                                                   "proj_in",
+                                                   "proj_out",
+                                                   "ff.net.0.proj",
+                                                   "ff.net.2",
+                                                   "conv1",
+                                                   "conv2",
+                                                   "conv_shortcut",
+                                                   "downsamplers.0.conv",
+                                                   "upsamplers.0.conv",
+                                                   "time_emb_proj"};
   for (const std::string_view suf : kSuffixes) {
     if (path.size() >= suf.size() && path.compare(path.size() - suf.size(), suf.size(), suf) == 0 &&
         (path.size() == suf.size() || path[path.size() - suf.size() - 1] == '.'))
@@ -99,7 +110,8 @@ LookaheadModelConfig LookaheadModelConfig::mid() {
     "cross_attention_dim": 24, "norm_num_groups": 32, "use_linear_projection": true,
     "addition_embed_type": "text_time", "addition_time_embed_dim": 4, "projection_class_embeddings_input_dim": 40})",
                                        "LookaheadModelConfig::mid");
-  c.taesd = vae::TinyConfig{.encoder_block_out_channels = {16, 16, 16, 16}, .decoder_block_out_channels = {16, 16, 16, 16}};
+  c.taesd =
+      vae::TinyConfig{.encoder_block_out_channels = {16, 16, 16, 16}, .decoder_block_out_channels = {16, 16, 16, 16}};
   return c;
 }
 

@@ -80,10 +80,9 @@ TEST_P(MemoryModel, PredictsEachPhasesMeasuredTensorPeakWithin15Percent) {
     EXPECT_LE(std::abs(rel), kTolerance) << k.name << " " << phase << ": predicted " << predicted / mib
                                          << " MiB, measured " << got / mib << " MiB";
   }
-  std::printf("[%s np%d] always held %.2f MiB; activations: branch 1 %.2f MiB at %s, branch 2 %.2f MiB at %s\n",
-              k.name, world().size(), p.base / mib, p.activations.diffusion.total / mib,
-              p.activations.diffusion.unit.c_str(), p.activations.lookahead.total / mib,
-              p.activations.lookahead.unit.c_str());
+  std::printf("[%s np%d] always held %.2f MiB; activations: branch 1 %.2f MiB at %s, branch 2 %.2f MiB at %s\n", k.name,
+              world().size(), p.base / mib, p.activations.diffusion.total / mib, p.activations.diffusion.unit.c_str(),
+              p.activations.lookahead.total / mib, p.activations.lookahead.unit.c_str());
 }
 
 INSTANTIATE_TEST_SUITE_P(
