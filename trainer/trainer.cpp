@@ -237,7 +237,8 @@ void Trainer::resume(const std::string& what) {
   const LoadedState r = state_.load(what);
   if (r.path.empty()) {
     log_->message("resume = latest: no checkpoint in " + state_.checkpoint_dir().string() + ", starting at step 0");
-    log_->truncate_from(0);  // what a run that died before its first checkpoint logged
+    // What a run that died before its first checkpoint logged; step 0 is a start, not a resume.
+    log_->truncate_from(0, /*mark_resumed=*/false);
     return;
   }
   for (const auto& s : r.skipped) log_->message("skipped damaged checkpoint " + s);
