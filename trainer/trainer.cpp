@@ -191,8 +191,15 @@ int64_t Trainer::run() {
   const int64_t start = step();
   while (step() < config_.train.steps) {
     if (stop_requested()) {
-      log_->message("stop requested (signal): writing a checkpoint at step " + std::to_string(step()));
-      save_checkpoint();
+      // A stop right after a periodic checkpoint does not write the same step again: the time a
+      // scheduler leaves before its SIGKILL goes to one checkpoint, not two.
+      if (saved_step_ == step()) {
+        log_->message("stop requested (signal): the checkpoint at step " + std::to_string(step()) +
+                      " is written already");
+      } else {
+        log_->message("stop requested (signal): writing a checkpoint at step " + std::to_string(step()));
+        save_checkpoint();
+      }
       return step() - start;
     }
     StepRecord r = train_step();
@@ -222,6 +229,7 @@ int64_t Trainer::run() {
 
 void Trainer::save_checkpoint() {
   const SavedCheckpoint r = state_.save(data_->cursor());
+  saved_step_ = step();
   std::ostringstream msg;
   msg << "checkpoint " << r.path << " (step " << step() << ", " << r.bytes / 1024 << " KiB, " << std::fixed
       << std::setprecision(2) << r.seconds << " s)";
