@@ -64,7 +64,7 @@ void MetricsLog::write(const StepRecord& r) {
   bar_shown_ = true;
 }
 
-void MetricsLog::truncate_from(int64_t step) {
+void MetricsLog::truncate_from(int64_t step, bool mark_resumed) {
   if (!enabled_ || path_.empty()) return;
   file_.close();
   std::vector<std::string> kept;
@@ -96,7 +96,7 @@ void MetricsLog::truncate_from(int64_t step) {
     throw std::runtime_error("cannot replace the metrics file '" + path_ + "' with " + tmp);
   file_.open(path_, std::ios::app);
   if (!file_) throw std::runtime_error("cannot open the metrics file '" + path_ + "' for appending");
-  mark_resumed_ = true;
+  mark_resumed_ = mark_resumed;
 }
 
 void MetricsLog::message(const std::string& text) {

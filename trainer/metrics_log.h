@@ -26,10 +26,11 @@ class MetricsLog {
   ~MetricsLog();
   void write(const StepRecord& record);
   /// A resumed run starts again at `step`: records of steps >= `step` (written after the checkpoint
-  /// by the run that stopped) are dropped from the file, so every step appears once, and the next
-  /// record written carries "resumed": 1 (plots mark the resume point with it). The file is
-  /// rewritten to a temporary name and renamed, so a crash leaves the old or the new file whole.
-  void truncate_from(int64_t step);
+  /// by the run that stopped) are dropped from the file, so every step appears once, and, with
+  /// `mark_resumed`, the next record written carries "resumed": 1 (plots mark the resume point with
+  /// it; a fresh start, `resume = latest` without a checkpoint, is no resume). The file is rewritten
+  /// to a temporary name and renamed, so a crash leaves the old or the new file whole.
+  void truncate_from(int64_t step, bool mark_resumed = true);
   /// Prints a line that stays (above the progress bar).
   void message(const std::string& text);
 

@@ -216,8 +216,15 @@ int64_t Trainer::run() {
   const int64_t start = step();
   while (step() < config_.train.steps) {
     if (stop_requested()) {
-      log_->message("stop requested (signal): writing a checkpoint at step " + std::to_string(step()));
-      save_checkpoint();
+      // A stop right after a periodic checkpoint does not write the same step again: the time a
+      // scheduler leaves before its SIGKILL goes to one checkpoint, not two.
+      if (saved_step_ == step()) {
+        log_->message("stop requested (signal): the checkpoint at step " + std::to_string(step()) +
+                      " is written already");
+      } else {
+        log_->message("stop requested (signal): writing a checkpoint at step " + std::to_string(step()));
+        save_checkpoint();
+      }
       return step() - start;
     }
     StepRecord r = train_step();
@@ -247,6 +254,7 @@ int64_t Trainer::run() {
 
 void Trainer::save_checkpoint() {
   const SavedCheckpoint r = state_.save(data_->cursor());
+  saved_step_ = step();
   std::ostringstream msg;
   msg << "checkpoint " << r.path << " (step " << step() << ", " << r.bytes / 1024 << " KiB, " << std::fixed
       << std::setprecision(2) << r.seconds << " s)";
@@ -262,7 +270,8 @@ void Trainer::resume(const std::string& what) {
   const LoadedState r = state_.load(what);
   if (r.path.empty()) {
     log_->message("resume = latest: no checkpoint in " + state_.checkpoint_dir().string() + ", starting at step 0");
-    log_->truncate_from(0);  // what a run that died before its first checkpoint logged
+    // What a run that died before its first checkpoint logged; step 0 is a start, not a resume.
+    log_->truncate_from(0, /*mark_resumed=*/false);
     return;
   }
   for (const auto& s : r.skipped) log_->message("skipped damaged checkpoint " + s);

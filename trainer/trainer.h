@@ -65,6 +65,7 @@ class Trainer {
   int64_t faces_missing_ = 0;
   int64_t faces_detected_ = 0;
   bool first_step_ = true;  ///< the first step this process runs (start-up time is logged with it)
+  int64_t saved_step_ = -1;  ///< the step of the last checkpoint this run wrote (a stop at it writes none)
 };
 
 }  // namespace lookahead::trainer
