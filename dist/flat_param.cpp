@@ -221,17 +221,22 @@ WorkHandle FlatParamGroup::reduce_scatter_grads(ReduceOp op) {
   reduced_elements_ += layout_.numel;
   ++reduce_calls_;
 
+  if (replicated()) {
+    // One rank: the sum and the average of one contribution are the contribution itself. It goes
+    // into the gradient shard at once (the order finish() would add in), so that a second backward
+    // of the step adds into it rather than holding another full buffer until finish().
+    at::NoGradGuard no_grad;
+    if (grad_shard_.defined())
+      grad_shard_.add_(flat);
+    else
+      grad_shard_ = flat;
+    return completed_work(OpType::kReduceScatter, name_, at::kFloat, layout_.padded_numel);
+  }
   PendingReduce pending;
   pending.input = flat;
-  if (replicated()) {
-    // One rank: the sum and the average of one contribution are the contribution itself.
-    pending.output = flat;
-    pending.work = completed_work(OpType::kReduceScatter, name_, at::kFloat, layout_.padded_numel);
-  } else {
-    pending.output = at::empty({layout_.shard_numel}, fp32);  // [shard_numel]
-    delay();
-    pending.work = comm_->reduce_scatter(pending.output, flat, op);
-  }
+  pending.output = at::empty({layout_.shard_numel}, fp32);  // [shard_numel]
+  delay();
+  pending.work = comm_->reduce_scatter(pending.output, flat, op);
   WorkHandle work = pending.work;
   pending_.push_back(std::move(pending));
   return work;

@@ -140,7 +140,8 @@ class FlatParamGroup {
   /// Flattens the parameters' gradients (a missing gradient counts as zeros) into a padded fp32
   /// buffer and starts an asynchronous reduce-scatter (kSum or kAvg over the shard group) of it,
   /// then clears the parameters' gradients. The result is added into grad_shard() by finish()
-  /// (gradients of several backward passes add up). Throws for frozen groups.
+  /// (gradients of several backward passes add up); a group whole on one rank adds it at once
+  /// and leaves nothing pending. Throws for frozen groups.
   WorkHandle reduce_scatter_grads(ReduceOp op = ReduceOp::kAvg);
   /// Waits for every pending reduce-scatter and adds its result into the gradient shard.
   void finish();

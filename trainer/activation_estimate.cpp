@@ -290,7 +290,8 @@ double bytes_of(const std::unordered_map<StorageId, int64_t>& m) {
 BranchPeak walk_branch(const std::vector<TracedCall>& calls, int branch, const SavedSet& glue,
                        const std::unordered_set<StorageId>& weights, const std::set<std::string>& kept_units,
                        const std::map<std::string, dist::UnitElements>& elements, double compute_bytes,
-                       int64_t world_size, double in_flight_before, double& in_flight_after) {
+                       int64_t world_size, std::set<std::string>& has_grad_shard, double in_flight_before,
+                       double& in_flight_after) {
   std::vector<size_t> idx;
   for (size_t i = 0; i < calls.size(); ++i)
     if (calls[i].branch == branch && calls[i].with_grad) idx.push_back(i);
@@ -347,7 +348,14 @@ BranchPeak walk_branch(const std::vector<TracedCall>& calls, int branch, const S
     for (const auto& [unit, s] : span)
       if (s.first <= k && s.second >= k) grads += compute_bytes * static_cast<double>(trainable(unit));
     const bool last_backward = span.at(c.unit).first == k;
-    if (last_backward) in_flight += flat_bytes(c.unit);
+    if (last_backward && trainable(c.unit) > 0) {
+      // On one rank the buffer goes straight into the gradient shard: it stays only the first
+      // time (the shard); later ones are added and freed.
+      if (world_size == 1 && !has_grad_shard.insert(c.unit).second)
+        grads += flat_bytes(c.unit);
+      else
+        in_flight += flat_bytes(c.unit);
+    }
     const double total = held_at[k] + recompute + grads + in_flight;
     if (total > peak.total) peak = BranchPeak{total, c.unit, held_at[k], recompute, grads, in_flight};
   }
@@ -431,11 +439,13 @@ ActivationEstimate estimate_activations(model::LookaheadModelConfig config, cons
     }
   }
   double after1 = 0, after2 = 0;
+  std::set<std::string> has_grad_shard;  // one rank: units whose gradient shard exists
   est.diffusion = walk_branch(runner.calls, 1, glue1, weights, shape.kept_units, elements, compute_bytes,
-                              shape.world_size, 0.0, after1);
+                              shape.world_size, has_grad_shard, 0.0, after1);
   // In sum mode branch 1's reduce-scatters finish only with the step; alternate steps in between.
+  if (shape.mode == LossMode::kAlternate) has_grad_shard.clear();
   est.lookahead = walk_branch(runner.calls, 2, glue2, weights, shape.kept_units, elements, compute_bytes,
-                              shape.world_size, shape.mode == LossMode::kSum ? after1 : 0.0, after2);
+                              shape.world_size, has_grad_shard, shape.mode == LossMode::kSum ? after1 : 0.0, after2);
   est.in_flight_end = after2;
   for (const auto& c : runner.calls) (c.branch == 1 ? est.diffusion_units : est.lookahead_units).insert(c.unit);
   // The AdamW update of one group makes two temporaries of its shard (sqrt, then the division).

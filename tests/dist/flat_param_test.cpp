@@ -287,7 +287,8 @@ TEST(FlatParamGroup, ReduceScatterGradsMatchesAllGatheredReference) {
     ASSERT_TRUE(work);
     // Parameter gradients are consumed by the call (the flat copy is what gets reduced).
     for (const auto& [name, p] : m.params) EXPECT_FALSE(p.grad().defined()) << name;
-    EXPECT_EQ(g.pending_reductions(), 1u);
+    // On one rank the contribution goes into the gradient shard at once: nothing pends.
+    EXPECT_EQ(g.pending_reductions(), comm->size() > 1 ? 1u : 0u);
     g.finish();
     EXPECT_EQ(g.pending_reductions(), 0u);
     ASSERT_TRUE(g.grad_shard().defined());
@@ -316,7 +317,7 @@ TEST(FlatParamGroup, TwoReductionsAccumulateLikeOneOfTheSum) {
   g.reduce_scatter_grads(ReduceOp::kAvg);
   set_grads(-2.5);
   g.reduce_scatter_grads(ReduceOp::kAvg);
-  EXPECT_EQ(g.pending_reductions(), 2u);
+  EXPECT_EQ(g.pending_reductions(), comm->size() > 1 ? 2u : 0u);
   g.finish();
   at::Tensor accumulated = g.grad_shard().clone();
 
