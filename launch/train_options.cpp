@@ -13,6 +13,8 @@
 #include <stdexcept>
 #include <type_traits>
 
+#include "trainer/weight_check.h"
+
 namespace po = boost::program_options;
 
 // Boost.Program_options reads a custom type through a `validate` overload found by argument-
@@ -382,6 +384,16 @@ std::vector<std::string> missing_inputs(const trainer::TrainConfig& c, ConfigUse
     need("eval.clip_model", c.eval.clip_model, true);
   }
   return missing;
+}
+
+void require_inputs(const trainer::TrainConfig& config, ConfigUse use, const c10::Device& device) {
+  std::string text;
+  if (const auto missing = missing_inputs(config, use); !missing.empty()) {
+    text = "missing inputs:";
+    for (const auto& m : missing) text += "\n  " + m;
+  }
+  for (const auto& w : trainer::check_weights(config, device)) text += (text.empty() ? "" : "\n") + w;
+  if (!text.empty()) throw std::invalid_argument(text);
 }
 
 namespace {
