@@ -169,7 +169,8 @@ po::options_description train_options(trainer::TrainConfig& c) {
       ("model.unet_config", bind(c.model.unet_config),
        "diffusers `unet/config.json` (default: the SDXL base config)")
       ("model.unet_weights", bind(c.model.unet_weights),
-       "SDXL base UNet weights (`.safetensors` or `.index.json`); required with `sdxl`")
+       "SDXL base UNet weights (`.safetensors`, or a sharded checkpoint's index: `.index.json`, or a diffusers "
+       "variant's `diffusion_pytorch_model.safetensors.index.fp16.json`); required with `sdxl`")
       ("model.ip_adapter", bind(c.model.ip_adapter),
        "IP-Adapter Plus face SDXL checkpoint (`.bin` or `.safetensors`); required with `sdxl`")
       ("model.lcm_lora", bind(c.model.lcm_lora),

@@ -19,7 +19,7 @@ case ${1:-} in
       echo "FAIL lookahead model init --preset sdxl --out $DIR"
       exit 1
     }
-    echo "$(tail -1 "$DIR.log") ($(awk '{ printf "%.0f s, peak RSS %d MiB", $1, $2 / 1024 }' "$DIR.time"))"
+    echo "$(grep "^wrote" "$DIR.log" || tail -1 "$DIR.log") ($(awk '{ printf "%.0f s, peak RSS %d MiB", $1, $2 / 1024 }' "$DIR.time"))"
     rm -f "$DIR.log" "$DIR.time"
     ;;
   remove)
