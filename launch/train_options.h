@@ -2,8 +2,8 @@
 // the typed TrainConfig. Parsed once here; the trainer only sees the struct.
 #pragma once
 
-#include <boost/program_options/options_description.hpp>
 #include <c10/core/Device.h>
+#include <boost/program_options/options_description.hpp>
 
 #include <string>
 #include <vector>

@@ -94,8 +94,8 @@ std::string describe_model(const TrainConfig& c, int world_size, int ranks_per_n
   s << describe_precision(c.model.dtype, device) << "\n"
     << "parameters (" << units.size() << " sharding units):\n"
     << "  frozen base      " << frozen << "\n"
-    << "  frozen LCM-LoRA  " << lcm
-    << (!c.model.lcm_lora.empty() ? " (attached from model.lcm_lora at load)" : "") << "\n"
+    << "  frozen LCM-LoRA  " << lcm << (!c.model.lcm_lora.empty() ? " (attached from model.lcm_lora at load)" : "")
+    << "\n"
     << "  trainable adapter " << adapter << " (lr " << std::defaultfloat << std::setprecision(6) << c.optim.lr_adapter
     << ")\n"
     << "  trainable LoRA   " << lora << " (lr " << c.optim.lr_lora << ")\n"

@@ -170,7 +170,8 @@ std::vector<std::string> check_weights(const TrainConfig& c, const c10::Device& 
   };
 
   check("model.unet_weights", m.unet_weights, [&](const io::WeightShapes& f) {
-    return with_family(f, "UNet", compare(f.tensors, module_shapes(*net.unet()), names.owner + " UNet", m.unet_weights));
+    return with_family(f, "UNet",
+                       compare(f.tensors, module_shapes(*net.unet()), names.owner + " UNet", m.unet_weights));
   });
   check("model.ip_adapter", m.ip_adapter, [&](const io::WeightShapes& f) {
     return with_family(f, "IP-Adapter",
@@ -184,7 +185,8 @@ std::vector<std::string> check_weights(const TrainConfig& c, const c10::Device& 
     // Only the decoder is part of the model (as LookaheadModel loads it).
     std::vector<io::WeightShape> decoder;
     for (const auto& t : f.tensors)
-      if (t.name.rfind("decoder.", 0) == 0) decoder.push_back(io::WeightShape{t.name.substr(8), t.dtype, t.shape, t.file});
+      if (t.name.rfind("decoder.", 0) == 0)
+        decoder.push_back(io::WeightShape{t.name.substr(8), t.dtype, t.shape, t.file});
     return compare(decoder, module_shapes(*net.taesd_decoder()), names.owner + " TAESD decoder", m.taesd);
   });
   check("model.arcface", m.arcface, [&](const io::WeightShapes& f) {

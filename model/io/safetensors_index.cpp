@@ -129,7 +129,6 @@ std::map<std::string, at::Tensor> load_index(const std::string& index_path) {
   return out;
 }
 
-
 std::map<std::string, at::Tensor> load_file(const std::string& path) {
   if (is_index_path(path)) return load_index(path);
   auto file = SafetensorsFile::open(path);

@@ -92,8 +92,8 @@ bool check_tensor(const std::string& key, const TensorSpec& spec, const Parsed& 
     overflow |= __builtin_add_overflow(last, step, &last);
   }
   TORCH_CHECK(empty || (!overflow && last < info.numel), path, ": tensor '", key, "' (offset ", spec.offset, ", size ",
-              c10::IntArrayRef(spec.sizes), ", stride ", c10::IntArrayRef(spec.strides), ") reaches beyond its storage '",
-              spec.storage, "' of ", info.numel, " elements");
+              c10::IntArrayRef(spec.sizes), ", stride ", c10::IntArrayRef(spec.strides),
+              ") reaches beyond its storage '", spec.storage, "' of ", info.numel, " elements");
   return empty;
 }
 

@@ -24,7 +24,8 @@ WeightShapes load_shapes(const std::string& path) {
     append(out, *file);
     out.metadata = file->metadata();
   } else {
-    for (auto& t : load_torch_shapes(path)) out.tensors.push_back(WeightShape{t.name, t.dtype, std::move(t.shape), path});
+    for (auto& t : load_torch_shapes(path))
+      out.tensors.push_back(WeightShape{t.name, t.dtype, std::move(t.shape), path});
   }
   return out;
 }

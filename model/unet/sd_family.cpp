@@ -11,8 +11,8 @@ namespace {
 bool reads_text(const std::string& key) {
   if (key.ends_with("to_k_ip.weight")) return true;
   if (key.find("attn2") == std::string::npos || key.find("to_k") == std::string::npos) return false;
-  for (const char* tail : {"to_k.weight", "to_k.lora_down.weight", "to_k.lora_A.weight", "to_k_lora.down.weight",
-                           "to_k.lora.down.weight"})
+  for (const char* tail :
+       {"to_k.weight", "to_k.lora_down.weight", "to_k.lora_A.weight", "to_k_lora.down.weight", "to_k.lora.down.weight"})
     if (key.ends_with(tail)) return true;
   return false;
 }

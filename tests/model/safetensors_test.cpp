@@ -545,9 +545,11 @@ TEST_F(SafetensorsSharded, RejectsMalformedIndexes) {
       {R"({"weight_map":{"a":"model-00001-of-00002.safetensors","a":"model-00001-of-00002.safetensors"}})",
        "duplicate key 'a'"},
   };
-  for (const auto& [json, message] : cases) {
+  for (const auto& c : cases) {
+    // Named copies: a lambda may not capture a structured binding before C++20 in clang.
+    const std::string& json = c.first;
     SCOPED_TRACE(json);
-    expect_error([&] { load_file(index(json)); }, {idx, message});
+    expect_error([&] { load_file(index(json)); }, {idx, c.second});
   }
   expect_error([&] { load_file(path("absent.safetensors.index.json")); }, {"absent.safetensors.index.json", "cannot open"});
 }

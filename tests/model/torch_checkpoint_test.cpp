@@ -156,7 +156,8 @@ TEST(TorchCheckpoint, WeightsFileDispatchesOnExtension) {
 
 TEST(TorchCheckpoint, ShapesFromThePickleAlone) {
   // load_torch_shapes: the keys, dtypes and shapes load_torch_file returns, without the data.
-  for (const std::string name : {"state_zip.pt", "state_legacy.pt", "mixed_zip.pt", "mixed_legacy.pt", "ip_adapter.bin"}) {
+  for (const std::string name :
+       {"state_zip.pt", "state_legacy.pt", "mixed_zip.pt", "mixed_legacy.pt", "ip_adapter.bin"}) {
     SCOPED_TRACE(name);
     const auto tensors = load_torch_file(g_dir + "/" + name);
     const auto shapes = load_torch_shapes(g_dir + "/" + name);
