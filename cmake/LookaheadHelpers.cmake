@@ -139,7 +139,8 @@ endfunction()
 #   [RANKS n...]              one entry per rank count, NAME_npN, under mpiexec (label mpi)
 #   [MPI n]                   one entry, NAME, under mpiexec with n ranks (label mpi)
 #   [LABELS ...] [TIMEOUT s] [ENV KEY=VALUE...] [PROCESSORS n]
-#   [FIXTURES_SETUP f...] [FIXTURES_REQUIRED f...] [WORKING_DIRECTORY dir]
+#   [FIXTURES_SETUP f...] [FIXTURES_CLEANUP f...] [FIXTURES_REQUIRED f...] [WORKING_DIRECTORY dir]
+#                             ctest's fixtures: CLEANUP runs after the last test that requires f
 #   [SKIP_RETURN_CODE n]      this exit code is reported as skipped (a test that cannot run here)
 #   [STANDALONE])             SOURCES: build it as lookahead_test_binary STANDALONE (MAIN plain)
 # Entries of a SOURCES binary run single-process get the label unit. Every entry gets LA_TEST_ENV (MPI as root,
@@ -147,7 +148,7 @@ endfunction()
 # only); timeout 300 s unless TIMEOUT; mpiexec entries reserve 2 processors unless PROCESSORS.
 function(lookahead_add_test name)
   cmake_parse_arguments(ARG "STANDALONE" "TARGET;MAIN;MPI;TIMEOUT;PROCESSORS;WORKING_DIRECTORY;SKIP_RETURN_CODE"
-                        "SOURCES;DEPS;COMMAND;ARGS;RANKS;LABELS;ENV;FIXTURES_SETUP;FIXTURES_REQUIRED" ${ARGN})
+                        "SOURCES;DEPS;COMMAND;ARGS;RANKS;LABELS;ENV;FIXTURES_SETUP;FIXTURES_CLEANUP;FIXTURES_REQUIRED" ${ARGN})
   if(ARG_UNPARSED_ARGUMENTS)
     message(FATAL_ERROR "lookahead_add_test(${name}): unknown arguments ${ARG_UNPARSED_ARGUMENTS}")
   endif()
@@ -230,10 +231,12 @@ function(lookahead_add_test name)
   set(prop_LABELS ${labels})
   set(prop_PROCESSORS ${ARG_PROCESSORS})
   set(prop_FIXTURES_SETUP ${ARG_FIXTURES_SETUP})
+  set(prop_FIXTURES_CLEANUP ${ARG_FIXTURES_CLEANUP})
   set(prop_FIXTURES_REQUIRED ${ARG_FIXTURES_REQUIRED})
   set(prop_WORKING_DIRECTORY ${ARG_WORKING_DIRECTORY})
   set(prop_SKIP_RETURN_CODE ${ARG_SKIP_RETURN_CODE})
-  foreach(prop TIMEOUT ENVIRONMENT LABELS PROCESSORS FIXTURES_SETUP FIXTURES_REQUIRED WORKING_DIRECTORY SKIP_RETURN_CODE)
+  foreach(prop TIMEOUT ENVIRONMENT LABELS PROCESSORS FIXTURES_SETUP FIXTURES_CLEANUP FIXTURES_REQUIRED WORKING_DIRECTORY
+               SKIP_RETURN_CODE)
     if(prop_${prop})
       set_tests_properties(${names} PROPERTIES ${prop} "${prop_${prop}}")
     endif()

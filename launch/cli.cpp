@@ -6,6 +6,8 @@
 
 #include <stdexcept>
 
+#include "model/io/weight_shapes.h"
+
 namespace po = boost::program_options;
 
 namespace lookahead::launch {
@@ -47,10 +49,6 @@ po::variables_map parse(const std::vector<std::string>& args, const po::options_
   return vm;
 }
 
-std::string shape_str(const std::vector<int64_t>& shape) {
-  std::string out = "[";
-  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
-  return out + "]";
-}
+std::string shape_str(const std::vector<int64_t>& shape) { return model::io::shape_text(shape); }
 
 }  // namespace lookahead::launch

@@ -152,6 +152,7 @@ int run_eval(dist::World& world, const std::vector<std::string>& args) {
   if (config.eval.prompts.empty()) throw po::error("eval.prompts (--prompts) is required");
   const std::string out_dir = config.eval.out.empty() ? config.train.out + "/eval" : config.eval.out;
   world.check_consistent("the resolved evaluation configuration", dist::hash_string(config.resolved_ini));
+  require_inputs(config, ConfigUse::kEvaluate, world.device());
 
   std::vector<trainer::EvalGuidance> guidances;
   for (const auto& s : scales) guidances.push_back(parse_scales(s, config.eval));

@@ -67,7 +67,8 @@ std::vector<std::pair<std::string, std::string>> model_lines(const model::init::
                                                          {"ip_adapter", f.ip_adapter},
                                                          {"lcm_lora", f.lcm_lora},
                                                          {"taesd", f.taesd},
-                                                         {"arcface", f.arcface}};
+                                                         // The tiny preset's ArcFace is its iresnet.
+                                                         {"arcface", tiny ? f.arcface_iresnet : f.arcface}};
   if (!tiny) lines.emplace_back("arcface_network", "irse50");
   lines.emplace_back("mtcnn", f.mtcnn);
   lines.emplace_back("sdxl_folder", f.sdxl_folder);

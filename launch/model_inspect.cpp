@@ -35,6 +35,7 @@
 #include "model/nn/lora_loader.h"
 #include "model/run/model_runners.h"
 #include "model/text/clip_text.h"
+#include "model/unet/sd_family.h"
 #include "model/unet/unet_2d_condition.h"
 #include "model/vae/autoencoder_kl.h"
 #include "model/vae/autoencoder_tiny.h"
@@ -300,6 +301,13 @@ int inspect(const std::string& path, const std::string& config_path, bool list_a
   match_lora(infos, config, path, label);
   match_ip_adapter(infos, config, label);
   match_kv_encoder(infos, config, label);
+  // Which Stable Diffusion generation a UNet-side file was made for: the width of the text its
+  // cross-attention reads, whatever network the config names.
+  std::vector<model::io::WeightShape> shapes;
+  for (const auto& i : infos) shapes.push_back(model::io::WeightShape{i.name, i.dtype, i.shape, path});
+  if (const auto family = model::unet::guess_sd_family(shapes))
+    std::cout << "  base model: " << (family->family.empty() ? "none of SD1.5, SD2.x, SDXL" : family->family) << " ("
+              << model::unet::evidence(*family) << ")\n";
   if (config_path.empty()) {
     model::vae::AutoencoderTiny taesd(model::vae::TinyConfig::taesdxl(), meta);
     match_module(infos, *taesd, "AutoencoderTiny (TAESDXL)");

@@ -16,6 +16,7 @@
 #include "trainer/hdf5_batch_source.h"
 #include "trainer/tensor_memory.h"
 #include "trainer/trainer.h"
+#include "trainer/weight_check.h"
 
 namespace po = boost::program_options;
 
@@ -40,20 +41,25 @@ int run_train(dist::World& world, const std::vector<std::string>& args) {
     return kExitOk;
   }
   world.check_consistent("the resolved training configuration", dist::hash_string(config.resolved_ini));
-  const std::vector<std::string> missing = missing_inputs(config);
-  std::string missing_text;
-  for (const auto& m : missing) missing_text += "\n  " + m;
   if (dry_run) {
+    const std::vector<std::string> missing = missing_inputs(config);
+    // Headers only, before the model is described: a wrong file is named, not built.
+    const std::vector<std::string> wrong = trainer::check_weights(config, world.device());
     if (world.is_root()) {
       std::cout << "# resolved configuration\n"
                 << config.resolved_ini << "\n# model\n"
                 << trainer::describe_model(config, world.size(), world.local_size(), world.device());
-      if (!missing.empty()) std::cerr << "lookahead train: missing inputs:" << missing_text << "\n";
+      if (!missing.empty()) {
+        std::cerr << "lookahead train: missing inputs:";
+        for (const auto& m : missing) std::cerr << "\n  " << m;
+        std::cerr << "\n";
+      }
+      for (const auto& w : wrong) std::cerr << "lookahead train: " << w << "\n";
     }
-    return missing.empty() ? kExitOk : kExitUsage;
+    return missing.empty() && wrong.empty() ? kExitOk : kExitUsage;
   }
   // All at once, before minutes of model building end at the first one.
-  if (!missing.empty()) throw std::invalid_argument("missing inputs:" + missing_text);
+  require_inputs(config, ConfigUse::kTrain, world.device());
   install_stop_signals(&g_stop, "rank " + std::to_string(world.rank()) + " of " + std::to_string(world.size()) +
                                     " on " + world.hostname());
   // If the stop comes because a rank died, the launcher kills this one moments later: say then
@@ -100,6 +106,8 @@ int run_export(dist::World& world, const std::vector<std::string>& args) {
     return kExitOk;
   }
   if (out.empty()) out = config.train.out + "/export";
+  // The model is built with its weight files before the checkpoint is read: refuse wrong ones first.
+  require_inputs(config, ConfigUse::kEvaluate, world.device());
   config.train.resume.clear();
   config.train.progress = false;
   trainer::TrainState state(world, config);

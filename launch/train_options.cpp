@@ -13,6 +13,8 @@
 #include <stdexcept>
 #include <type_traits>
 
+#include "trainer/weight_check.h"
+
 namespace po = boost::program_options;
 
 // Boost.Program_options reads a custom type through a `validate` overload found by argument-
@@ -167,7 +169,8 @@ po::options_description train_options(trainer::TrainConfig& c) {
       ("model.unet_config", bind(c.model.unet_config),
        "diffusers `unet/config.json` (default: the SDXL base config)")
       ("model.unet_weights", bind(c.model.unet_weights),
-       "SDXL base UNet weights (`.safetensors` or `.index.json`); required with `sdxl`")
+       "SDXL base UNet weights (`.safetensors`, or a sharded checkpoint's index: `.index.json`, or a diffusers "
+       "variant's `diffusion_pytorch_model.safetensors.index.fp16.json`); required with `sdxl`")
       ("model.ip_adapter", bind(c.model.ip_adapter),
        "IP-Adapter Plus face SDXL checkpoint (`.bin` or `.safetensors`); required with `sdxl`")
       ("model.lcm_lora", bind(c.model.lcm_lora),
@@ -382,6 +385,16 @@ std::vector<std::string> missing_inputs(const trainer::TrainConfig& c, ConfigUse
     need("eval.clip_model", c.eval.clip_model, true);
   }
   return missing;
+}
+
+void require_inputs(const trainer::TrainConfig& config, ConfigUse use, const c10::Device& device) {
+  std::string text;
+  if (const auto missing = missing_inputs(config, use); !missing.empty()) {
+    text = "missing inputs:";
+    for (const auto& m : missing) text += "\n  " + m;
+  }
+  for (const auto& w : trainer::check_weights(config, device)) text += (text.empty() ? "" : "\n") + w;
+  if (!text.empty()) throw std::invalid_argument(text);
 }
 
 namespace {

@@ -2,6 +2,7 @@
 // the typed TrainConfig. Parsed once here; the trainer only sees the struct.
 #pragma once
 
+#include <c10/core/Device.h>
 #include <boost/program_options/options_description.hpp>
 
 #include <string>
@@ -32,6 +33,12 @@ trainer::TrainConfig parse_train_config(const std::vector<std::string>& args, bo
 /// three files, the encoder folders, the training set (kTrain) and, with eval.every > 0, the
 /// evaluation set and prompts. Empty when everything is in place.
 std::vector<std::string> missing_inputs(const trainer::TrainConfig& config, ConfigUse use = ConfigUse::kTrain);
+
+/// Refuses a configuration, all at once and before anything is built, whose inputs are missing
+/// (missing_inputs) or whose weight files do not fit the model it builds on `device`
+/// (trainer::check_weights, headers only): throws std::invalid_argument (exit 2) with one line per
+/// problem, each naming the key and the file. Returns when everything is in place.
+void require_inputs(const trainer::TrainConfig& config, ConfigUse use, const c10::Device& device);
 
 /// The help text of every option (`lookahead train --help`).
 std::string train_help();

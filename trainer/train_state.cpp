@@ -62,6 +62,8 @@ model::LookaheadModelConfig model_config(const TrainConfig& c, const c10::Device
   model::LookaheadModelConfig m = tiny ? model::LookaheadModelConfig::tiny() : model::LookaheadModelConfig::sdxl();
   if (!c.model.unet_config.empty()) m.unet = model::unet::UNetConfig::from_file(c.model.unet_config);
   if (!tiny) m.arcface = c.model.arcface_network;
+  // A named LCM-LoRA file replaces the tiny preset's random one (two would be refused at load).
+  if (!c.model.lcm_lora.empty()) m.lcm_lora_rank = 0;
   m.kv_encoder.lora_rank(c.model.encoder_lora_rank).kv_lora_rank(c.model.kv_lora_rank);
   m.adapter_drop_p = c.loss.adapter_drop;
   m.kv_drop_p = c.loss.kv_drop;

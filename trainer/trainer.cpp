@@ -82,8 +82,8 @@ std::string describe_model(const TrainConfig& c, int world_size, int ranks_per_n
   s << describe_precision(c.model.dtype, device) << "\n"
     << "parameters (" << p.units << " sharding units):\n"
     << "  frozen base      " << p.frozen << "\n"
-    << "  frozen LCM-LoRA  " << p.lcm
-    << (c.model.preset == Preset::kSdxl ? " (attached from model.lcm_lora at load)" : "") << "\n"
+    << "  frozen LCM-LoRA  " << p.lcm << (!c.model.lcm_lora.empty() ? " (attached from model.lcm_lora at load)" : "")
+    << "\n"
     << "  trainable adapter " << p.adapter << " (lr " << std::defaultfloat << std::setprecision(6) << c.optim.lr_adapter
     << ")\n"
     << "  trainable LoRA   " << p.lora << " (lr " << c.optim.lr_lora << ")\n"

@@ -384,7 +384,7 @@ Header parse_header(std::string_view text, uint64_t data_size, const std::string
                 ", ", t.end, ") span ", t.end - t.begin, " bytes but ", dtype_to_string(t.dtype), " shape ",
                 c10::IntArrayRef(t.shape), " needs ", bytes);
     TORCH_CHECK(t.end <= data_size, in_tensor(origin, t.name), "data_offsets [", t.begin, ", ", t.end,
-                ") extend beyond the data section of ", data_size, " bytes");
+                ") extend beyond the data section of ", data_size, " bytes (a truncated file?)");
   }
 
   std::sort(header.tensors.begin(), header.tensors.end(), [](const TensorInfo& a, const TensorInfo& b) {

@@ -30,7 +30,20 @@ bool ends_with(const std::string& s, std::string_view suffix) {
 
 }  // namespace
 
-std::map<std::string, at::Tensor> load_index(const std::string& index_path) {
+bool is_index_path(const std::string& path) {
+  if (ends_with(path, ".index.json")) return true;
+  // "<name>.safetensors.index.<variant>.json", the variant one dot-free word.
+  const std::string file = std::filesystem::path(path).filename().string();
+  const auto at = file.rfind(".safetensors.index.");
+  if (at == std::string::npos || !ends_with(file, ".json")) return false;
+  const std::string variant = file.substr(at + 19, file.size() - 5 - (at + 19));
+  return !variant.empty() && variant.find('.') == std::string::npos;
+}
+
+namespace {
+
+/// The index's shard paths and the tensors its weight_map assigns to each (see open_index).
+std::map<std::string, std::set<std::string>> index_shards(const std::string& index_path) {
   namespace fs = std::filesystem;
   std::ifstream in(index_path, std::ios::binary);
   TORCH_CHECK(in.good(), "cannot open safetensors index '", index_path, "': ", errno_text());
@@ -65,8 +78,7 @@ std::map<std::string, at::Tensor> load_index(const std::string& index_path) {
               "' has no 'weight_map' object");
   TORCH_CHECK(!wm->empty(), "safetensors index '", index_path, "': 'weight_map' lists no tensors");
 
-  std::map<std::string, std::string> shard_of;           // tensor -> shard file name
-  std::map<std::string, std::set<std::string>> listed;  // shard file name -> its tensors
+  std::map<std::string, std::set<std::string>> listed;  // shard path -> its tensors
   for (const auto& [name, shard] : wm->items()) {
     TORCH_CHECK(shard.is_string(), "safetensors index '", index_path, "': tensor '", name,
                 "': shard must be a file name string");
@@ -79,14 +91,20 @@ std::map<std::string, at::Tensor> load_index(const std::string& index_path) {
     // Shards live beside the index; a path leaving that folder is a corrupt or hostile index.
     TORCH_CHECK(!escapes, "safetensors index '", index_path, "': tensor '", name, "': shard '", given,
                 "' must be a relative path inside the index's folder");
-    shard_of[name] = file;
-    listed[file].insert(name);
+    listed[(fs::path(index_path).parent_path() / file).string()].insert(name);
   }
+  return listed;
+}
 
-  const fs::path folder = fs::path(index_path).parent_path();
-  std::map<std::string, at::Tensor> out;
-  for (const auto& [file, names] : listed) {
-    const std::string shard_path = (folder / file).string();
+}  // namespace
+
+std::vector<std::shared_ptr<SafetensorsFile>> open_index(const std::string& index_path) {
+  const std::map<std::string, std::set<std::string>> listed = index_shards(index_path);
+  std::map<std::string, std::string> shard_of;  // tensor -> shard path
+  for (const auto& [shard, names] : listed)
+    for (const auto& name : names) shard_of[name] = shard;
+  std::vector<std::shared_ptr<SafetensorsFile>> out;
+  for (const auto& [shard_path, names] : listed) {
     auto shard = SafetensorsFile::open(shard_path);
     for (const auto& name : names) {
       TORCH_CHECK(shard->contains(name), "safetensors index '", index_path, "': tensor '", name,
@@ -96,17 +114,23 @@ std::map<std::string, at::Tensor> load_index(const std::string& index_path) {
       auto it = shard_of.find(t.name);
       TORCH_CHECK(it != shard_of.end(), "safetensors index '", index_path, "': tensor '", t.name, "' in shard '",
                   shard_path, "' is not listed in the weight_map");
-      TORCH_CHECK(it->second == file, "safetensors index '", index_path, "': tensor '", t.name,
-                  "' appears in two shards: '", shard_path, "' and '", (folder / it->second).string(), "'");
-      out.emplace(t.name, shard->get(t.name));
+      TORCH_CHECK(it->second == shard_path, "safetensors index '", index_path, "': tensor '", t.name,
+                  "' appears in two shards: '", shard_path, "' and '", it->second, "'");
     }
+    out.push_back(std::move(shard));
   }
   return out;
 }
 
+std::map<std::string, at::Tensor> load_index(const std::string& index_path) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& shard : open_index(index_path))
+    for (const auto& t : shard->tensors()) out.emplace(t.name, shard->get(t.name));
+  return out;
+}
 
 std::map<std::string, at::Tensor> load_file(const std::string& path) {
-  if (ends_with(path, ".index.json")) return load_index(path);
+  if (is_index_path(path)) return load_index(path);
   auto file = SafetensorsFile::open(path);
   std::map<std::string, at::Tensor> out;
   for (const auto& t : file->tensors()) out.emplace(t.name, file->get(t.name));

@@ -18,6 +18,7 @@
 #include "model/io/little_endian.h"
 #include "model/io/pickle.h"
 #include "model/io/safetensors.h"
+#include "model/io/safetensors_index.h"
 #include "model/io/zip_archive.h"
 
 namespace lookahead::model::io {
@@ -61,47 +62,60 @@ void flatten(const Ref& v, const std::string& prefix, int depth, const std::stri
   }
 }
 
-std::map<std::string, at::Tensor> materialize(const std::map<std::string, TensorSpec>& specs,
-                                              const std::map<std::string, StorageInfo>& infos,
-                                              const std::map<std::string, StorageBytes>& bytes,
-                                              const std::string& path) {
+/// A parsed file: every tensor as a view spec, every storage's dtype, size and bytes in the mapping.
+struct Parsed {
+  std::map<std::string, TensorSpec> specs;
+  std::map<std::string, StorageInfo> infos;
+  std::map<std::string, StorageBytes> bytes;
+};
+
+/// Checks that tensor `key`'s storage is in the file with enough bytes and that its view lies
+/// inside it, without touching the bytes; returns whether the view is empty.
+bool check_tensor(const std::string& key, const TensorSpec& spec, const Parsed& p, const std::string& path) {
+  const auto& info = p.infos.at(spec.storage);
+  const auto b = p.bytes.find(spec.storage);
+  TORCH_CHECK(b != p.bytes.end(), path, ": tensor '", key, "' refers to storage '", spec.storage,
+              "' which the file does not contain");
+  const size_t need = static_cast<size_t>(info.numel) * c10::elementSize(info.dtype);
+  TORCH_CHECK(static_cast<uint64_t>(info.numel) <= (uint64_t{1} << 56) && need <= b->second.size, path, ": storage '",
+              spec.storage, "' of tensor '", key, "' holds ", b->second.size, " bytes, ", need, " needed for ",
+              info.numel, " elements of ", info.dtype);
+  // The view's last element must lie inside the storage; every step checked for int64 overflow.
+  TORCH_CHECK(spec.offset >= 0, path, ": tensor '", key, "' has a negative storage offset");
+  int64_t last = spec.offset;
+  bool empty = false, overflow = false;
+  for (size_t d = 0; d < spec.sizes.size(); ++d) {
+    TORCH_CHECK(spec.sizes[d] >= 0 && spec.strides[d] >= 0, path, ": tensor '", key, "' has a negative size or stride");
+    if (spec.sizes[d] == 0) empty = true;
+    int64_t step = 0;
+    overflow |= __builtin_mul_overflow(spec.sizes[d] > 0 ? spec.sizes[d] - 1 : 0, spec.strides[d], &step);
+    overflow |= __builtin_add_overflow(last, step, &last);
+  }
+  TORCH_CHECK(empty || (!overflow && last < info.numel), path, ": tensor '", key, "' (offset ", spec.offset, ", size ",
+              c10::IntArrayRef(spec.sizes), ", stride ", c10::IntArrayRef(spec.strides),
+              ") reaches beyond its storage '", spec.storage, "' of ", info.numel, " elements");
+  return empty;
+}
+
+std::map<std::string, at::Tensor> materialize(const Parsed& p, const std::string& path) {
   std::map<std::string, at::Tensor> storages;  // one aligned, owned copy per storage
   std::map<std::string, at::Tensor> out;
-  for (const auto& [key, spec] : specs) {
-    const auto& info = infos.at(spec.storage);
+  for (const auto& [key, spec] : p.specs) {
+    const bool empty = check_tensor(key, spec, p, path);
+    const auto& info = p.infos.at(spec.storage);
     auto it = storages.find(spec.storage);
     if (it == storages.end()) {
-      const auto b = bytes.find(spec.storage);
-      TORCH_CHECK(b != bytes.end(), path, ": tensor '", key, "' refers to storage '", spec.storage,
-                  "' which the file does not contain");
       const size_t need = static_cast<size_t>(info.numel) * c10::elementSize(info.dtype);
-      TORCH_CHECK(static_cast<uint64_t>(info.numel) <= (uint64_t{1} << 56) && need <= b->second.size, path,
-                  ": storage '", spec.storage, "' of tensor '", key, "' holds ", b->second.size, " bytes, ", need,
-                  " needed for ", info.numel, " elements of ", info.dtype);
       at::Tensor s = at::empty({info.numel}, at::TensorOptions().dtype(info.dtype));
-      if (need > 0) std::memcpy(s.data_ptr(), b->second.data, need);
+      if (need > 0) std::memcpy(s.data_ptr(), p.bytes.at(spec.storage).data, need);
       if (info.dtype == at::kBool) {
-        const auto* p = static_cast<const uint8_t*>(s.data_ptr());
+        const auto* q = static_cast<const uint8_t*>(s.data_ptr());
         for (size_t j = 0; j < need; ++j)
-          TORCH_CHECK(p[j] <= 1, path, ": bool storage '", spec.storage, "' of tensor '", key, "' holds byte ",
-                      int(p[j]), " (torch needs 0 or 1)");
+          TORCH_CHECK(q[j] <= 1, path, ": bool storage '", spec.storage, "' of tensor '", key, "' holds byte ",
+                      int(q[j]), " (torch needs 0 or 1)");
       }
       it = storages.emplace(spec.storage, std::move(s)).first;
     }
-    // The view's last element must lie inside the storage; every step checked for int64 overflow.
-    TORCH_CHECK(spec.offset >= 0, path, ": tensor '", key, "' has a negative storage offset");
-    int64_t last = spec.offset;
-    bool empty = false, overflow = false;
-    for (size_t d = 0; d < spec.sizes.size(); ++d) {
-      TORCH_CHECK(spec.sizes[d] >= 0 && spec.strides[d] >= 0, path, ": tensor '", key, "' has a negative size or stride");
-      if (spec.sizes[d] == 0) empty = true;
-      int64_t step = 0;
-      overflow |= __builtin_mul_overflow(spec.sizes[d] > 0 ? spec.sizes[d] - 1 : 0, spec.strides[d], &step);
-      overflow |= __builtin_add_overflow(last, step, &last);
-    }
-    TORCH_CHECK(empty || (!overflow && last < info.numel), path, ": tensor '", key, "' (offset ", spec.offset, ", size ",
-                c10::IntArrayRef(spec.sizes), ", stride ", c10::IntArrayRef(spec.strides), ") reaches beyond its storage '",
-                spec.storage, "' of ", info.numel, " elements");
     if (empty) {
       out.emplace(key, at::empty(spec.sizes, at::TensorOptions().dtype(info.dtype)));
     } else {
@@ -111,7 +125,8 @@ std::map<std::string, at::Tensor> materialize(const std::map<std::string, Tensor
   return out;
 }
 
-std::map<std::string, at::Tensor> load_zip(const uint8_t* d, size_t n, const std::string& path) {
+/// `read_storages` false: the storages' places and sizes only (no CRC, no byte read).
+Parsed parse_zip(const uint8_t* d, size_t n, const std::string& path, bool read_storages) {
   const auto dir = zip_directory(d, n, path);
   // The archive's top folder is named after the file at save time ("archive" in recent torch).
   std::string prefix;
@@ -130,29 +145,29 @@ std::map<std::string, at::Tensor> load_zip(const uint8_t* d, size_t n, const std
                 ": big-endian checkpoint, not supported");
   }
   const auto pkl = zip_read(d, n, prefix + "data.pkl", dir.at(prefix + "data.pkl"), path);
-  std::map<std::string, StorageInfo> infos;
-  Unpickler u(pkl.data, pkl.size, 0, path, "data.pkl", infos);
+  Parsed p;
+  Unpickler u(pkl.data, pkl.size, 0, path, "data.pkl", p.infos);
   const Ref root = u.run();
   TORCH_CHECK(root->kind == Value::Kind::kDict, path, ": top-level object is a ", kind_name(root->kind),
               ", expected a dict (state dict)");
-  std::map<std::string, TensorSpec> specs;
-  flatten(root, "", 0, path, specs);
-  std::map<std::string, StorageBytes> bytes;
-  for (const auto& [key, info] : infos) {
+  flatten(root, "", 0, path, p.specs);
+  for (const auto& [key, info] : p.infos) {
     const std::string member = prefix + "data/" + key;
     const auto it = dir.find(member);
     TORCH_CHECK(it != dir.end(), path, ": storage '", key, "' missing from the archive ('", member, "')");
-    bytes[key] = zip_read(d, n, member, it->second, path);
+    p.bytes[key] = zip_read(d, n, member, it->second, path, /*verify_crc=*/read_storages);
   }
-  return materialize(specs, infos, bytes, path);
+  return p;
 }
 
 // PROTO 2, LONG1 of 10 bytes: 0x1950a86a20f9469cfc6c little-endian, STOP.
 constexpr uint8_t kLegacyMagic[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46,
                                     0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e};
 
-std::map<std::string, at::Tensor> load_legacy(const uint8_t* d, size_t n, const std::string& path) {
-  std::map<std::string, StorageInfo> infos;
+/// The legacy format's storages follow its pickles: finding them reads only their 8-byte sizes.
+Parsed parse_legacy(const uint8_t* d, size_t n, const std::string& path) {
+  Parsed p;
+  std::map<std::string, StorageInfo>& infos = p.infos;
   size_t pos = sizeof(kLegacyMagic);
   const auto next = [&](const char* what) {
     Unpickler u(d, n, pos, path, what, infos);
@@ -171,12 +186,11 @@ std::map<std::string, at::Tensor> load_legacy(const uint8_t* d, size_t n, const 
   const Ref root = next("main");
   TORCH_CHECK(root->kind == Value::Kind::kDict, path, ": top-level object is a ", kind_name(root->kind),
               ", expected a dict (state dict)");
-  std::map<std::string, TensorSpec> specs;
-  flatten(root, "", 0, path, specs);
+  flatten(root, "", 0, path, p.specs);
   const Ref keys = next("storage key list");
   TORCH_CHECK(keys->kind == Value::Kind::kList, path, ": malformed storage key list");
   // Each storage: its element count (int64) and then its raw bytes, in the order of the key list.
-  std::map<std::string, StorageBytes> bytes;
+  std::map<std::string, StorageBytes>& bytes = p.bytes;
   for (const auto& k : keys->items) {
     TORCH_CHECK(k->kind == Value::Kind::kString, path, ": malformed storage key list");
     const auto info = infos.find(k->s);
@@ -192,24 +206,44 @@ std::map<std::string, at::Tensor> load_legacy(const uint8_t* d, size_t n, const 
     bytes[k->s] = {d + pos, static_cast<size_t>(nbytes)};
     pos += nbytes;
   }
-  return materialize(specs, infos, bytes, path);
+  return p;
+}
+
+/// The file at `path` parsed (zip or legacy); `read_storages` as for parse_zip.
+Parsed parse_file(const common::MappedFile& file, const std::string& path, bool read_storages) {
+  const uint8_t* d = file.data();
+  const size_t n = file.size();
+  TORCH_CHECK(n > 0, path, ": empty file, not a torch checkpoint");
+  if (n >= 4 && le32(d) == 0x04034b50u) return parse_zip(d, n, path, read_storages);
+  TORCH_CHECK(n >= sizeof(kLegacyMagic) && std::memcmp(d, kLegacyMagic, sizeof(kLegacyMagic)) == 0, path,
+              ": not a torch.save checkpoint (neither a zip archive nor the legacy magic number)");
+  return parse_legacy(d, n, path);
 }
 
 }  // namespace
 
 std::map<std::string, at::Tensor> load_torch_file(const std::string& path) {
   const common::MappedFile file(path, "torch checkpoint");
-  const uint8_t* d = file.data();
-  const size_t n = file.size();
-  TORCH_CHECK(n > 0, path, ": empty file, not a torch checkpoint");
-  if (n >= 4 && le32(d) == 0x04034b50u) return load_zip(d, n, path);
-  TORCH_CHECK(n >= sizeof(kLegacyMagic) && std::memcmp(d, kLegacyMagic, sizeof(kLegacyMagic)) == 0, path,
-              ": not a torch.save checkpoint (neither a zip archive nor the legacy magic number)");
-  return load_legacy(d, n, path);
+  return materialize(parse_file(file, path, /*read_storages=*/true), path);
+}
+
+std::vector<TensorInfo> load_torch_shapes(const std::string& path) {
+  const common::MappedFile file(path, "torch checkpoint");
+  const Parsed p = parse_file(file, path, /*read_storages=*/false);
+  std::vector<TensorInfo> out;
+  for (const auto& [key, spec] : p.specs) {
+    check_tensor(key, spec, p, path);
+    TensorInfo t;
+    t.name = key;
+    t.dtype = p.infos.at(spec.storage).dtype;
+    t.shape = spec.sizes;
+    out.push_back(std::move(t));
+  }
+  return out;
 }
 
 std::map<std::string, at::Tensor> load_weights_file(const std::string& path) {
-  if (path.ends_with(".safetensors") || path.ends_with(".index.json")) return load_file(path);
+  if (path.ends_with(".safetensors") || is_index_path(path)) return load_file(path);
   return load_torch_file(path);
 }
 

@@ -7,6 +7,9 @@
 
 #include <map>
 #include <string>
+#include <vector>
+
+#include "model/io/safetensors_header.h"
 
 namespace lookahead::model::io {
 
@@ -24,6 +27,12 @@ namespace lookahead::model::io {
 /// opcodes or dtypes, views beyond their storage, zip CRC mismatches) throws c10::Error naming
 /// the file and, where one is known, the tensor key.
 std::map<std::string, at::Tensor> load_torch_file(const std::string& path);
+
+/// The tensors of a torch.save file as its pickle describes them (name, dtype, shape; offsets
+/// unset), without reading their data: the pickle is run and every storage is checked to be in the
+/// file with enough bytes for its views, but no storage byte is touched (and no CRC computed), so a
+/// gigabyte checkpoint costs its pickle alone. Same keys and errors as load_torch_file otherwise.
+std::vector<TensorInfo> load_torch_shapes(const std::string& path);
 
 /// Weights file by extension: `.safetensors` and sharded `.index.json` checkpoints go to
 /// io::load_file, everything else (`.pt`, `.pth`, `.bin`, ...) to load_torch_file. This is what

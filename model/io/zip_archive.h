@@ -30,6 +30,9 @@ struct ZipMember {
 std::map<std::string, ZipMember> zip_directory(const uint8_t* d, size_t n, const std::string& path);
 
 /// The bytes of member `name`, checked: stored (not compressed), inside the file, CRC-32 as recorded.
-ByteRange zip_read(const uint8_t* d, size_t n, const std::string& name, const ZipMember& m, const std::string& path);
+/// `verify_crc` false skips the CRC, the one check that reads the bytes: a header-only reader
+/// (torch_checkpoint.h's load_torch_shapes) must not page in gigabytes to learn the shapes.
+ByteRange zip_read(const uint8_t* d, size_t n, const std::string& name, const ZipMember& m, const std::string& path,
+                   bool verify_crc = true);
 
 }  // namespace lookahead::model::io

@@ -18,6 +18,8 @@
 #include <sstream>
 
 #include "model/io/safetensors.h"
+#include "model/io/safetensors_index.h"
+#include "model/io/weight_shapes.h"
 
 namespace lookahead::model::io {
 namespace {
@@ -505,6 +507,29 @@ TEST_F(SafetensorsSharded, RejectsInconsistentIndexes) {
   expect_error([&] { load_file(index(kGood)); }, {shard2, "cannot open"});
 }
 
+TEST_F(SafetensorsSharded, DiffusersVariantIndexAndHeaderOnlyShapes) {
+  // diffusers names a variant's index "<weights>.safetensors.index.<variant>.json".
+  EXPECT_TRUE(is_index_path("unet/diffusion_pytorch_model.safetensors.index.fp16.json"));
+  EXPECT_TRUE(is_index_path("model.safetensors.index.json"));
+  EXPECT_FALSE(is_index_path("unet/diffusion_pytorch_model.fp16.safetensors"));
+  EXPECT_FALSE(is_index_path("config.json"));
+  EXPECT_FALSE(is_index_path("x.safetensors.index.a.b.json"));
+  const std::string idx = path("diffusion_pytorch_model.safetensors.index.fp16.json");
+  write_bytes(idx, kGood);
+  EXPECT_EQ(load_file(idx).size(), 3u);
+  const WeightShapes shapes = load_shapes(idx);
+  ASSERT_EQ(shapes.tensors.size(), 3u);
+  std::map<std::string, WeightShape> by_name;
+  for (const auto& t : shapes.tensors) by_name[t.name] = t;
+  EXPECT_EQ(by_name.at("a").shape, (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ(by_name.at("b").dtype, at::kLong);
+  EXPECT_EQ(by_name.at("c").file, path("model-00002-of-00002.safetensors"));
+  // A truncated shard is refused from its header, naming the shard and the tensor.
+  const std::string shard2 = path("model-00002-of-00002.safetensors");
+  fs::resize_file(shard2, fs::file_size(shard2) - 2);
+  expect_error([&] { load_shapes(idx); }, {shard2, "'c'", "truncated"});
+}
+
 TEST_F(SafetensorsSharded, RejectsMalformedIndexes) {
   const std::string idx = path("model.safetensors.index.json");
   const std::vector<std::pair<std::string, std::string>> cases = {
@@ -520,9 +545,11 @@ TEST_F(SafetensorsSharded, RejectsMalformedIndexes) {
       {R"({"weight_map":{"a":"model-00001-of-00002.safetensors","a":"model-00001-of-00002.safetensors"}})",
        "duplicate key 'a'"},
   };
-  for (const auto& [json, message] : cases) {
+  for (const auto& c : cases) {
+    // Named copies: a lambda may not capture a structured binding before C++20 in clang.
+    const std::string& json = c.first;
     SCOPED_TRACE(json);
-    expect_error([&] { load_file(index(json)); }, {idx, message});
+    expect_error([&] { load_file(index(json)); }, {idx, c.second});
   }
   expect_error([&] { load_file(path("absent.safetensors.index.json")); }, {"absent.safetensors.index.json", "cannot open"});
 }

@@ -154,6 +154,24 @@ TEST(TorchCheckpoint, WeightsFileDispatchesOnExtension) {
   expect_identical(load_weights_file(bin), load_file(st), "pth");
 }
 
+TEST(TorchCheckpoint, ShapesFromThePickleAlone) {
+  // load_torch_shapes: the keys, dtypes and shapes load_torch_file returns, without the data.
+  for (const std::string name :
+       {"state_zip.pt", "state_legacy.pt", "mixed_zip.pt", "mixed_legacy.pt", "ip_adapter.bin"}) {
+    SCOPED_TRACE(name);
+    const auto tensors = load_torch_file(g_dir + "/" + name);
+    const auto shapes = load_torch_shapes(g_dir + "/" + name);
+    ASSERT_EQ(shapes.size(), tensors.size());
+    for (const auto& s : shapes) {
+      const auto it = tensors.find(s.name);
+      ASSERT_NE(it, tensors.end()) << s.name;
+      EXPECT_EQ(s.dtype, it->second.scalar_type()) << s.name;
+      EXPECT_EQ(s.shape, it->second.sizes().vec()) << s.name;
+    }
+  }
+  expect_error([&] { load_torch_shapes(g_dir + "/evil_zip.pt"); }, g_dir + "/evil_zip.pt", "os.system");
+}
+
 TEST(TorchCheckpoint, RefusesArbitraryGlobals) {
   for (const std::string name : {"evil_zip.pt", "evil_legacy.pt"}) expect_load_error(g_dir + "/" + name, "os.system");
   // The opcodes run before the dict is built, so nothing else can be reached either.
@@ -191,6 +209,8 @@ TEST(TorchCheckpoint, TruncatedFilesAtManyOffsets) {
     for (size_t n = 1; n < bytes.size(); n += step) {
       write_bytes(cut, bytes.data(), n);
       expect_error([&] { load_torch_file(cut); }, cut, "");
+      // The header-only reader sees every truncation too: storages are located, not read.
+      expect_error([&] { load_torch_shapes(cut); }, cut, "");
       ++checked;
     }
     std::printf("%s: %d truncations refused\n", name.c_str(), checked);
