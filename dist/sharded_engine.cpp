@@ -377,6 +377,9 @@ std::vector<at::Tensor> ShardedEngine::backward_call(Call& call, const std::vect
   times_.compute_s += seconds_since(t0);
   u.running = false;
   call.backward_done = true;
+  // A call runs backward once: what its function captured (embeddings, reference K/V) can go now
+  // rather than at end_step.
+  call.fn = UnitFn();
   --u.pending_backward;
   for (auto& [g, lr] : u.trainable) {
     g->reduce_scatter_grads(ReduceOp::kAvg);

@@ -160,7 +160,10 @@ int run_eval(dist::World& world, const std::vector<std::string>& args) {
 
   config.train.resume.clear();  // checkpoints are loaded one by one below
   config.train.progress = false;
-  trainer::TrainState state(world, config);
+  // Sampling needs no optimizer: its moments (twice the trainables in fp32) are never allocated.
+  trainer::TrainStateOptions inference;
+  inference.with_optimizer = false;
+  trainer::TrainState state(world, config, inference);
   std::unique_ptr<trainer::Evaluator> evaluator;  // built after the first checkpoint loaded
   const bool several = checkpoints.size() * guidances.size() > 1;
   std::vector<trainer::ReportEntry> entries;

@@ -295,14 +295,6 @@ BranchPeak walk_branch(const std::vector<TracedCall>& calls, int branch, const S
   std::vector<size_t> idx;
   for (size_t i = 0; i < calls.size(); ++i)
     if (calls[i].branch == branch && calls[i].with_grad) idx.push_back(i);
-  // A unit's gradients go to reduce-scatter after the backward of its first call in the branch
-  // (the last to run backward); its parameters hold compute-dtype gradients from its last call's
-  // backward until then.
-  std::map<std::string, std::pair<size_t, size_t>> span;  // unit -> (first, last) position in idx
-  for (size_t k = 0; k < idx.size(); ++k) {
-    auto [it, fresh] = span.try_emplace(calls[idx[k]].unit, k, k);
-    if (!fresh) it->second.second = k;
-  }
   auto trainable = [&](const std::string& unit) -> int64_t {
     const auto it = elements.find(unit);
     return it == elements.end() ? 0 : it->second.trainable();
@@ -344,13 +336,13 @@ BranchPeak walk_branch(const std::vector<TracedCall>& calls, int branch, const S
       for (const auto& [id, n] : c.saved.bytes)
         if (!weights.contains(id) && !c.inputs.bytes.contains(id)) recompute += static_cast<double>(n);
     }
+    // The unit's trainables get their compute-dtype gradients in this backward; the engine then
+    // flattens them into a full fp32 buffer and reduce-scatters it (after every backward call).
     double grads = c.grad_io;
-    for (const auto& [unit, s] : span)
-      if (s.first <= k && s.second >= k) grads += compute_bytes * static_cast<double>(trainable(unit));
-    const bool last_backward = span.at(c.unit).first == k;
-    if (last_backward && trainable(c.unit) > 0) {
+    if (trainable(c.unit) > 0) {
+      grads += compute_bytes * static_cast<double>(trainable(c.unit));
       // On one rank the buffer goes straight into the gradient shard: it stays only the first
-      // time (the shard); later ones are added and freed.
+      // time in the step (as the shard); later ones are added and freed.
       if (world_size == 1 && !has_grad_shard.insert(c.unit).second)
         grads += flat_bytes(c.unit);
       else

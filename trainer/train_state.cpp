@@ -133,15 +133,17 @@ TrainState::TrainState(dist::World& world, const TrainConfig& config, TrainState
     for (const auto& e : g->layout().entries)
       if (const auto it = exact.find(e.name); it != exact.end()) g->assign(e.name, it->second);
 
-  dist::AdamWOptions ao;
-  ao.beta1 = config.optim.beta1;
-  ao.beta2 = config.optim.beta2;
-  ao.eps = config.optim.eps;
-  optimizer_ = std::make_unique<dist::ShardedAdamW>(
-      std::vector<dist::AdamWGroupOptions>{{"adapter", config.optim.lr_adapter, config.optim.weight_decay},
-                                           {"lora", config.optim.lr_lora, config.optim.weight_decay}},
-      ao);
-  for (auto& [g, lr] : engine_->trainable_groups()) optimizer_->add(g, lr);
+  if (options.with_optimizer) {
+    dist::AdamWOptions ao;
+    ao.beta1 = config.optim.beta1;
+    ao.beta2 = config.optim.beta2;
+    ao.eps = config.optim.eps;
+    optimizer_ = std::make_unique<dist::ShardedAdamW>(
+        std::vector<dist::AdamWGroupOptions>{{"adapter", config.optim.lr_adapter, config.optim.weight_decay},
+                                             {"lora", config.optim.lr_lora, config.optim.weight_decay}},
+        ao);
+    for (auto& [g, lr] : engine_->trainable_groups()) optimizer_->add(g, lr);
+  }
 
   model::AlphaScheduleOptions alpha;
   alpha.full_prob = config.loss.alpha_p_one;
@@ -169,6 +171,7 @@ double TrainState::alpha() { return alpha_->at(step_); }
 
 StepStats TrainState::step(const model::Batch& batch, const model::StepDraw& draw, double alpha) {
   TORCH_CHECK(batch.ref_id.defined(), "TrainState::step: batch.ref_id is not set (set_reference_identity first)");
+  TORCH_CHECK(optimizer_, "TrainState::step: built without an optimizer (TrainStateOptions::with_optimizer)");
   const double ranks = static_cast<double>(world_.size());
   StepStats st;
   st.alpha = alpha;
@@ -241,6 +244,7 @@ StepStats TrainState::step(const model::Batch& batch, const model::StepDraw& dra
 std::filesystem::path TrainState::checkpoint_dir() const { return std::filesystem::path(config_.train.out) / "checkpoints"; }
 
 SavedCheckpoint TrainState::save(const data::Cursor& cursor) {
+  TORCH_CHECK(optimizer_, "TrainState::save: built without an optimizer (TrainStateOptions::with_optimizer)");
   ckpt::SaveRequest req;
   req.dir = checkpoint_dir();
   req.step = step_;

@@ -72,6 +72,9 @@ struct TrainStateOptions {
   /// Runs on the whole (unsharded) model after weights are loaded, identically on every rank
   /// (e.g. non-zero LoRA up-projections, so that every LoRA passes gradients from step 0).
   std::function<void(model::LookaheadModel&)> before_sharding;
+  /// false: no optimizer (inference: `eval`); its moments are never allocated, checkpoints load
+  /// the trainables only, and step() and save() refuse.
+  bool with_optimizer = true;
 };
 
 /// A written checkpoint.
@@ -140,7 +143,10 @@ class TrainState {
 
   model::LookaheadModel& model() { return *model_; }
   dist::ShardedEngine& engine() { return *engine_; }
-  dist::ShardedAdamW& optimizer() { return *optimizer_; }
+  dist::ShardedAdamW& optimizer() {
+    TORCH_CHECK(optimizer_, "TrainState: built without an optimizer (TrainStateOptions::with_optimizer)");
+    return *optimizer_;
+  }
   const TrainConfig& config() const { return config_; }
   dist::World& world() { return world_; }
 
