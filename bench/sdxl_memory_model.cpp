@@ -464,6 +464,7 @@ int run(int argc, char** argv) {
   for (int64_t m : memories) std::printf(" %6lldGB", static_cast<long long>(m));
   std::printf(" | %s\n", "peak at");
   nlohmann::json peak_rows = nlohmann::json::array();
+  auto at_unit = [](const std::string& unit) { return unit.empty() ? std::string("end of forward") : unit; };
   for (int64_t n : gpus)
     for (dist::Placement placement : {dist::Placement::kFull, dist::Placement::kNode, dist::Placement::kReplicate}) {
       trainer::TrainConfig c;
@@ -481,7 +482,8 @@ int run(int argc, char** argv) {
       const std::string where =
           p.optimizer() >= std::max(p.diffusion(), p.lookahead())
               ? "optimizer"
-              : (b2 ? "branch 2, " + p.activations.lookahead.unit : "branch 1, " + p.activations.diffusion.unit);
+              : (b2 ? "branch 2, " + at_unit(p.activations.lookahead.unit)
+                    : "branch 1, " + at_unit(p.activations.diffusion.unit));
       std::printf("%5lld %-9s | %8.2f %8.2f %8.2f %8.2f %8.2f |", static_cast<long long>(n), dist::to_string(placement),
                   gib(p.base), gib(p.diffusion()), gib(p.lookahead()), gib(p.optimizer()), gib(peak));
       nlohmann::json fits;

@@ -396,6 +396,10 @@ void ShardedEngine::finish_gradients() {
     if (u->state != Unit::State::kReleased &&
         !((options_.keep_gathered || u->keep_activations) && u->pending_backward > 0))
       release(*u);
+  finish_reductions();
+}
+
+void ShardedEngine::finish_reductions() {
   auto t0 = Clock::now();
   for (auto& u : units_)
     for (auto& [g, lr] : u->trainable) g->finish();

@@ -85,6 +85,11 @@ class ShardedEngine : public UnitRunner {
   /// Call after backward: releases what is still gathered, waits for every outstanding
   /// reduce-scatter and adds it into the gradient shards.
   void finish_gradients();
+  /// Waits for the reduce-scatters issued so far and adds them into the gradient shards, leaving
+  /// gathered units alone: called between two backward passes, it frees the first pass's full
+  /// gradient buffers before the second's begin (their reductions had the forward in between to
+  /// finish in). Results are those of finish_gradients (the same additions in the same order).
+  void finish_reductions();
   /// Ends a step: releases what is still gathered and forgets this step's calls (the recorded
   /// unit order is kept for prefetching in the next step).
   void end_step();

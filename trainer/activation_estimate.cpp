@@ -290,8 +290,8 @@ double bytes_of(const std::unordered_map<StorageId, int64_t>& m) {
 BranchPeak walk_branch(const std::vector<TracedCall>& calls, int branch, const SavedSet& glue,
                        const std::unordered_set<StorageId>& weights, const std::set<std::string>& kept_units,
                        const std::map<std::string, dist::UnitElements>& elements, double compute_bytes,
-                       int64_t world_size, std::set<std::string>& has_grad_shard, double in_flight_before,
-                       double& in_flight_after) {
+                       int64_t world_size, std::set<std::string>& has_grad_shard, double forward_in_flight,
+                       double in_flight_before, double& in_flight_after) {
   std::vector<size_t> idx;
   for (size_t i = 0; i < calls.size(); ++i)
     if (calls[i].branch == branch && calls[i].with_grad) idx.push_back(i);
@@ -323,9 +323,10 @@ BranchPeak walk_branch(const std::vector<TracedCall>& calls, int branch, const S
   BranchPeak peak;
   double in_flight = in_flight_before;
   if (!idx.empty()) {
-    peak.total = held_at.back() + in_flight;
+    // The end of forward, with what was in flight during it.
+    peak.total = held_at.back() + forward_in_flight;
     peak.kept = held_at.back();
-    peak.in_flight = in_flight;
+    peak.in_flight = forward_in_flight;
   }
   for (size_t k = idx.size(); k-- > 0;) {
     const TracedCall& c = calls[idx[k]];
@@ -433,11 +434,22 @@ ActivationEstimate estimate_activations(model::LookaheadModelConfig config, cons
   double after1 = 0, after2 = 0;
   std::set<std::string> has_grad_shard;  // one rank: units whose gradient shard exists
   est.diffusion = walk_branch(runner.calls, 1, glue1, weights, shape.kept_units, elements, compute_bytes,
-                              shape.world_size, has_grad_shard, 0.0, after1);
-  // In sum mode branch 1's reduce-scatters finish only with the step; alternate steps in between.
-  if (shape.mode == LossMode::kAlternate) has_grad_shard.clear();
+                              shape.world_size, has_grad_shard, 0.0, 0.0, after1);
+  // Sum mode: branch 1's reductions are taken between branch 2's forward and its backward, which
+  // leaves their gradient shards; alternate mode steps the optimizer (and zeroes them) in between.
+  double shards1 = 0;
+  if (shape.mode == LossMode::kAlternate) {
+    has_grad_shard.clear();
+  } else {
+    std::set<std::string> reduced;
+    for (const auto& c : runner.calls)
+      if (c.branch == 1 && c.with_grad && elements.contains(c.unit) && elements.at(c.unit).trainable() > 0 &&
+          reduced.insert(c.unit).second)
+        shards1 += 4.0 * static_cast<double>(dist::shard_elements(elements.at(c.unit).trainable(), shape.world_size));
+  }
   est.lookahead = walk_branch(runner.calls, 2, glue2, weights, shape.kept_units, elements, compute_bytes,
-                              shape.world_size, has_grad_shard, shape.mode == LossMode::kSum ? after1 : 0.0, after2);
+                              shape.world_size, has_grad_shard, shape.mode == LossMode::kSum ? after1 : 0.0, shards1,
+                              after2);
   est.in_flight_end = after2;
   for (const auto& c : runner.calls) (c.branch == 1 ? est.diffusion_units : est.lookahead_units).insert(c.unit);
   // The AdamW update of one group makes two temporaries of its shard (sqrt, then the division).

@@ -211,6 +211,9 @@ StepStats TrainState::step(const model::Batch& batch, const model::StepDraw& dra
   // Branch 2: lookahead; in sum mode branch 1's reduce-scatters are in flight meanwhile.
   const auto t2 = Clock::now();
   model::LookaheadLoss l2 = model_->lookahead_loss(batch, draw, alpha);
+  // Branch 1's reductions had this forward to finish in; taking them now frees their full
+  // gradient buffers before branch 2's backward adds its own.
+  if (!alternate) engine_->finish_reductions();
   // Rescale the local mean so that averaging over ranks gives the mean over the global batch's
   // usable samples.
   const double valid = static_cast<double>(std::max<int64_t>(l2.valid_count, 1));
