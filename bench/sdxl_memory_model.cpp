@@ -479,11 +479,10 @@ int run(int argc, char** argv) {
           c, trainer::model_config(c, c10::Device(c10::DeviceType::CUDA)), n, std::min(n, kGpusPerNode), resolution);
       const double peak = p.peak();
       const bool b2 = p.lookahead() >= p.diffusion();
-      const std::string where =
-          p.optimizer() >= std::max(p.diffusion(), p.lookahead())
-              ? "optimizer"
-              : (b2 ? "branch 2, " + at_unit(p.activations.lookahead.unit)
-                    : "branch 1, " + at_unit(p.activations.diffusion.unit));
+      const std::string where = p.optimizer() >= std::max(p.diffusion(), p.lookahead())
+                                    ? "optimizer"
+                                    : (b2 ? "branch 2, " + at_unit(p.activations.lookahead.unit)
+                                          : "branch 1, " + at_unit(p.activations.diffusion.unit));
       std::printf("%5lld %-9s | %8.2f %8.2f %8.2f %8.2f %8.2f |", static_cast<long long>(n), dist::to_string(placement),
                   gib(p.base), gib(p.diffusion()), gib(p.lookahead()), gib(p.optimizer()), gib(peak));
       nlohmann::json fits;

@@ -447,9 +447,9 @@ ActivationEstimate estimate_activations(model::LookaheadModelConfig config, cons
           reduced.insert(c.unit).second)
         shards1 += 4.0 * static_cast<double>(dist::shard_elements(elements.at(c.unit).trainable(), shape.world_size));
   }
-  est.lookahead = walk_branch(runner.calls, 2, glue2, weights, shape.kept_units, elements, compute_bytes,
-                              shape.world_size, has_grad_shard, shape.mode == LossMode::kSum ? after1 : 0.0, shards1,
-                              after2);
+  est.lookahead =
+      walk_branch(runner.calls, 2, glue2, weights, shape.kept_units, elements, compute_bytes, shape.world_size,
+                  has_grad_shard, shape.mode == LossMode::kSum ? after1 : 0.0, shards1, after2);
   est.in_flight_end = after2;
   for (const auto& c : runner.calls) (c.branch == 1 ? est.diffusion_units : est.lookahead_units).insert(c.unit);
   // The AdamW update of one group makes two temporaries of its shard (sqrt, then the division).
