@@ -8,6 +8,7 @@
 #include <string>
 
 #include "model/adapters/ip_adapter.h"
+#include "model/lookahead/lookahead_model.h"
 #include "model/nn/lora_loader.h"
 #include "model/unet/unet_2d_condition.h"
 #include "model/vae/autoencoder_kl.h"
@@ -24,29 +25,6 @@ io::TensorInfo entry(std::string name, at::ScalarType dtype, std::vector<int64_t
   e.dtype = dtype;
   e.shape = std::move(shape);
   return e;
-}
-
-/// PEFT's suffix match of the LCM script's target_modules on a dotted module path.
-bool lcm_target(const std::string& path) {
-  static const char* kTargets[] = {"to_q",
-                                   "to_k",
-                                   "to_v",
-                                   "to_out.0",
-                                   "proj_in",
-                                   "proj_out",
-                                   "ff.net.0.proj",
-                                   "ff.net.2",
-                                   "conv1",
-                                   "conv2",
-                                   "conv_shortcut",
-                                   "downsamplers.0.conv",
-                                   "upsamplers.0.conv",
-                                   "time_emb_proj"};
-  for (const char* t : kTargets) {
-    const std::string suffix = std::string(".") + t;
-    if (path.ends_with(suffix)) return true;
-  }
-  return false;
 }
 
 }  // namespace
@@ -110,7 +88,7 @@ Entries lcm_lora_entries(const unet::UNetConfig& config, int64_t rank, at::Scala
   for (const auto& p : unet->named_parameters()) weights.emplace(p.key(), p.value().sizes().vec());
   Entries out;
   for (const auto& [path, layer] : nn::lora_layers(*unet)) {
-    if (!lcm_target(path)) continue;
+    if (!LookaheadModelConfig::lcm_lora_sdxl_target(path)) continue;
     const std::vector<int64_t>& w = weights.at(path + ".weight");  // [out, in] or [out, in, k, k]
     std::string kohya = "lora_unet_" + path;
     std::replace(kohya.begin(), kohya.end(), '.', '_');
