@@ -103,6 +103,8 @@ class FlatParamGroup {
   const std::string& name() const { return name_; }
   const FlatLayout& layout() const { return layout_; }
   const CommunicatorPtr& comm() const { return comm_; }
+  /// Whole on every rank: a gather binds in place and a reduction adds into the shard, with no collective.
+  bool replicated() const { return !comm_ || comm_->size() == 1; }
   /// This rank's index in the shard group (0 when replicated).
   int64_t shard_rank() const { return shard_rank_; }
   at::ScalarType storage_dtype() const { return layout_.dtype; }
@@ -187,7 +189,6 @@ class FlatParamGroup {
     at::Tensor output;  // [shard_numel] fp32
   };
 
-  bool replicated() const { return !comm_ || comm_->size() == 1; }
   at::TensorOptions compute_options() const;
   void point_at_empty();
   void delay() const;

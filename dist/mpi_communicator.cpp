@@ -271,9 +271,10 @@ void MpiCommunicator::execute(const Op& op, MPI_Comm comm) {
         throw DistError(ErrorKind::kInvalidArgument,
                         std::string("reduce_scatter: dtype ") + dtype_name(in.scalar_type()) +
                             " is not supported by the MPI communicator (" + where() + ")");
-      LA_MPI_CHECK(MPI_Reduce_scatter_block(in.data_ptr(), out.data_ptr(),
-                                            checked_count(out.numel(), "reduce_scatter"), type,
-                                            mpi_op(op.reduce), comm));
+      // MPI_Reduce_scatter rather than its _block form: OpenMPI offers the bandwidth-optimal ring
+      // (its default for large messages) only there, and docs/cluster.md's traffic model assumes it.
+      const std::vector<int> counts(static_cast<size_t>(n), checked_count(out.numel(), "reduce_scatter"));
+      LA_MPI_CHECK(MPI_Reduce_scatter(in.data_ptr(), out.data_ptr(), counts.data(), type, mpi_op(op.reduce), comm));
       if (op.reduce == ReduceOp::kAvg) out.div_(n);
       if (upcast) op.output.view({-1}).copy_(out);
       return;

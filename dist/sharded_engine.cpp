@@ -203,7 +203,12 @@ void ShardedEngine::gather(Unit& u) {
   u.for_each_group([&](FlatParamGroup& g) {
     g.gather();
     ++times_.gathers;
-    times_.gathered_bytes += g.layout().padded_numel * static_cast<int64_t>(c10::elementSize(g.compute_dtype()));
+    const int64_t bytes = g.layout().padded_numel * static_cast<int64_t>(c10::elementSize(g.compute_dtype()));
+    times_.gathered_bytes += bytes;
+    if (!g.replicated()) {
+      ++times_.comm_gathers;
+      times_.comm_gathered_bytes += bytes;
+    }
   });
   u.state = Unit::State::kPending;
   int64_t held = 0;
@@ -384,6 +389,10 @@ std::vector<at::Tensor> ShardedEngine::backward_call(Call& call, const std::vect
   for (auto& [g, lr] : u.trainable) {
     g->reduce_scatter_grads(ReduceOp::kAvg);
     ++times_.reduce_scatters;
+    if (!g->replicated()) {
+      ++times_.comm_reduce_scatters;
+      times_.comm_reduced_bytes += g->layout().padded_numel * 4;  // reduced in fp32
+    }
   }
   if (!((options_.keep_gathered || u.keep_activations) && u.pending_backward > 0)) release(u);
   return grads;

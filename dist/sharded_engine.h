@@ -54,9 +54,14 @@ struct PhaseTimes {
   double gather_wait_s = 0;    ///< waiting for gathers that prefetch did not hide
   double reduce_wait_s = 0;    ///< waiting for gradient reduce-scatters at the end of the step
   double optimizer_s = 0;      ///< set by the caller around the optimizer
-  int64_t gathers = 0;
-  int64_t reduce_scatters = 0;
-  int64_t gathered_bytes = 0;
+  int64_t gathers = 0;         ///< group gathers, a whole group bound in place included
+  int64_t reduce_scatters = 0;  ///< trainable group reductions, one rank's included
+  int64_t gathered_bytes = 0;   ///< full buffer bytes of those gathers
+  /// The collectives that move data (groups sharded over more than one rank).
+  int64_t comm_gathers = 0;
+  int64_t comm_gathered_bytes = 0;
+  int64_t comm_reduce_scatters = 0;
+  int64_t comm_reduced_bytes = 0;
 };
 
 /// Bytes this rank holds, from the groups' own accounting.

@@ -25,6 +25,7 @@
 #include "dist/memory_estimate.h"
 #include "dist/placement.h"
 #include "dist/unit_runner.h"
+#include "model/face/align.h"
 #include "trainer/train_state.h"
 
 namespace lookahead::trainer {
@@ -404,6 +405,17 @@ ActivationEstimate estimate_activations(model::LookaheadModelConfig config, cons
     if (t->defined()) *t = t->to(at::kMeta);
   const model::StepDraw draw = m.draw(0, 0, shape.batch, 0, shape.batch, {4, shape.inputs.latent, shape.inputs.latent});
 
+  // The reference identity a step starts with: ArcFace of the aligned reference photo, no gradient.
+  {
+    runner.branch = 0;
+    const int64_t pixels = 8 * shape.inputs.latent;
+    const at::Tensor photo = at::empty({shape.batch, 3, pixels, pixels}, at::TensorOptions().device(at::kMeta));
+    const at::Tensor landmarks =
+        model::face::arcface_template(static_cast<double>(pixels)).unsqueeze(0).repeat({shape.batch, 1, 1});
+    const at::Tensor landmarks_kept = b.ref_landmarks;
+    m.set_reference_identity(b, photo, landmarks);
+    b.ref_landmarks = landmarks_kept;
+  }
   SavedSet glue1, glue2;
   {
     Scope scope(glue1);
@@ -451,7 +463,11 @@ ActivationEstimate estimate_activations(model::LookaheadModelConfig config, cons
       walk_branch(runner.calls, 2, glue2, weights, shape.kept_units, elements, compute_bytes, shape.world_size,
                   has_grad_shard, shape.mode == LossMode::kSum ? after1 : 0.0, shards1, after2);
   est.in_flight_end = after2;
-  for (const auto& c : runner.calls) (c.branch == 1 ? est.diffusion_units : est.lookahead_units).insert(c.unit);
+  for (const auto& c : runner.calls) {
+    if (c.branch > 0) (c.branch == 1 ? est.diffusion_units : est.lookahead_units).insert(c.unit);
+    ++est.uses[c.unit].forward_calls;
+    est.uses[c.unit].backward_calls += c.with_grad;
+  }
   // The AdamW update of one group makes two temporaries of its shard (sqrt, then the division).
   double largest_shard = 0;
   for (const auto& [name, e] : elements)
@@ -520,6 +536,14 @@ StepMemoryPrediction predict_step_memory(const TrainConfig& c, const model::Look
     return kept;
   };
   p.diffusion_weights = gathered(p.activations.diffusion_units);
+  dist::TrafficLayout traffic;
+  traffic.world_size = world_size;
+  traffic.ranks_per_node = ranks_per_node;
+  traffic.frozen_shards = layout.frozen_shards;
+  traffic.compute_bytes = layout.compute_bytes;
+  traffic.kept_units = layout.kept_units;
+  traffic.keep_gathered = c.dist.keep_gathered;
+  p.traffic = dist::step_traffic(units, p.activations.uses, traffic);
   p.lookahead_weights = gathered(p.activations.lookahead_units);
   return p;
 }

@@ -10,10 +10,12 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <set>
 #include <string>
 
 #include "dist/memory_estimate.h"
+#include "dist/traffic_estimate.h"
 #include "model/lookahead/lookahead_model.h"
 #include "model/lookahead/synthetic_batch.h"
 #include "trainer/train_config.h"
@@ -41,6 +43,7 @@ struct ActivationEstimate {
   std::string largest_recompute_unit;
   double in_flight_end = 0;  ///< unsharded gradient buffers pending when the last backward ends
   std::set<std::string> diffusion_units, lookahead_units;  ///< units each branch calls (gathers)
+  std::map<std::string, dist::UnitUse> uses;               ///< each unit's calls in the step
 };
 
 /// What the estimate needs of a run.
@@ -71,7 +74,9 @@ struct StepMemoryPrediction {
   ActivationEstimate activations;
   int64_t frozen = 0, lcm = 0, adapter = 0, lora = 0;  ///< parameter counts
   int64_t units = 0;
-  double base = 0;                                      ///< held in every phase
+  dist::StepTraffic
+      traffic;      ///< bytes sent per step (ring all-gathers and reduce-scatters, ranks filling nodes in order)
+  double base = 0;  ///< held in every phase
   double diffusion_weights = 0, lookahead_weights = 0;  ///< gathered weights while each branch runs
   double diffusion() const { return base + diffusion_weights + activations.diffusion.total; }
   double lookahead() const { return base + lookahead_weights + activations.lookahead.total; }

@@ -175,7 +175,6 @@ StepStats TrainState::step(const model::Batch& batch, const model::StepDraw& dra
   const double ranks = static_cast<double>(world_.size());
   StepStats st;
   st.alpha = alpha;
-  engine_->reset_times();
   // The identity loss is a mean over the usable samples of the whole global batch. Host values
   // go over the World's MPI communicator, whatever device the model runs on.
   const double local_valid = at::isfinite(batch.ref_landmarks).flatten(1).all(1).sum().item<double>();
@@ -227,6 +226,9 @@ StepStats TrainState::step(const model::Batch& batch, const model::StepDraw& dra
   st.compute_s = seconds_since(t0) - st.optimizer_s;
   engine_->times().optimizer_s = st.optimizer_s;
   st.times = engine_->times();
+  // Counted from the end of the previous step, so that the work before this call (the reference
+  // identity's ArcFace) belongs to the step it serves.
+  engine_->reset_times();
 
   // Logged values are the global batch's, whatever the rank count: loss means over ranks (each a
   // mean over its equal share) and timestep means over every sample. The losses live on the

@@ -47,6 +47,10 @@ StepRecord step_record(int64_t step, const StepStats& st, const OptimConfig& opt
               {"time_lookahead_s", st.lookahead_s},
               {"time_gather_wait_s", st.times.gather_wait_s},
               {"time_reduce_wait_s", st.times.reduce_wait_s},
+              {"comm_gathers", static_cast<double>(st.times.comm_gathers)},
+              {"comm_gathered_bytes", static_cast<double>(st.times.comm_gathered_bytes)},
+              {"comm_reduce_scatters", static_cast<double>(st.times.comm_reduce_scatters)},
+              {"comm_reduced_bytes", static_cast<double>(st.times.comm_reduced_bytes)},
               {"time_optimizer_s", st.optimizer_s},
               {"mem_frozen_shard_bytes", static_cast<double>(st.memory.frozen_shard_bytes)},
               {"mem_trainable_shard_bytes", static_cast<double>(st.memory.trainable_shard_bytes)},
@@ -117,13 +121,26 @@ std::string describe_model(const TrainConfig& c, int world_size, int ranks_per_n
     << "  branch 2 " << gib(p.lookahead()) << " GiB (+ gathered weights " << gib(p.lookahead_weights) << ")\n"
     << "  optimizer " << gib(p.optimizer()) << " GiB (gradient shards " << gib(held.grads)
     << ", or the unsharded gradients in flight at the end of backward " << gib(act.in_flight_end) << ")\n";
+  const dist::StepTraffic& t = p.traffic;
+  auto mib = [](double b) { return b / (1024.0 * 1024.0); };
+  s << "communication per step (" << world_size << " rank(s) on " << t.nodes << " node(s), ranks filling nodes in "
+    << "order; ring all-gathers and reduce-scatters, as NCCL and OpenMPI's large-message rings):\n"
+    << "  all-gathers      " << t.gathers << " unit gathers, " << mib(t.gathered) << " MiB gathered, "
+    << mib(t.all_gather_sent_per_rank) << " MiB sent per rank, " << mib(t.all_gather_inter_node_per_node)
+    << " MiB sent per node to other nodes\n"
+    << "  reduce-scatters  " << t.reduce_scatters << " reductions, " << mib(t.reduced) << " MiB of fp32 gradients, "
+    << mib(t.reduce_scatter_sent_per_rank) << " MiB sent per rank, " << mib(t.reduce_scatter_inter_node_per_node)
+    << " MiB sent per node to other nodes\n";
   s << "predicted peak per rank " << gib(p.peak() + runtime) << " GiB = tensors " << gib(p.peak())
     << " + this process's resident memory before the model (libraries) " << gib(runtime)
     << (device.is_cuda() ? "; on the GPU add its context and the allocator's slack" : "") << "\n";
   // For scripts: the same in bytes, and the names metrics.jsonl measures them under.
   s << std::setprecision(0) << "predicted bytes per rank: mem_tensor_peak_diffusion_bytes=" << p.diffusion()
     << " mem_tensor_peak_lookahead_bytes=" << p.lookahead() << " mem_tensor_peak_optimizer_bytes=" << p.optimizer()
-    << " runtime=" << runtime << "\n";
+    << " runtime=" << runtime << "\n"
+    << "predicted bytes per step: comm_sent_per_rank=" << t.sent_per_rank()
+    << " comm_inter_node_sent_per_node=" << t.inter_node_per_node() << " comm_gathered_bytes=" << t.gathered
+    << " comm_reduced_bytes=" << t.reduced << "\n";
   return s.str();
 }
 

@@ -1,0 +1,103 @@
+// Network bytes of a training step from element counts and unit uses.
+#include "dist/traffic_estimate.h"
+
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+
+namespace lookahead::dist {
+namespace {
+
+bool power_of_two(int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
+
+}  // namespace
+
+const char* to_string(CollectiveAlgorithm a) {
+  switch (a) {
+    case CollectiveAlgorithm::kRing: return "ring";
+    case CollectiveAlgorithm::kRecursive: return "recursive";
+  }
+  return "?";
+}
+
+CollectiveBytes collective_bytes(CollectiveKind kind, CollectiveAlgorithm algorithm, double bytes, int64_t group,
+                                 int64_t per_node) {
+  TORCH_CHECK(group >= 1 && per_node >= 1, "collective_bytes: group ", group, " and ranks per node ", per_node,
+              " must be positive");
+  CollectiveBytes out;
+  if (group == 1) return out;
+  const int64_t local = std::min(group, per_node);
+  TORCH_CHECK(group % local == 0, "collective_bytes: a group of ", group, " ranks does not fill nodes of ", local);
+  const auto s = static_cast<double>(group), l = static_cast<double>(local);
+  // Both algorithms send (S-1)/S of the buffer from every rank; they differ in where it goes.
+  out.sent_per_rank = bytes * (s - 1) / s;
+  if (local == group) return out;
+  switch (algorithm) {
+    case CollectiveAlgorithm::kRing:
+      // Ranks in order: each node's last rank sends all its ring traffic to the next node.
+      out.inter_node_per_node = bytes * (s - 1) / s;
+      break;
+    case CollectiveAlgorithm::kRecursive:
+      TORCH_CHECK(power_of_two(group) && power_of_two(local),
+                  "collective_bytes: the recursive algorithms need powers of "
+                  "two (",
+                  group, " ranks, ", local, " per node)");
+      // Exchanges at distance d >= L cross nodes (d = L, 2L, …, S/2). All-gather: d·T/S each,
+      // (S-L)/S·T a rank; reduce-scatter halves the vector as the distance doubles: T/2d each,
+      // (1/L - 1/S)·T a rank. A node sends L times its rank's share.
+      out.inter_node_per_node =
+          kind == CollectiveKind::kAllGather ? l * bytes * (s - l) / s : l * bytes * (1.0 / l - 1.0 / s);
+      break;
+  }
+  return out;
+}
+
+StepTraffic step_traffic(const std::vector<UnitElements>& units, const std::map<std::string, UnitUse>& uses,
+                         const TrafficLayout& l) {
+  TORCH_CHECK(
+      l.world_size >= 1 && l.ranks_per_node >= 1 && l.world_size % std::min(l.world_size, l.ranks_per_node) == 0,
+      "step_traffic: ", l.world_size, " ranks do not fill nodes of ", l.ranks_per_node);
+  StepTraffic t;
+  const int64_t per_node = std::min(l.world_size, l.ranks_per_node);
+  t.nodes = l.world_size / per_node;
+  constexpr double kFp32 = 4;
+  for (const auto& u : units) {
+    const auto it = uses.find(u.name);
+    if (it == uses.end()) continue;
+    const UnitUse& use = it->second;
+    const bool once = l.keep_gathered || l.kept_units.contains(u.name);
+    const int64_t gathers = use.forward_calls + (once ? 0 : use.backward_calls);
+    const double frozen =
+        l.frozen_shards > 1
+            ? static_cast<double>((shard_elements(u.frozen, l.frozen_shards) + shard_elements(u.lcm, l.frozen_shards)) *
+                                  l.frozen_shards) *
+                  l.compute_bytes
+            : 0.0;
+    const int64_t trainable_elements =
+        (shard_elements(u.adapter, l.world_size) + shard_elements(u.lora, l.world_size)) * l.world_size;
+    const double trainable = l.world_size > 1 ? static_cast<double>(trainable_elements) * l.compute_bytes : 0.0;
+    if (frozen + trainable > 0) {
+      t.gathers += gathers;
+      t.gathered += static_cast<double>(gathers) * (frozen + trainable);
+      const CollectiveBytes f =
+          collective_bytes(CollectiveKind::kAllGather, l.all_gather, frozen, l.frozen_shards, per_node);
+      const CollectiveBytes g =
+          collective_bytes(CollectiveKind::kAllGather, l.all_gather, trainable, l.world_size, per_node);
+      t.all_gather_sent_per_rank += static_cast<double>(gathers) * (f.sent_per_rank + g.sent_per_rank);
+      t.all_gather_inter_node_per_node +=
+          static_cast<double>(gathers) * (f.inter_node_per_node + g.inter_node_per_node);
+    }
+    if (u.trainable() > 0 && l.world_size > 1) {
+      const double reduced = static_cast<double>(trainable_elements) * kFp32;
+      const CollectiveBytes r =
+          collective_bytes(CollectiveKind::kReduceScatter, l.reduce_scatter, reduced, l.world_size, per_node);
+      t.reduce_scatters += use.backward_calls;
+      t.reduced += static_cast<double>(use.backward_calls) * reduced;
+      t.reduce_scatter_sent_per_rank += static_cast<double>(use.backward_calls) * r.sent_per_rank;
+      t.reduce_scatter_inter_node_per_node += static_cast<double>(use.backward_calls) * r.inter_node_per_node;
+    }
+  }
+  return t;
+}
+
+}  // namespace lookahead::dist
