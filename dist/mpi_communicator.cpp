@@ -1,11 +1,17 @@
 // MPI backend: a task queue drained by one communication thread per communicator.
 #include "dist/mpi_communicator.h"
 
+#include <ATen/ops/add.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/maximum.h>
+#include <ATen/ops/minimum.h>
 #include <c10/core/ScalarType.h>
 
+#include <chrono>
 #include <climits>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <future>
 #include <limits>
@@ -62,6 +68,78 @@ int checked_count(int64_t n, const char* what) {
                     std::string(what) + ": " + std::to_string(n) +
                         " elements exceed MPI's int count; split the collective (" + where() + ")");
   return static_cast<int>(n);
+}
+
+// Large all-gathers and reduce-scatters run as rings of non-blocking point-to-point messages
+// that the communication thread drives itself. Waiting, it sleeps between MPI_Test calls rather
+// than spinning in MPI's progress loop, so the compute thread beside it keeps its core: on a CPU
+// node this is what lets a transfer hide behind compute (docs/cluster.md, "Overlap"). The ring
+// also fixes the traffic (each rank sends (S-1)/S of the buffer to the next rank) whatever
+// OpenMPI's tuning would pick, which is what dist/traffic_estimate.h assumes.
+constexpr int64_t kRingMinChunkBytes = int64_t{256} << 10;
+constexpr int kRingTag = 0x4c41;  // this communicator's thread is the only user of its (duplicated) MPI_Comm
+// Spinning first: a shared-memory transfer of a chunk completes in microseconds.
+constexpr auto kSpinBeforeSleep = std::chrono::microseconds(100);
+constexpr int64_t kMaxSleepMicros = 500;
+
+/// Waits for `n` requests, sleeping between tests after a short spin; throws if `self` is aborted.
+void wait_requests(MPI_Request* requests, int n, const Communicator& self) {
+  const auto start = std::chrono::steady_clock::now();
+  int64_t sleep = 1;
+  for (;;) {
+    int done = 0;
+    LA_MPI_CHECK(MPI_Testall(n, requests, &done, MPI_STATUSES_IGNORE));
+    if (done) return;
+    if (self.aborted())
+      throw DistError(ErrorKind::kAborted,
+                      "communicator '" + self.name() + "' was aborted during a ring collective (" + where() + ")");
+    if (std::chrono::steady_clock::now() - start < kSpinBeforeSleep) continue;
+    std::this_thread::sleep_for(std::chrono::microseconds(sleep));
+    sleep = std::min(2 * sleep, kMaxSleepMicros);
+  }
+}
+
+/// One ring step: receive `count` bytes from the previous rank while sending to the next.
+void ring_exchange(const void* send, void* recv, int count, int rank, int size, MPI_Comm comm,
+                   const Communicator& self) {
+  MPI_Request requests[2];
+  LA_MPI_CHECK(MPI_Irecv(recv, count, MPI_BYTE, (rank + size - 1) % size, kRingTag, comm, &requests[0]));
+  LA_MPI_CHECK(MPI_Isend(send, count, MPI_BYTE, (rank + 1) % size, kRingTag, comm, &requests[1]));
+  wait_requests(requests, 2, self);
+}
+
+/// All-gather of `chunk` bytes per rank into `out` (this rank's chunk already in place).
+void ring_all_gather(uint8_t* out, int64_t chunk, int count, int rank, int size, MPI_Comm comm,
+                     const Communicator& self) {
+  // Step k passes on the chunk received in step k-1, starting with this rank's own.
+  for (int k = 0; k + 1 < size; ++k) {
+    const int send = (rank - k + size) % size, recv = (rank - k - 1 + size) % size;
+    ring_exchange(out + send * chunk, out + recv * chunk, count, rank, size, comm, self);
+  }
+}
+
+/// Reduce-scatter of `in` ([size * chunk] elements) into `out` ([chunk]); kSum / kMax / kMin
+/// (kAvg: the caller divides). Chunk j is reduced along the ring ending at rank j: step k
+/// receives the partial result of chunk (rank - k - 2) and adds this rank's part.
+void ring_reduce_scatter(const at::Tensor& in, const at::Tensor& out, ReduceOp op, int rank, int size, MPI_Comm comm,
+                         const Communicator& self) {
+  const int64_t chunk = out.numel();
+  const int count = checked_count(chunk * static_cast<int64_t>(in.element_size()), "reduce_scatter");
+  auto part = [&](int j) { return in.narrow(0, ((j % size) + size) % size * chunk, chunk); };
+  at::Tensor recv = at::empty_like(out), acc = at::empty_like(out);
+  auto combine = [&](at::Tensor dst, const at::Tensor& a, const at::Tensor& b) {
+    switch (op) {
+      case ReduceOp::kSum:
+      case ReduceOp::kAvg: at::add_out(dst, a, b); break;
+      case ReduceOp::kMax: at::maximum_out(dst, a, b); break;
+      case ReduceOp::kMin: at::minimum_out(dst, a, b); break;
+    }
+  };
+  for (int k = 0; k + 1 < size; ++k) {
+    const at::Tensor send = k == 0 ? part(rank - 1).contiguous() : acc;
+    ring_exchange(send.data_ptr(), recv.data_ptr(), count, rank, size, comm, self);
+    combine(k + 2 == size ? out : acc, recv, part(rank - k - 2));
+  }
 }
 
 }  // namespace
@@ -245,6 +323,13 @@ void MpiCommunicator::execute(const Op& op, MPI_Comm comm) {
     case OpType::kAllGather: {
       // Raw bytes: every dtype gathers the same way.
       int count = checked_count(static_cast<int64_t>(op.input.nbytes()), "all_gather");
+      if (n > 1 && static_cast<int64_t>(op.input.nbytes()) >= kRingMinChunkBytes) {
+        auto* out = static_cast<uint8_t*>(op.output.data_ptr());
+        const auto chunk = static_cast<int64_t>(op.input.nbytes());
+        if (!op.in_place) std::memcpy(out + rank() * chunk, op.input.data_ptr(), static_cast<size_t>(chunk));
+        ring_all_gather(out, chunk, count, rank(), n, comm, *this);
+        return;
+      }
       const void* send = op.in_place ? MPI_IN_PLACE : op.input.data_ptr();
       LA_MPI_CHECK(MPI_Allgather(send, count, MPI_BYTE, op.output.data_ptr(), count, MPI_BYTE, comm));
       return;
@@ -271,10 +356,14 @@ void MpiCommunicator::execute(const Op& op, MPI_Comm comm) {
         throw DistError(ErrorKind::kInvalidArgument,
                         std::string("reduce_scatter: dtype ") + dtype_name(in.scalar_type()) +
                             " is not supported by the MPI communicator (" + where() + ")");
-      // MPI_Reduce_scatter rather than its _block form: OpenMPI offers the bandwidth-optimal ring
-      // (its default for large messages) only there, and docs/cluster.md's traffic model assumes it.
-      const std::vector<int> counts(static_cast<size_t>(n), checked_count(out.numel(), "reduce_scatter"));
-      LA_MPI_CHECK(MPI_Reduce_scatter(in.data_ptr(), out.data_ptr(), counts.data(), type, mpi_op(op.reduce), comm));
+      if (n > 1 && static_cast<int64_t>(out.nbytes()) >= kRingMinChunkBytes) {
+        ring_reduce_scatter(in.reshape({-1}), out.view({-1}), op.reduce, rank(), n, comm, *this);
+      } else {
+        // MPI_Reduce_scatter rather than its _block form: OpenMPI offers the ring (its default
+        // for large messages) only there, and the traffic model assumes it.
+        const std::vector<int> counts(static_cast<size_t>(n), checked_count(out.numel(), "reduce_scatter"));
+        LA_MPI_CHECK(MPI_Reduce_scatter(in.data_ptr(), out.data_ptr(), counts.data(), type, mpi_op(op.reduce), comm));
+      }
       if (op.reduce == ReduceOp::kAvg) out.div_(n);
       if (upcast) op.output.view({-1}).copy_(out);
       return;

@@ -98,6 +98,44 @@ TEST_P(Collectives, ReduceScatterAllOps) {
   }
 }
 
+TEST_P(Collectives, LargeBuffersAllOpsInPlaceAndNot) {
+  // Chunks of 256 KiB and more take the MPI communicator's own ring (polled, sleeping between
+  // tests); odd sizes make every rank's chunk start unaligned.
+  auto comm = this->comm();
+  const int r = comm->rank(), n = comm->size();
+  const int64_t chunk = 300'001;
+  for (auto dtype : {at::kFloat, at::kDouble, at::kBFloat16, at::kByte}) {
+    const std::string name = dtype_name(dtype);
+    at::Tensor all = (arange(n * chunk, at::kDouble).remainder(50)).to(dtype);  // [n * chunk]
+    at::Tensor out = at::zeros({n * chunk}, at::TensorOptions().dtype(dtype).device(device()));
+    comm->all_gather(out, on_device(all.narrow(0, r * chunk, chunk).clone()))->wait();
+    expect_equal(out, all, "large all_gather " + name);
+    at::Tensor in_place = at::zeros({n * chunk}, at::TensorOptions().dtype(dtype).device(device()));
+    in_place.narrow(0, r * chunk, chunk).copy_(on_device(all.narrow(0, r * chunk, chunk)));
+    comm->all_gather(in_place, in_place.narrow(0, r * chunk, chunk))->wait();
+    expect_equal(in_place, all, "large in-place all_gather " + name);
+    for (auto op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceOp::kMin}) {
+      if (op == ReduceOp::kAvg && !at::isFloatingType(dtype)) continue;
+      at::Tensor v = arange(n * chunk, at::kDouble).remainder(50);  // rank q contributes (q + 1) * v
+      at::Tensor in = on_device((v * (r + 1)).to(dtype));
+      at::Tensor got = at::empty({chunk}, at::TensorOptions().dtype(dtype).device(device()));
+      comm->reduce_scatter(got, in, op)->wait();
+      at::Tensor j = v.narrow(0, r * chunk, chunk);
+      at::Tensor want;
+      switch (op) {
+        case ReduceOp::kSum: want = j * (n * (n + 1) / 2); break;
+        case ReduceOp::kAvg: want = j * (n * (n + 1) / 2) / n; break;
+        case ReduceOp::kMax: want = j * n; break;
+        case ReduceOp::kMin: want = j; break;
+      }
+      if (dtype == at::kByte) want = want.remainder(256);
+      // Exact partial sums, one rounding at the end (bf16 is reduced in float32).
+      expect_equal(got, want.to(at::kFloat).to(dtype),
+                   std::string("large reduce_scatter ") + to_string(op) + " " + name);
+    }
+  }
+}
+
 TEST_P(Collectives, AllReduceAllOpsOddSize) {
   auto comm = this->comm();
   const int r = comm->rank(), n = comm->size();
@@ -303,7 +341,7 @@ TEST(CollectiveArguments, RankDependentShapesAreAMismatchNotAHang) {
   // The communicator stays usable: the check ran before any payload moved.
   at::Tensor ok = at::full({4}, static_cast<float>(r));
   comm->all_reduce(ok)->wait();
-  EXPECT_EQ(ok[0].item<float>(), static_cast<float>(n * (n - 1) / 2));
+  EXPECT_EQ(ok[0].item<float>(), static_cast<float>(n * (n - 1)) / 2.0F);
 }
 
 // ---- sub-communicators -------------------------------------------------------------------------
