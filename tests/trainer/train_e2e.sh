@@ -120,7 +120,7 @@ one = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
 bad = 0
 for a, b in zip(many, one):
     for k in sorted(set(a) | set(b)):
-        if k.startswith(("time_", "mem_")): continue  # rank 0's own, by definition
+        if k.startswith(("time_", "mem_", "comm_")): continue  # rank 0's own, by definition (1 rank sends nothing)
         x, y = a.get(k), b.get(k)
         exact = k in ("step", "dtype", "alpha", "t_diffusion_mean", "t_lookahead_mean", "faces_valid", "records_skipped",
                       "lr_adapter", "lr_lora")
