@@ -26,12 +26,16 @@ int64_t shard_elements(int64_t elements, int64_t shards) {
   return (elements + chunk - 1) / chunk * FlatLayout::kAlignment;
 }
 
+GatheredElements gathered_elements(const UnitElements& u, const ShardingLayout& l) {
+  return {(shard_elements(u.frozen, l.frozen_shards) + shard_elements(u.lcm, l.frozen_shards)) * l.frozen_shards,
+          (shard_elements(u.adapter, l.world_size) + shard_elements(u.lora, l.world_size)) * l.world_size};
+}
+
 double gathered_bytes(const UnitElements& u, const ShardingLayout& l) {
-  const double frozen =
-      l.frozen_shards > 1 ? static_cast<double>((shard_elements(u.frozen, l.frozen_shards) + shard_elements(u.lcm, l.frozen_shards)) * l.frozen_shards) : 0.0;
+  const GatheredElements g = gathered_elements(u, l);
+  const double frozen = l.frozen_shards > 1 ? static_cast<double>(g.frozen) : 0.0;
   // fp32 masters computing in another dtype are copied even when whole on this rank.
-  const double trainable =
-      l.world_size > 1 || l.compute_bytes != 4 ? static_cast<double>((shard_elements(u.adapter, l.world_size) + shard_elements(u.lora, l.world_size)) * l.world_size) : 0.0;
+  const double trainable = l.world_size > 1 || l.compute_bytes != 4 ? static_cast<double>(g.trainable) : 0.0;
   return (frozen + trainable) * l.compute_bytes;
 }
 

@@ -50,6 +50,14 @@ struct HeldBytes {
   double total() const { return frozen + lcm + master + grads + adam + ring + kept; }
 };
 
+/// Padded elements of `unit`'s groups in their gathered (full) buffers: frozen and LCM-LoRA groups
+/// sharded over `frozen_shards` ranks, trainable groups over the world.
+struct GatheredElements {
+  int64_t frozen = 0;
+  int64_t trainable = 0;
+};
+GatheredElements gathered_elements(const UnitElements& unit, const ShardingLayout& layout);
+
 /// Full (padded) buffer bytes of `unit` while gathered: roles sharded over more than one rank,
 /// and trainables whose compute dtype is not their fp32 master's (a whole frozen copy in its
 /// compute dtype is used in place).

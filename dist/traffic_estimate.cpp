@@ -53,44 +53,39 @@ CollectiveBytes collective_bytes(CollectiveKind kind, CollectiveAlgorithm algori
 }
 
 StepTraffic step_traffic(const std::vector<UnitElements>& units, const std::map<std::string, UnitUse>& uses,
-                         const TrafficLayout& l) {
-  TORCH_CHECK(
-      l.world_size >= 1 && l.ranks_per_node >= 1 && l.world_size % std::min(l.world_size, l.ranks_per_node) == 0,
-      "step_traffic: ", l.world_size, " ranks do not fill nodes of ", l.ranks_per_node);
+                         const TrafficLayout& layout) {
+  const ShardingLayout& l = layout.sharding;
+  const int64_t per_node = std::min(l.world_size, layout.ranks_per_node);
+  TORCH_CHECK(l.world_size >= 1 && per_node >= 1 && l.world_size % per_node == 0, "step_traffic: ", l.world_size,
+              " ranks do not fill nodes of ", layout.ranks_per_node);
   StepTraffic t;
-  const int64_t per_node = std::min(l.world_size, l.ranks_per_node);
   t.nodes = l.world_size / per_node;
   constexpr double kFp32 = 4;
   for (const auto& u : units) {
     const auto it = uses.find(u.name);
     if (it == uses.end()) continue;
     const UnitUse& use = it->second;
-    const bool once = l.keep_gathered || l.kept_units.contains(u.name);
+    const bool once = layout.keep_gathered || l.kept_units.contains(u.name);
     const int64_t gathers = use.forward_calls + (once ? 0 : use.backward_calls);
-    const double frozen =
-        l.frozen_shards > 1
-            ? static_cast<double>((shard_elements(u.frozen, l.frozen_shards) + shard_elements(u.lcm, l.frozen_shards)) *
-                                  l.frozen_shards) *
-                  l.compute_bytes
-            : 0.0;
-    const int64_t trainable_elements =
-        (shard_elements(u.adapter, l.world_size) + shard_elements(u.lora, l.world_size)) * l.world_size;
-    const double trainable = l.world_size > 1 ? static_cast<double>(trainable_elements) * l.compute_bytes : 0.0;
+    const GatheredElements g = gathered_elements(u, l);
+    // Groups over one rank move nothing.
+    const double frozen = l.frozen_shards > 1 ? static_cast<double>(g.frozen) * l.compute_bytes : 0.0;
+    const double trainable = l.world_size > 1 ? static_cast<double>(g.trainable) * l.compute_bytes : 0.0;
     if (frozen + trainable > 0) {
       t.gathers += gathers;
       t.gathered += static_cast<double>(gathers) * (frozen + trainable);
       const CollectiveBytes f =
-          collective_bytes(CollectiveKind::kAllGather, l.all_gather, frozen, l.frozen_shards, per_node);
-      const CollectiveBytes g =
-          collective_bytes(CollectiveKind::kAllGather, l.all_gather, trainable, l.world_size, per_node);
-      t.all_gather_sent_per_rank += static_cast<double>(gathers) * (f.sent_per_rank + g.sent_per_rank);
+          collective_bytes(CollectiveKind::kAllGather, layout.all_gather, frozen, l.frozen_shards, per_node);
+      const CollectiveBytes a =
+          collective_bytes(CollectiveKind::kAllGather, layout.all_gather, trainable, l.world_size, per_node);
+      t.all_gather_sent_per_rank += static_cast<double>(gathers) * (f.sent_per_rank + a.sent_per_rank);
       t.all_gather_inter_node_per_node +=
-          static_cast<double>(gathers) * (f.inter_node_per_node + g.inter_node_per_node);
+          static_cast<double>(gathers) * (f.inter_node_per_node + a.inter_node_per_node);
     }
     if (u.trainable() > 0 && l.world_size > 1) {
-      const double reduced = static_cast<double>(trainable_elements) * kFp32;
+      const double reduced = static_cast<double>(g.trainable) * kFp32;
       const CollectiveBytes r =
-          collective_bytes(CollectiveKind::kReduceScatter, l.reduce_scatter, reduced, l.world_size, per_node);
+          collective_bytes(CollectiveKind::kReduceScatter, layout.reduce_scatter, reduced, l.world_size, per_node);
       t.reduce_scatters += use.backward_calls;
       t.reduced += static_cast<double>(use.backward_calls) * reduced;
       t.reduce_scatter_sent_per_rank += static_cast<double>(use.backward_calls) * r.sent_per_rank;

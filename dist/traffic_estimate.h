@@ -8,7 +8,6 @@
 
 #include <cstdint>
 #include <map>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -50,13 +49,11 @@ CollectiveBytes collective_bytes(CollectiveKind kind, CollectiveAlgorithm algori
 
 /// How a run is laid out for communication.
 struct TrafficLayout {
-  int64_t world_size = 1;
+  /// World size, frozen shard count (placement), compute dtype bytes of a gathered unit, and the
+  /// units that keep their activations (gathered once, from forward to backward).
+  ShardingLayout sharding;
   int64_t ranks_per_node = 1;
-  int64_t frozen_shards = 1;  ///< ranks sharing one copy of the frozen weights (placement): the whole world, a
-                              ///< node, or 1
-  double compute_bytes = 4;   ///< bytes per element of a gathered unit (frozen weights and trainables' compute copies)
-  std::set<std::string> kept_units;  ///< gathered once, from forward to backward (dist.recompute)
-  bool keep_gathered = false;        ///< every unit stays gathered from its forward to its last backward
+  bool keep_gathered = false;  ///< every unit stays gathered from its forward to its last backward
   CollectiveAlgorithm all_gather = CollectiveAlgorithm::kRing;
   CollectiveAlgorithm reduce_scatter = CollectiveAlgorithm::kRing;
 };

@@ -537,11 +537,8 @@ StepMemoryPrediction predict_step_memory(const TrainConfig& c, const model::Look
   };
   p.diffusion_weights = gathered(p.activations.diffusion_units);
   dist::TrafficLayout traffic;
-  traffic.world_size = world_size;
+  traffic.sharding = layout;
   traffic.ranks_per_node = ranks_per_node;
-  traffic.frozen_shards = layout.frozen_shards;
-  traffic.compute_bytes = layout.compute_bytes;
-  traffic.kept_units = layout.kept_units;
   traffic.keep_gathered = c.dist.keep_gathered;
   p.traffic = dist::step_traffic(units, p.activations.uses, traffic);
   p.lookahead_weights = gathered(p.activations.lookahead_units);

@@ -44,6 +44,18 @@ void expect_equal(const at::Tensor& got_any, const at::Tensor& want, const std::
   EXPECT_EQ(diff.max().item<double>(), 0.0) << what << "\n got " << got << "\n want " << want;
 }
 
+/// What reducing (q + 1) * j over ranks q = 0..n-1 gives with `op` (uint8 wraps).
+at::Tensor expected_reduction(ReduceOp op, const at::Tensor& j, int n, at::ScalarType dtype) {
+  at::Tensor want;
+  switch (op) {
+    case ReduceOp::kSum: want = j * (n * (n + 1) / 2); break;
+    case ReduceOp::kAvg: want = j * (n * (n + 1) / 2) / n; break;
+    case ReduceOp::kMax: want = j * n; break;
+    case ReduceOp::kMin: want = j; break;
+  }
+  return dtype == at::kByte ? want.remainder(256) : want;
+}
+
 TEST_P(Collectives, AllGatherPlacesEveryRanksChunk) {
   auto comm = this->comm();
   const int r = comm->rank(), n = comm->size();
@@ -82,14 +94,7 @@ TEST_P(Collectives, ReduceScatterAllOps) {
       at::Tensor out = at::empty({chunk}, at::TensorOptions().dtype(dtype).device(device()));
       comm->reduce_scatter(out, in, op)->wait();
       at::Tensor j = arange(chunk, at::kDouble, r * chunk);
-      at::Tensor want;
-      switch (op) {
-        case ReduceOp::kSum: want = j * (n * (n + 1) / 2); break;
-        case ReduceOp::kAvg: want = j * (n * (n + 1) / 2) / n; break;
-        case ReduceOp::kMax: want = j * n; break;
-        case ReduceOp::kMin: want = j; break;
-      }
-      if (dtype == at::kByte) want = want.remainder(256);  // uint8 wraps
+      at::Tensor want = expected_reduction(op, j, n, dtype);  // uint8 wraps
       // Half types: MPI reduces in float32 and rounds once; NCCL's partial sums of these small
       // integers are exact in the half types too, so both match the once-rounded reference.
       expect_equal(out, want.to(at::kFloat).to(dtype),
@@ -121,14 +126,7 @@ TEST_P(Collectives, LargeBuffersAllOpsInPlaceAndNot) {
       at::Tensor got = at::empty({chunk}, at::TensorOptions().dtype(dtype).device(device()));
       comm->reduce_scatter(got, in, op)->wait();
       at::Tensor j = v.narrow(0, r * chunk, chunk);
-      at::Tensor want;
-      switch (op) {
-        case ReduceOp::kSum: want = j * (n * (n + 1) / 2); break;
-        case ReduceOp::kAvg: want = j * (n * (n + 1) / 2) / n; break;
-        case ReduceOp::kMax: want = j * n; break;
-        case ReduceOp::kMin: want = j; break;
-      }
-      if (dtype == at::kByte) want = want.remainder(256);
+      at::Tensor want = expected_reduction(op, j, n, dtype);
       // Exact partial sums, one rounding at the end (bf16 is reduced in float32).
       expect_equal(got, want.to(at::kFloat).to(dtype),
                    std::string("large reduce_scatter ") + to_string(op) + " " + name);

@@ -85,10 +85,10 @@ TEST(TrafficEstimate, StepTrafficFollowsTheEngineRules) {
   std::vector<UnitElements> units = {{"block", 4 * a, a, 0, a / 2}, {"head", 2 * a, 0, a, 0}, {"unused", a, 0, 0, 0}};
   std::map<std::string, UnitUse> uses = {{"block", {3, 2}}, {"head", {1, 1}}};
   TrafficLayout l;
-  l.world_size = 4;
+  l.sharding.world_size = 4;
   l.ranks_per_node = 2;
-  l.frozen_shards = 4;
-  l.compute_bytes = 2;
+  l.sharding.frozen_shards = 4;
+  l.sharding.compute_bytes = 2;
   const StepTraffic full = step_traffic(units, uses, l);
   // block: 3 forward + 2 backward gathers of 5a frozen-and-LCM and a/2 LoRA elements; head: 2 of 2a + a.
   EXPECT_EQ(full.gathers, 5 + 2);
@@ -98,19 +98,19 @@ TEST(TrafficEstimate, StepTrafficFollowsTheEngineRules) {
   EXPECT_DOUBLE_EQ(full.all_gather_sent_per_rank, 0.75 * full.gathered);
   EXPECT_DOUBLE_EQ(full.inter_node_per_node(), 0.75 * (full.gathered + full.reduced));
 
-  l.frozen_shards = 2;  // node: frozen gathers stay within the node
+  l.sharding.frozen_shards = 2;  // node: frozen gathers stay within the node
   const StepTraffic node = step_traffic(units, uses, l);
   EXPECT_DOUBLE_EQ(node.all_gather_inter_node_per_node, 0.75 * 2.0 * (5 * 0.5 * a + 2 * 1.0 * a));
   EXPECT_DOUBLE_EQ(node.all_gather_sent_per_rank,
                    0.5 * 2.0 * (5 * 5.0 * a + 2 * 2.0 * a) + 0.75 * 2.0 * (5 * 0.5 * a + 2 * 1.0 * a));
 
-  l.frozen_shards = 1;  // replicate: no frozen traffic; a kept unit gathers once
-  l.kept_units = {"block"};
+  l.sharding.frozen_shards = 1;  // replicate: no frozen traffic; a kept unit gathers once
+  l.sharding.kept_units = {"block"};
   const StepTraffic kept = step_traffic(units, uses, l);
   EXPECT_EQ(kept.gathers, 3 + 2);
   EXPECT_DOUBLE_EQ(kept.gathered, 2.0 * (3 * 0.5 * a + 2 * 1.0 * a));
 
-  l.world_size = 1;
+  l.sharding.world_size = 1;
   l.ranks_per_node = 1;
   const StepTraffic one = step_traffic(units, uses, l);
   EXPECT_EQ(one.sent_per_rank(), 0);
