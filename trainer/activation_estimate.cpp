@@ -191,9 +191,8 @@ at::Tensor mse_loss_meta(const at::Tensor& self, const at::Tensor& target, int64
   return at::empty(at::infer_size(self.sizes(), target.sizes()), self.options());
 }
 
-/// Registers the shape functions above for meta tensors, once, when the first trace runs (and so
-/// only in processes that trace): the operators whose meta kernels PyTorch keeps in Python, and
-/// the fused attention path.
+}  // namespace
+
 void register_meta_kernels() {
   static std::once_flag once;
   std::call_once(once, [] {
@@ -224,6 +223,8 @@ void register_meta_kernels() {
   });
 }
 
+namespace {
+
 class Scope {
  public:
   explicit Scope(SavedSet& s) { t_scopes.push_back(&s); }
@@ -240,6 +241,7 @@ struct TracedCall {
   SavedSet inputs;     // every defined input (the checkpointed function keeps them all)
   SavedSet saved;      // what the unit's operations save when run with gradients
   double grad_io = 0;  // bytes of the gradients of its outputs and of its inputs that need one
+  Flops flops;
 };
 
 /// Runs each unit in place on meta tensors, with the engine's rule for which calls get a backward.
@@ -261,6 +263,7 @@ class TraceRunner final : public dist::UnitRunner {
     }
     c.with_grad = at::GradMode::is_enabled() && (any_grad || trainable_.contains(unit));
     std::vector<at::Tensor> out;
+    FlopCounter counter;
     if (c.with_grad) {
       Scope scope(c.saved);
       out = fn(inputs);
@@ -268,6 +271,7 @@ class TraceRunner final : public dist::UnitRunner {
       at::NoGradGuard no_grad;
       out = fn(inputs);
     }
+    c.flops = counter.flops();
     for (const auto& t : out)
       if (t.defined() && t.requires_grad()) c.grad_io += static_cast<double>(t.nbytes());
     calls.push_back(std::move(c));
@@ -395,6 +399,7 @@ ActivationEstimate estimate_activations(model::LookaheadModelConfig config, cons
 
   TraceRunner runner(trainable_units);
   m.set_unit_runner(&runner);
+  FlopCounter step_flops;  // what runs between the units; each unit call counts in its own
 
   // Inputs of the real shapes: host values drawn as a run draws them, moved to meta (the
   // landmarks stay on the host, as the face alignment reads them there).
@@ -430,6 +435,11 @@ ActivationEstimate estimate_activations(model::LookaheadModelConfig config, cons
   m.set_unit_runner(nullptr);
 
   ActivationEstimate est;
+  est.flops = step_flops.flops();
+  for (const auto& c : runner.calls) {
+    est.calls.push_back({c.unit, c.branch, c.with_grad, c.flops});
+    est.flops += c.flops;
+  }
   est.unit_calls = static_cast<int64_t>(runner.calls.size());
   for (const auto& c : runner.calls) {
     if (!c.with_grad) continue;

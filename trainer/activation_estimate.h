@@ -13,11 +13,13 @@
 #include <map>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "dist/memory_estimate.h"
 #include "dist/traffic_estimate.h"
 #include "model/lookahead/lookahead_model.h"
 #include "model/lookahead/synthetic_batch.h"
+#include "trainer/flop_counter.h"
 #include "trainer/train_config.h"
 
 namespace lookahead::trainer {
@@ -33,6 +35,14 @@ struct BranchPeak {
   double in_flight = 0;  ///< unsharded fp32 gradient buffers handed to reduce-scatter and not yet finished
 };
 
+/// One unit call of the traced step, in call order.
+struct TracedUnitCall {
+  std::string unit;
+  int branch = 0;          ///< 0: the reference identity, 1: the diffusion branch, 2: the lookahead branch
+  bool with_grad = false;  ///< the call gets a backward (the engine's rule)
+  Flops flops;             ///< its forward, and its backward's gradients (without the recompute)
+};
+
 struct ActivationEstimate {
   BranchPeak diffusion;          ///< branch 1
   BranchPeak lookahead;          ///< branch 2 (in loss.mode sum, branch 1's gradient buffers are still in flight)
@@ -44,6 +54,8 @@ struct ActivationEstimate {
   double in_flight_end = 0;  ///< unsharded gradient buffers pending when the last backward ends
   std::set<std::string> diffusion_units, lookahead_units;  ///< units each branch calls (gathers)
   std::map<std::string, dist::UnitUse> uses;               ///< each unit's calls in the step
+  std::vector<TracedUnitCall> calls;                       ///< every unit call, in order
+  Flops flops;  ///< the step's counted FLOPs on one rank (unit calls and what runs between them)
 };
 
 /// What the estimate needs of a run.
@@ -54,6 +66,11 @@ struct ActivationShape {
   LossMode mode = LossMode::kSum;
   std::set<std::string> kept_units;  ///< units that keep their activations (dist.recompute)
 };
+
+/// Registers shape functions for meta tensors (once per process): the operators whose meta
+/// kernels PyTorch keeps in Python, and scaled_dot_product_attention routed to the fused path the
+/// runs take. estimate_activations calls it.
+void register_meta_kernels();
 
 /// Traces one training step of `config` on the meta device (an LCM-LoRA that would come from a
 /// file is created with the LCM-LoRA SDXL's structure instead) and returns the per-rank peaks.

@@ -121,6 +121,13 @@ std::string describe_model(const TrainConfig& c, int world_size, int ranks_per_n
     << "  branch 2 " << gib(p.lookahead()) << " GiB (+ gathered weights " << gib(p.lookahead_weights) << ")\n"
     << "  optimizer " << gib(p.optimizer()) << " GiB (gradient shards " << gib(held.grads)
     << ", or the unsharded gradients in flight at the end of backward " << gib(act.in_flight_end) << ")\n";
+  double recompute = 0;  // a recomputed call's forward runs again in its backward
+  for (const auto& call : act.calls)
+    if (call.with_grad && !layout.kept_units.contains(call.unit)) recompute += call.flops.forward;
+  s << std::setprecision(2) << "compute per step per rank (matrix products, convolutions, attention; 2 FLOPs per "
+    << "multiply-add): forward " << act.flops.forward / 1e12 << " TFLOP, backward " << act.flops.backward / 1e12
+    << " TFLOP, recompute " << recompute / 1e12 << " TFLOP\n"
+    << std::setprecision(1);
   const dist::StepTraffic& t = p.traffic;
   auto mib = [](double b) { return b / (1024.0 * 1024.0); };
   s << "communication per step (" << world_size << " rank(s) on " << t.nodes << " node(s), ranks filling nodes in "
@@ -140,7 +147,9 @@ std::string describe_model(const TrainConfig& c, int world_size, int ranks_per_n
     << " runtime=" << runtime << "\n"
     << "predicted bytes per step: comm_sent_per_rank=" << t.sent_per_rank()
     << " comm_inter_node_sent_per_node=" << t.inter_node_per_node() << " comm_gathered_bytes=" << t.gathered
-    << " comm_reduced_bytes=" << t.reduced << "\n";
+    << " comm_reduced_bytes=" << t.reduced << "\n"
+    << "predicted flops per step: forward=" << act.flops.forward << " backward=" << act.flops.backward
+    << " recompute=" << recompute << "\n";
   return s.str();
 }
 

@@ -1,0 +1,59 @@
+// The sharded engine's schedule of one training step, replayed with costs instead of kernels: a
+// compute stream runs the unit calls (the reference identity, branch 1's forward and backward,
+// branch 2's forward and backward, as TrainState::step orders them) and one communication
+// channel runs the gathers and reduce-scatters in the order the engine issues them (the engine
+// has one communication thread, and a NCCL stream is a queue too). The rules are the engine's
+// (dist/sharded_engine.cpp): a forward call waits for its unit's gather and then issues the next
+// recorded unit's gather; a backward call waits for its gather (none for a kept unit) and issues
+// the previous backward call's gather, then its reduce-scatter when its gradients are done; at
+// most `ring` units are gathered at once; in sum mode branch 1's reductions are waited for after
+// branch 2's forward, and every reduction before the optimizer step. What it returns is where the
+// step's time goes, so the scaling model can put a measured or a projected cost on each part.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "trainer/train_config.h"
+
+namespace lookahead::trainer {
+
+/// What one unit call costs.
+struct TimedCall {
+  std::string unit;
+  int branch = 0;          ///< 0: the reference identity (no backward), 1, 2: the loss branches
+  bool with_grad = false;  ///< gets a backward
+  double forward_s = 0;    ///< its forward's compute
+  double backward_s = 0;   ///< its backward's compute, the recompute of its forward included if it has one
+  double gather_s = 0;     ///< one gather of its unit (0: the unit is whole on every rank)
+  double reduce_s = 0;     ///< the reduce-scatter of its trainable gradients after a backward (0: none)
+  bool kept = false;       ///< keeps its activations: gathered from its forward to its backward
+};
+
+struct TimelineOptions {
+  bool prefetch = true;
+  int64_t ring = 2;            ///< dist.max_gathered_units
+  bool keep_gathered = false;  ///< dist.keep_gathered
+  LossMode mode = LossMode::kSum;
+  double optimizer_s = 0;  ///< the optimizer step after the last reduction
+};
+
+/// Where one step's time goes, in seconds.
+struct Timeline {
+  double step = 0;           ///< from the first call to the end of the optimizer step
+  double compute = 0;        ///< forward and backward compute
+  double gather = 0;         ///< the channel's time on gathers
+  double reduce = 0;         ///< the channel's time on reduce-scatters
+  double gather_wait = 0;    ///< compute waiting for gathers
+  double reduce_wait = 0;    ///< waiting for reductions (between the branches, before the optimizer)
+  double exposed_first = 0;  ///< of gather_wait: the step's first gather, which nothing can hide
+  int64_t gathers = 0;       ///< gathers issued (prefetches that were not used included)
+  /// Of the gather time, the part that ran under compute.
+  double hidden_gather_fraction() const { return gather > 0 ? 1.0 - gather_wait / gather : 1.0; }
+};
+
+/// Replays one step of `calls` (in forward call order, as the trace records them).
+Timeline simulate_step(const std::vector<TimedCall>& calls, const TimelineOptions& options);
+
+}  // namespace lookahead::trainer
