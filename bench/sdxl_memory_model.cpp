@@ -2,14 +2,12 @@
 // arithmetic rather than measurement. Element counts per sharding unit and role come from
 // LookaheadModel(LookaheadModelConfig::sdxl(), at::kMeta).units() (shapes only, no memory), with the
 // LCM-LoRA SDXL (rank 64 on PEFT's target modules) created on meta too; how often each unit is
-// gathered and reduce-scattered in one step comes from tracing one training step of a small
-// network with SDXL's exact unit structure (same unit names, same block layout, narrow channels)
-// through a recording UnitRunner that applies the engine's rule for which calls get a backward.
-// Prints bytes held per GPU and bytes moved per GPU per step for N GPUs (8 per node) and each
-// placement of the frozen weights; then the peak per GPU with activations (a step of the real
-// model traced on the meta device at the requested resolution and batch, trainer/activation_estimate.h).
+// gathered and reduce-scattered in one step comes from the same step of the real model traced on
+// the meta device (trainer/activation_estimate.h), and the bytes those collectives send from
+// dist/traffic_estimate.h. Prints bytes held per GPU and bytes sent per GPU and per node per step
+// for N GPUs (8 per node) and each placement of the frozen weights; then the peak per GPU with
+// activations at the requested resolution and batch.
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <boost/program_options/options_description.hpp>
 #include <boost/program_options/parsers.hpp>
@@ -31,8 +29,7 @@
 
 #include "dist/memory_estimate.h"
 #include "dist/placement.h"
-#include "dist/unit_runner.h"
-#include "model/face/align.h"
+#include "dist/traffic_estimate.h"
 #include "model/lookahead/lookahead_model.h"
 #include "trainer/activation_estimate.h"
 #include "trainer/train_config.h"
@@ -46,12 +43,6 @@ namespace po = boost::program_options;
 /// Published size of kohya LCM-LoRA SDXL (788 modules, rank 64: docs/engine.md).
 constexpr int64_t kLcmLoraParams = 196'751'360;
 constexpr int64_t kGpusPerNode = 8;
-
-/// Uses of one unit in one training step.
-struct UnitUse {
-  int64_t forward_calls = 0;   ///< every call gathers in forward
-  int64_t backward_calls = 0;  ///< calls with a backward (the engine's with_grad rule): gather again + RS
-};
 
 // ---------------------------------------------------------------------------------------------
 // Element counts of the real model.
@@ -67,166 +58,45 @@ std::vector<dist::UnitElements> sdxl_unit_sizes(int64_t& lcm_total) {
   return out;
 }
 
-// ---------------------------------------------------------------------------------------------
-// One traced step.
-
-/// Records every unit call; runs it in place. A call gets a backward under the engine's rule:
-/// gradient mode on and (an input needs a gradient or the unit has trainable parameters).
-class TraceRunner : public dist::UnitRunner {
- public:
-  explicit TraceRunner(std::set<std::string> trainable_units) : trainable_(std::move(trainable_units)) {}
-  std::vector<at::Tensor> run(const std::string& unit, const dist::UnitFn& fn,
-                              const std::vector<at::Tensor>& inputs) override {
-    bool any_grad = false;
-    for (const auto& t : inputs) any_grad |= t.defined() && t.requires_grad();
-    const bool with_grad = at::GradMode::is_enabled() && (any_grad || trainable_.contains(unit));
-    calls.push_back({unit, with_grad});
-    return fn(inputs);
-  }
-  struct Call {
-    std::string unit;
-    bool with_grad;
-  };
-  std::vector<Call> calls;
-
- private:
-  std::set<std::string> trainable_;
-};
-
-/// A network with SDXL's unit structure (same stages, resnets per block, attention placement,
-/// encoder truncation) at narrow widths, so one step runs in well under a second.
-model::LookaheadModelConfig sdxl_structure_config() {
-  auto c = model::LookaheadModelConfig::tiny();
-  auto u = model::unet::UNetConfig::sdxl_base();
-  u.block_out_channels = {16, 32, 32};
-  u.transformer_layers_per_block = {1, 1, 1};  // depth lives inside a Transformer2DModel unit
-  u.reverse_transformer_layers_per_block = {1, 1, 1};
-  u.num_attention_heads = {1, 2, 2};
-  u.cross_attention_dim = {24, 24, 24};
-  u.norm_num_groups = 4;
-  u.addition_time_embed_dim = 4;
-  u.projection_class_embeddings_input_dim = 40;
-  c.unet = u;
+/// The run the tool models: the SDXL preset in bf16, `batch` samples per GPU at `resolution`.
+trainer::TrainConfig sdxl_run(int64_t resolution, int64_t batch, trainer::Recompute recompute, bool keep_gathered,
+                              dist::Placement placement) {
+  trainer::TrainConfig c;
+  c.model.preset = trainer::Preset::kSdxl;
+  c.model.dtype = trainer::ModelDtype::kBf16;
+  c.train.batch_per_rank = batch;
+  c.data.resolution = resolution;
+  c.dist.placement = placement;
+  c.dist.recompute = recompute;
+  c.dist.keep_gathered = keep_gathered;
   return c;
 }
 
-model::Batch trace_batch(const model::LookaheadModelConfig& c, int64_t n, int64_t latent) {
-  auto g = at::make_generator<at::CPUGeneratorImpl>(11);
-  const int64_t cross = c.unet.cross_attention_dim.at(0), clip = c.resampler.embedding_dim();
-  const int64_t pooled = c.unet.projection_class_embeddings_input_dim - 6 * c.unet.addition_time_embed_dim;
-  model::Batch b;
-  b.z_tgt = at::randn({n, 4, latent, latent}, g);
-  b.z_ref = at::randn({n, 4, latent, latent}, g);
-  b.clip_ref = at::randn({n, 5, clip}, g);
-  b.clip_uncond = at::randn({1, 5, clip}, g);
-  b.tgt_prompt = at::randn({n, 3, cross}, g);
-  b.tgt_pooled = at::randn({n, pooled}, g);
-  b.ref_prompt = at::randn({n, 3, cross}, g);
-  b.ref_pooled = at::randn({n, pooled}, g);
-  b.time_ids = at::randn({n, 6}, g);
-  b.ref_landmarks = model::face::arcface_template(8.0 * static_cast<double>(latent)).unsqueeze(0).repeat({n, 1, 1});
-  at::Tensor r = at::randn({n, 512}, g);
-  b.ref_id = r / r.norm(2, {1}, true);
-  return b;
-}
-
-struct Trace {
-  std::vector<TraceRunner::Call> calls;
-  std::vector<std::string> runs;         ///< "branch1: image_proj, encoder(…units), decoder(…)" per segment
-  std::map<std::string, int64_t> groups;  ///< unit -> non-empty roles
-  std::map<std::string, int64_t> trainable_groups;
-};
-
-/// Runs one training step (both branches' forward; backward is implied by with_grad) of `config`.
-Trace trace_step(const model::LookaheadModelConfig& config, int64_t latent) {
-  at::manual_seed(3);
-  model::LookaheadModel m(config);
-  std::set<std::string> trainable;
-  Trace tr;
-  for (auto& u : m.units()) {
-    const size_t sizes[4] = {u.frozen.size(), u.lcm.size(), u.adapter.size(), u.lora.size()};
-    tr.groups[u.name] = (sizes[0] > 0) + (sizes[1] > 0) + (sizes[2] > 0) + (sizes[3] > 0);
-    tr.trainable_groups[u.name] = (sizes[2] > 0) + (sizes[3] > 0);
-    if (sizes[2] + sizes[3] > 0) trainable.insert(u.name);
-  }
-  TraceRunner runner(trainable);
-  m.set_unit_runner(&runner);
-  const int64_t n = 1;
-  model::Batch b = trace_batch(config, n, latent);
-  auto draw = m.draw(7, 0, n, 0, n, {4, latent, latent});
-  size_t mark = 0;
-  auto segment = [&](const std::string& branch) {
-    // Split the branch's calls into network runs: a UNet run starts at "stem_in".
-    std::vector<std::string> names;
-    std::string current;
-    int64_t count = 0, unet_runs = 0;
-    auto flush = [&] {
-      if (count > 0) names.push_back(current + " (" + std::to_string(count) + " units)");
-      count = 0;
-    };
-    for (size_t i = mark; i < runner.calls.size(); ++i) {
-      const std::string& u = runner.calls[i].unit;
-      std::string run = u;
-      if (u == "stem_in") {
-        flush();
-        run = "unet#" + std::to_string(++unet_runs);
-      } else if (u == "image_proj" || u == "taesd.decoder" || u == "arcface") {
-        flush();
-      } else {
-        run = current;
-      }
-      current = run;
-      ++count;
-    }
-    flush();
-    std::string text = branch + ":";
-    for (const auto& s : names) text += " " + s;
-    tr.runs.push_back(text);
-    mark = runner.calls.size();
-  };
-  at::Tensor l1 = m.diffusion_loss(b, draw);
-  segment("branch 1 (diffusion)");
-  at::Tensor l2 = m.lookahead_loss(b, draw, 1.0).loss;
-  segment("branch 2 (lookahead)");
-  m.set_unit_runner(nullptr);
-  tr.calls = runner.calls;
-  return tr;
-}
-
-std::map<std::string, UnitUse> uses_of(const Trace& tr) {
-  std::map<std::string, UnitUse> out;
-  for (const auto& c : tr.calls) {
-    ++out[c.unit].forward_calls;
-    out[c.unit].backward_calls += c.with_grad;
-  }
-  return out;
+trainer::StepMemoryPrediction predict(const trainer::TrainConfig& c, int64_t gpus) {
+  return trainer::predict_step_memory(c, trainer::model_config(c, c10::Device(c10::DeviceType::CUDA)), gpus,
+                                      std::min(gpus, kGpusPerNode), c.data.resolution);
 }
 
 // ---------------------------------------------------------------------------------------------
 // The model.
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-using dist::shard_elements;
-
 struct Row {
-  int64_t gpus = 0, nodes = 0;
+  int64_t gpus = 0;
   std::string placement;
   int64_t frozen_shards = 0;  // shard count of frozen + lcm groups
   // bytes held per GPU
   double frozen = 0, lcm = 0, master = 0, grads = 0, adam = 0, ring = 0, kept = 0, rs_inflight = 0;
   double total() const { return frozen + lcm + master + grads + adam + ring + kept; }
-  // bytes per GPU per step (received for all-gather, sent for reduce-scatter; ring algorithm)
-  double ag_intra = 0, ag_inter = 0, rs_intra = 0, rs_inter = 0;
-  int64_t gather_calls = 0, rs_calls = 0;
+  dist::StepTraffic traffic;
 };
 
-Row model_row(const std::vector<dist::UnitElements>& units, const std::map<std::string, UnitUse>& uses, int64_t n,
+Row model_row(const std::vector<dist::UnitElements>& units, const std::map<std::string, dist::UnitUse>& uses, int64_t n,
               dist::Placement placement, bool keep_gathered, const std::set<std::string>& kept) {
   Row r;
   r.gpus = n;
-  r.nodes = ceil_div(n, kGpusPerNode);
   r.placement = dist::to_string(placement);
-  const int64_t sf = dist::frozen_shard_ranks(placement, static_cast<int>(n), static_cast<int>(std::min(n, kGpusPerNode)));
+  const int64_t per_node = std::min(n, kGpusPerNode);
+  const int64_t sf = dist::frozen_shard_ranks(placement, static_cast<int>(n), static_cast<int>(per_node));
   r.frozen_shards = sf;
   // Bytes held: frozen and LCM-LoRA in bf16, trainables as fp32 masters computing in bf16.
   dist::ShardingLayout layout{
@@ -239,43 +109,24 @@ Row model_row(const std::vector<dist::UnitElements>& units, const std::map<std::
   r.adam = held.adam;
   r.ring = held.ring;
   r.kept = held.kept;
-  constexpr double kBf16 = 2, kFp32 = 4;
   std::vector<double> rs_buffer;  // per unit: fp32 bytes of its unsharded trainable gradients
-  // Fraction of a collective's per-GPU ring volume over s ranks, and the part of it that belongs to
-  // shards on other nodes (a group spanning s ranks, 8 per node).
-  auto ring = [](int64_t s) { return s > 1 ? static_cast<double>(s - 1) / static_cast<double>(s) : 0.0; };
-  auto remote = [](int64_t s) {
-    return s > kGpusPerNode ? static_cast<double>(s - kGpusPerNode) / static_cast<double>(s - 1) : 0.0;
-  };
-  for (const auto& u : units) {
-    const UnitUse use = uses.contains(u.name) ? uses.at(u.name) : UnitUse{};
-    const int64_t t_shard = shard_elements(u.adapter, n) + shard_elements(u.lora, n);
-    // Full (padded) buffers that a collective moves (roles sharded over > 1 rank), bf16.
-    double g_frozen = sf > 1 ? (shard_elements(u.frozen, sf) + shard_elements(u.lcm, sf)) * sf * kBf16 : 0.0;
-    double g_train = n > 1 ? t_shard * n * kBf16 : 0.0;
-    rs_buffer.push_back(u.trainable() * kFp32);
-    // Gathers: every forward call, and every backward call again (ZeRO-3), unless keep_gathered
-    // holds the unit from its forward to its last backward or the unit keeps its activations.
-    const int64_t gathers = use.forward_calls + (keep_gathered || kept.contains(u.name) ? 0 : use.backward_calls);
-    const double ag_f = gathers * g_frozen * ring(sf), ag_t = gathers * g_train * ring(n);
-    r.ag_inter += ag_f * remote(sf) + ag_t * remote(n);
-    r.ag_intra += ag_f * (1 - remote(sf)) + ag_t * (1 - remote(n));
-    // One reduce-scatter of each trainable group (fp32) per backward call.
-    const int64_t rs = u.trainable() > 0 ? use.backward_calls : 0;
-    const double rs_b = rs * t_shard * n * kFp32 * ring(n);
-    r.rs_inter += rs_b * remote(n);
-    r.rs_intra += rs_b * (1 - remote(n));
-    r.gather_calls += (g_frozen + g_train > 0) ? gathers : 0;
-    r.rs_calls += (n > 1) ? rs : 0;
-  }
+  for (const auto& u : units) rs_buffer.push_back(static_cast<double>(u.trainable()) * 4.0);
   std::sort(rs_buffer.rbegin(), rs_buffer.rend());
   r.rs_inflight = rs_buffer.size() >= 2 ? rs_buffer[0] + rs_buffer[1] : 0.0;
+  // Ring collectives, as NCCL and OpenMPI's large-message rings run them.
+  r.traffic = dist::step_traffic(units, uses,
+                                 dist::TrafficLayout{.sharding = layout,
+                                                     .ranks_per_node = per_node,
+                                                     .keep_gathered = keep_gathered,
+                                                     .all_gather = dist::CollectiveAlgorithm::kRing,
+                                                     .reduce_scatter = dist::CollectiveAlgorithm::kRing});
   return r;
 }
 
 nlohmann::json to_json(const Row& r) {
+  const dist::StepTraffic& t = r.traffic;
   return {{"gpus", r.gpus},
-          {"nodes", r.nodes},
+          {"nodes", t.nodes},
           {"placement", r.placement},
           {"frozen_shard_count", r.frozen_shards},
           {"bytes_per_gpu",
@@ -288,14 +139,19 @@ nlohmann::json to_json(const Row& r) {
             {"kept_units_bf16", r.kept},
             {"total_excl_activations", r.total()},
             {"rs_staging_2_largest_units_fp32_not_in_total", r.rs_inflight}}},
-          {"bytes_moved_per_gpu_per_step",
-           {{"all_gather_intra_node", r.ag_intra},
-            {"all_gather_inter_node", r.ag_inter},
-            {"reduce_scatter_intra_node", r.rs_intra},
-            {"reduce_scatter_inter_node", r.rs_inter},
-            {"total", r.ag_intra + r.ag_inter + r.rs_intra + r.rs_inter}}},
-          {"group_gathers_with_traffic", r.gather_calls},
-          {"reduce_scatters", r.rs_calls}};
+          {"traffic_per_step",
+           {{"sent_per_rank",
+             {{"all_gather", t.all_gather_sent_per_rank},
+              {"reduce_scatter", t.reduce_scatter_sent_per_rank},
+              {"total", t.sent_per_rank()}}},
+            {"inter_node_per_node",
+             {{"all_gather", t.all_gather_inter_node_per_node},
+              {"reduce_scatter", t.reduce_scatter_inter_node_per_node},
+              {"total", t.inter_node_per_node()}}},
+            {"gathered", t.gathered},
+            {"reduced", t.reduced},
+            {"gathers", t.gathers},
+            {"reduce_scatters", t.reduce_scatters}}}};
 }
 
 double gib(double b) { return b / (1024.0 * 1024.0 * 1024.0); }
@@ -315,7 +171,7 @@ std::vector<int64_t> parse_list(const std::string& text) {
 int run(int argc, char** argv) {
   po::options_description desc("sdxl_memory_model options");
   desc.add_options()("help,h", "this text")("gpus", po::value<std::string>()->default_value("1,2,4,8,16,32,64"),
-                                            "comma-separated GPU counts (8 per node)")(
+                                            "comma-separated GPU counts (8 per node: above 8, whole nodes)")(
       "keep-gathered", po::bool_switch(), "model keep_gathered (one gather per forward call, none in backward)")(
       "recompute", po::value<std::string>()->default_value("blocks"),
       "dist.recompute: all | blocks | none (kept units stay gathered from forward to backward)")(
@@ -338,6 +194,9 @@ int run(int argc, char** argv) {
     return 0;
   }
   const std::vector<int64_t> gpus = parse_list(vm["gpus"].as<std::string>());
+  for (int64_t n : gpus)
+    if (n > kGpusPerNode && n % kGpusPerNode != 0)
+      throw std::invalid_argument("--gpus: counts above 8 must fill nodes of 8, got " + std::to_string(n));
   const bool keep = vm["keep-gathered"].as<bool>();
   const std::string recompute_name = vm["recompute"].as<std::string>();
   const auto recompute = trainer::parse_config_name<trainer::Recompute>(recompute_name);
@@ -346,6 +205,10 @@ int run(int argc, char** argv) {
               << ", got '" << recompute_name << "'\n";
     return 2;
   }
+  const int64_t resolution = vm["resolution"].as<int64_t>(), batch = vm["batch"].as<int64_t>();
+  if (resolution < 64 || resolution % 8 != 0)
+    throw std::invalid_argument("--resolution must be a multiple of 8, >= 64");
+  if (batch < 1) throw std::invalid_argument("--batch must be >= 1");
   at::set_num_threads(1);
 
   int64_t lcm_built = 0;
@@ -361,99 +224,77 @@ int run(int argc, char** argv) {
     // Spread the published count over the units in proportion to what was built.
     std::fprintf(stderr, "sdxl_memory_model: LCM-LoRA built on meta has %lld parameters, published %lld; scaling\n",
                  static_cast<long long>(lcm_built), static_cast<long long>(kLcmLoraParams));
-    for (auto& u : units)
-      u.lcm = lcm_built > 0 ? u.lcm * kLcmLoraParams / lcm_built : 0;
+    for (auto& u : units) u.lcm = lcm_built > 0 ? u.lcm * kLcmLoraParams / lcm_built : 0;
   }
 
-  // The traced step, on a network with SDXL's unit structure; its unit names must be SDXL's.
-  const Trace tr = trace_step(sdxl_structure_config(), 8);
-  {
-    std::set<std::string> a, b;
-    for (const auto& u : units) a.insert(u.name);
-    for (const auto& [u, g] : tr.groups) b.insert(u);
-    if (a != b) throw std::runtime_error("sdxl_memory_model: the traced network's units differ from SDXL's");
-  }
-  const auto uses = uses_of(tr);
+  // The unit calls of one step: the same for every GPU count and placement.
+  const trainer::ActivationEstimate traced =
+      predict(sdxl_run(resolution, batch, *recompute, keep, dist::Placement::kFull), 1).activations;
+  const std::map<std::string, dist::UnitUse>& uses = traced.uses;
   std::vector<std::string> unit_names;
   for (const auto& u : units) unit_names.push_back(u.name);
   const std::set<std::string> kept = trainer::kept_activation_units(*recompute, unit_names);
-  int64_t fwd = 0, bwd = 0, group_gathers = 0, group_rs = 0;
-  for (const auto& c : tr.calls) {
-    fwd += 1;
-    bwd += c.with_grad;
-    group_gathers += tr.groups.at(c.unit) * (1 + (c.with_grad && !kept.contains(c.unit)));
-    group_rs += c.with_grad ? tr.trainable_groups.at(c.unit) : 0;
-  }
-  // Cross-check against the engine's own counters: the same prediction for the tiny config
-  // (bench_step --config tiny reports the engine's group gathers and reduce-scatters per step).
-  const Trace tiny = trace_step(model::LookaheadModelConfig::tiny(), 8);
-  std::vector<std::string> tiny_names;
-  for (const auto& [u, g] : tiny.groups) tiny_names.push_back(u);
-  const std::set<std::string> tiny_kept = trainer::kept_activation_units(*recompute, tiny_names);
-  int64_t tiny_gathers = 0, tiny_rs = 0;
-  for (const auto& c : tiny.calls) {
-    tiny_gathers += tiny.groups.at(c.unit) * (1 + (c.with_grad && !tiny_kept.contains(c.unit)));
-    tiny_rs += c.with_grad ? tiny.trainable_groups.at(c.unit) : 0;
-  }
 
   std::printf("# sdxl_memory_model: the SDXL lookahead model under the sharded engine, per GPU (8 GPUs per node)\n");
   std::printf("# element counts: LookaheadModel(LookaheadModelConfig::sdxl(), kMeta).units(), %zu units\n",
               units.size());
-  std::printf("#   frozen %lld (SDXL UNet + TAESDXL decoder + IR-SE50), LCM-LoRA %lld (built on meta: rank 64 on "
-              "PEFT's targets; published %lld), adapter %lld, lora %lld\n",
-              static_cast<long long>(totals[0]), static_cast<long long>(lcm_built),
-              static_cast<long long>(kLcmLoraParams), static_cast<long long>(totals[2]),
-              static_cast<long long>(totals[3]));
-  std::printf("# one step, traced on a network with SDXL's unit structure (%zu unit calls, %lld with a backward):\n",
-              static_cast<size_t>(fwd), static_cast<long long>(bwd));
-  for (const auto& s : tr.runs) std::printf("#   %s\n", s.c_str());
-  std::printf("#   per step: %lld group gathers (%s), %lld group reduce-scatters\n",
-              static_cast<long long>(keep ? 0 : group_gathers),
-              keep ? "keep_gathered: see rows" : "forward, and backward of the recomputed units",
-              static_cast<long long>(group_rs));
-  std::printf("#   cross-check, same rule on the tiny config: %lld group gathers, %lld reduce-scatters per step "
-              "(compare bench_step --config tiny's gathers / RS columns)\n",
-              static_cast<long long>(tiny_gathers), static_cast<long long>(tiny_rs));
-  std::printf("# held per GPU: frozen + LCM-LoRA shards in bf16; trainables fp32 master + fp32 grads + 2 fp32 Adam "
-              "moments (16 B/element of the shard);\n#   ring = the 2 largest units' full buffers in bf16 "
-              "(roles sharded over >1 rank; fp32 trainables always, as bf16 compute copies);\n#   kept = the %zu units that keep "
-              "their activations (dist.recompute = %s), gathered from forward to backward; ACTIVATIONS EXCLUDED.\n",
-              kept.size(), recompute_name.c_str());
-  std::printf("#   RS staging (not in total): the 2 largest units' unsharded fp32 gradients, held until their "
-              "reduce-scatter is issued.\n");
-  std::printf("# moved per GPU per step: ring algorithm, (S-1)/S of each full buffer per collective over S ranks; "
-              "all-gathers in bf16 %s,\n#   reduce-scatters of trainable grads in fp32 once per backward call; "
-              "inter-node = the part belonging to shards on other nodes ((S-8)/(S-1) of it).\n",
-              keep ? "once per forward call (keep_gathered)"
-                   : "per forward call and again per backward call of a recomputed unit");
-  std::printf("%5s %5s %-9s | %8s %8s %8s %8s %8s %8s %8s %9s | %8s | %9s %9s %9s %9s %9s\n", "GPUs", "nodes",
-              "placement", "frozen", "lcm", "master", "grads", "adam", "ring", "kept", "total", "RSstage", "AG.intra",
-              "AG.inter",
-              "RS.intra", "RS.inter", "moved");
-  std::printf("%5s %5s %-9s | %8s %8s %8s %8s %8s %8s %8s %9s | %8s | %9s %9s %9s %9s %9s\n", "", "", "", "GiB",
-              "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB");
+  std::printf(
+      "#   frozen %lld (SDXL UNet + TAESDXL decoder + IR-SE50), LCM-LoRA %lld (built on meta: rank 64 on "
+      "PEFT's targets; published %lld), adapter %lld, lora %lld\n",
+      static_cast<long long>(totals[0]), static_cast<long long>(lcm_built), static_cast<long long>(kLcmLoraParams),
+      static_cast<long long>(totals[2]), static_cast<long long>(totals[3]));
+  std::printf(
+      "# one step of the SDXL model traced on the meta device (trainer/activation_estimate.h): %lld unit "
+      "calls, %lld with a backward;\n#   the reference identity's ArcFace, then branch 1 calling %zu units and "
+      "branch 2 %zu\n",
+      static_cast<long long>(traced.unit_calls), static_cast<long long>(traced.backward_calls),
+      traced.diffusion_units.size(), traced.lookahead_units.size());
+  std::printf(
+      "# held per GPU: frozen + LCM-LoRA shards in bf16; trainables fp32 master + fp32 grads + 2 fp32 Adam "
+      "moments (16 B/element of the shard);\n#   ring = the 2 largest units' full buffers in bf16 "
+      "(roles sharded over >1 rank; fp32 trainables always, as bf16 compute copies);\n#   kept = the %zu units "
+      "that keep their activations (dist.recompute = %s), gathered from forward to backward; ACTIVATIONS EXCLUDED.\n",
+      kept.size(), recompute_name.c_str());
+  std::printf(
+      "#   RS staging (not in total): the 2 largest units' unsharded fp32 gradients, held until their "
+      "reduce-scatter is issued.\n");
+  std::printf(
+      "# sent per step (dist/traffic_estimate.h): ring all-gathers of bf16 units %s, frozen groups over "
+      "the placement's shards, trainables over all GPUs;\n#   ring reduce-scatters of fp32 trainable gradients "
+      "once per backward call. A ring over S ranks has each rank send (S-1)/S of the full buffer;\n#   ranks "
+      "fill nodes in order, so a ring spanning nodes sends to the next node what one ring edge carries, "
+      "(S-1)/S of the buffer, from each node.\n",
+      keep ? "once per forward call (keep_gathered)"
+           : "per forward call and again per backward call of a recomputed unit");
+  std::printf(
+      "#   per rank = bytes each GPU sends; to other nodes = bytes each node sends off the node; gathers / RS = "
+      "unit gathers and reduce-scatters that move data\n");
+  std::printf("%5s %5s %-9s | %8s %8s %8s %8s %8s %8s %8s %9s | %8s | %9s %9s %9s | %9s %9s %9s | %7s %5s\n", "GPUs",
+              "nodes", "placement", "frozen", "lcm", "master", "grads", "adam", "ring", "kept", "total", "RSstage",
+              "AG", "RS", "sent", "AG", "RS", "sent", "gathers", "RS");
+  std::printf("%5s %5s %-9s | %8s %8s %8s %8s %8s %8s %8s %9s | %8s | %29s | %29s | %13s\n", "", "", "", "GiB", "GiB",
+              "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB", "GiB per rank", "GiB to other nodes, per node",
+              "per step");
   nlohmann::json rows = nlohmann::json::array();
   for (int64_t n : gpus)
     for (dist::Placement placement : {dist::Placement::kFull, dist::Placement::kNode, dist::Placement::kReplicate}) {
       Row r = model_row(units, uses, n, placement, keep, kept);
-      const char* p = dist::to_string(placement);
+      const dist::StepTraffic& t = r.traffic;
       std::printf(
-          "%5lld %5lld %-9s | %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f %9.2f | %8.2f | %9.2f %9.2f %9.2f %9.2f %9.2f\n",
-          static_cast<long long>(n), static_cast<long long>(r.nodes), p, gib(r.frozen), gib(r.lcm), gib(r.master),
-          gib(r.grads), gib(r.adam), gib(r.ring), gib(r.kept), gib(r.total()), gib(r.rs_inflight),
-                  gib(r.ag_intra), gib(r.ag_inter), gib(r.rs_intra), gib(r.rs_inter),
-                  gib(r.ag_intra + r.ag_inter + r.rs_intra + r.rs_inter));
+          "%5lld %5lld %-9s | %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f %8.2f %9.2f | %8.2f | %9.2f %9.2f %9.2f | "
+          "%9.2f %9.2f %9.2f | %7lld %5lld\n",
+          static_cast<long long>(n), static_cast<long long>(t.nodes), dist::to_string(placement), gib(r.frozen),
+          gib(r.lcm), gib(r.master), gib(r.grads), gib(r.adam), gib(r.ring), gib(r.kept), gib(r.total()),
+          gib(r.rs_inflight), gib(t.all_gather_sent_per_rank), gib(t.reduce_scatter_sent_per_rank),
+          gib(t.sent_per_rank()), gib(t.all_gather_inter_node_per_node), gib(t.reduce_scatter_inter_node_per_node),
+          gib(t.inter_node_per_node()), static_cast<long long>(t.gathers), static_cast<long long>(t.reduce_scatters));
       rows.push_back(to_json(r));
     }
 
   // Peak per GPU with activations: one step of the SDXL model traced on the meta device at the
   // requested shapes (trainer/activation_estimate.h), per GPU count and placement.
-  const int64_t resolution = vm["resolution"].as<int64_t>(), batch = vm["batch"].as<int64_t>();
   const double reserve = vm["reserve-gib"].as<double>() * 1024.0 * 1024.0 * 1024.0;
   const std::vector<int64_t> memories = parse_list(vm["memories"].as<std::string>());
-  if (resolution < 64 || resolution % 8 != 0)
-    throw std::invalid_argument("--resolution must be a multiple of 8, >= 64");
-  if (batch < 1) throw std::invalid_argument("--batch must be >= 1");
   std::printf(
       "\n# peak per GPU WITH activations: %lldx%lld, batch %lld per GPU, bf16, dist.recompute = %s; each "
       "phase = always held + that phase's gathered weights + its traced activations;\n#   fits = peak + "
@@ -467,16 +308,7 @@ int run(int argc, char** argv) {
   auto at_unit = [](const std::string& unit) { return unit.empty() ? std::string("end of forward") : unit; };
   for (int64_t n : gpus)
     for (dist::Placement placement : {dist::Placement::kFull, dist::Placement::kNode, dist::Placement::kReplicate}) {
-      trainer::TrainConfig c;
-      c.model.preset = trainer::Preset::kSdxl;
-      c.model.dtype = trainer::ModelDtype::kBf16;
-      c.train.batch_per_rank = batch;
-      c.data.resolution = resolution;
-      c.dist.placement = placement;
-      c.dist.recompute = *recompute;
-      c.dist.keep_gathered = keep;
-      const trainer::StepMemoryPrediction p = trainer::predict_step_memory(
-          c, trainer::model_config(c, c10::Device(c10::DeviceType::CUDA)), n, std::min(n, kGpusPerNode), resolution);
+      const trainer::StepMemoryPrediction p = predict(sdxl_run(resolution, batch, *recompute, keep, placement), n);
       const double peak = p.peak();
       const bool b2 = p.lookahead() >= p.diffusion();
       const std::string where = p.optimizer() >= std::max(p.diffusion(), p.lookahead())
@@ -506,7 +338,7 @@ int run(int argc, char** argv) {
   if (vm.count("json")) {
     nlohmann::json unit_json = nlohmann::json::array();
     for (const auto& u : units) {
-      const UnitUse use = uses.contains(u.name) ? uses.at(u.name) : UnitUse{};
+      const dist::UnitUse use = uses.contains(u.name) ? uses.at(u.name) : dist::UnitUse{};
       unit_json.push_back({{"name", u.name},
                            {"frozen", u.frozen},
                            {"lcm", u.lcm},
@@ -525,15 +357,15 @@ int run(int argc, char** argv) {
         {"lcm_lora_params_built_on_meta", lcm_built},
         {"totals", {{"frozen", totals[0]}, {"lcm", totals[1]}, {"adapter", totals[2]}, {"lora", totals[3]}}},
         {"step_trace",
-         {{"runs", tr.runs},
-          {"unit_calls", fwd},
-          {"backward_calls", bwd},
-          {"group_gathers", group_gathers},
-          {"group_reduce_scatters", group_rs}}},
-        {"tiny_cross_check", {{"group_gathers", tiny_gathers}, {"group_reduce_scatters", tiny_rs}}},
+         {{"unit_calls", traced.unit_calls},
+          {"backward_calls", traced.backward_calls},
+          {"branch1_units", traced.diffusion_units},
+          {"branch2_units", traced.lookahead_units}}},
         {"assumptions",
          "frozen and LCM-LoRA stored and gathered in bf16; trainables fp32 master + fp32 grads + 2 fp32 moments, "
-         "gathered in bf16; ring = 2 largest units; activations excluded; ring-algorithm volumes (S-1)/S"},
+         "gathered in bf16; ring = 2 largest units; activations excluded from the held bytes; ring all-gathers and "
+         "reduce-scatters, each rank sending (S-1)/S of the full buffer; ranks filling nodes of 8 in order, a node "
+         "sending to other nodes what its ring edge to the next node carries"},
         {"units", unit_json},
         {"rows", rows},
         {"peak_with_activations",

@@ -52,6 +52,30 @@ CollectiveBytes collective_bytes(CollectiveKind kind, CollectiveAlgorithm algori
   return out;
 }
 
+UnitCollectives unit_collectives(const UnitElements& unit, const TrafficLayout& layout) {
+  const ShardingLayout& l = layout.sharding;
+  const int64_t per_node = std::min(l.world_size, layout.ranks_per_node);
+  constexpr double kFp32 = 4;
+  const GatheredElements g = gathered_elements(unit, l);
+  UnitCollectives c;
+  if (l.frozen_shards > 1 && g.frozen > 0) {
+    c.frozen_group = l.frozen_shards;
+    c.frozen_gather = static_cast<double>(g.frozen) * l.compute_bytes;
+    c.frozen_sent = collective_bytes(CollectiveKind::kAllGather, layout.all_gather, c.frozen_gather, c.frozen_group,
+                                     std::min(per_node, c.frozen_group));
+  }
+  if (l.world_size > 1 && g.trainable > 0) {
+    c.trainable_group = l.world_size;
+    c.trainable_gather = static_cast<double>(g.trainable) * l.compute_bytes;
+    c.trainable_sent =
+        collective_bytes(CollectiveKind::kAllGather, layout.all_gather, c.trainable_gather, l.world_size, per_node);
+    c.reduce = static_cast<double>(g.trainable) * kFp32;
+    c.reduce_sent =
+        collective_bytes(CollectiveKind::kReduceScatter, layout.reduce_scatter, c.reduce, l.world_size, per_node);
+  }
+  return c;
+}
+
 StepTraffic step_traffic(const std::vector<UnitElements>& units, const std::map<std::string, UnitUse>& uses,
                          const TrafficLayout& layout) {
   const ShardingLayout& l = layout.sharding;
@@ -60,36 +84,26 @@ StepTraffic step_traffic(const std::vector<UnitElements>& units, const std::map<
               " ranks do not fill nodes of ", layout.ranks_per_node);
   StepTraffic t;
   t.nodes = l.world_size / per_node;
-  constexpr double kFp32 = 4;
   for (const auto& u : units) {
     const auto it = uses.find(u.name);
     if (it == uses.end()) continue;
     const UnitUse& use = it->second;
     const bool once = layout.keep_gathered || l.kept_units.contains(u.name);
-    const int64_t gathers = use.forward_calls + (once ? 0 : use.backward_calls);
-    const GatheredElements g = gathered_elements(u, l);
-    // Groups over one rank move nothing.
-    const double frozen = l.frozen_shards > 1 ? static_cast<double>(g.frozen) * l.compute_bytes : 0.0;
-    const double trainable = l.world_size > 1 ? static_cast<double>(g.trainable) * l.compute_bytes : 0.0;
-    if (frozen + trainable > 0) {
-      t.gathers += gathers;
-      t.gathered += static_cast<double>(gathers) * (frozen + trainable);
-      const CollectiveBytes f =
-          collective_bytes(CollectiveKind::kAllGather, layout.all_gather, frozen, l.frozen_shards, per_node);
-      const CollectiveBytes a =
-          collective_bytes(CollectiveKind::kAllGather, layout.all_gather, trainable, l.world_size, per_node);
-      t.all_gather_sent_per_rank += static_cast<double>(gathers) * (f.sent_per_rank + a.sent_per_rank);
+    const auto gathers = static_cast<double>(use.forward_calls + (once ? 0 : use.backward_calls));
+    const auto reductions = static_cast<double>(use.backward_calls);
+    const UnitCollectives c = unit_collectives(u, layout);
+    if (c.frozen_gather + c.trainable_gather > 0) {
+      t.gathers += static_cast<int64_t>(gathers);
+      t.gathered += gathers * (c.frozen_gather + c.trainable_gather);
+      t.all_gather_sent_per_rank += gathers * (c.frozen_sent.sent_per_rank + c.trainable_sent.sent_per_rank);
       t.all_gather_inter_node_per_node +=
-          static_cast<double>(gathers) * (f.inter_node_per_node + a.inter_node_per_node);
+          gathers * (c.frozen_sent.inter_node_per_node + c.trainable_sent.inter_node_per_node);
     }
-    if (u.trainable() > 0 && l.world_size > 1) {
-      const double reduced = static_cast<double>(g.trainable) * kFp32;
-      const CollectiveBytes r =
-          collective_bytes(CollectiveKind::kReduceScatter, layout.reduce_scatter, reduced, l.world_size, per_node);
+    if (c.reduce > 0) {
       t.reduce_scatters += use.backward_calls;
-      t.reduced += static_cast<double>(use.backward_calls) * reduced;
-      t.reduce_scatter_sent_per_rank += static_cast<double>(use.backward_calls) * r.sent_per_rank;
-      t.reduce_scatter_inter_node_per_node += static_cast<double>(use.backward_calls) * r.inter_node_per_node;
+      t.reduced += reductions * c.reduce;
+      t.reduce_scatter_sent_per_rank += reductions * c.reduce_sent.sent_per_rank;
+      t.reduce_scatter_inter_node_per_node += reductions * c.reduce_sent.inter_node_per_node;
     }
   }
   return t;

@@ -62,7 +62,7 @@ struct TrafficLayout {
 struct StepTraffic {
   int64_t nodes = 1;
   int64_t gathers = 0;          ///< unit gathers that move data (a unit's groups together)
-  int64_t reduce_scatters = 0;  ///< trainable-group reduce-scatters that move data
+  int64_t reduce_scatters = 0;  ///< unit reduce-scatters that move data (a unit's trainable groups together)
   double gathered = 0;          ///< full buffer bytes of those gathers (what a rank ends up holding)
   double reduced = 0;           ///< full fp32 gradient bytes handed to reduce-scatters
   double all_gather_sent_per_rank = 0, reduce_scatter_sent_per_rank = 0;
@@ -70,6 +70,18 @@ struct StepTraffic {
   double sent_per_rank() const { return all_gather_sent_per_rank + reduce_scatter_sent_per_rank; }
   double inter_node_per_node() const { return all_gather_inter_node_per_node + reduce_scatter_inter_node_per_node; }
 };
+
+/// One gather and one gradient reduce-scatter of a unit: its frozen groups (base and LCM-LoRA,
+/// over the placement's `frozen_shards` ranks) and its trainable groups (over the world) as
+/// collectives of their own. Groups over one rank move nothing (a zero buffer, group 1).
+struct UnitCollectives {
+  double frozen_gather = 0;                       ///< full buffer bytes of the frozen groups' all-gather
+  double trainable_gather = 0;                    ///< of the trainable groups' all-gather (compute dtype)
+  double reduce = 0;                              ///< full fp32 gradient bytes of the trainable groups' reduce-scatter
+  int64_t frozen_group = 1, trainable_group = 1;  ///< ranks of each collective
+  CollectiveBytes frozen_sent, trainable_sent, reduce_sent;
+};
+UnitCollectives unit_collectives(const UnitElements& unit, const TrafficLayout& layout);
 
 /// The step's traffic from each unit's element counts and its uses. Collectives over one rank
 /// move nothing; frozen groups go over `frozen_shards` ranks (within a node for `node`

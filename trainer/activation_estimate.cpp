@@ -488,7 +488,8 @@ ActivationEstimate estimate_activations(model::LookaheadModelConfig config, cons
 }
 
 StepMemoryPrediction predict_step_memory(const TrainConfig& c, const model::LookaheadModelConfig& model,
-                                         int64_t world_size, int64_t ranks_per_node, int64_t resolution) {
+                                         int64_t world_size, int64_t ranks_per_node, int64_t resolution,
+                                         const std::optional<model::SyntheticShape>& inputs) {
   StepMemoryPrediction p;
   // Shapes only; an LCM-LoRA that a file would bring at load is counted by its structure.
   model::LookaheadModelConfig counted = model;
@@ -523,7 +524,7 @@ StepMemoryPrediction predict_step_memory(const TrainConfig& c, const model::Look
 
   ActivationShape shape;
   shape.batch = c.train.batch_per_rank;
-  shape.inputs = activation_inputs(c, resolution);
+  shape.inputs = inputs.value_or(activation_inputs(c, resolution));
   shape.world_size = world_size;
   shape.mode = c.loss.mode;
   shape.kept_units = layout.kept_units;
@@ -551,6 +552,7 @@ StepMemoryPrediction predict_step_memory(const TrainConfig& c, const model::Look
   traffic.ranks_per_node = ranks_per_node;
   traffic.keep_gathered = c.dist.keep_gathered;
   p.traffic = dist::step_traffic(units, p.activations.uses, traffic);
+  p.unit_elements = units;
   p.lookahead_weights = gathered(p.activations.lookahead_units);
   return p;
 }

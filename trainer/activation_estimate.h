@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -91,6 +92,7 @@ struct StepMemoryPrediction {
   ActivationEstimate activations;
   int64_t frozen = 0, lcm = 0, adapter = 0, lora = 0;  ///< parameter counts
   int64_t units = 0;
+  std::vector<dist::UnitElements> unit_elements;  ///< each unit's counted elements by role
   dist::StepTraffic
       traffic;      ///< bytes sent per step (ring all-gathers and reduce-scatters, ranks filling nodes in order)
   double base = 0;  ///< held in every phase
@@ -103,8 +105,10 @@ struct StepMemoryPrediction {
 
 /// Predicts the memory of one rank of `config` on `world_size` ranks (`ranks_per_node` per node)
 /// for `model` (model_config(config, device) for a run), at `resolution` pixels and
-/// train.batch_per_rank samples.
+/// train.batch_per_rank samples; `inputs` replaces the real encoders' token counts
+/// (activation_inputs) for a model run on other shapes (the benchmarks' synthetic batches).
 StepMemoryPrediction predict_step_memory(const TrainConfig& config, const model::LookaheadModelConfig& model,
-                                         int64_t world_size, int64_t ranks_per_node, int64_t resolution);
+                                         int64_t world_size, int64_t ranks_per_node, int64_t resolution,
+                                         const std::optional<model::SyntheticShape>& inputs = std::nullopt);
 
 }  // namespace lookahead::trainer

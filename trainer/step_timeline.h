@@ -49,8 +49,11 @@ struct Timeline {
   double reduce_wait = 0;    ///< waiting for reductions (between the branches, before the optimizer)
   double exposed_first = 0;  ///< of gather_wait: the step's first gather, which nothing can hide
   int64_t gathers = 0;       ///< gathers issued (prefetches that were not used included)
-  /// Of the gather time, the part that ran under compute.
-  double hidden_gather_fraction() const { return gather > 0 ? 1.0 - gather_wait / gather : 1.0; }
+  /// Of the channel's time (gathers and reductions), the part that ran under compute. (Compute
+  /// waits only while the channel is busy, so the waits never exceed its time.)
+  double hidden_fraction() const {
+    return gather + reduce > 0 ? 1.0 - (gather_wait + reduce_wait) / (gather + reduce) : 1.0;
+  }
 };
 
 /// Replays one step of `calls` (in forward call order, as the trace records them).

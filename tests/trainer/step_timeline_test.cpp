@@ -30,7 +30,7 @@ TEST(StepTimeline, PrefetchHidesEveryGatherButTheFirstWhenComputeIsLonger) {
   EXPECT_DOUBLE_EQ(t.gather, 3);
   EXPECT_DOUBLE_EQ(t.gather_wait, 1);
   EXPECT_DOUBLE_EQ(t.exposed_first, 1);
-  EXPECT_NEAR(t.hidden_gather_fraction(), 2.0 / 3.0, 1e-12);
+  EXPECT_NEAR(t.hidden_fraction(), 2.0 / 3.0, 1e-12);
 
   TimelineOptions off;
   off.prefetch = false;
@@ -75,7 +75,7 @@ TEST(StepTimeline, WholeUnitsNeverWaitAndBranchesRunInTrainStateOrder) {
   const Timeline t = simulate_step(calls, {});
   EXPECT_DOUBLE_EQ(t.step, 7.5);
   EXPECT_DOUBLE_EQ(t.gather_wait + t.reduce_wait, 0);
-  EXPECT_DOUBLE_EQ(t.hidden_gather_fraction(), 1);
+  EXPECT_DOUBLE_EQ(t.hidden_fraction(), 1);
 }
 
 }  // namespace
