@@ -42,6 +42,8 @@ struct Options : CommonOptions {
   std::vector<std::string> placements{"full", "replicate"};
   bool keep_gathered = false;
   bool overlap_off = true;
+  int64_t ring = 2;             // dist.max_gathered_units of overlap on (prefetch ring - 1 calls ahead)
+  std::string replicate_units;  // dist.replicate_units of every configuration
   // dist.recompute of the overlap on / off configurations; each further policy adds a
   // configuration "recompute <policy>" (overlap on).
   std::vector<trainer::Recompute> recompute{trainer::DistConfig().recompute};
@@ -62,6 +64,10 @@ void describe_options(po::options_description& desc) {
       ("placements", po::value<std::string>()->default_value("full,replicate"),
        "comma-separated frozen-weight placements: full, node, replicate")
       ("keep-gathered", po::bool_switch(), "also run overlap on with keep_gathered (no second gather in backward)")
+      ("ring", po::value<int64_t>()->default_value(2),
+       "dist.max_gathered_units of overlap on: prefetch issues the gathers of the next ring - 1 unit calls")
+      ("replicate-units", po::value<std::string>()->default_value(""),
+       "dist.replicate_units: comma-separated units whose frozen weights stay whole on every rank")
       ("no-overlap-off", po::bool_switch(), "leave out the overlap off configuration (at 1 rank it is overlap on)")
       ("recompute", po::value<std::string>()->default_value(std::string(trainer::config_name(trainer::DistConfig().recompute))),
        "comma-separated dist.recompute policies (all, blocks, none): the first for overlap on / off, each further "
@@ -92,6 +98,9 @@ void read_options(const po::variables_map& vm, Options& opt) {
   opt.threads = vm["threads"].as<int>();
   opt.placements = split_commas(vm["placements"].as<std::string>());
   opt.keep_gathered = vm["keep-gathered"].as<bool>();
+  opt.ring = vm["ring"].as<int64_t>();
+  if (opt.ring < 1) throw std::invalid_argument("--ring must be >= 1");
+  opt.replicate_units = vm["replicate-units"].as<std::string>();
   opt.overlap_off = !vm["no-overlap-off"].as<bool>();
   opt.recompute.clear();
   for (const auto& r : split_commas(vm["recompute"].as<std::string>())) {
@@ -338,7 +347,8 @@ int run(const Options& opt, dist::World& world) {
     trainer::DistConfig on;
     on.placement = dist::placement_from_string(p);
     on.prefetch = true;
-    on.max_gathered_units = 2;
+    on.max_gathered_units = opt.ring;
+    on.replicate_units = opt.replicate_units;
     on.recompute = opt.recompute.front();
     trainer::DistConfig off = on;
     off.prefetch = false;
@@ -366,9 +376,10 @@ int run(const Options& opt, dist::World& world) {
                 "load average at start %.2f\n",
                 static_cast<long long>(global), static_cast<long long>(global / world.size()), opt.warmup, opt.steps,
                 meta["loadavg_1m"].get<double>());
-    std::printf("# overlap on: prefetch, max_gathered_units 2; overlap off: no prefetch, max_gathered_units 1; "
-                "both dist.recompute %s\n",
-                std::string(trainer::config_name(opt.recompute.front())).c_str());
+    std::printf("# overlap on: prefetch, max_gathered_units %lld; overlap off: no prefetch, max_gathered_units 1; "
+                "both dist.recompute %s%s%s\n",
+                static_cast<long long>(opt.ring), std::string(trainer::config_name(opt.recompute.front())).c_str(),
+                opt.replicate_units.empty() ? "" : ", dist.replicate_units ", opt.replicate_units.c_str());
     std::printf("# the configurations take turns step by step (interleaved), so outside load hits them alike\n#\n");
     std::fflush(stdout);
   }
@@ -402,6 +413,7 @@ int run(const Options& opt, dist::World& world) {
                         {"prefetch", r.config.dist.prefetch},
                         {"max_gathered_units", r.config.dist.max_gathered_units},
                         {"keep_gathered", r.config.dist.keep_gathered},
+                        {"replicate_units", r.config.dist.replicate_units},
                         {"recompute", std::string(trainer::config_name(r.config.dist.recompute))},
                         {"build_s", r.build_s},
                         {"median", to_json(r.median)},

@@ -66,6 +66,7 @@ struct Options {
   trainer::Recompute recompute = trainer::DistConfig().recompute;
   bool prefetch = true;
   int64_t ring = 2;
+  std::string replicate_units;  ///< dist.replicate_units
   bool keep_gathered = false;
   bool memory = true;
   Hardware hw;
@@ -73,6 +74,7 @@ struct Options {
   std::string tsv;
   std::vector<std::string> measured;  ///< bench_step --json files to predict
   int64_t cores = 0;                  ///< cores of the machine the measured runs shared
+  int64_t waits = 0;                  ///< print this many of each row's largest gather waits
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -99,6 +101,7 @@ Setup make_setup(const Options& o) {
   c.dist.prefetch = o.prefetch;
   c.dist.max_gathered_units = o.ring;
   c.dist.keep_gathered = o.keep_gathered;
+  c.dist.replicate_units = o.replicate_units;
   const std::string dtype = o.dtype.empty() ? (o.config == "sdxl" ? "bf16" : "fp32") : o.dtype;
   if (dtype != "bf16" && dtype != "fp32") throw std::invalid_argument("--dtype must be bf16 or fp32, got " + dtype);
   c.model.dtype = dtype == "bf16" ? trainer::ModelDtype::kBf16 : trainer::ModelDtype::kFp32;
@@ -272,6 +275,7 @@ struct MeasuredRun {
   std::string file, model, dtype, placement;
   int64_t ranks = 1, nodes = 1, batch = 1, ring = 2;
   bool prefetch = true, keep_gathered = false;
+  std::string replicate_units;
   trainer::Recompute recompute = trainer::Recompute::kBlocks;
   double step = 0, compute = 0, gather_wait = 0, reduce_wait = 0, optimizer = 0;
 };
@@ -292,6 +296,7 @@ std::vector<MeasuredRun> read_measured(const std::string& path) {
       m.prefetch = r.at("prefetch").get<bool>();
       m.ring = r.at("max_gathered_units").get<int64_t>();
       m.keep_gathered = r.at("keep_gathered").get<bool>();
+      m.replicate_units = r.value("replicate_units", std::string());
       const auto recompute = trainer::parse_config_name<trainer::Recompute>(r.at("recompute").get<std::string>());
       if (!recompute) throw std::runtime_error("unknown recompute policy");
       m.recompute = *recompute;
@@ -325,6 +330,7 @@ int compare_measured(const Options& base) {
     o.prefetch = m.prefetch;
     o.ring = m.ring;
     o.keep_gathered = m.keep_gathered;
+    o.replicate_units = m.replicate_units;
     return o;
   };
   // The rate: executed FLOPs of the one-rank step over its time without the optimizer.
@@ -402,7 +408,9 @@ int run(int argc, char** argv) {
       ("no-prefetch", "dist.prefetch = false")
       ("ring", po::value(&o.ring)->default_value(o.ring), "dist.max_gathered_units")
       ("keep-gathered", "dist.keep_gathered = true")
+      ("replicate-units", po::value(&o.replicate_units)->default_value(""), "dist.replicate_units (comma-separated unit names)")
       ("no-memory", "do not flag configurations over --memory-gib")
+      ("waits", po::value(&o.waits)->default_value(0), "print each row's N largest gather waits (unit, branch, direction)")
       ("peak-tflops", po::value(&hw.peak_tflops)->default_value(hw.peak_tflops), "peak TFLOP/s per rank, for MFU (H100/H200 SXM dense bf16: 989)")
       ("achieved-tflops", po::value(&hw.achieved_tflops)->default_value(hw.achieved_tflops), "TFLOP/s the step's counted operations reach")
       ("intra-gbps", po::value(&hw.intra_gbps)->default_value(hw.intra_gbps), "GB/s a rank sends within its node (achieved ring bandwidth)")
@@ -476,6 +484,16 @@ int run(int argc, char** argv) {
     }
   }
   print_table(rows, o);
+  if (o.waits > 0)
+    for (const auto& r : rows) {
+      std::vector<trainer::Timeline::Wait> w = r.timeline.waits;
+      std::sort(w.begin(), w.end(), [](const auto& a, const auto& b) { return a.seconds > b.seconds; });
+      std::printf("# %s, %lld ranks: largest gather waits:", r.placement.c_str(), static_cast<long long>(r.ranks));
+      for (size_t i = 0; i < w.size() && static_cast<int64_t>(i) < o.waits; ++i)
+        std::printf(" %s (branch %d %s) %.1f ms;", w[i].unit.c_str(), w[i].branch, w[i].backward ? "bwd" : "fwd",
+                    1e3 * w[i].seconds);
+      std::printf("\n");
+    }
   if (!rows.empty())
     std::printf(
         "# per step and rank: %.4g TFLOP model (forward + backward), %.4g TFLOP executed (with the recompute)\n",

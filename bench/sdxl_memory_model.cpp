@@ -100,7 +100,7 @@ Row model_row(const std::vector<dist::UnitElements>& units, const std::map<std::
   r.frozen_shards = sf;
   // Bytes held: frozen and LCM-LoRA in bf16, trainables as fp32 masters computing in bf16.
   dist::ShardingLayout layout{
-      .world_size = n, .frozen_shards = sf, .frozen_bytes = 2, .compute_bytes = 2, .ring_units = 2, .kept_units = kept};
+      .world_size = n, .frozen_shards = sf, .frozen_bytes = 2, .compute_bytes = 2, .ring_units = 2, .kept_units = kept, .replicated_units = {}};
   const dist::HeldBytes held = dist::held_bytes(units, layout);
   r.frozen = held.frozen;
   r.lcm = held.lcm;

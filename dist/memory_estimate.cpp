@@ -27,13 +27,14 @@ int64_t shard_elements(int64_t elements, int64_t shards) {
 }
 
 GatheredElements gathered_elements(const UnitElements& u, const ShardingLayout& l) {
-  return {(shard_elements(u.frozen, l.frozen_shards) + shard_elements(u.lcm, l.frozen_shards)) * l.frozen_shards,
+  const int64_t shards = l.frozen_shards_of(u.name);
+  return {(shard_elements(u.frozen, shards) + shard_elements(u.lcm, shards)) * shards,
           (shard_elements(u.adapter, l.world_size) + shard_elements(u.lora, l.world_size)) * l.world_size};
 }
 
 double gathered_bytes(const UnitElements& u, const ShardingLayout& l) {
   const GatheredElements g = gathered_elements(u, l);
-  const double frozen = l.frozen_shards > 1 ? static_cast<double>(g.frozen) : 0.0;
+  const double frozen = l.frozen_shards_of(u.name) > 1 ? static_cast<double>(g.frozen) : 0.0;
   // fp32 masters computing in another dtype are copied even when whole on this rank.
   const double trainable = l.world_size > 1 || l.compute_bytes != 4 ? static_cast<double>(g.trainable) : 0.0;
   return (frozen + trainable) * l.compute_bytes;
@@ -44,8 +45,9 @@ HeldBytes held_bytes(const std::vector<UnitElements>& units, const ShardingLayou
   HeldBytes h;
   std::vector<double> gathered;
   for (const auto& u : units) {
-    h.frozen += static_cast<double>(shard_elements(u.frozen, l.frozen_shards)) * l.frozen_bytes;
-    h.lcm += static_cast<double>(shard_elements(u.lcm, l.frozen_shards)) * l.frozen_bytes;
+    const int64_t shards = l.frozen_shards_of(u.name);
+    h.frozen += static_cast<double>(shard_elements(u.frozen, shards)) * l.frozen_bytes;
+    h.lcm += static_cast<double>(shard_elements(u.lcm, shards)) * l.frozen_bytes;
     const double shard = static_cast<double>(shard_elements(u.adapter, l.world_size) + shard_elements(u.lora, l.world_size));
     h.master += shard * kFp32;
     h.grads += shard * kFp32;

@@ -36,6 +36,12 @@ struct ShardingLayout {
   /// Units that keep their activations (dist.recompute): gathered from their forward until their
   /// backward, all at once, outside the ring.
   std::set<std::string> kept_units;
+  /// Units whose frozen weights are whole on every rank (dist.replicate_units).
+  std::set<std::string> replicated_units;
+  /// Ranks sharing one copy of `unit`'s frozen weights.
+  int64_t frozen_shards_of(const std::string& unit) const {
+    return replicated_units.contains(unit) ? 1 : frozen_shards;
+  }
 };
 
 /// Bytes one rank holds.

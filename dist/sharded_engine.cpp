@@ -114,6 +114,9 @@ ShardedEngine::ShardedEngine(World& world, std::vector<ShardingUnit> units, cons
   for (const auto& name : options.keep_activations)
     TORCH_CHECK(std::any_of(units.begin(), units.end(), [&](const ShardingUnit& u) { return u.name == name; }),
                 "sharded engine: keep_activations names '", name, "', which is no unit");
+  for (const auto& name : options.replicate_units)
+    TORCH_CHECK(std::any_of(units.begin(), units.end(), [&](const ShardingUnit& u) { return u.name == name; }),
+                "sharded engine: replicate_units names '", name, "', which is no unit");
   const c10::Device device = world.device();
   CommunicatorPtr all = world.comm_for(device);
   CommunicatorPtr frozen_comm;
@@ -129,7 +132,8 @@ ShardedEngine::ShardedEngine(World& world, std::vector<ShardingUnit> units, cons
     auto frozen_group = [&](const char* role, std::vector<std::pair<std::string, at::Tensor>>& params) {
       if (params.empty()) return;
       for (auto& [n, t] : params) t.set_requires_grad(false);
-      auto g = std::make_shared<FlatParamGroup>(eu.name + ":" + role, std::move(params), frozen_comm,
+      auto g = std::make_shared<FlatParamGroup>(eu.name + ":" + role, std::move(params),
+                                                options.replicate_units.contains(eu.name) ? nullptr : frozen_comm,
                                                 options.frozen_dtype, device);
       g->set_debug_delay(options.debug_delay);
       u->frozen.push_back(std::move(g));
@@ -291,7 +295,11 @@ std::vector<at::Tensor> ShardedEngine::run(const std::string& name, const UnitFn
 std::vector<at::Tensor> ShardedEngine::forward_call(Call& call, const std::vector<at::Tensor>& inputs) {
   Unit& u = *call.unit;
   ensure_gathered(u);
-  if (order_recorded_ && call.id + 1 < static_cast<int64_t>(order_.size())) prefetch(order_[call.id + 1]);
+  // The next calls' gathers, as many as the ring leaves room for.
+  if (order_recorded_)
+    for (int64_t next = call.id + 1;
+         next < static_cast<int64_t>(order_.size()) && next < call.id + options_.max_gathered_units; ++next)
+      prefetch(order_[static_cast<size_t>(next)]);
   u.running = true;
   auto t0 = Clock::now();
   std::vector<at::Tensor> outs;
@@ -322,12 +330,13 @@ std::vector<at::Tensor> ShardedEngine::backward_call(Call& call, const std::vect
   Unit& u = *call.unit;
   TORCH_CHECK(!call.backward_done, "sharded engine: unit '", u.name, "' ran backward twice for one forward");
   ensure_gathered(u);
-  // The next backward is most likely the previous forward call's.
-  for (int64_t id = call.id - 1; id >= 0; --id) {
+  // The next backwards are most likely the previous forward calls'; as many as the ring leaves room for.
+  int64_t ahead = 0;
+  for (int64_t id = call.id - 1; id >= 0 && ahead + 1 < options_.max_gathered_units; --id) {
     Call& prev = *calls_[static_cast<size_t>(id)];
     if (prev.with_grad && !prev.backward_done && prev.unit != &u) {
       prefetch(prev.unit);
-      break;
+      ++ahead;
     }
   }
   u.running = true;

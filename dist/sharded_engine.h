@@ -29,8 +29,13 @@ struct EngineOptions {
   Placement placement = Placement::kFull;
   /// Issue the next unit's gather while the current one computes (forward and backward).
   bool prefetch = true;
-  /// Units gathered at once (the running one included): the ring that bounds gather memory.
+  /// Units gathered at once (the running one included): the ring that bounds gather memory. With
+  /// prefetch, the gathers of the next max_gathered_units - 1 unit calls are issued ahead.
   int64_t max_gathered_units = 2;
+  /// Units (by name) whose frozen weights stay whole on every rank whatever the placement: small
+  /// units whose gather prefetch cannot hide (the reference identity's ArcFace opens the step)
+  /// trade their shard's memory for no gathers at all.
+  std::set<std::string> replicate_units;
   /// Keep each unit gathered from its forward until its last backward in the step (more memory,
   /// no second gather).
   bool keep_gathered = false;

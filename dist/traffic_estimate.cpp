@@ -58,8 +58,8 @@ UnitCollectives unit_collectives(const UnitElements& unit, const TrafficLayout& 
   constexpr double kFp32 = 4;
   const GatheredElements g = gathered_elements(unit, l);
   UnitCollectives c;
-  if (l.frozen_shards > 1 && g.frozen > 0) {
-    c.frozen_group = l.frozen_shards;
+  if (l.frozen_shards_of(unit.name) > 1 && g.frozen > 0) {
+    c.frozen_group = l.frozen_shards_of(unit.name);
     c.frozen_gather = static_cast<double>(g.frozen) * l.compute_bytes;
     c.frozen_sent = collective_bytes(CollectiveKind::kAllGather, layout.all_gather, c.frozen_gather, c.frozen_group,
                                      std::min(per_node, c.frozen_group));

@@ -72,7 +72,7 @@ struct StepTraffic {
 };
 
 /// One gather and one gradient reduce-scatter of a unit: its frozen groups (base and LCM-LoRA,
-/// over the placement's `frozen_shards` ranks) and its trainable groups (over the world) as
+/// over the placement's `frozen_shards` ranks, none for a replicated unit) and its trainable groups (over the world) as
 /// collectives of their own. Groups over one rank move nothing (a zero buffer, group 1).
 struct UnitCollectives {
   double frozen_gather = 0;                       ///< full buffer bytes of the frozen groups' all-gather

@@ -295,6 +295,9 @@ po::options_description train_options(trainer::TrainConfig& c) {
        "units gathered at once (memory cap, ≥ 1)")
       ("dist.keep_gathered", bind(c.dist.keep_gathered),
        "keep units gathered from forward to backward")
+      ("dist.replicate_units", bind(c.dist.replicate_units),
+       "comma-separated units whose frozen weights stay whole on every rank whatever the placement "
+       "(e.g. `arcface`: its gather opens every step, before any compute could hide it)")
       ("dist.recompute", bind(c.dist.recompute),
        "which units recompute their forward in backward (activation checkpointing): `all` (least "
        "activation memory) | `blocks` (only the UNet's resnet and transformer blocks, as the official "

@@ -519,6 +519,7 @@ StepMemoryPrediction predict_step_memory(const TrainConfig& c, const model::Look
   std::vector<std::string> names;
   for (const auto& u : units) names.push_back(u.name);
   layout.kept_units = kept_activation_units(c.dist.recompute, names);
+  layout.replicated_units = replicate_unit_names(c.dist);
   p.held = dist::held_bytes(units, layout);
   p.base = p.held.frozen + p.held.lcm + p.held.master + p.held.adam;
 

@@ -27,12 +27,13 @@ class Replay {
     for (size_t k = idx.size(); k-- > 0;) {
       const TimedCall& c = calls_[idx[k]];
       Unit& u = units_[c.unit];
-      ensure_gathered(c);  // a kept unit is still gathered
-      // The next backward is the previous forward call's (another unit's).
-      for (size_t j = k; j-- > 0;)
+      ensure_gathered(c, true);  // a kept unit is still gathered
+      // The next backwards are the previous forward calls' (other units').
+      int64_t ahead = 0;
+      for (size_t j = k; j-- > 0 && ahead + 1 < o_.ring;)
         if (calls_[idx[j]].unit != c.unit) {
           prefetch(calls_[idx[j]]);
-          break;
+          ++ahead;
         }
       u.running = true;
       compute(c.backward_s);
@@ -67,8 +68,9 @@ class Replay {
   void forward(size_t i) {
     const TimedCall& c = calls_[i];
     Unit& u = units_[c.unit];
-    ensure_gathered(c);
-    if (i + 1 < calls_.size()) prefetch(calls_[i + 1]);
+    ensure_gathered(c, false);
+    for (size_t j = i + 1; j < calls_.size() && j < i + static_cast<size_t>(o_.ring); ++j)
+      prefetch(calls_[j]);
     u.running = true;
     compute(c.forward_s);
     u.running = false;
@@ -106,7 +108,7 @@ class Replay {
     ++t_.gathers;
   }
 
-  void ensure_gathered(const TimedCall& c) {
+  void ensure_gathered(const TimedCall& c, bool backward) {
     Unit& u = units_[c.unit];
     if (c.gather_s <= 0) return;  // whole on every rank
     if (u.state == State::kReleased) {
@@ -121,6 +123,7 @@ class Replay {
     if (u.ready > now_) {
       const double wait = u.ready - now_;
       t_.gather_wait += wait;
+      t_.waits.push_back({c.unit, c.branch, backward, wait});
       if (first_) t_.exposed_first = wait;
       now_ = u.ready;
     }

@@ -3,10 +3,10 @@
 // branch 2's forward and backward, as TrainState::step orders them) and one communication
 // channel runs the gathers and reduce-scatters in the order the engine issues them (the engine
 // has one communication thread, and a NCCL stream is a queue too). The rules are the engine's
-// (dist/sharded_engine.cpp): a forward call waits for its unit's gather and then issues the next
-// recorded unit's gather; a backward call waits for its gather (none for a kept unit) and issues
-// the previous backward call's gather, then its reduce-scatter when its gradients are done; at
-// most `ring` units are gathered at once; in sum mode branch 1's reductions are waited for after
+// (dist/sharded_engine.cpp): a forward call waits for its unit's gather and then issues the gathers
+// of the next ring - 1 recorded calls; a backward call waits for its gather (none for a kept unit)
+// and issues those of the ring - 1 backward calls before it, then its reduce-scatter when its
+// gradients are done; at most `ring` units are gathered at once; in sum mode branch 1's reductions are waited for after
 // branch 2's forward, and every reduction before the optimizer step. What it returns is where the
 // step's time goes, so the scaling model can put a measured or a projected cost on each part.
 #pragma once
@@ -49,6 +49,14 @@ struct Timeline {
   double reduce_wait = 0;    ///< waiting for reductions (between the branches, before the optimizer)
   double exposed_first = 0;  ///< of gather_wait: the step's first gather, which nothing can hide
   int64_t gathers = 0;       ///< gathers issued (prefetches that were not used included)
+  /// Each time compute waited for a gather: the unit, its branch, forward or backward, seconds.
+  struct Wait {
+    std::string unit;
+    int branch = 0;
+    bool backward = false;
+    double seconds = 0;
+  };
+  std::vector<Wait> waits;
   /// Of the channel's time (gathers and reductions), the part that ran under compute. (Compute
   /// waits only while the channel is busy, so the waits never exceed its time.)
   double hidden_fraction() const {

@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -185,7 +186,12 @@ struct DistConfig {
   int64_t max_gathered_units = 2;
   bool keep_gathered = false;
   Recompute recompute = Recompute::kBlocks;
+  /// Comma-separated units whose frozen weights stay whole on every rank.
+  std::string replicate_units;
 };
+
+/// dist.replicate_units as a set of unit names.
+std::set<std::string> replicate_unit_names(const DistConfig& c);
 
 /// [eval]: `lookahead eval`, and a small evaluation every `every` steps of training.
 struct EvalConfig {

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <sstream>
 #include <thread>
 
 #include "checkpoints/checkpoint.h"
@@ -81,9 +82,18 @@ dist::EngineOptions engine_options(const DistConfig& c, at::ScalarType model_dty
   eo.prefetch = c.prefetch;
   eo.max_gathered_units = c.max_gathered_units;
   eo.keep_gathered = c.keep_gathered;
+  eo.replicate_units = replicate_unit_names(c);
   eo.frozen_dtype = model_dtype;
   eo.trainable_compute_dtype = model_dtype;
   return eo;
+}
+
+std::set<std::string> replicate_unit_names(const DistConfig& c) {
+  std::set<std::string> out;
+  std::stringstream in(c.replicate_units);
+  for (std::string name; std::getline(in, name, ',');)
+    if (!name.empty()) out.insert(name);
+  return out;
 }
 
 std::set<std::string> kept_activation_units(Recompute policy, const std::vector<std::string>& unit_names) {

@@ -317,6 +317,22 @@ TEST(ShardedEngine, DelaysAndScheduleOptionsChangeNoResult) {
   EngineOptions node;
   node.placement = Placement::kNode;  // one node here: the node group is every rank, built by a split
   expect_matches_reference(sharded_run(node).trace, "node placement");
+  EngineOptions deep;
+  deep.max_gathered_units = 4;  // prefetch three calls ahead, in forward and in backward
+  deep.debug_delay = delayed.debug_delay;
+  expect_matches_reference(sharded_run(deep).trace, "ring of four, prefetch three ahead");
+  EngineOptions some_whole;
+  // The first and the last unit whole on every rank (frozen groups resident), the rest sharded.
+  const std::vector<ShardingUnit> units = Model().units();
+  some_whole.replicate_units = {units.front().name, units.back().name};
+  expect_matches_reference(sharded_run(some_whole).trace, "replicate_units: the first and last unit");
+}
+
+TEST(ShardedEngine, ReplicateUnitsNameUnits) {
+  Model m;
+  EngineOptions options;
+  options.replicate_units = {"no.such.unit"};
+  EXPECT_THROW(ShardedEngine(world(), m.units(), options), c10::Error);
 }
 
 /// The second of two steps (the first records the unit order, so the second prefetches): its loss

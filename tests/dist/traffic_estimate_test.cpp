@@ -104,6 +104,20 @@ TEST(TrafficEstimate, StepTrafficFollowsTheEngineRules) {
   EXPECT_DOUBLE_EQ(node.all_gather_sent_per_rank,
                    0.5 * 2.0 * (5 * 5.0 * a + 2 * 2.0 * a) + 0.75 * 2.0 * (5 * 0.5 * a + 2 * 1.0 * a));
 
+  l.sharding.frozen_shards = 4;  // full, the head replicated: only its trainables move; it holds its whole copy
+  l.sharding.replicated_units = {"head"};
+  const StepTraffic whole_head = step_traffic(units, uses, l);
+  EXPECT_DOUBLE_EQ(whole_head.gathered, 2.0 * (5 * 5.5 * a + 2 * 1.0 * a));
+  EXPECT_DOUBLE_EQ(unit_collectives(units[1], l).frozen_gather, 0);
+  EXPECT_EQ(unit_collectives(units[1], l).frozen_group, 1);
+  const HeldBytes held = held_bytes(units, l.sharding), held_all_sharded = [&] {
+    ShardingLayout s = l.sharding;
+    s.replicated_units.clear();
+    return held_bytes(units, s);
+  }();
+  EXPECT_DOUBLE_EQ(held.frozen - held_all_sharded.frozen, l.sharding.frozen_bytes * (2 * a - 2 * a / 4));
+  l.sharding.replicated_units.clear();
+
   l.sharding.frozen_shards = 1;  // replicate: no frozen traffic; a kept unit gathers once
   l.sharding.kept_units = {"block"};
   const StepTraffic kept = step_traffic(units, uses, l);
