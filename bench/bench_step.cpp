@@ -42,7 +42,7 @@ struct Options : CommonOptions {
   std::vector<std::string> placements{"full", "replicate"};
   bool keep_gathered = false;
   bool overlap_off = true;
-  int64_t ring = 2;             // dist.max_gathered_units of overlap on (prefetch ring - 1 calls ahead)
+  int64_t ring = trainer::DistConfig().max_gathered_units;  // overlap on: prefetch ring - 1 calls ahead
   std::string replicate_units;  // dist.replicate_units of every configuration
   // dist.recompute of the overlap on / off configurations; each further policy adds a
   // configuration "recompute <policy>" (overlap on).
@@ -64,7 +64,7 @@ void describe_options(po::options_description& desc) {
       ("placements", po::value<std::string>()->default_value("full,replicate"),
        "comma-separated frozen-weight placements: full, node, replicate")
       ("keep-gathered", po::bool_switch(), "also run overlap on with keep_gathered (no second gather in backward)")
-      ("ring", po::value<int64_t>()->default_value(2),
+      ("ring", po::value<int64_t>()->default_value(trainer::DistConfig().max_gathered_units),
        "dist.max_gathered_units of overlap on: prefetch issues the gathers of the next ring - 1 unit calls")
       ("replicate-units", po::value<std::string>()->default_value(""),
        "dist.replicate_units: comma-separated units whose frozen weights stay whole on every rank")

@@ -9,6 +9,10 @@
 # Usage: bench/run_scaling.sh BUILD_DIR OUT_DIR
 #   CONFIG=mid (or tiny)  RATE=2gbit (the inter-node link)  STEPS=3  WARMUP=1
 #   PLACEMENTS=full,node,replicate  BATCH=2 (per rank)  LAYOUTS="1x1 1x2 1x4 2x1 2x2" (nodes x ranks per node)
+#   RING=2 (dist.max_gathered_units)  REPLICATE_UNITS= (dist.replicate_units)
+#   BENCH_ENV: the ranks' environment; by default glibc keeps freed buffers up to 32 MiB instead of
+#     returning them to the kernel, so a gather's fresh buffer is not faulted in page by page on the
+#     ranks' own cores (the CUDA caching allocator does the same on GPUs); BENCH_ENV= turns it off
 set -euo pipefail
 BUILD=${1:?usage: run_scaling.sh BUILD_DIR OUT_DIR}
 OUT=${2:?usage: run_scaling.sh BUILD_DIR OUT_DIR}
@@ -16,6 +20,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CONFIG=${CONFIG:-mid} RATE=${RATE:-2gbit} STEPS=${STEPS:-3} WARMUP=${WARMUP:-1}
 PLACEMENTS=${PLACEMENTS:-full,node,replicate} BATCH=${BATCH:-2}
 LAYOUTS=${LAYOUTS:-"1x1 1x2 1x4 2x1 2x2"}
+RING=${RING:-2} REPLICATE_UNITS=${REPLICATE_UNITS:-}
+BENCH_ENV=${BENCH_ENV-"MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296"}
 CLUSTER="$ROOT/launch/cluster"
 NAME=scal
 [ "$(id -u)" -eq 0 ] || { echo "run_scaling.sh: the simulated cluster needs root" >&2; exit 2; }
@@ -32,12 +38,13 @@ collectives() {  # out.json: all-gathers from 4 KiB (latency) to 64 MiB (bandwid
     --step-factor 4 --ops all_gather --iters 3 --rounds 5 --warmup 1 --no-verify-variant --json "$1" >"${1%.json}.log" 2>&1
 }
 # A link's figures from our communicator's all-gathers over 2 ranks: the bus bandwidth (what a rank
-# sends per second), the median over 4-64 MiB, and the latency of one ring step, a 4 KiB all-gather.
+# sends per second), the median over 1-64 MiB (a shaped link's figure varies by size and run, by
+# up to a third: docs/scaling.md), and the latency of one ring step, a 4 KiB all-gather.
 link() {
   python3 - "$1" <<'PY'
 import json, statistics, sys
 rows = json.load(open(sys.argv[1]))["rows"]
-bw = statistics.median(r["wrapper"]["busbw_gbs"] for r in rows if r["bytes"] >= 4 << 20)
+bw = statistics.median(r["wrapper"]["busbw_gbs"] for r in rows if r["bytes"] >= 1 << 20)
 alpha = min(r["wrapper"]["time_us"] for r in rows if r["bytes"] <= 4096)
 print(f"{bw:.4g} {alpha:.3g}")
 PY
@@ -56,8 +63,10 @@ for layout in $LAYOUTS; do
   up "$nodes" "$per"
   f="$OUT/step_${CONFIG}_${layout}.json"
   echo "# bench_step $CONFIG on $nodes node(s) x $per rank(s)"
-  "$CLUSTER" mpirun --name "$NAME" -- -np $((nodes * per)) --oversubscribe "$BUILD/bench/bench_step" \
+  # shellcheck disable=SC2086
+  "$CLUSTER" mpirun --name "$NAME" -- -np $((nodes * per)) --oversubscribe env $BENCH_ENV "$BUILD/bench/bench_step" \
     --config "$CONFIG" --batch $((BATCH * nodes * per)) --placements "$PLACEMENTS" --no-overlap-off \
+    --ring "$RING" --replicate-units "$REPLICATE_UNITS" \
     --steps "$STEPS" --warmup "$WARMUP" --json "$f" >"${f%.json}.log" 2>&1 || { tail -20 "${f%.json}.log"; exit 1; }
   files+=("$f")
 done

@@ -65,7 +65,7 @@ struct Options {
   std::string dtype;  ///< "": bf16 for sdxl, fp32 for tiny and mid (their CPU runs)
   trainer::Recompute recompute = trainer::DistConfig().recompute;
   bool prefetch = true;
-  int64_t ring = 2;
+  int64_t ring = trainer::DistConfig().max_gathered_units;
   std::string replicate_units;  ///< dist.replicate_units
   bool keep_gathered = false;
   bool memory = true;
@@ -220,18 +220,18 @@ Row model_case(const Setup& s, const Options& o, const std::string& placement, i
 
 void print_table(const std::vector<Row>& rows, const Options& o) {
   auto gib = [](double b) { return b / (1024.0 * 1024.0 * 1024.0); };
-  std::printf("%-9s %5s %5s %6s | %9s %9s %9s %9s %9s %7s | %6s %6s | %9s %9s | %8s\n", "placement", "ranks", "nodes",
-              "shards", "step ms", "compute", "gather", "reduce", "exposed", "hidden", "eff", "MFU", "sent/rank",
-              "inter/node", "peak");
+  std::printf("%-9s %5s %5s %6s | %9s %9s %9s %9s %9s %7s %7s | %6s %6s | %9s %9s | %8s\n", "placement", "ranks",
+              "nodes", "shards", "step ms", "compute", "gather", "reduce", "exposed", "hidden", "b2 fwd", "eff", "MFU",
+              "sent/rank", "inter/node", "peak");
   for (const auto& r : rows) {
     const trainer::Timeline& t = r.timeline;
     std::printf(
-        "%-9s %5lld %5lld %6lld | %9.1f %9.1f %9.1f %9.1f %9.1f %6.1f%% | %5.1f%% %5.1f%% | %7.2f G %7.2f G | "
+        "%-9s %5lld %5lld %6lld | %9.1f %9.1f %9.1f %9.1f %9.1f %6.1f%% %6.1f%% | %5.1f%% %5.1f%% | %7.2f G %7.2f G | "
         "%5.1f G%s\n",
         r.placement.c_str(), static_cast<long long>(r.ranks), static_cast<long long>(r.nodes),
         static_cast<long long>(r.frozen_shards), 1e3 * t.step, 1e3 * t.compute, 1e3 * t.gather, 1e3 * t.reduce,
-        1e3 * (t.gather_wait + t.reduce_wait), 100 * t.hidden_fraction(), 100 * r.efficiency, 100 * r.mfu,
-        gib(r.sent_per_rank), gib(r.inter_node_per_node), gib(r.memory_peak),
+        1e3 * (t.gather_wait + t.reduce_wait), 100 * t.hidden_fraction(), 100 * t.phase(2, false).hidden_fraction(),
+        100 * r.efficiency, 100 * r.mfu, gib(r.sent_per_rank), gib(r.inter_node_per_node), gib(r.memory_peak),
         o.memory && gib(r.memory_peak) > o.hw.memory_gib ? " (over)" : "");
   }
 }
@@ -251,6 +251,8 @@ nlohmann::json to_json(const Row& r) {
           {"first_gather_wait_s", t.exposed_first},
           {"gathers", t.gathers},
           {"hidden_fraction", t.hidden_fraction()},
+          {"branch2_forward_gather_s", t.phase(2, false).gather},
+          {"branch2_forward_hidden_fraction", t.phase(2, false).hidden_fraction()},
           {"weak_scaling_efficiency", r.efficiency},
           {"mfu", r.mfu},
           {"model_flops", r.flops},
@@ -471,8 +473,8 @@ int run(int argc, char** argv) {
       hw.hbm_gbps, static_cast<long long>(o.per_node), hw.compute_slowdown);
   std::printf(
       "# step = the engine's schedule replayed (trainer/step_timeline.h); compute = counted FLOPs / achieved; "
-      "gather, reduce = the channel's busy time; exposed = compute waiting for them; hidden = the gather time "
-      "under compute; eff = step(1 rank) / step; MFU = (forward + backward FLOPs, no recompute) / (step x peak); "
+      "gather, reduce = the channel's busy time; exposed = compute waiting for them; hidden = the channel's time "
+      "under compute; b2 fwd = the part of branch 2's forward gathers (the LCM UNet's) hidden; eff = step(1 rank) / step; MFU = (forward + backward FLOPs, no recompute) / (step x peak); "
       "sent/rank, inter/node = bytes per step (dist::step_traffic); peak = predicted memory per rank\n");
   std::vector<Row> rows;
   for (const auto& placement : o.placements) {

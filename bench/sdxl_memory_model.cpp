@@ -100,7 +100,7 @@ Row model_row(const std::vector<dist::UnitElements>& units, const std::map<std::
   r.frozen_shards = sf;
   // Bytes held: frozen and LCM-LoRA in bf16, trainables as fp32 masters computing in bf16.
   dist::ShardingLayout layout{
-      .world_size = n, .frozen_shards = sf, .frozen_bytes = 2, .compute_bytes = 2, .ring_units = 2, .kept_units = kept, .replicated_units = {}};
+      .world_size = n, .frozen_shards = sf, .frozen_bytes = 2, .compute_bytes = 2, .ring_units = trainer::DistConfig().max_gathered_units, .kept_units = kept, .replicated_units = {}};
   const dist::HeldBytes held = dist::held_bytes(units, layout);
   r.frozen = held.frozen;
   r.lcm = held.lcm;
@@ -135,7 +135,7 @@ nlohmann::json to_json(const Row& r) {
             {"trainable_master_fp32", r.master},
             {"trainable_grads_fp32", r.grads},
             {"adam_moments_fp32", r.adam},
-            {"gather_ring_2_largest_units_bf16", r.ring},
+            {"gather_ring_bf16", r.ring},
             {"kept_units_bf16", r.kept},
             {"total_excl_activations", r.total()},
             {"rs_staging_2_largest_units_fp32_not_in_total", r.rs_inflight}}},
@@ -251,10 +251,11 @@ int run(int argc, char** argv) {
       traced.diffusion_units.size(), traced.lookahead_units.size());
   std::printf(
       "# held per GPU: frozen + LCM-LoRA shards in bf16; trainables fp32 master + fp32 grads + 2 fp32 Adam "
-      "moments (16 B/element of the shard);\n#   ring = the 2 largest units' full buffers in bf16 "
-      "(roles sharded over >1 rank; fp32 trainables always, as bf16 compute copies);\n#   kept = the %zu units "
+      "moments (16 B/element of the shard);\n#   ring = the %lld largest units' full buffers in bf16 "
+      "(dist.max_gathered_units; roles sharded over >1 rank; fp32 trainables always, as bf16 compute copies);\n"
+      "#   kept = the %zu units "
       "that keep their activations (dist.recompute = %s), gathered from forward to backward; ACTIVATIONS EXCLUDED.\n",
-      kept.size(), recompute_name.c_str());
+      static_cast<long long>(trainer::DistConfig().max_gathered_units), kept.size(), recompute_name.c_str());
   std::printf(
       "#   RS staging (not in total): the 2 largest units' unsharded fp32 gradients, held until their "
       "reduce-scatter is issued.\n");
@@ -363,7 +364,7 @@ int run(int argc, char** argv) {
           {"branch2_units", traced.lookahead_units}}},
         {"assumptions",
          "frozen and LCM-LoRA stored and gathered in bf16; trainables fp32 master + fp32 grads + 2 fp32 moments, "
-         "gathered in bf16; ring = 2 largest units; activations excluded from the held bytes; ring all-gathers and "
+         "gathered in bf16; ring = the dist.max_gathered_units largest units; activations excluded from the held bytes; ring all-gathers and "
          "reduce-scatters, each rank sending (S-1)/S of the full buffer; ranks filling nodes of 8 in order, a node "
          "sending to other nodes what its ring edge to the next node carries"},
         {"units", unit_json},

@@ -32,7 +32,7 @@ class Replay {
       int64_t ahead = 0;
       for (size_t j = k; j-- > 0 && ahead + 1 < o_.ring;)
         if (calls_[idx[j]].unit != c.unit) {
-          prefetch(calls_[idx[j]]);
+          prefetch(calls_[idx[j]], true);
           ++ahead;
         }
       u.running = true;
@@ -70,7 +70,7 @@ class Replay {
     Unit& u = units_[c.unit];
     ensure_gathered(c, false);
     for (size_t j = i + 1; j < calls_.size() && j < i + static_cast<size_t>(o_.ring); ++j)
-      prefetch(calls_[j]);
+      prefetch(calls_[j], false);
     u.running = true;
     compute(c.forward_s);
     u.running = false;
@@ -102,9 +102,10 @@ class Replay {
     return channel_;
   }
 
-  void gather(const TimedCall& c, Unit& u) {
+  void gather(const TimedCall& c, Unit& u, bool backward) {
     u.state = State::kGathered;
     u.ready = issue(c.gather_s, t_.gather);
+    t_.phase(c.branch, backward).gather += c.gather_s;
     ++t_.gathers;
   }
 
@@ -118,23 +119,24 @@ class Replay {
         if (o_.keep_gathered && other.pending_backward > 0) continue;
         other.state = State::kReleased;  // the transfer, once issued, still takes the channel
       }
-      gather(c, u);
+      gather(c, u, backward);
     }
     if (u.ready > now_) {
       const double wait = u.ready - now_;
       t_.gather_wait += wait;
       t_.waits.push_back({c.unit, c.branch, backward, wait});
+      t_.phase(c.branch, backward).gather_wait += wait;
       if (first_) t_.exposed_first = wait;
       now_ = u.ready;
     }
     first_ = false;
   }
 
-  void prefetch(const TimedCall& c) {
+  void prefetch(const TimedCall& c, bool backward) {
     Unit& u = units_[c.unit];
     if (!o_.prefetch || c.gather_s <= 0 || u.state != State::kReleased) return;
     if (gathered_units() >= o_.ring) return;
-    gather(c, u);
+    gather(c, u, backward);
   }
 
   void compute(double s) {

@@ -11,6 +11,7 @@
 // step's time goes, so the scaling model can put a measured or a projected cost on each part.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -57,6 +58,14 @@ struct Timeline {
     double seconds = 0;
   };
   std::vector<Wait> waits;
+  /// Gathers issued for, and waits of, the forward or the backward of one branch.
+  struct Phase {
+    double gather = 0, gather_wait = 0;
+    double hidden_fraction() const { return gather > 0 ? std::max(0.0, 1.0 - gather_wait / gather) : 1.0; }
+  };
+  Phase phases[3][2];  ///< [branch][backward]
+  Phase& phase(int branch, bool backward) { return phases[branch][backward ? 1 : 0]; }
+  const Phase& phase(int branch, bool backward) const { return phases[branch][backward ? 1 : 0]; }
   /// Of the channel's time (gathers and reductions), the part that ran under compute. (Compute
   /// waits only while the channel is busy, so the waits never exceed its time.)
   double hidden_fraction() const {

@@ -183,7 +183,7 @@ struct TrainLoopConfig {
 struct DistConfig {
   dist::Placement placement = dist::Placement::kFull;
   bool prefetch = true;
-  int64_t max_gathered_units = 2;
+  int64_t max_gathered_units = 4;
   bool keep_gathered = false;
   Recompute recompute = Recompute::kBlocks;
   /// Comma-separated units whose frozen weights stay whole on every rank.
