@@ -43,7 +43,7 @@ struct Options : CommonOptions {
   bool keep_gathered = false;
   bool overlap_off = true;
   int64_t ring = trainer::DistConfig().max_gathered_units;  // overlap on: prefetch ring - 1 calls ahead
-  std::string replicate_units;  // dist.replicate_units of every configuration
+  std::string replicate_units;                              // dist.replicate_units of every configuration
   // dist.recompute of the overlap on / off configurations; each further policy adds a
   // configuration "recompute <policy>" (overlap on).
   std::vector<trainer::Recompute> recompute{trainer::DistConfig().recompute};
@@ -376,10 +376,11 @@ int run(const Options& opt, dist::World& world) {
                 "load average at start %.2f\n",
                 static_cast<long long>(global), static_cast<long long>(global / world.size()), opt.warmup, opt.steps,
                 meta["loadavg_1m"].get<double>());
-    std::printf("# overlap on: prefetch, max_gathered_units %lld; overlap off: no prefetch, max_gathered_units 1; "
-                "both dist.recompute %s%s%s\n",
-                static_cast<long long>(opt.ring), std::string(trainer::config_name(opt.recompute.front())).c_str(),
-                opt.replicate_units.empty() ? "" : ", dist.replicate_units ", opt.replicate_units.c_str());
+    std::printf(
+        "# overlap on: prefetch, max_gathered_units %lld; overlap off: no prefetch, max_gathered_units 1; "
+        "both dist.recompute %s%s%s\n",
+        static_cast<long long>(opt.ring), std::string(trainer::config_name(opt.recompute.front())).c_str(),
+        opt.replicate_units.empty() ? "" : ", dist.replicate_units ", opt.replicate_units.c_str());
     std::printf("# the configurations take turns step by step (interleaved), so outside load hits them alike\n#\n");
     std::fflush(stdout);
   }

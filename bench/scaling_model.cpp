@@ -474,7 +474,8 @@ int run(int argc, char** argv) {
   std::printf(
       "# step = the engine's schedule replayed (trainer/step_timeline.h); compute = counted FLOPs / achieved; "
       "gather, reduce = the channel's busy time; exposed = compute waiting for them; hidden = the channel's time "
-      "under compute; b2 fwd = the part of branch 2's forward gathers (the LCM UNet's) hidden; eff = step(1 rank) / step; MFU = (forward + backward FLOPs, no recompute) / (step x peak); "
+      "under compute; b2 fwd = the part of branch 2's forward gathers (the LCM UNet's) hidden; eff = step(1 rank) / "
+      "step; MFU = (forward + backward FLOPs, no recompute) / (step x peak); "
       "sent/rank, inter/node = bytes per step (dist::step_traffic); peak = predicted memory per rank\n");
   std::vector<Row> rows;
   for (const auto& placement : o.placements) {

@@ -99,8 +99,13 @@ Row model_row(const std::vector<dist::UnitElements>& units, const std::map<std::
   const int64_t sf = dist::frozen_shard_ranks(placement, static_cast<int>(n), static_cast<int>(per_node));
   r.frozen_shards = sf;
   // Bytes held: frozen and LCM-LoRA in bf16, trainables as fp32 masters computing in bf16.
-  dist::ShardingLayout layout{
-      .world_size = n, .frozen_shards = sf, .frozen_bytes = 2, .compute_bytes = 2, .ring_units = trainer::DistConfig().max_gathered_units, .kept_units = kept, .replicated_units = {}};
+  dist::ShardingLayout layout{.world_size = n,
+                              .frozen_shards = sf,
+                              .frozen_bytes = 2,
+                              .compute_bytes = 2,
+                              .ring_units = trainer::DistConfig().max_gathered_units,
+                              .kept_units = kept,
+                              .replicated_units = {}};
   const dist::HeldBytes held = dist::held_bytes(units, layout);
   r.frozen = held.frozen;
   r.lcm = held.lcm;
@@ -364,7 +369,8 @@ int run(int argc, char** argv) {
           {"branch2_units", traced.lookahead_units}}},
         {"assumptions",
          "frozen and LCM-LoRA stored and gathered in bf16; trainables fp32 master + fp32 grads + 2 fp32 moments, "
-         "gathered in bf16; ring = the dist.max_gathered_units largest units; activations excluded from the held bytes; ring all-gathers and "
+         "gathered in bf16; ring = the dist.max_gathered_units largest units; activations excluded from the held "
+         "bytes; ring all-gathers and "
          "reduce-scatters, each rank sending (S-1)/S of the full buffer; ranks filling nodes of 8 in order, a node "
          "sending to other nodes what its ring edge to the next node carries"},
         {"units", unit_json},

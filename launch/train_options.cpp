@@ -285,6 +285,7 @@ po::options_description train_options(trainer::TrainConfig& c) {
       ("train.threads", bind(c.train.threads),
        "intra-op CPU threads per rank (0: cores / ranks per node)");
   po::options_description dist("[dist]");
+  // clang-format off
   dist.add_options()
       ("dist.placement", bind(c.dist.placement),
        "frozen weights: `full` (shard over all ranks) | `node` (shard within a node, replicate across "
@@ -304,6 +305,7 @@ po::options_description train_options(trainer::TrainConfig& c) {
        "run's gradient checkpointing; the stems, samplers, Resampler, TAESD decoder and ArcFace keep "
        "their activations and stay gathered until their backward) | `none` (every unit keeps them: "
        "most memory, no second forward)");
+  // clang-format on
   po::options_description eval("[eval]");
   eval.add_options()
       ("eval.eval_set", bind(c.eval.eval_set),

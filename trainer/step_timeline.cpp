@@ -69,8 +69,7 @@ class Replay {
     const TimedCall& c = calls_[i];
     Unit& u = units_[c.unit];
     ensure_gathered(c, false);
-    for (size_t j = i + 1; j < calls_.size() && j < i + static_cast<size_t>(o_.ring); ++j)
-      prefetch(calls_[j], false);
+    for (size_t j = i + 1; j < calls_.size() && j < i + static_cast<size_t>(o_.ring); ++j) prefetch(calls_[j], false);
     u.running = true;
     compute(c.forward_s);
     u.running = false;

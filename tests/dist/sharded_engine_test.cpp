@@ -162,7 +162,7 @@ Trace reference_run() {
   for (int g = 0; g < 2; ++g)
     pg.emplace_back(groups[g], std::make_unique<torch::optim::AdamWOptions>(
                                    torch::optim::AdamWOptions(kLr[g]).weight_decay(0.01)));
-  torch::optim::AdamW opt(std::move(pg), torch::optim::AdamWOptions(1e-3).weight_decay(0.01));
+  torch::optim::AdamW opt(pg, torch::optim::AdamWOptions(1e-3).weight_decay(0.01));
   std::vector<at::Tensor> all(groups[0]);
   all.insert(all.end(), groups[1].begin(), groups[1].end());
   Trace trace;

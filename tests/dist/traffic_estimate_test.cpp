@@ -115,7 +115,7 @@ TEST(TrafficEstimate, StepTrafficFollowsTheEngineRules) {
     s.replicated_units.clear();
     return held_bytes(units, s);
   }();
-  EXPECT_DOUBLE_EQ(held.frozen - held_all_sharded.frozen, l.sharding.frozen_bytes * (2 * a - 2 * a / 4));
+  EXPECT_DOUBLE_EQ(held.frozen - held_all_sharded.frozen, l.sharding.frozen_bytes * 0.75 * static_cast<double>(2 * a));
   l.sharding.replicated_units.clear();
 
   l.sharding.frozen_shards = 1;  // replicate: no frozen traffic; a kept unit gathers once
