@@ -44,6 +44,7 @@ struct Options : CommonOptions {
   bool overlap_off = true;
   int64_t ring = trainer::DistConfig().max_gathered_units;  // overlap on: prefetch ring - 1 calls ahead
   std::string replicate_units;                              // dist.replicate_units of every configuration
+  bool verify = true;                                       // comm.verify_signatures (lookahead's default)
   // dist.recompute of the overlap on / off configurations; each further policy adds a
   // configuration "recompute <policy>" (overlap on).
   std::vector<trainer::Recompute> recompute{trainer::DistConfig().recompute};
@@ -66,6 +67,9 @@ void describe_options(po::options_description& desc) {
       ("keep-gathered", po::bool_switch(), "also run overlap on with keep_gathered (no second gather in backward)")
       ("ring", po::value<int64_t>()->default_value(trainer::DistConfig().max_gathered_units),
        "dist.max_gathered_units of overlap on: prefetch issues the gathers of the next ring - 1 unit calls")
+      ("verify-collectives", po::value<bool>()->default_value(true),
+       "comm.verify_signatures: a 96-byte all-reduce comparing every collective's signature before it runs "
+       "(lookahead's default: on)")
       ("replicate-units", po::value<std::string>()->default_value(""),
        "dist.replicate_units: comma-separated units whose frozen weights stay whole on every rank")
       ("no-overlap-off", po::bool_switch(), "leave out the overlap off configuration (at 1 rank it is overlap on)")
@@ -101,6 +105,7 @@ void read_options(const po::variables_map& vm, Options& opt) {
   opt.ring = vm["ring"].as<int64_t>();
   if (opt.ring < 1) throw std::invalid_argument("--ring must be >= 1");
   opt.replicate_units = vm["replicate-units"].as<std::string>();
+  opt.verify = vm["verify-collectives"].as<bool>();
   opt.overlap_off = !vm["no-overlap-off"].as<bool>();
   opt.recompute.clear();
   for (const auto& r : split_commas(vm["recompute"].as<std::string>())) {
@@ -430,6 +435,7 @@ int run(const Options& opt, dist::World& world) {
                             {"warmup", opt.warmup},
                             {"measured_steps", opt.steps},
                             {"compute_threads", opt.threads},
+                            {"verify_signatures", opt.verify},
                             {"times", "per step: max over ranks; median over measured steps; seconds and bytes"},
                             {"interleaved", "configurations take turns step by step"},
                             {"loadavg_1m_end", load_end},
@@ -441,11 +447,13 @@ int run(const Options& opt, dist::World& world) {
   return kExitOk;
 }
 
+void configure_world(const Options& opt, dist::WorldConfig& config) { config.comm.verify_signatures = opt.verify; }
+
 }  // namespace
 }  // namespace lookahead::bench
 
 int main(int argc, char** argv) {
-  return lookahead::bench::bench_main<lookahead::bench::Options>("bench_step", argc, argv,
-                                                                 lookahead::bench::describe_options,
-                                                                 lookahead::bench::read_options, lookahead::bench::run);
+  return lookahead::bench::bench_main<lookahead::bench::Options>(
+      "bench_step", argc, argv, lookahead::bench::describe_options, lookahead::bench::read_options,
+      lookahead::bench::run, lookahead::bench::configure_world);
 }
