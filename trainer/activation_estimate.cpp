@@ -520,6 +520,12 @@ StepMemoryPrediction predict_step_memory(const TrainConfig& c, const model::Look
   for (const auto& u : units) names.push_back(u.name);
   layout.kept_units = kept_activation_units(c.dist.recompute, names);
   layout.replicated_units = replicate_unit_names(c.dist);
+  for (const auto& name : layout.replicated_units) {
+    if (std::find(names.begin(), names.end(), name) != names.end()) continue;
+    std::string all;
+    for (const auto& n : names) all += (all.empty() ? "" : ", ") + n;
+    TORCH_CHECK(false, "dist.replicate_units names '", name, "', which is no unit of this model; its units: ", all);
+  }
   p.held = dist::held_bytes(units, layout);
   p.base = p.held.frozen + p.held.lcm + p.held.master + p.held.adam;
 

@@ -382,6 +382,9 @@ config_errors)
   expect dry-run 0 "\[loss\]" -- "$BIN" train --config "$CONFIG" --dry-run --data.train_set="$T/data.h5"
   grep -q "trainable adapter .*(lr 0\.001)" "$T/out.log" || { show "$T/out.log"; fail "dry-run: learning rate not shown as 0.001"; }
   grep -q "lr_lora = 0\.0005$" "$T/out.log" || { show "$T/out.log"; fail "dry-run: resolved INI does not show lr_lora = 0.0005"; }
+  # A unit name that is not one: the error names it and lists the model's units.
+  expect bad-replicate-unit 1 "dist\.replicate_units names 'no\.such\.unit', which is no unit of this model; its units: .*arcface" \
+    -- "$BIN" train --config "$CONFIG" --dry-run --data.train_set="$T/data.h5" --dist.replicate_units=arcface,no.such.unit
   expect train-missing 2 "missing inputs:" -- "$BIN" train --config "$CONFIG" --data.train_set="$T/none.h5"
   # Export loads a checkpoint; it resumes nothing and leaves the run's metrics alone.
   train 1 "$T/run" "$T/run.log" --train.steps=2 --train.checkpoint_every=1
