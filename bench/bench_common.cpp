@@ -16,6 +16,7 @@
 #include <fstream>
 #include <iostream>
 #include <limits>
+#include <sstream>
 #include <stdexcept>
 
 #include "lookahead/build_config.h"
@@ -164,6 +165,14 @@ nlohmann::json run_metadata(const dist::World& world) {
           {"nccl_built", static_cast<bool>(LA_HAVE_NCCL)},
           {"loadavg_1m", load_average()},
           {"utc", stamp}};
+}
+
+std::vector<std::string> split_commas(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
 }
 
 void write_json(const std::string& path, const nlohmann::json& doc) {

@@ -65,6 +65,9 @@ dist::WorkHandle issue(dist::Communicator& comm, const Buffers& b);
 /// Throws std::invalid_argument naming `flag` on anything else or on a value below 1.
 int64_t parse_bytes(const std::string& text, const std::string& flag);
 
+/// The non-empty items of a comma-separated flag value ("full,,node" -> {"full", "node"}).
+std::vector<std::string> split_commas(const std::string& text);
+
 /// Human-readable binary size, e.g. "64 MiB", "1.5 KiB", "512 B".
 std::string format_bytes(int64_t bytes);
 

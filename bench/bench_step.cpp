@@ -18,7 +18,6 @@
 #include <ctime>
 #include <iostream>
 #include <memory>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -83,15 +82,6 @@ void describe_options(po::options_description& desc) {
       ("threads", po::value<int>()->default_value(1),
        "intra-op threads per rank (train.threads; 1 leaves one core per rank for 2 ranks on 2 cores)");
   // clang-format on
-}
-
-std::vector<std::string> split_commas(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
 }
 
 void read_options(const po::variables_map& vm, Options& opt) {

@@ -24,11 +24,11 @@
 #include <fstream>
 #include <iostream>
 #include <map>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "bench/bench_common.h"
 #include "dist/placement.h"
 #include "dist/traffic_estimate.h"
 #include "model/lookahead/lookahead_model.h"
@@ -76,14 +76,6 @@ struct Options {
   int64_t cores = 0;                  ///< cores of the machine the measured runs shared
   int64_t waits = 0;                  ///< print this many of each row's largest gather waits
 };
-
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream in(s);
-  for (std::string item; std::getline(in, item, ',');)
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
 
 /// The configuration a run of `name` trains, with the model it builds and its input shapes.
 struct Setup {
@@ -383,10 +375,7 @@ int compare_measured(const Options& base) {
     doc["hardware"] = {{"achieved_tflops", hw.achieved_tflops}, {"intra_gbps", hw.intra_gbps},
                        {"inter_gbps", hw.inter_gbps},           {"alpha_intra_us", hw.alpha_intra_us},
                        {"alpha_inter_us", hw.alpha_inter_us},   {"cores", base.cores}};
-    std::ofstream f(base.json);
-    f << doc.dump(2) << "\n";
-    if (!f) throw std::runtime_error("cannot write " + base.json);
-    std::printf("# wrote %s\n", base.json.c_str());
+    write_json(base.json, doc);
   }
   return 0;
 }
@@ -440,9 +429,9 @@ int run(int argc, char** argv) {
   }
   po::notify(vm);
   o.ranks.clear();
-  for (const auto& r : split(vm["ranks"].as<std::string>())) o.ranks.push_back(std::stoll(r));
-  o.placements = split(vm["placements"].as<std::string>());
-  o.measured = split(vm["measured"].as<std::string>());
+  for (const auto& r : split_commas(vm["ranks"].as<std::string>())) o.ranks.push_back(std::stoll(r));
+  o.placements = split_commas(vm["placements"].as<std::string>());
+  o.measured = split_commas(vm["measured"].as<std::string>());
   const auto recompute = trainer::parse_config_name<trainer::Recompute>(vm["recompute"].as<std::string>());
   if (!recompute)
     throw std::invalid_argument("--recompute must be " + trainer::config_choices<trainer::Recompute>() + ", got '" +
@@ -517,10 +506,7 @@ int run(int argc, char** argv) {
                        {"memory_gib", hw.memory_gib},
                        {"compute_slowdown", hw.compute_slowdown}};
     for (const auto& r : rows) doc["rows"].push_back(to_json(r));
-    std::ofstream f(o.json);
-    f << doc.dump(2) << "\n";
-    if (!f) throw std::runtime_error("cannot write " + o.json);
-    std::printf("# wrote %s\n", o.json.c_str());
+    write_json(o.json, doc);
   }
   if (!o.tsv.empty()) {
     std::ofstream f(o.tsv);
