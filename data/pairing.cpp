@@ -30,9 +30,14 @@ Pairing make_pairs(const std::vector<int64_t>& identities, const std::vector<uin
     candidates.clear();
     for (int64_t r : recs)
       if (r != t && photo[r]) candidates.push_back(r);
-    if (candidates.empty())
+    if (candidates.empty()) {
+      if (photo[t]) {
+        ++out.excluded_sole_photos;  // its identity's only photo: the others are stylized
+        continue;
+      }
       for (int64_t r : recs)
         if (r != t) candidates.push_back(r);
+    }
     // One independent stream per (seed, epoch, target): a target's reference does not depend on
     // how many records precede it, so appending records does not reshuffle earlier pairs.
     SplitMix rng(derive_seed(seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(t)));

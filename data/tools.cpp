@@ -233,10 +233,14 @@ void describe(const std::string& path, bool verify, std::ostream& out, int64_t* 
     wmin = std::min(wmin, hw[1]), wmax = std::max(wmax, hw[1]);
   }
   Pairing p = make_pairs(set->identities(), set->photo_flags(), 0, 0);
-  out << path << ": " << kFormatName << " v" << kFormatVersion << "\n"
-      << "  records     " << n << " (" << photos << " photos, " << with_lm << " with landmarks)\n"
+  out << path << ": " << kFormatName << " v" << kFormatVersion << "\n";
+  if (set->from_manifest()) out << "  manifest    " << set->num_shards() << " shards\n";
+  out << "  records     " << n << " (" << photos << " photos, " << with_lm << " with landmarks)\n"
       << "  identities  " << ids.size() << " (" << p.excluded_identities << " with a single record, excluded)\n"
-      << "  pairs       " << p.pairs.size() << "\n";
+      << "  pairs       " << p.pairs.size();
+  if (p.excluded_sole_photos)
+    out << " (" << p.excluded_sole_photos << " targets left out: their identity's only photo, stylised otherwise)";
+  out << "\n";
   if (n > 0) out << "  image size  " << hmin << ".." << hmax << " x " << wmin << ".." << wmax << "\n";
   for (const char* name : {kLatents, kPromptEmbeds, kPooledPromptEmbeds, kClipFeatures}) {
     auto shape = set->extra_shape(name);
@@ -249,6 +253,19 @@ void describe(const std::string& path, bool verify, std::ostream& out, int64_t* 
     at::Tensor g = set->global(name);
     out << "  globals/" << name << " " << g.sizes() << " " << c10::toString(g.scalar_type()) << "\n";
   }
+  for (const std::string& name : set->column_names()) {
+    const at::Tensor c = set->column(name);
+    out << "  columns/" << name << " ";
+    if (c.defined()) {
+      out << "[N";
+      for (int64_t i = 1; i < c.dim(); ++i) out << "," << c.size(i);
+      out << "] " << c10::toString(c.scalar_type()) << "\n";
+    } else {
+      out << "[N] strings\n";
+    }
+  }
+  for (const std::string& name : set->attribute_names())
+    out << "  attributes/" << name << " (" << set->attribute(name).size() << " bytes)\n";
   int64_t bad = 0;
   if (verify) {
     for (int64_t i = 0; i < n; ++i) {

@@ -49,6 +49,37 @@ void write_dataset(hid_t loc, const std::string& name, hid_t type, const std::ve
   if (numel > 0) LA_H5_CHECK(H5Dwrite(ds.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), file);
 }
 
+// Variable-length UTF-8: the type of prompts, string columns and attributes.
+H5Handle utf8_string_type(const std::string& file) {
+  H5Handle st(H5Tcopy(H5T_C_S1), "H5Tcopy", file);
+  LA_H5_CHECK(H5Tset_size(st.get(), H5T_VARIABLE), file);
+  LA_H5_CHECK(H5Tset_cset(st.get(), H5T_CSET_UTF8), file);
+  return st;
+}
+
+// A 1-D dataset of variable-length UTF-8 strings.
+void write_strings(hid_t loc, const std::string& name, const std::vector<std::string>& values,
+                   const std::string& file) {
+  H5Handle st = utf8_string_type(file);
+  std::vector<const char*> ptrs;
+  for (const auto& v : values) ptrs.push_back(v.c_str());
+  hsize_t dn = values.size();
+  H5Handle space(H5Screate_simple(1, &dn, nullptr), "H5Screate_simple", file);
+  H5Handle ds(H5Dcreate2(loc, name.c_str(), st.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "H5Dcreate2",
+              file);
+  if (!values.empty()) LA_H5_CHECK(H5Dwrite(ds.get(), st.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()), file);
+}
+
+// The file type a numeric column is stored as (little endian, as the rest of the format).
+hid_t column_file_type(at::ScalarType t) {
+  switch (t) {
+    case at::kLong: return H5T_STD_I64LE;
+    case at::kInt: return H5T_STD_I32LE;
+    case at::kByte: return H5T_STD_U8LE;
+    default: return H5T_IEEE_F32LE;
+  }
+}
+
 }  // namespace
 
 // Bulk data of one dataset, appended to a temporary file until finish().
@@ -167,6 +198,41 @@ void TrainingSetWriter::set_global(const std::string& name, const at::Tensor& t)
 
 namespace {
 
+// Group-member names of the format: the name becomes an HDF5 link, so no '/' (a path) and not '.'.
+void check_member_name(const std::string& name, const char* what, const std::string& file) {
+  TORCH_CHECK(!name.empty() && name.find('/') == std::string::npos && name != ".", file, ": ", what, " name '", name,
+              "' must be non-empty and contain no '/'");
+}
+
+}  // namespace
+
+void TrainingSetWriter::set_column(const std::string& name, const at::Tensor& values) {
+  TORCH_CHECK(!finished_, "TrainingSetWriter: set_column() after finish()");
+  check_member_name(name, "column", path_);
+  TORCH_CHECK(values.defined() && values.dim() >= 1, path_, ": column '", name,
+              "' must be a tensor of at least one dimension (records first)");
+  const at::ScalarType t = values.scalar_type();
+  TORCH_CHECK(t == at::kLong || t == at::kInt || t == at::kFloat || t == at::kByte, path_, ": column '", name,
+              "' must be int64, int32, float32 or uint8, got ", t);
+  string_columns_.erase(name);
+  columns_[name] = values.detach().to(at::kCPU).contiguous().clone();
+}
+
+void TrainingSetWriter::set_string_column(const std::string& name, const std::vector<std::string>& values) {
+  TORCH_CHECK(!finished_, "TrainingSetWriter: set_string_column() after finish()");
+  check_member_name(name, "column", path_);
+  columns_.erase(name);
+  string_columns_[name] = values;
+}
+
+void TrainingSetWriter::set_attribute(const std::string& name, const std::string& value) {
+  TORCH_CHECK(!finished_, "TrainingSetWriter: set_attribute() after finish()");
+  TORCH_CHECK(!name.empty(), path_, ": attribute name must be non-empty");
+  attributes_[name] = value;
+}
+
+namespace {
+
 // Creates a contiguous dataset from a spool file, copying in pieces so memory stays bounded.
 void write_spool(hid_t loc, const std::string& name, hid_t ftype, hid_t mtype, const std::vector<int64_t>& shape,
                  std::FILE* fp, int64_t bytes, int64_t elem_size, const std::string& file) {
@@ -208,6 +274,17 @@ int64_t TrainingSetWriter::finish() {
   TORCH_CHECK(!finished_, "TrainingSetWriter: finish() called twice");
   const std::string tmp = path_ + ".tmp";
   const int64_t n = size();
+  // Columns are given whole, apart from the records: their length is checkable only now.
+  for (const auto& [name, t] : columns_)
+    if (t.size(0) != n)
+      throw DataError(path_, -1,
+                      "column '" + name + "' has " + std::to_string(t.size(0)) + " rows, the file has " +
+                          std::to_string(n) + " records");
+  for (const auto& [name, v] : string_columns_)
+    if (static_cast<int64_t>(v.size()) != n)
+      throw DataError(path_, -1,
+                      "column '" + name + "' has " + std::to_string(v.size()) + " strings, the file has " +
+                          std::to_string(n) + " records");
   try {
     H5Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), "H5Fcreate", tmp);
     hid_t f = file.get();
@@ -223,18 +300,7 @@ int64_t TrainingSetWriter::finish() {
     write_dataset(f, "image_offsets", H5T_STD_I64LE, {n + 1}, offsets_.data(), tmp);
     write_dataset(f, "image_xxh64", H5T_STD_U64LE, {n}, xxh64_.data(), tmp);
     write_dataset(f, "image_size", H5T_STD_I32LE, {n, 2}, hw_.data(), tmp);
-    {
-      H5Handle st(H5Tcopy(H5T_C_S1), "H5Tcopy", tmp);
-      LA_H5_CHECK(H5Tset_size(st.get(), H5T_VARIABLE), tmp);
-      LA_H5_CHECK(H5Tset_cset(st.get(), H5T_CSET_UTF8), tmp);
-      std::vector<const char*> ptrs;
-      for (const auto& p : prompt_) ptrs.push_back(p.c_str());
-      hsize_t dn = static_cast<hsize_t>(n);
-      H5Handle space(H5Screate_simple(1, &dn, nullptr), "H5Screate_simple", tmp);
-      H5Handle ds(H5Dcreate2(f, "prompt", st.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                    "H5Dcreate2", tmp);
-      if (n > 0) LA_H5_CHECK(H5Dwrite(ds.get(), st.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()), tmp);
-    }
+    write_strings(f, "prompt", prompt_, tmp);
     write_spool(f, "image_bytes", H5T_STD_U8LE, H5T_NATIVE_UINT8, {offsets_.back()}, images_->fp, images_->bytes, 1,
                 tmp);
     for (const auto& s : extras_) {
@@ -257,6 +323,22 @@ int64_t TrainingSetWriter::finish() {
         } else {
           write_dataset(group.get(), name, H5T_IEEE_F32LE, shape, t.data_ptr(), tmp);
         }
+      }
+    }
+    if (!columns_.empty() || !string_columns_.empty()) {
+      H5Handle group(H5Gcreate2(f, kColumnsGroup, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "H5Gcreate2", tmp);
+      for (const auto& [name, t] : columns_)
+        write_dataset(group.get(), name, column_file_type(t.scalar_type()), t.sizes().vec(), t.data_ptr(), tmp);
+      for (const auto& [name, v] : string_columns_) write_strings(group.get(), name, v, tmp);
+    }
+    if (!attributes_.empty()) {
+      // Variable-length strings live in the global heap, so an attribute is not bound by the 64 KiB
+      // limit of an object header (a long settings JSON fits).
+      H5Handle group(H5Gcreate2(f, kAttributesGroup, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), "H5Gcreate2", tmp);
+      H5Handle st = utf8_string_type(tmp);
+      for (const auto& [name, value] : attributes_) {
+        const char* p = value.c_str();
+        common::h5_write_attr(group.get(), name, st.get(), st.get(), &p, tmp);
       }
     }
     LA_H5_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL), tmp);

@@ -42,6 +42,16 @@ class TrainingSetWriter {
   /// Stores a file-level tensor (float16 or float32, any shape) under `name` (no '/'); a second
   /// call with the same name replaces it. Written by finish().
   void set_global(const std::string& name, const at::Tensor& t);
+  /// Stores a per-record metadata column `name` (no '/'): [N, ...] int64, int32, float32 or uint8,
+  /// row i belonging to record i. N must be the record count at finish(), which checks it (a
+  /// DataError naming the column), so a column may be set before or after the records are added.
+  /// A second call with the same name replaces the column (numeric or string).
+  void set_column(const std::string& name, const at::Tensor& values);
+  /// A per-record column of UTF-8 strings, one per record (same rules as set_column).
+  void set_string_column(const std::string& name, const std::vector<std::string>& values);
+  /// A file-level string attribute (e.g. a JSON of the generation settings), any length; a second
+  /// call with the same name replaces it.
+  void set_attribute(const std::string& name, const std::string& value);
   int64_t size() const { return static_cast<int64_t>(identity_.size()); }
   /// Writes the file and renames it into place; returns the record count.
   int64_t finish();
@@ -60,6 +70,9 @@ class TrainingSetWriter {
   std::unique_ptr<Spool> images_;
   std::vector<std::unique_ptr<Spool>> extras_;
   std::map<std::string, at::Tensor> globals_;
+  std::map<std::string, at::Tensor> columns_;
+  std::map<std::string, std::vector<std::string>> string_columns_;
+  std::map<std::string, std::string> attributes_;
 };
 
 }  // namespace lookahead::data

@@ -28,6 +28,11 @@ int run_data_command(dist::World& world, const std::vector<std::string>& args);
 /// prompt embeddings and CLIP features the trainer reads (distributed over the ranks, rank 0 writes).
 int run_data_encode(dist::World& world, const std::vector<std::string>& args);
 
+/// `lookahead data generate --pipeline DIR --out DIR [...]`: the consistent synthetic training set
+/// (SDXL-Turbo identities across seeds and styles, face-checked and filtered), distributed over the
+/// ranks, resumable (docs/data-generation.md).
+int run_data_generate(dist::World& world, const std::vector<std::string>& args);
+
 /// `lookahead eval --config FILE.ini --checkpoint PATH|latest [...]`: samples with the trained encoder,
 /// measures ID similarity and CLIP score, writes metrics.json, the images and an HTML report.
 int run_eval(dist::World& world, const std::vector<std::string>& args);

@@ -49,7 +49,8 @@ void usage(std::ostream& out, const po::options_description& pack, const po::opt
          "       lookahead data ffhq --root DIR --json ffhq-dataset-v2.json --out FILE.h5 [--category C --first I\n"
          "                           --count N --resize S --verify-md5 --skip-missing --prompt P]\n"
          "       lookahead data encode --config FILE.ini --in SET.h5 --out SET.h5 [...]"
-         " (lookahead data encode --help)\n\n"
+         " (lookahead data encode --help)\n"
+         "       lookahead data generate --pipeline DIR --out DIR [...] (lookahead data generate --help)\n\n"
       << pack << "\n"
       << synth << "\n"
       << ffhq;
@@ -105,6 +106,7 @@ int run_data_command(dist::World& world, const std::vector<std::string>& args) {
   std::vector<std::string> rest(args.begin() + (args.empty() ? 0 : 1), args.end());
   // `encode` parses (and documents) its own options, including --help.
   if (sub == "encode") return run_data_encode(world, rest);
+  if (sub == "generate") return run_data_generate(world, rest);
   bool help = sub == "help" || sub == "--help" || sub == "-h";
   for (const auto& a : rest) help = help || a == "--help" || a == "-h";
   if (help) {

@@ -147,6 +147,16 @@ EncodeReport encode_training_set(dist::World& world, model::Conditioner& cond, c
   }
   if (writer) {
     writer->set_global(data::kClipUncond, uncond.cpu());
+    // The input's metadata columns and attributes (e.g. a generated set's seeds, prompts and filter
+    // scores) travel with the records: encoding adds tensors and drops nothing.
+    for (const auto& name : set->column_names()) {
+      const at::Tensor c = set->column(name);
+      if (c.defined())
+        writer->set_column(name, c);
+      else
+        writer->set_string_column(name, set->string_column(name));
+    }
+    for (const auto& name : set->attribute_names()) writer->set_attribute(name, set->attribute(name));
     writer->finish();
   }
   EncodeReport report;

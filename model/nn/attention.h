@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "dist/unit_runner.h"
+#include "model/nn/batch_sharing.h"
 #include "model/nn/lora.h"
 #include "model/nn/reference_kv.h"
 
@@ -23,6 +24,8 @@ struct AttentionContext {
   double ip_scale = 1.0;  ///< weight s of the image branch
   /// Reference K/V the self-attention layers extend their keys with (decoder / LCM runs), or null.
   std::shared_ptr<const ReferenceKv> reference;
+  /// Consistent self-attention across the batch's rows (set while the UNet's up blocks run), or null.
+  std::shared_ptr<const BatchSharing> batch_sharing;
   /// Set during a KV-encoder run: the blocks record their reference K/V here.
   KvExtraction* extraction = nullptr;
   /// Persistent: how sharding units run (null: in place) and the unit name of each unit module.

@@ -286,7 +286,8 @@ io::LoadReport load_clip_text_weights(ClipTextModel& model, const std::map<std::
   return io::load_state_dict(*model, normalize_clip_text_keys(tensors), origin, strict);
 }
 
-ClipTextModel clip_text_from_pretrained(const std::string& folder, at::TensorOptions tensor_options) {
+ClipTextModel clip_text_from_pretrained(const std::string& folder, at::TensorOptions tensor_options,
+                                        const std::string& weights_name) {
   namespace fs = std::filesystem;
   const fs::path dir(folder);
   std::ifstream in(dir / "config.json");
@@ -300,7 +301,7 @@ ClipTextModel clip_text_from_pretrained(const std::string& folder, at::TensorOpt
     }
   }
   ClipTextModel model(config, with_projection, tensor_options);
-  const fs::path weights = dir / "model.safetensors";
+  const fs::path weights = dir / weights_name;
   load_clip_text_weights(model, io::load_file(weights.string()), weights.string());
   return model;
 }

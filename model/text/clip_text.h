@@ -192,7 +192,9 @@ io::LoadReport load_clip_text_weights(ClipTextModel& model, const std::map<std::
 
 /// Builds a text encoder from a transformers folder (config.json + model.safetensors);
 /// with_projection follows the config's architectures entry (…WithProjection) unless forced.
-ClipTextModel clip_text_from_pretrained(const std::string& folder, at::TensorOptions tensor_options = {});
+/// `weights_name` picks another file of the folder (e.g. a variant's `model.fp16.safetensors`).
+ClipTextModel clip_text_from_pretrained(const std::string& folder, at::TensorOptions tensor_options = {},
+                                        const std::string& weights_name = "model.safetensors");
 
 /// SDXL prompt conditioning.
 struct SdxlPromptEmbeds {

@@ -37,7 +37,9 @@ at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& x, const at::Ten
     if (this->context->extraction) record_reference(n1, *this->context->extraction);
     if (this->context->reference) shared = this->context->reference->block(index);
   }
-  at::Tensor h = x + attn1->forward(n1, {}, shared);
+  const nn::BatchSharing* sharing = this->context ? this->context->batch_sharing.get() : nullptr;
+  at::Tensor h = x + (sharing && sharing->active() ? nn::shared_self_attention(*attn1, n1, *sharing, index)
+                                                   : attn1->forward(n1, {}, shared));
   h = h + attn2->forward(norm2->forward(h), context, shared);
   return h + ff->forward(norm3->forward(h));
 }
@@ -107,7 +109,8 @@ at::Tensor Transformer2DModelImpl::forward(const at::Tensor& x, const at::Tensor
   const double ip_scale = ctx->ip_scale;
   const std::vector<nn::KvHeadLora>* heads = extraction ? extraction->heads : nullptr;
   const bool has_reference = reference != nullptr;
-  auto fn = [this, ctx, first, depth, ip_scale, heads, has_reference](const std::vector<at::Tensor>& in) {
+  std::shared_ptr<const nn::BatchSharing> sharing = ctx->batch_sharing;  // holds no tensors: captured as is
+  auto fn = [this, ctx, first, depth, ip_scale, heads, has_reference, sharing](const std::vector<at::Tensor>& in) {
     // Run with a context built from the inputs only (the engine calls this again in backward,
     // when the caller's context has moved on), and put the caller's back afterwards.
     struct Restore {
@@ -118,6 +121,7 @@ at::Tensor Transformer2DModelImpl::forward(const at::Tensor& x, const at::Tensor
         ctx.ip_scale = saved.ip_scale;
         ctx.reference = saved.reference;
         ctx.extraction = saved.extraction;
+        ctx.batch_sharing = saved.batch_sharing;
       }
     } restore{*ctx, *ctx};
     auto local_reference = std::make_shared<nn::ReferenceKv>();
@@ -135,6 +139,7 @@ at::Tensor Transformer2DModelImpl::forward(const at::Tensor& x, const at::Tensor
     nn::KvExtraction local_extraction;
     ctx->ip_scale = ip_scale;
     ctx->reference = has_reference ? local_reference : nullptr;
+    ctx->batch_sharing = sharing;
     if (heads) {
       local_extraction.heads = heads;
       local_extraction.ip_tokens = in[2];

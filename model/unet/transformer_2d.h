@@ -15,7 +15,8 @@ namespace lookahead::model::unet {
 /// h += attn1(norm1(h)); h += attn2(norm2(h), context); h += ff(norm3(h)).
 /// With reference K/V in the shared context, attn1 attends over [own ; reference] tokens and attn2
 /// takes the block's IP K/V; during a KV-encoder run the block records norm1(h) through attn1's
-/// to_k / to_v plus the KV-head LoRA as its reference K/V.
+/// to_k / to_v plus the KV-head LoRA as its reference K/V. With batch sharing in the context, attn1
+/// is consistent self-attention across the rows of each group (nn::shared_self_attention).
 class BasicTransformerBlockImpl : public torch::nn::Cloneable<BasicTransformerBlockImpl> {
  public:
   BasicTransformerBlockImpl(int64_t dim, int64_t heads, int64_t head_dim, int64_t cross_attention_dim,

@@ -138,6 +138,7 @@ at::Tensor UNet2DConditionModelImpl::forward_encoder(const UNetInputs& in, int64
               "UNet: the encoder's last up block must be in [-1, ", up_blocks->size() - 1, "], got ", last_up_block);
   TORCH_CHECK(extraction.heads && extraction.out, "UNet: KV extraction needs heads and an output");
   TORCH_CHECK(!in.reference, "UNet: a KV-encoder run cannot itself attend to reference K/V");
+  TORCH_CHECK(!in.batch_sharing, "UNet: a KV-encoder run cannot share self-attention across the batch");
   return run(in, last_up_block, &extraction);
 }
 
@@ -146,6 +147,9 @@ at::Tensor UNet2DConditionModelImpl::run(const UNetInputs& in, int64_t last_up_b
               config_.in_channels, ", h, w], got ", in.sample.sizes());
   TORCH_CHECK(in.encoder_hidden_states.defined() && in.encoder_hidden_states.dim() == 3,
               "UNet: encoder_hidden_states must be [B, M, D]");
+  TORCH_CHECK(!(in.reference && in.batch_sharing),
+              "UNet: batch sharing and reference K/V do not compose; set at most one of them");
+  if (in.batch_sharing) in.batch_sharing->check(in.sample.size(0));
   std::optional<nn::AdapterSelection> selection;  // before embed_time: LoRAs may cover the embeddings
   if (in.adapters) selection.emplace(*in.adapters);
   // The attention layers read this call's image tokens from the shared context; cleared on exit
@@ -155,6 +159,7 @@ at::Tensor UNet2DConditionModelImpl::run(const UNetInputs& in, int64_t last_up_b
     ~ContextScope() {
       ctx.ip_tokens = at::Tensor();
       ctx.reference.reset();
+      ctx.batch_sharing.reset();
       ctx.extraction = nullptr;
     }
   } scope{*attention_context_};
@@ -190,6 +195,9 @@ at::Tensor UNet2DConditionModelImpl::run(const UNetInputs& in, int64_t last_up_b
   std::vector<at::Tensor> skips{h};
   for (size_t i = 0; i < down_blocks->size(); ++i) h = down_blocks->ptr<DownBlockImpl>(i)->forward(h, emb, context, skips);
   h = mid_block->forward(h, emb, context);
+  // StoryDiffusion shares tokens in the up blocks only: the down and mid blocks lay out each image
+  // on its own.
+  attention_context_->batch_sharing = in.batch_sharing;
   for (size_t i = 0; i < up_blocks->size(); ++i) {
     if (extraction && static_cast<int64_t>(i) > last_up_block) break;
     auto* up = up_blocks->ptr<UpBlockImpl>(i).get();

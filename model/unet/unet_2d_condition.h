@@ -29,6 +29,9 @@ struct UNetInputs {
   /// Reference K/V of a KV-encoder run: self-attention extends over them, cross-attention uses
   /// their IP K/V (decoder and LCM runs). Null: plain attention.
   std::shared_ptr<const nn::ReferenceKv> reference;
+  /// Consistent self-attention in the up blocks' attn1 layers: rows of one group see a random
+  /// subset of each other's tokens (StoryDiffusion). Null: off. Does not compose with `reference`.
+  std::shared_ptr<const nn::BatchSharing> batch_sharing;
   /// Adapters that run (by name, e.g. {"lcm"}); unset: every attached adapter runs.
   std::optional<std::vector<std::string>> adapters;
 };

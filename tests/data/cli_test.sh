@@ -35,7 +35,22 @@ cat >"$work/meta.jsonl" <<'JSONL'
 JSONL
 check pack 0 "data pack: .*/p.h5: 4 records, 2 identities, 3 photos, 1 with landmarks" -- \
   "$BIN" data pack --images "$work/img" --meta "$work/meta.jsonl" --out "$work/p.h5"
-check pack-info 0 "pairs +4" -- "$BIN" data info "$work/p.h5" --check-records
+check pack-info 0 "pairs +3" -- "$BIN" data info "$work/p.h5" --check-records
+
+# A sharded set: two synth files as shards of a manifest (sizes as the manifest states them).
+mkdir -p "$work/shards"
+"$BIN" data synth --out "$work/shards/a.h5" --identities 2 --per-identity 3 --size 16 --seed 2 >/dev/null
+"$BIN" data synth --out "$work/shards/b.h5" --identities 2 --per-identity 3 --size 16 --seed 3 >/dev/null
+cat >"$work/set.json" <<JSON
+{"format": "lookahead-trainingset-manifest", "version": 1, "generator": "cli_test",
+ "shards": [{"path": "shards/a.h5", "records": 6, "bytes": $(stat -c %s "$work/shards/a.h5")},
+            {"path": "shards/b.h5", "records": 6, "bytes": $(stat -c %s "$work/shards/b.h5")}]}
+JSON
+check manifest-info 0 "manifest +2 shards" -- "$BIN" data info "$work/set.json" --check-records
+check manifest-verified 0 "verified +12/12 records" -- "$BIN" data info "$work/set.json" --check-records
+sed -i 's/"records": 6, "bytes"/"records": 7, "bytes"/' "$work/set.json"
+check manifest-wrong-count 1 "set.json: shard 0 \('shards/a.h5'\): .* has 6 records, the manifest says 7" -- \
+  "$BIN" data info "$work/set.json"
 
 # Bad input.
 echo '{"file": "missing.png", "identity": 1}' >"$work/bad.jsonl"

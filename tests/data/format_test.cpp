@@ -1,5 +1,6 @@
-// The training-set file: synth -> open -> get round trip, explicit writer round trip, and the
-// errors a user meets (corrupt record, out-of-range index, truncated or foreign file).
+// The training-set file: synth -> open -> get round trip, explicit writer round trip, per-record
+// columns and attributes, and the errors a user meets (corrupt record, out-of-range index,
+// truncated or foreign file, a column of the wrong length).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -179,6 +180,151 @@ TEST(DataFormat, TruncatedAndForeignFilesGiveClearErrors) {
     EXPECT_NE(std::string(e.what()).find("not an HDF5 file"), std::string::npos) << e.what();
   }
   EXPECT_THROW(TrainingSet::open(d.path("missing.h5")), DataError);
+}
+
+// Per-record columns and file attributes: every dtype, strings with non-ASCII text, a long
+// attribute (a settings JSON is not bound by HDF5's 64 KiB object-header limit), absence.
+TEST(DataFormat, ColumnsAndAttributesRoundTrip) {
+  ScratchDir d;
+  const std::string path = d.path("c.h5");
+  const at::Tensor seeds = at::tensor({int64_t{1} << 40, int64_t{-3}, int64_t{7}}, at::kLong);
+  const at::Tensor scores = at::tensor({0.25f, -1.5f, 3.f, 1e-7f, 2.f, 0.f}).reshape({3, 2});
+  const at::Tensor kept = at::tensor({1, 0, 255}, at::kByte);
+  const at::Tensor steps = at::arange(6, at::kInt).reshape({3, 1, 2});
+  const std::vector<std::string> styles{"vanilla", "\xC3\xB6lgem\xC3\xA4lde \xF0\x9F\x8E\xA8", ""};
+  std::string settings = "{\"model\": \"sdxl-turbo\", \"pad\": \"";
+  settings += std::string(100000, 'x') + "\"}";
+  {
+    TrainingSetWriter w(path);
+    w.set_column("seed", at::zeros({3}, at::kLong));  // replaced below
+    for (int i = 0; i < 3; ++i) {
+      RecordData r;
+      r.image = encode_png(at::full({4, 4, 3}, 10 * i, at::kByte));
+      r.identity = i;
+      w.add(r);
+    }
+    w.set_column("seed", seeds);
+    w.set_column("score", scores);
+    w.set_column("kept", kept);
+    w.set_column("steps", steps);
+    w.set_string_column("style", styles);
+    w.set_attribute("generation", settings);
+    w.set_attribute("note", "caf\xC3\xA9");
+    EXPECT_EQ(w.finish(), 3);
+  }
+  auto set = TrainingSet::open(path);
+  EXPECT_EQ(set->column_names(), (std::vector<std::string>{"kept", "score", "seed", "steps", "style"}));
+  const at::Tensor s = set->column("seed");
+  EXPECT_EQ(s.scalar_type(), at::kLong);
+  EXPECT_EQ(s.sizes(), (at::IntArrayRef{3}));
+  EXPECT_EQ(s[0].item<int64_t>(), int64_t{1} << 40);
+  EXPECT_TRUE(at::equal(s, seeds));
+  EXPECT_EQ(set->column("score").scalar_type(), at::kFloat);
+  EXPECT_TRUE(at::equal(set->column("score"), scores));
+  EXPECT_EQ(set->column("kept").scalar_type(), at::kByte);
+  EXPECT_TRUE(at::equal(set->column("kept"), kept));
+  EXPECT_EQ(set->column("steps").scalar_type(), at::kInt);
+  EXPECT_TRUE(at::equal(set->column("steps"), steps));
+  EXPECT_EQ(set->string_column("style"), styles);
+  EXPECT_TRUE(set->has_column("style"));
+  EXPECT_FALSE(set->column("style").defined()) << "a string column is not a tensor";
+  EXPECT_TRUE(set->string_column("seed").empty()) << "a numeric column has no strings";
+  EXPECT_FALSE(set->column("absent").defined());
+  EXPECT_TRUE(set->string_column("absent").empty());
+  EXPECT_FALSE(set->has_column("absent"));
+  EXPECT_EQ(set->attribute("generation"), settings);
+  EXPECT_EQ(set->attribute("note"), "caf\xC3\xA9");
+  EXPECT_EQ(set->attribute("absent"), "");
+  EXPECT_EQ(set->attribute_names(), (std::vector<std::string>{"generation", "note"}));
+  // The records themselves are untouched, and a file without columns has none.
+  EXPECT_EQ(set->get(2).identity, 2);
+  auto plain = TrainingSet::open(test::make_synth(d, 2, 2, 16));
+  EXPECT_TRUE(plain->column_names().empty());
+  EXPECT_TRUE(plain->attribute_names().empty());
+}
+
+TEST(DataFormat, ColumnOfTheWrongLengthIsRefusedNamingIt) {
+  ScratchDir d;
+  RecordData r;
+  r.image = encode_png(at::full({4, 4, 3}, 1, at::kByte));
+  for (const bool strings : {false, true}) {
+    const std::string path = d.path(strings ? "s.h5" : "n.h5");
+    TrainingSetWriter w(path);
+    w.add(r);
+    w.add(r);
+    w.set_column("ok", at::zeros({2}, at::kLong));
+    if (strings)
+      w.set_string_column("aesthetic", {"a", "b", "c"});
+    else
+      w.set_column("aesthetic", at::zeros({3, 2}, at::kFloat));
+    try {
+      w.finish();
+      FAIL() << "a 3-row column in a 2-record file was written";
+    } catch (const DataError& e) {
+      EXPECT_EQ(e.file(), path);
+      EXPECT_NE(std::string(e.what()).find("column 'aesthetic' has 3 "), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("2 records"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(std::filesystem::exists(path));
+    EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  }
+  TrainingSetWriter w(d.path("t.h5"));
+  EXPECT_THROW(w.set_column("f64", at::zeros({1}, at::kDouble)), c10::Error);
+  EXPECT_THROW(w.set_column("scalar", at::tensor(1, at::kLong).reshape({})), c10::Error);
+  EXPECT_THROW(w.set_column("a/b", at::zeros({1}, at::kLong)), c10::Error);
+  EXPECT_THROW(w.set_string_column("", {"x"}), c10::Error);
+}
+
+// Generation may write a shard of rejected images that ends up empty: a 0-record file with its
+// columns (0 rows) and attributes must write and open.
+TEST(DataFormat, ZeroRecordFileWithColumns) {
+  ScratchDir d;
+  const std::string path = d.path("z.h5");
+  {
+    TrainingSetWriter w(path);
+    w.set_column("seed", at::zeros({0}, at::kLong));
+    w.set_column("score", at::zeros({0, 2}, at::kFloat));
+    w.set_string_column("style", {});
+    w.set_attribute("generation", "{}");
+    EXPECT_EQ(w.finish(), 0);
+  }
+  auto set = TrainingSet::open(path);
+  EXPECT_EQ(set->size(), 0);
+  EXPECT_EQ(set->column("seed").sizes(), (at::IntArrayRef{0}));
+  EXPECT_EQ(set->column("score").sizes(), (at::IntArrayRef{0, 2}));
+  EXPECT_TRUE(set->has_column("style"));
+  EXPECT_TRUE(set->string_column("style").empty());
+  EXPECT_EQ(set->attribute("generation"), "{}");
+  EXPECT_TRUE(set->identities().empty());
+  EXPECT_THROW(set->get(0), DataError);
+  EXPECT_FALSE(set->has_extra(kLatents));
+}
+
+// A column written by another tool with a first dimension that is not the record count.
+TEST(DataFormat, ReaderRefusesAColumnOfTheWrongLength) {
+  ScratchDir d;
+  const std::string path = test::make_synth(d, 2, 2, 16);
+  {
+    hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    ASSERT_GE(f, 0);
+    hid_t g = H5Gcreate2(f, kColumnsGroup, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t n = 5;
+    hid_t space = H5Screate_simple(1, &n, nullptr);
+    hid_t ds = H5Dcreate2(g, "quality", H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    const int64_t v[5] = {1, 2, 3, 4, 5};
+    ASSERT_GE(H5Dwrite(ds, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v), 0);
+    H5Dclose(ds);
+    H5Sclose(space);
+    H5Gclose(g);
+    H5Fclose(f);
+  }
+  try {
+    TrainingSet::open(path);
+    FAIL() << "a 5-row column in a 4-record file opened";
+  } catch (const DataError& e) {
+    EXPECT_EQ(e.file(), path);
+    EXPECT_NE(std::string(e.what()).find("column 'quality' has shape [5]"), std::string::npos) << e.what();
+  }
 }
 
 TEST(DataFormat, ForeignHdf5FileNamesAttribute) {

@@ -16,13 +16,16 @@ TEST(DataPairing, ReferencesAreOtherRecordsOfTheSameIdentityPreferringPhotos) {
     Pairing p = make_pairs(id, ph, 11, epoch);
     EXPECT_EQ(p.excluded_identities, 2);  // 7 and 3
     EXPECT_EQ(p.excluded_records, 2);
-    ASSERT_EQ(p.pairs.size(), 7u);
+    EXPECT_EQ(p.excluded_sole_photos, 1);  // record 1, identity 5's only photo
+    ASSERT_EQ(p.pairs.size(), 6u);
     for (const Pair& q : p.pairs) {
       EXPECT_NE(q.target, q.reference);
       EXPECT_EQ(id[q.target], id[q.reference]);
       EXPECT_NE(q.target, 3);
       EXPECT_NE(q.target, 8);
-      // Identity 5: record 1 is the only photo, so 0 and 2 must use it; 1 has no other photo.
+      // Identity 5: record 1 is the only photo, so 0 and 2 must use it; 1 is no target (its
+      // reference could only be stylized). Identity 9 has no photo: any other record.
+      EXPECT_NE(q.target, 1);
       if (q.target == 0 || q.target == 2) {
         EXPECT_EQ(q.reference, 1);
       }

@@ -1,8 +1,9 @@
 // Parity of model/sched with diffusers: reads the JSON fixture written by
 // tests/parity/sched_oracle.py (argv[1]) and replays every case: schedule tables, add_noise /
 // velocity, the one-step LCM preview, timestep/σ schedules for many step counts (including the
-// ones diffusers builds degenerate, which we must reject), and full sampling chains of Euler, DDIM,
-// DPM-Solver++ and LCM with explicit noise and with generator-drawn noise.
+// ones diffusers builds degenerate, which we must reject), and full sampling chains of Euler,
+// Euler-ancestral, DDIM, DPM-Solver++ and LCM with explicit noise and with generator-drawn noise
+// (after which the generator must draw what diffusers' draws next).
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
@@ -19,6 +20,7 @@
 #include "model/sched/ddim.h"
 #include "model/sched/dpm_solver.h"
 #include "model/sched/euler.h"
+#include "model/sched/euler_ancestral.h"
 #include "model/sched/lcm_preview.h"
 #include "model/sched/lcm_sampler.h"
 #include "model/sched/noise_schedule.h"
@@ -83,12 +85,16 @@ std::unique_ptr<Sampler> sampler_for(const nlohmann::json& c) {
   if (kind == "dpm_solver") {
     return std::make_unique<DpmSolverSampler>(DpmSolverOptions::from_config(cfg));
   }
+  if (kind == "euler_ancestral") {
+    return std::make_unique<EulerAncestralSampler>(EulerAncestralOptions::from_config(cfg));
+  }
   return std::make_unique<LcmSampler>(LcmOptions::from_config(cfg));
 }
 
 const at::Tensor* sigmas_of(const Sampler& s) {
   if (const auto* e = dynamic_cast<const EulerDiscreteSampler*>(&s)) return &e->sigmas();
   if (const auto* d = dynamic_cast<const DpmSolverSampler*>(&s)) return &d->sigmas();
+  if (const auto* a = dynamic_cast<const EulerAncestralSampler*>(&s)) return &a->sigmas();
   return nullptr;
 }
 
@@ -162,7 +168,8 @@ TEST(SchedParity, TimestepSchedules) {
 }
 
 // Replays one chain; `use_generator` draws the noise from a CPU generator seeded like the
-// oracle's instead of reading it from the fixture.
+// oracle's instead of reading it from the fixture, and then checks that the generator was consumed
+// as diffusers consumed it (its next draw is the oracle's).
 void run_chain(const nlohmann::json& c, bool use_generator) {
   auto sampler = sampler_for(c);
   const int64_t n = c.at("n");
@@ -171,35 +178,42 @@ void run_chain(const nlohmann::json& c, bool use_generator) {
   expect_close("chain schedule", at::scalar_tensor(sampler->init_noise_sigma(), at::kDouble),
                at::scalar_tensor(c.at("init_noise_sigma").get<double>(), at::kDouble), "init_noise_sigma", 0.0);
   const auto shape = c.at("shape").get<std::vector<int64_t>>();
-  at::Tensor x = tensor_of(c.at("sample0"), shape).to(at::kFloat);  // [B, C, H, W]
+  // The sample's and model output's dtype (float32 unless the case says float16).
+  const at::ScalarType dtype = c.value("dtype", "float32") == "float16" ? at::kHalf : at::kFloat;
+  at::Tensor x = tensor_of(c.at("sample0"), shape).to(dtype);  // [B, C, H, W]
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(c.at("generator_seed").get<uint64_t>());
   const auto& steps = c.at("steps");
   ASSERT_EQ(static_cast<int64_t>(steps.size()), n);
   const std::string category = std::string("chain ") + sampler->name();
+  // Euler-ancestral runs the very torch ops diffusers runs, in its order: it must match bit for bit.
+  const double tol = category == "chain euler_ancestral" ? 0.0 : kTol;
   for (int64_t i = 0; i < n; ++i) {
     const auto& st = steps[static_cast<size_t>(i)];
     const std::string where = "step " + std::to_string(i);
     if (!st.at("scaled_input").is_null()) {
       expect_close(category, sampler->scale_model_input(x, i), tensor_of(st.at("scaled_input"), shape),
-                   where + " scale_model_input");
+                   where + " scale_model_input", tol);
     }
-    const at::Tensor mo = tensor_of(st.at("model_output"), shape).to(at::kFloat);
+    const at::Tensor mo = tensor_of(st.at("model_output"), shape).to(dtype);
     EXPECT_EQ(sampler->needs_noise(i), !st.at("noise").is_null()) << where;
     StepOutput out;
     if (use_generator) {
       out = sampler->step(mo, i, x, gen);
     } else {
-      const at::Tensor noise =
-          st.at("noise").is_null() ? at::Tensor() : tensor_of(st.at("noise"), shape).to(at::kFloat);
+      const at::Tensor noise = st.at("noise").is_null() ? at::Tensor() : tensor_of(st.at("noise"), shape).to(dtype);
       out = sampler->step(mo, i, x, noise);
     }
-    expect_close(category, out.prev_sample, tensor_of(st.at("prev_sample"), shape), where + " prev_sample");
+    expect_close(category, out.prev_sample, tensor_of(st.at("prev_sample"), shape), where + " prev_sample", tol);
     if (!st.at("pred_x0").is_null()) {
-      expect_close(category, out.pred_x0, tensor_of(st.at("pred_x0"), shape), where + " pred_x0");
+      expect_close(category, out.pred_x0, tensor_of(st.at("pred_x0"), shape), where + " pred_x0", tol);
     }
-    EXPECT_EQ(out.prev_sample.scalar_type(), at::kFloat);
+    EXPECT_EQ(out.prev_sample.scalar_type(), dtype);
     // Our own chain continues: errors would accumulate exactly as in a real sampling loop.
     x = out.prev_sample;
+  }
+  if (use_generator && c.contains("next_randn")) {
+    const at::Tensor ref = tensor_of(c.at("next_randn"));
+    expect_close("generator state", at::randn({ref.size(0)}, gen), ref, "next draw after the chain", 0.0);
   }
 }
 

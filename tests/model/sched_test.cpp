@@ -1,17 +1,22 @@
-// Unit tests of model/sched: the spec's reference values (ᾱ table, LCM/Euler/DDIM/DPM timesteps,
-// Euler init_noise_sigma, LCM boundary coefficients), forward/inverse identities, gradients of the
-// one-step preview, the importance timestep sampler's distribution, and config validation.
+// Unit tests of model/sched: the spec's reference values (ᾱ table, LCM/Euler/Euler-ancestral/DDIM/DPM
+// timesteps, Euler init_noise_sigma, LCM boundary coefficients), forward/inverse identities, the
+// ancestral step's noise split and generator use, gradients of the one-step preview, the importance
+// timestep sampler's distribution, sampler construction from a config, and config validation.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <functional>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "model/sched/ddim.h"
 #include "model/sched/dpm_solver.h"
 #include "model/sched/euler.h"
+#include "model/sched/euler_ancestral.h"
 #include "model/sched/lcm_preview.h"
 #include "model/sched/lcm_sampler.h"
 #include "model/sched/make_sampler.h"
@@ -30,6 +35,26 @@ nlohmann::json sdxl_config() {
     "prediction_type": "epsilon", "sample_max_value": 1.0, "set_alpha_to_one": false,
     "skip_prk_steps": true, "steps_offset": 1, "timestep_spacing": "leading",
     "trained_betas": null, "use_karras_sigmas": false})");
+}
+
+// sdxl-turbo scheduler/scheduler_config.json (written by diffusers 0.24.0.dev0).
+nlohmann::json sdxl_turbo_config() {
+  return nlohmann::json::parse(R"({
+    "_class_name": "EulerAncestralDiscreteScheduler", "_diffusers_version": "0.24.0.dev0",
+    "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+    "clip_sample": false, "interpolation_type": "linear", "num_train_timesteps": 1000,
+    "prediction_type": "epsilon", "sample_max_value": 1.0, "set_alpha_to_one": false,
+    "skip_prk_steps": true, "steps_offset": 1, "timestep_spacing": "trailing", "trained_betas": null})");
+}
+
+// The message of the c10::Error `f` throws ("" when it does not throw).
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const c10::Error& e) {
+    return e.what_without_backtrace();
+  }
+  return "";
 }
 
 std::vector<int64_t> as_ints(const at::Tensor& t) {
@@ -190,6 +215,92 @@ TEST(EulerSampler, ExactModelLandsOnX0) {
   EXPECT_LT(max_abs(x, x0), 1e-4);
 }
 
+TEST(EulerAncestralSampler, SdxlTurboTimestepsAndInitSigma) {
+  EulerAncestralSampler sampler(EulerAncestralOptions::from_config(sdxl_turbo_config()));
+  EXPECT_EQ(sampler.options().timestep_spacing, TimestepSpacing::kTrailing);
+  sampler.set_timesteps(1);
+  EXPECT_EQ(sampler.timesteps().scalar_type(), at::kFloat);
+  EXPECT_EQ(sampler.timestep(0), 999.0);
+  // diffusers 0.42: sigmas = [14.614646911621094, 0.0] (float32), init_noise_sigma = σ_max for trailing.
+  EXPECT_EQ(sampler.sigmas()[0].item<double>(), 14.614646911621094);
+  EXPECT_EQ(sampler.sigmas()[1].item<double>(), 0.0);
+  EXPECT_EQ(sampler.init_noise_sigma(), 14.614646911621094);
+  const at::Tensor x = at::ones({1, 4, 2, 2});
+  EXPECT_NEAR(sampler.scale_model_input(x, 0)[0][0][0][0].item<double>(),
+              1 / std::sqrt(14.614646911621094 * 14.614646911621094 + 1), 1e-7);
+  sampler.set_timesteps(4);
+  EXPECT_EQ(as_ints(sampler.timesteps()), (std::vector<int64_t>{999, 749, 499, 249}));
+  EXPECT_EQ(sampler.sigmas()[1].item<double>(), 4.081730842590332);
+  EXPECT_EQ(sampler.init_noise_sigma(), 14.614646911621094);
+
+  EulerAncestralOptions o = EulerAncestralOptions::from_config(sdxl_turbo_config());
+  o.timestep_spacing = TimestepSpacing::kLeading;  // steps_offset 1 applies; init σ = √(σ_max²+1)
+  EulerAncestralSampler leading(o);
+  leading.set_timesteps(4);
+  EXPECT_EQ(as_ints(leading.timesteps()), (std::vector<int64_t>{751, 501, 251, 1}));
+  EXPECT_EQ(leading.init_noise_sigma(), static_cast<double>(4.236413955688477f));
+  o.timestep_spacing = TimestepSpacing::kLinspace;
+  EulerAncestralSampler linspace(o);
+  linspace.set_timesteps(4);
+  EXPECT_EQ(as_ints(linspace.timesteps()), (std::vector<int64_t>{999, 666, 333, 0}));
+  EXPECT_EQ(linspace.sigmas()[3].item<double>(), static_cast<double>(0.02916753478348255f));
+}
+
+TEST(EulerAncestralSampler, OneTrailingStepIsXMinusSigmaEps) {
+  EulerAncestralSampler sampler;
+  sampler.set_timesteps(1);
+  const double sigma = sampler.init_noise_sigma();
+  const at::Tensor x = at::randn({2, 4, 3, 3}) * sigma;
+  const at::Tensor eps = at::randn({2, 4, 3, 3});
+  EXPECT_TRUE(sampler.needs_noise(0));
+  const StepOutput out = sampler.step(eps, 0, x, at::randn({2, 4, 3, 3}));
+  const at::Tensor expected = x.to(at::kDouble) - sigma * eps.to(at::kDouble);
+  EXPECT_LT(max_abs(out.prev_sample, expected), 1e-5 * std::max(1.0, expected.abs().max().item<double>()));
+  EXPECT_LT(max_abs(out.pred_x0, expected), 1e-5 * std::max(1.0, expected.abs().max().item<double>()));
+  EXPECT_EQ(out.prev_sample.scalar_type(), at::kFloat);
+}
+
+TEST(EulerAncestralSampler, NoiseScaleIsSigmaUpAndZeroAtTheLastStep) {
+  EulerAncestralSampler sampler;
+  sampler.set_timesteps(4);
+  const at::Tensor x = at::randn({1, 4, 3, 3}) * sampler.init_noise_sigma();
+  const at::Tensor eps = at::randn({1, 4, 3, 3});
+  const at::Tensor noise_a = at::randn({1, 4, 3, 3});
+  const at::Tensor noise_b = at::randn({1, 4, 3, 3});
+  for (int64_t i = 0; i < 4; ++i) {
+    EXPECT_TRUE(sampler.needs_noise(i));
+    const double from = sampler.sigmas()[i].item<double>();
+    const double to = sampler.sigmas()[i + 1].item<double>();
+    const double up = std::sqrt(to * to * (from * from - to * to) / (from * from));
+    const at::Tensor a = sampler.step(eps, i, x, noise_a).prev_sample;
+    const at::Tensor b = sampler.step(eps, i, x, noise_b).prev_sample;
+    if (i == 3) {
+      // σ_to = 0: σ_up = 0, the noise is drawn but does not move the sample.
+      EXPECT_TRUE(at::equal(a, b));
+    } else {
+      EXPECT_GT(up, 0.1) << "step " << i;
+      // a − b = (noise_a − noise_b)·σ_up up to the rounding of a and b (|x| ≤ ~60).
+      EXPECT_LT(max_abs(a - b, (noise_a - noise_b) * up), 1e-4) << "step " << i;
+    }
+  }
+}
+
+TEST(EulerAncestralSampler, GeneratorIsConsumedEveryStep) {
+  EulerAncestralSampler sampler;
+  sampler.set_timesteps(1);
+  const at::Tensor x = at::randn({1, 4, 4, 4});
+  at::Generator g1 = at::make_generator<at::CPUGeneratorImpl>(11);
+  at::Generator g2 = at::make_generator<at::CPUGeneratorImpl>(11);
+  const at::Tensor drawn = at::randn({1, 4, 4, 4}, g2);
+  // The last (only) step multiplies its noise by 0, yet draws it as diffusers does.
+  EXPECT_TRUE(at::equal(sampler.step(x, 0, x, g1).prev_sample, sampler.step(x, 0, x, drawn).prev_sample));
+  EXPECT_TRUE(at::equal(at::randn({3}, g1), at::randn({3}, g2)));
+  // fp16 model output: the noise is drawn in fp16 and prev_sample cast back to it.
+  const at::Tensor half = x.to(at::kHalf);
+  EXPECT_EQ(sampler.noise_dtype(half, half), at::kHalf);
+  EXPECT_EQ(sampler.step(half, 0, half, g1).prev_sample.scalar_type(), at::kHalf);
+}
+
 TEST(DdimSampler, SdxlTimesteps) {
   DdimSampler ddim;
   ddim.set_timesteps(4);
@@ -249,7 +360,7 @@ TEST(Samplers, GeneratorNoiseIsDeterministic) {
 
 TEST(Samplers, MakeSamplerFromSdxlConfig) {
   const nlohmann::json cfg = sdxl_config();
-  for (const char* name : {"euler", "ddim", "dpm_solver", "lcm"}) {
+  for (const char* name : {"euler", "euler_ancestral", "ddim", "dpm_solver", "lcm"}) {
     auto sampler = make_sampler(parse_sampler_kind(name), cfg);
     EXPECT_STREQ(sampler->name(), name);
     sampler->set_timesteps(4);
@@ -265,6 +376,42 @@ TEST(Samplers, MakeSamplerFromSdxlConfig) {
   EXPECT_EQ(bare.schedule.beta_schedule, BetaSchedule::kLinear);
   EXPECT_EQ(EulerDiscreteOptions::from_config(nlohmann::json::object()).timestep_spacing, TimestepSpacing::kLinspace);
   EXPECT_EQ(LcmOptions::from_config(nlohmann::json::object()).schedule.beta_schedule, BetaSchedule::kScaledLinear);
+  const EulerAncestralOptions ea = EulerAncestralOptions::from_config(nlohmann::json::object());
+  EXPECT_EQ(ea.timestep_spacing, TimestepSpacing::kLinspace);
+  EXPECT_EQ(ea.steps_offset, 0);
+  EXPECT_EQ(ea.schedule.beta_schedule, BetaSchedule::kLinear);
+  EXPECT_EQ(parse_sampler_kind("euler_a"), SamplerKind::kEulerAncestral);
+}
+
+TEST(Samplers, MakeSamplerFromClass) {
+  const std::pair<const char*, const char*> classes[] = {{"EulerAncestralDiscreteScheduler", "euler_ancestral"},
+                                                         {"EulerDiscreteScheduler", "euler"},
+                                                         {"DDIMScheduler", "ddim"},
+                                                         {"DPMSolverMultistepScheduler", "dpm_solver"},
+                                                         {"LCMScheduler", "lcm"}};
+  for (const auto& [class_name, name] : classes) {
+    nlohmann::json cfg = sdxl_config();
+    cfg["_class_name"] = class_name;
+    EXPECT_STREQ(make_sampler_from_class(cfg)->name(), name) << class_name;
+  }
+  // sdxl-turbo: its own config is honoured (trailing: one step at t = 999).
+  auto turbo = make_sampler_from_class(sdxl_turbo_config());
+  EXPECT_STREQ(turbo->name(), "euler_ancestral");
+  turbo->set_timesteps(1);
+  EXPECT_EQ(turbo->timestep(0), 999.0);
+
+  nlohmann::json cfg = sdxl_config();
+  cfg["_class_name"] = "PNDMScheduler";
+  std::string msg = error_of([&] { make_sampler_from_class(cfg); });
+  EXPECT_NE(msg.find("_class_name"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("PNDMScheduler"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("EulerAncestralDiscreteScheduler"), std::string::npos) << msg;
+  cfg.erase("_class_name");
+  msg = error_of([&] { make_sampler_from_class(cfg); });
+  EXPECT_NE(msg.find("_class_name"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("missing"), std::string::npos) << msg;
+  cfg["_class_name"] = 3;
+  EXPECT_NE(error_of([&] { make_sampler_from_class(cfg); }).find("_class_name"), std::string::npos);
 }
 
 TEST(Samplers, RejectsBadConfigs) {
@@ -286,6 +433,14 @@ TEST(Samplers, RejectsBadConfigs) {
   cfg = sdxl_config();
   cfg["solver_order"] = 4;
   EXPECT_THROW(DpmSolverOptions::from_config(cfg), c10::Error);
+  cfg = sdxl_turbo_config();
+  cfg["rescale_betas_zero_snr"] = true;
+  const std::string rescale = error_of([&] { EulerAncestralOptions::from_config(cfg); });
+  EXPECT_NE(rescale.find("rescale_betas_zero_snr"), std::string::npos) << rescale;
+  cfg = sdxl_turbo_config();
+  cfg["prediction_type"] = "sample";
+  const std::string sample = error_of([&] { EulerAncestralOptions::from_config(cfg); });
+  EXPECT_NE(sample.find("prediction_type"), std::string::npos) << sample;
   NoiseScheduleConfig bad;
   bad.num_train_timesteps = 0;
   EXPECT_THROW(NoiseSchedule{bad}, c10::Error);
@@ -316,7 +471,7 @@ TEST(Samplers, RejectsBadConfigs) {
 TEST(TimestepDistribution, Probabilities) {
   for (double a : {kDiffusionImportanceA, kLcmImportanceA}) {
     const TimestepDistribution s(a);
-    const at::Tensor p = s.probabilities();  // [1000]
+    const at::Tensor& p = s.probabilities();  // [1000]
     EXPECT_EQ(p.size(0), 1000);
     EXPECT_NEAR(p.sum().item<double>(), 1.0, 1e-12);
     const double ratio = p[999].item<double>() / p[0].item<double>();

@@ -4,7 +4,7 @@
 Usage: config_keys_oracle.py OUTDIR
 
 For every config class our C++ readers take (diffusers UNet2DConditionModel, AutoencoderKL,
-AutoencoderTiny, the DDPM / DDIM / Euler / DPM-Solver / LCM schedulers; transformers
+AutoencoderTiny, the DDPM / DDIM / Euler / Euler-ancestral / DPM-Solver / LCM schedulers; transformers
 CLIPTextConfig, CLIPVisionConfig, CLIPConfig), enumerates every key the reference knows (the __init__
 signature / the config's to_dict(), plus the metadata the writer adds) and writes:
 
@@ -390,10 +390,11 @@ SCHED_VALUES = {
 
 
 def scheduler_classes():
-    from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
-                           LCMScheduler)
+    from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
+                           EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, LCMScheduler)
     return {"sched_ddpm": DDPMScheduler, "sched_ddim": DDIMScheduler, "sched_euler": EulerDiscreteScheduler,
-            "sched_dpm": DPMSolverMultistepScheduler, "sched_lcm": LCMScheduler}
+            "sched_euler_ancestral": EulerAncestralDiscreteScheduler, "sched_dpm": DPMSolverMultistepScheduler,
+            "sched_lcm": LCMScheduler}
 
 
 def sched_run(cls, cfg, gen):

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Oracle for the model/sched parity test: diffusers' own schedulers (DDPM, EulerDiscrete, DDIM,
-DPMSolverMultistep, LCM) and the official LCM-Lookahead one-step preview formula write the reference
-values (schedule tables, add_noise/velocity, previews, timestep/sigma schedules, full sampling chains
-with every noise draw recorded) that tests/model/sched_parity_test.cpp replays. Fixed SDXL cases
-plus cases drawn from SEED.
+"""Oracle for the model/sched parity test: diffusers' own schedulers (DDPM, EulerDiscrete,
+EulerAncestralDiscrete, DDIM, DPMSolverMultistep, LCM) and the official LCM-Lookahead one-step
+preview formula write the reference values (schedule tables, add_noise/velocity, previews,
+timestep/sigma schedules, full sampling chains with every noise draw recorded and the generator's
+next draw after them) that tests/model/sched_parity_test.cpp replays. Fixed SDXL and sdxl-turbo
+cases plus cases drawn from SEED.
 
   sched_oracle.py OUTDIR SEED      writes OUTDIR/sched_fixture.json; SEED = integer or "random"
                                    ("random" takes $LA_PARITY_SEED when set, else a fresh seed)
@@ -16,10 +17,10 @@ import sys
 import torch
 
 import diffusers
-from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
-                       LCMScheduler)
-from diffusers.schedulers import (scheduling_ddim, scheduling_dpmsolver_multistep, scheduling_euler_discrete,
-                                  scheduling_lcm)
+from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
+                       EulerDiscreteScheduler, LCMScheduler)
+from diffusers.schedulers import (scheduling_ddim, scheduling_dpmsolver_multistep, scheduling_euler_ancestral_discrete,
+                                  scheduling_euler_discrete, scheduling_lcm)
 
 # SDXL base scheduler/scheduler_config.json.
 SDXL = {"_class_name": "EulerDiscreteScheduler", "_diffusers_version": "0.19.0.dev0", "beta_end": 0.012,
@@ -28,10 +29,19 @@ SDXL = {"_class_name": "EulerDiscreteScheduler", "_diffusers_version": "0.19.0.d
         "sample_max_value": 1.0, "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1,
         "timestep_spacing": "leading", "trained_betas": None, "use_karras_sigmas": False}
 
-CLASSES = {"euler": EulerDiscreteScheduler, "ddim": DDIMScheduler, "dpm_solver": DPMSolverMultistepScheduler,
-           "lcm": LCMScheduler}
-MODULES = {"euler": scheduling_euler_discrete, "ddim": scheduling_ddim, "dpm_solver": scheduling_dpmsolver_multistep,
-           "lcm": scheduling_lcm}
+# sdxl-turbo scheduler/scheduler_config.json (written by diffusers 0.24.0.dev0).
+SDXL_TURBO = {"_class_name": "EulerAncestralDiscreteScheduler", "_diffusers_version": "0.24.0.dev0",
+              "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "clip_sample": False,
+              "interpolation_type": "linear", "num_train_timesteps": 1000, "prediction_type": "epsilon",
+              "sample_max_value": 1.0, "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1,
+              "timestep_spacing": "trailing", "trained_betas": None}
+
+CLASSES = {"euler": EulerDiscreteScheduler, "euler_ancestral": EulerAncestralDiscreteScheduler, "ddim": DDIMScheduler,
+           "dpm_solver": DPMSolverMultistepScheduler, "lcm": LCMScheduler}
+MODULES = {"euler": scheduling_euler_discrete, "euler_ancestral": scheduling_euler_ancestral_discrete,
+           "ddim": scheduling_ddim, "dpm_solver": scheduling_dpmsolver_multistep, "lcm": scheduling_lcm}
+SIGMA_KINDS = ("euler", "euler_ancestral", "dpm_solver")  # samplers with a sigmas table
+SCALED_KINDS = ("euler", "euler_ancestral")                # samplers whose scale_model_input is not the identity
 
 
 def flat(t):
@@ -84,18 +94,21 @@ def timesteps_case(name, kind, config, n):
     case = {"name": name, "sampler": kind, "config": config, "n": n, "valid": valid}
     if valid:
         case["timesteps"] = flat(sched.timesteps)
-        case["sigmas"] = flat(sched.sigmas) if kind in ("euler", "dpm_solver") else None
+        case["sigmas"] = flat(sched.sigmas) if kind in SIGMA_KINDS else None
         case["init_noise_sigma"] = float(sched.init_noise_sigma)
     return case
 
 
-def chain_case(name, kind, config, n, options, shape, data_seed, generator_seed):
+def chain_case(name, kind, config, n, options, shape, data_seed, generator_seed, dtype=torch.float32):
+    """A sampling chain; `dtype` is the sample's and model output's (diffusers computes some steps in
+    float32 and casts back)."""
     sched, valid = make_scheduler(kind, config, n)
     assert valid, f"{name}: invalid schedule for n={n}"
     data = torch.Generator().manual_seed(data_seed)
-    x = torch.randn(shape, generator=data) * sched.init_noise_sigma
+    x = (torch.randn(shape, generator=data) * sched.init_noise_sigma).to(dtype)
     case = {"name": name, "sampler": kind, "config": config, "options": options, "n": n, "shape": list(shape),
-            "generator_seed": generator_seed, "timesteps": flat(sched.timesteps),
+            "dtype": str(dtype).replace("torch.", ""), "generator_seed": generator_seed,
+            "timesteps": flat(sched.timesteps),
             "init_noise_sigma": float(sched.init_noise_sigma), "sample0": flat(x), "steps": []}
     gen = torch.Generator().manual_seed(generator_seed)
     step_kwargs = dict(options)
@@ -104,7 +117,7 @@ def chain_case(name, kind, config, n, options, shape, data_seed, generator_seed)
     with NoiseRecorder(MODULES[kind]) as recorder:
         for t in sched.timesteps:
             scaled = sched.scale_model_input(x, t)
-            model_output = torch.randn(shape, generator=data)
+            model_output = torch.randn(shape, generator=data).to(dtype)
             out = sched.step(model_output, t, x, generator=gen, **step_kwargs)
             if kind == "lcm":
                 pred = out.denoised
@@ -114,10 +127,12 @@ def chain_case(name, kind, config, n, options, shape, data_seed, generator_seed)
                 pred = out.pred_original_sample
             noise = recorder.take()
             case["steps"].append({"model_output": flat(model_output),
-                                  "scaled_input": flat(scaled) if kind == "euler" else None,
+                                  "scaled_input": flat(scaled) if kind in SCALED_KINDS else None,
                                   "noise": flat(noise) if noise is not None else None,
                                   "prev_sample": flat(out.prev_sample), "pred_x0": flat(pred)})
             x = out.prev_sample
+    # What the generator draws next: equal only if the chain consumed it exactly as diffusers does.
+    case["next_randn"] = flat(torch.randn(16, generator=gen))
     return case
 
 
@@ -132,6 +147,8 @@ def random_schedule(rng):
 def random_chain(rng, kind, index, seed):
     """A random config of one sampler with a step count that gives a valid schedule."""
     config = random_schedule(rng)
+    if kind == "euler_ancestral" and config["prediction_type"] == "sample":
+        config["prediction_type"] = "epsilon"  # diffusers' EulerAncestral step raises NotImplementedError
     options = {}
     if kind != "lcm":
         config.update(timestep_spacing=rng.choice(["leading", "trailing", "linspace"]),
@@ -150,7 +167,7 @@ def random_chain(rng, kind, index, seed):
         config.update(solver_order=rng.choice([1, 2, 3]), algorithm_type=rng.choice(["dpmsolver++", "sde-dpmsolver++"]),
                       solver_type=rng.choice(["midpoint", "heun"]), lower_order_final=rng.choice([True, False]),
                       euler_at_final=rng.choice([True, False]), final_sigmas_type=rng.choice(["zero", "sigma_min"]))
-    else:
+    elif kind == "lcm":
         T = config["num_train_timesteps"]
         config.update(original_inference_steps=rng.choice([50, rng.randint(10, 100)]),
                       timestep_scaling=rng.choice([10.0, rng.uniform(1.0, 20.0)]),
@@ -225,7 +242,7 @@ def main():
     ]
 
     cases = []
-    for kind in ("euler", "ddim", "dpm_solver"):
+    for kind in ("euler", "ddim", "dpm_solver", "euler_ancestral"):
         for spacing in ("leading", "trailing", "linspace"):
             for offset in (0, 1):
                 config = dict(SDXL, timestep_spacing=spacing, steps_offset=offset)
@@ -247,8 +264,18 @@ def main():
         chains.append(chain_case(f"sdxl dpm++2m n={n}", "dpm_solver", SDXL, n, {}, shape, 40 + n, 400 + n))
     for n in (1, 2, 4, 8):
         chains.append(chain_case(f"sdxl lcm n={n}", "lcm", SDXL, n, {}, shape, 50 + n, 500 + n))
+    for n in (1, 2, 4):
+        chains.append(chain_case(f"sdxl-turbo euler_ancestral n={n}", "euler_ancestral", SDXL_TURBO, n, {}, shape,
+                                 60 + n, 600 + n))
+    for spacing in ("leading", "linspace"):
+        chains.append(chain_case(f"sdxl-turbo euler_ancestral {spacing} n=4", "euler_ancestral",
+                                 dict(SDXL_TURBO, timestep_spacing=spacing), 4, {}, shape, 70, 700))
+    chains.append(chain_case("sdxl-turbo euler_ancestral v_prediction n=4", "euler_ancestral",
+                             dict(SDXL_TURBO, prediction_type="v_prediction"), 4, {}, shape, 71, 701))
+    chains.append(chain_case("sdxl-turbo euler_ancestral fp16 n=2", "euler_ancestral", SDXL_TURBO, 2, {}, shape,
+                             72, 702, dtype=torch.float16))
     index = 0
-    for kind in ("euler", "ddim", "dpm_solver", "lcm"):
+    for kind in ("euler", "ddim", "dpm_solver", "lcm", "euler_ancestral"):
         for _ in range(4):
             chains.append(random_chain(rng, kind, index, seed))
             index += 1
