@@ -196,10 +196,11 @@ LoadedBatch Loader::load(const RankSlice& sb, const std::vector<Pair>& pairs) co
         if (!opt_.skip_corrupt) throw;
         ++b.skipped;
         if (attempt + 1 >= kMaxReplacements)
-          throw DataError(set.path(), e.record(),
-                          "data.skip_corrupt: " + std::to_string(kMaxReplacements) +
-                              " pairs in a row were corrupt for one sample; the set is damaged beyond skipping (last: " +
-                              e.what() + ")");
+          throw DataError(
+              e.file(), e.record(),  // the shard of a manifest set, and the index in it
+              "data.skip_corrupt: " + std::to_string(kMaxReplacements) +
+                  " pairs in a row were corrupt for one sample; the set is damaged beyond skipping (last: " + e.what() +
+                  ")");
         // A corrupt pair is replaced, not dropped, so that every rank's batch keeps its size. The
         // replacement is drawn from (seed, epoch, sample index, attempt) alone: any rank count
         // picks the same one, and the epoch order and its cursor are untouched.

@@ -45,7 +45,7 @@ void usage(std::ostream& out, const po::options_description& pack, const po::opt
            const po::options_description& ffhq) {
   out << "Usage: lookahead data pack --images DIR --meta FILE.jsonl --out FILE.h5\n"
          "       lookahead data synth --out FILE.h5 [--identities K --per-identity M --size S ...]\n"
-         "       lookahead data info FILE.h5 [--check-records]\n"
+         "       lookahead data info FILE.h5|MANIFEST.json [--check-records]\n"
          "       lookahead data ffhq --root DIR --json ffhq-dataset-v2.json --out FILE.h5 [--category C --first I\n"
          "                           --count N --resize S --verify-md5 --skip-missing --prompt P]\n"
          "       lookahead data encode --config FILE.ini --in SET.h5 --out SET.h5 [...]"

@@ -2,7 +2,8 @@
 # `lookahead data generate` end to end on the tiny preset's SDXL pipeline (`lookahead model init
 # --preset tiny`: random weights, the real CLIP tokenizers, facenet-pytorch's MTCNN weights).
 # Usage: generate_e2e.sh MPIEXEC LOOKAHEAD GENERATE_TEST_BINARY SOURCE_DIR WORK_DIR MODE
-#   ranks    1 and 3 ranks write the same records in the same order (kept and rejected files)
+#   ranks    1 and 3 ranks write the same records in the same order (kept and rejected files);
+#            --dtype bf16 runs
 #   resume   a run killed (SIGKILL) after its first finished identity, rerun with the same
 #            arguments: same content as a clean run, no part file left, finished work skipped;
 #            a rerun with other settings is refused (exit 2)
@@ -63,6 +64,9 @@ ranks)
   grep -q "3 shards" "$T/info.log" && grep -q "records *42 (12 photos" "$T/info.log" ||
     { show "$T/info.log"; fail "data info of the manifest"; }
   [ -z "$(ls -A "$T/np3/parts")" ] || fail "parts/ not empty after a finished run"
+  # The GPU dtypes run on the CPU too (bf16 arithmetic; the scheduler stays float32).
+  gen 2 bf16 --filter none --dtype bf16
+  grep -q "42 of 42 images kept" "$T/bf16.log" || { show "$T/bf16.log"; fail "bf16 summary"; }
   ;;
 resume)
   gen 1 clean --filter none --batch 1
