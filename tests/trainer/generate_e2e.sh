@@ -60,6 +60,7 @@ ranks)
   gen 3 np3 --filter none
   same np1 np3
   grep -q "42 of 42 images kept, 6 of 6 identities" "$T/np1.log" || { show "$T/np1.log"; fail "np1 summary"; }
+  grep -q 'id="run-note">--filter none' "$T/np1/report.html" || fail "report.html does not say the filter was off"
   "$BIN" data info "$T/np3/manifest.json" >"$T/info.log" 2>&1 || { show "$T/info.log"; fail "data info"; }
   grep -q "3 shards" "$T/info.log" && grep -q "records *42 (12 photos" "$T/info.log" ||
     { show "$T/info.log"; fail "data info of the manifest"; }

@@ -697,6 +697,12 @@ TEST_F(GenerateReportTest, RendersEscapedGridsStatisticsAndHistograms) {
   EXPECT_TRUE(contains(html, "<line class=\"threshold\" x1=\"477.5\""));  // 50 + (0.5 + 1) / 2 * 570
   EXPECT_TRUE(contains(html, "<tr><td class=\"num\">3</td><td class=\"num\">9</td><td class=\"num\">0.830</td></tr>"));
 
+  // The run's note, escaped, only when set.
+  EXPECT_FALSE(contains(html, "run-note"));
+  GenerateReport noted = report;
+  noted.note = "filter <off>";
+  EXPECT_TRUE(contains(render_generate_report(noted, 2), "<p class=\"note\" id=\"run-note\">filter &lt;off&gt;</p>"));
+
   // Everything shown: no note. Written to disk: the same page.
   GenerateReport listed_all = report;
   listed_all.identities_dropped = 0;

@@ -222,6 +222,7 @@ std::string render_generate_report(const GenerateReport& report, int64_t max_ide
   html << "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>" << escape_html(report.title)
        << "</title>\n<style>\n"
        << kStyle << "</style>\n</head>\n<body>\n<h1>" << escape_html(report.title) << "</h1>\n";
+  if (!report.note.empty()) html << "<p class=\"note\" id=\"run-note\">" << escape_html(report.note) << "</p>\n";
   write_statistics(html, report);
   write_histograms(html, report);
   write_duplicates(html, report);

@@ -53,6 +53,8 @@ struct GenerateReport {
   std::vector<ReportDuplicate> duplicates;
   Histogram genuine, impostor;
   double keep_threshold = 0.5;
+  /// Shown under the title when not empty, e.g. why a run has no histograms (its filter was off).
+  std::string note;
   nlohmann::json settings = nlohmann::json::object();
 };
 

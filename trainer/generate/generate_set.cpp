@@ -603,6 +603,14 @@ void Generator::finalize(GenerateSummary& sum) const {
   rep.keep_threshold = o_.filter.keep_threshold;
   rep.settings = settings_.j;
   rep.settings.erase("pipeline_files");
+  if (!o_.detect)
+    rep.note =
+        "--filter none: no face detection and no identity filter in this run; every image is kept, none has "
+        "landmarks, and the histograms are empty.";
+  else if (o_.face.arcface.empty())
+    rep.note =
+        "--filter detect: images without a face are rejected; no ArcFace embeddings, so no identity filter "
+        "and empty histograms.";
   std::map<int64_t, ReportIdentity> shown;
   const int64_t limit = std::min(o_.report_identities, identities());
   for (const auto& f : files) {
