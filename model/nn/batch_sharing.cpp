@@ -6,20 +6,10 @@
 
 #include <algorithm>
 
+#include "common/seed.h"
 #include "model/nn/attention.h"
 
 namespace lookahead::model::nn {
-namespace {
-
-// splitmix64's finalizer: nearby (seed, group, block) triples get unrelated generator seeds.
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-}  // namespace
 
 void BatchSharing::check(int64_t batch) const {
   TORCH_CHECK(static_cast<int64_t>(groups.size()) == batch, "batch sharing: ", groups.size(),
@@ -51,8 +41,8 @@ std::vector<std::vector<int64_t>> BatchSharing::group_rows() const {
 at::Tensor BatchSharing::keep_mask(int64_t group, int64_t block_index, int64_t rows, int64_t tokens) const {
   TORCH_CHECK(rows > 0 && tokens >= 0, "batch sharing: a keep mask needs rows > 0 and tokens >= 0, got ", rows, " x ",
               tokens);
-  const uint64_t s =
-      splitmix64(splitmix64(splitmix64(seed) ^ static_cast<uint64_t>(group)) ^ static_cast<uint64_t>(block_index));
+  const uint64_t s = common::splitmix64(common::splitmix64(common::splitmix64(seed) ^ static_cast<uint64_t>(group)) ^
+                                        static_cast<uint64_t>(block_index));
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(s);
   // Drawn on the CPU so that the subset does not depend on the device the K/V live on.
   return at::empty({rows, tokens}, at::kFloat).uniform_(0.0, 1.0, generator).lt(rate);  // [rows, tokens]

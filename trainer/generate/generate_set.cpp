@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "common/atomic_file.h"
+#include "common/seed.h"
 #include "data/image_io.h"
 #include "data/manifest.h"
 #include "data/training_set.h"
@@ -51,13 +52,6 @@ constexpr const char* kColEmbedding = "id_embedding";
 /// File attribute holding the hash of the settings that made the file.
 constexpr const char* kAttrSettings = "generation_settings_hash";
 constexpr int64_t kEmbeddingDim = 512;
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 
 std::string numbered(const char* prefix, int64_t n, int width, const char* suffix) {
   std::ostringstream s;
@@ -311,7 +305,7 @@ class Generator {
         auto sharing = std::make_shared<model::nn::BatchSharing>();
         sharing->groups.assign(prompts.size(), id);
         sharing->rate = o_.share_rate;
-        sharing->seed = splitmix64(o_.seed ^ splitmix64(static_cast<uint64_t>(id) * 1000003u + first));
+        sharing->seed = common::splitmix64(o_.seed ^ common::splitmix64(static_cast<uint64_t>(id) * 1000003u + first));
         t.sharing = sharing;
       }
       const model::pipeline::TextToImageOutput g = pipe_->generate(prompts, seeds, t);
