@@ -240,7 +240,7 @@ class CaseRunner {
     LA_MPI_CHECK(MPI_Barrier(ctl_));
     const double c0 = process_cpu_s();
     const double t0 = now_s();
-    state_->model().set_reference_identity(sb.batch, sb.ref_pixels, sb.ref_pixel_landmarks);
+    state_->model().set_reference(sb.batch, sb.ref_pixels, sb.ref_pixel_landmarks);
     const double t_ref = now_s();
     const trainer::StepStats st = state_->step(sb.batch, state_->draw(per_rank_, latent_shape), state_->alpha());
     const double t1 = now_s();

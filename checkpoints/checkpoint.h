@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -99,6 +100,10 @@ struct LoadRequest {
   /// When the chosen checkpoint is damaged, try the older ones in the same directory, newest
   /// first (each rejection is logged on rank 0 and listed in LoadResult::skipped).
   bool fallback_to_previous = false;
+  /// Called on every rank with the chosen checkpoint's resolved configuration before anything is
+  /// read from it: a non-empty return refuses the load with that message (no fallback: an older
+  /// checkpoint of the same run has the same configuration).
+  std::function<std::string(const std::string& config_text)> check_config;
 };
 
 struct LoadResult {

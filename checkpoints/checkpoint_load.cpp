@@ -90,6 +90,9 @@ void read_checkpoint(const LoadRequest& req, const fs::path& path, LoadResult& r
   result.cursor = {common::h5_attr_i64(f, "cursor_epoch"), common::h5_attr_i64(f, "cursor_global_index")};
   result.alpha = {common::h5_attr_f64(f, "alpha_value"), common::h5_attr_i64(f, "alpha_step_drawn")};
   result.config_text = read_bytes(f, "meta/config");
+  if (req.check_config)
+    if (const std::string refusal = req.check_config(result.config_text); !refusal.empty())
+      throw CheckpointError(refusal);
   const int world = size_of(req.comm);
   if (result.saved_world_size == world) {
     result.rng_state = read_bytes(f, rng_path(rank_of(req.comm)));

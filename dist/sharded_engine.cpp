@@ -256,6 +256,7 @@ void ShardedEngine::prefetch(Unit* next) {
 std::vector<at::Tensor> ShardedEngine::run(const std::string& name, const UnitFn& fn,
                                            const std::vector<at::Tensor>& inputs) {
   Unit& u = unit(name);
+  ++times_.unit_calls[name];
   auto c = std::make_unique<Call>();
   c->id = static_cast<int64_t>(calls_.size());
   c->generation = generation_;

@@ -67,6 +67,9 @@ struct PhaseTimes {
   int64_t comm_gathered_bytes = 0;
   int64_t comm_reduce_scatters = 0;
   int64_t comm_reduced_bytes = 0;
+  /// Forward calls per unit name (a recomputing backward's second forward is not counted): what
+  /// a step ran, e.g. that a switched-off branch ran nothing.
+  std::map<std::string, int64_t> unit_calls;
 };
 
 /// Bytes this rank holds, from the groups' own accounting.

@@ -33,7 +33,9 @@ const char* kUsage =
     "  DIR/images/ and DIR/report.html. Several --checkpoint and/or --guidance-scales values evaluate every\n"
     "  combination into DIR/<label>/ and write a comparison report DIR/report.html. The [eval] keys of\n"
     "  `lookahead train --help` set the rest (sampler, steps, guidance, seeds, CLIP model).\n"
-    "  --checkpoint   a checkpoint file or `latest` (<train.out>/checkpoints); default latest\n"
+    "  --checkpoint   a checkpoint file, `latest` (<train.out>/checkpoints; the default) or `initial` (no\n"
+    "                 checkpoint: the weight files as loaded, e.g. the public IP-Adapter with model.kv_encoder\n"
+    "                 = off, the ablations' untrained baseline)\n"
     "  --label        names of the checkpoints in tables and plots (default step-N)\n"
     "  --eval-set, --prompts, --out   shortcuts for eval.eval_set, eval.prompts, eval.out\n";
 
@@ -146,6 +148,9 @@ int run_eval(dist::World& world, const std::vector<std::string>& args) {
     return kExitOk;
   }
   if (checkpoints.empty()) checkpoints.push_back("latest");
+  for (size_t c = 1; c < checkpoints.size(); ++c)
+    if (checkpoints[c] == "initial")
+      throw po::error("--checkpoint initial must come first (a loaded checkpoint cannot be unloaded)");
   if (!labels.empty() && labels.size() != checkpoints.size())
     throw po::error("--label: give one per --checkpoint (" + std::to_string(checkpoints.size()) + ")");
   if (config.eval.eval_set.empty()) throw po::error("eval.eval_set (--eval-set) is required");
@@ -169,18 +174,22 @@ int run_eval(dist::World& world, const std::vector<std::string>& args) {
   std::vector<trainer::ReportEntry> entries;
   for (size_t c = 0; c < checkpoints.size(); ++c) {
     const std::string& what = checkpoints[c];
-    const trainer::LoadedState loaded = state.load(what);
-    if (loaded.path.empty())
+    const trainer::LoadedState loaded = what == "initial" ? trainer::LoadedState{} : state.load(what);
+    if (loaded.path.empty() && what != "initial")
       throw std::runtime_error("eval: no checkpoint in " + state.checkpoint_dir().string() +
                                " (train first, or pass --checkpoint)");
-    if (world.is_root()) {
+    if (what == "initial") {
+      if (world.is_root()) std::cerr << "evaluating the initial weights (no checkpoint)\n";
+    } else if (world.is_root()) {
       for (const auto& s : loaded.skipped) std::cerr << "skipped damaged checkpoint " << s << "\n";
       std::cerr << trainer::describe_load("loaded checkpoint", loaded, state.completed_steps(), world.size()) << "\n";
     }
     if (!evaluator) evaluator = std::make_unique<trainer::Evaluator>(world, config, state.model(), &state.engine());
     const std::string& path = loaded.path;
     const int64_t step = state.completed_steps();
-    const std::string base = labels.empty() ? "step-" + std::to_string(step) : labels[c];
+    const std::string base = !labels.empty()     ? labels[c]
+                             : what == "initial" ? "initial"
+                                                 : "step-" + std::to_string(step);
     for (const auto& g : guidances) {
       const std::string label = guidances.size() > 1 ? base + " " + g.describe() : base;
       const std::string dir = several ? out_dir + "/" + folder_name(label) : out_dir;

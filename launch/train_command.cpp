@@ -76,11 +76,13 @@ int run_train(dist::World& world, const std::vector<std::string>& args) {
     return world.is_root() ? trainer::export_encoder(tensors, config.train.out + "/export") : trainer::ExportedFiles{};
   }();
   if (world.is_root()) {
-    std::cout << "\ntrained " << ran << " step(s), now at step " << trainer.step() << " of " << config.train.steps << "\n"
+    std::cout << "\ntrained " << ran << " step(s), now at step " << trainer.step() << " of " << config.train.steps
+              << "\n"
               << "  metrics:     " << config.train.out << "/metrics.jsonl\n"
               << "  checkpoints: " << trainer.state().checkpoint_dir().string() << "\n"
               << "  export:      " << exported.ip_adapter << " (" << exported.ip_adapter_tensors << " tensors), "
-              << exported.kv_encoder << " (" << exported.kv_encoder_tensors << " tensors)\n";
+              << (exported.kv_encoder.empty() ? "no KV encoder (model.kv_encoder = off)" : exported.kv_encoder) << " ("
+              << exported.kv_encoder_tensors << " tensors)\n";
   }
   return kExitOk;
 }
@@ -121,8 +123,9 @@ int run_export(dist::World& world, const std::vector<std::string>& args) {
     std::cerr << trainer::describe_load("loaded checkpoint", loaded, state.completed_steps(), world.size()) << "\n";
     auto files = trainer::export_encoder(tensors, out);
     std::cout << "exported step " << state.completed_steps() << ": " << files.ip_adapter << " ("
-              << files.ip_adapter_tensors << " tensors), " << files.kv_encoder << " (" << files.kv_encoder_tensors
-              << " tensors)\n";
+              << files.ip_adapter_tensors << " tensors), "
+              << (files.kv_encoder.empty() ? "no KV encoder (model.kv_encoder = off)" : files.kv_encoder) << " ("
+              << files.kv_encoder_tensors << " tensors)\n";
   }
   return kExitOk;
 }

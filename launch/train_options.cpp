@@ -49,6 +49,14 @@ void validate(boost::any& out, const std::vector<std::string>& tokens, GuidanceM
   trainer::validate(out, tokens, p, i);
 }
 
+void validate(boost::any& out, const std::vector<std::string>& tokens, PreviewKind* p, int i) {
+  trainer::validate(out, tokens, p, i);
+}
+
+void validate(boost::any& out, const std::vector<std::string>& tokens, KvEncoderMode* p, int i) {
+  trainer::validate(out, tokens, p, i);
+}
+
 namespace sched {
 
 void validate(boost::any& out, const std::vector<std::string>& tokens, SamplerKind* p, int i) {
@@ -99,6 +107,8 @@ std::string format_value(const boost::any& v) {
   if (const auto* x = boost::any_cast<dist::Placement>(&v)) return format_typed(*x);
   if (const auto* x = boost::any_cast<model::sched::SamplerKind>(&v)) return format_typed(*x);
   if (const auto* x = boost::any_cast<model::GuidanceMode>(&v)) return format_typed(*x);
+  if (const auto* x = boost::any_cast<model::PreviewKind>(&v)) return format_typed(*x);
+  if (const auto* x = boost::any_cast<model::KvEncoderMode>(&v)) return format_typed(*x);
   return "?";
 }
 
@@ -117,6 +127,15 @@ void validate(const trainer::TrainConfig& c, ConfigUse use) {
   check(c.model.encoder_lora_rank > 0, "model.encoder_lora_rank", "must be positive");
   check(c.model.kv_lora_rank > 0, "model.kv_lora_rank", "must be positive");
   check(c.loss.lambda_id >= 0, "loss.lambda_id", "must be >= 0");
+  check(c.loss.lambda_dreamsim >= 0, "loss.lambda_dreamsim", "must be >= 0");
+  check(!(c.loss.preview == model::PreviewKind::kX0 && c.loss.mode == trainer::LossMode::kAlternate &&
+          trainer::lookahead_branch_on(c.loss)),
+        "loss.preview",
+        "x0 previews are decoded from the diffusion branch's own forward, so both losses take one backward; "
+        "loss.mode = alternate (an optimizer step between the branches) cannot use them: set loss.mode = sum");
+  if (c.loss.lambda_dreamsim > 0 && c.model.preset == trainer::Preset::kSdxl && use != ConfigUse::kEncode)
+    check(!c.model.dreamsim.empty(), "model.dreamsim",
+          "is required with loss.lambda_dreamsim > 0 and model.preset = sdxl");
   check(c.loss.adapter_drop >= 0 && c.loss.adapter_drop <= 1, "loss.adapter_drop", "must be in [0, 1]");
   check(c.loss.kv_drop >= 0 && c.loss.kv_drop <= 1, "loss.kv_drop", "must be in [0, 1]");
   check(c.loss.alpha_every > 0, "loss.alpha_every", "must be positive");
@@ -148,13 +167,18 @@ void validate(const trainer::TrainConfig& c, ConfigUse use) {
   check(c.data.loader_threads >= 1, "data.loader_threads", "must be >= 1");
   check(c.data.resolution > 0, "data.resolution", "must be positive");
   check(c.data.hflip_p >= 0 && c.data.hflip_p <= 1, "data.hflip_p", "must be in [0, 1]");
-  if (c.model.preset == trainer::Preset::kSdxl && use != ConfigUse::kEncode)
-    for (const auto& [key, path] : {std::pair<const char*, const std::string&>{"model.unet_weights", c.model.unet_weights},
-                                   {"model.ip_adapter", c.model.ip_adapter},
-                                   {"model.lcm_lora", c.model.lcm_lora},
-                                   {"model.taesd", c.model.taesd},
-                                   {"model.arcface", c.model.arcface}})
-      check(!path.empty(), key, "is required with model.preset = sdxl");
+  if (c.model.preset == trainer::Preset::kSdxl && use != ConfigUse::kEncode) {
+    check(!c.model.unet_weights.empty(), "model.unet_weights", "is required with model.preset = sdxl");
+    check(!c.model.ip_adapter.empty(), "model.ip_adapter", "is required with model.preset = sdxl");
+    // Networks only the lookahead branch runs are required only when it runs (the ablations).
+    const bool branch = trainer::lookahead_branch_on(c.loss);
+    if (branch && c.loss.preview == model::PreviewKind::kLcm)
+      check(!c.model.lcm_lora.empty(), "model.lcm_lora", "is required with model.preset = sdxl and loss.preview = lcm");
+    if (branch)
+      check(!c.model.taesd.empty(), "model.taesd", "is required with model.preset = sdxl (the preview's decoder)");
+    if (c.loss.lambda_id > 0)
+      check(!c.model.arcface.empty(), "model.arcface", "is required with model.preset = sdxl and loss.lambda_id > 0");
+  }
 }
 
 }  // namespace
@@ -191,6 +215,13 @@ po::options_description train_options(trainer::TrainConfig& c) {
        "rank of the KV-head LoRAs (> 0)")
       ("model.ip_scale", bind(c.model.ip_scale),
        "weight of the IP-Adapter image branch")
+      ("model.kv_encoder", bind(c.model.kv_encoder),
+       "`on` (LCM-Lookahead: the KV encoder's shared self-attention) | `off` (IP-Adapter Plus alone: no encoder "
+       "run, no reference K/V and no LoRA trainables, in training and sampling; [ablations.md](ablations.md))")
+      ("model.dreamsim", bind(c.model.dreamsim),
+       "the `dreamsim` package's cache folder (ensemble: `checkpoints/dino_vitbase16_pretrain.pth`, "
+       "`clip_vitb16_pretrain.pth.tar`, `open_clip_vitb16_pretrain.pth.tar`, `ensemble_lora/`); required with "
+       "`loss.lambda_dreamsim > 0` and `sdxl` (`tiny`: random tiny networks when empty)")
       ("model.dtype", bind(c.model.dtype),
        "`auto` (bf16 frozen weights on GPU, fp32 on CPU) | `fp32` | `bf16` (also on the CPU, as on a GPU: bf16 "
        "frozen weights, fp32 trainable masters computed in bf16, fp32 gradient reduction and AdamW)")
@@ -223,26 +254,26 @@ po::options_description train_options(trainer::TrainConfig& c) {
        "probability of a horizontal flip (landmark roles swap with it; not in the official code); needs "
        "on-the-fly encoding");
   po::options_description loss("[loss]");
-  loss.add_options()
-      ("loss.mode", bind(c.loss.mode),
-       "`sum` (L_diff + L_LH, one optimizer step: the paper) | `alternate` (two optimizer steps per "
-       "iteration: the official code)")
-      ("loss.lambda_id", bind(c.loss.lambda_id),
-       "λ of the ArcFace identity loss (≥ 0)")
-      ("loss.adapter_drop", bind(c.loss.adapter_drop),
-       "probability of unconditional IP tokens (diffusion branch), in [0, 1]")
-      ("loss.kv_drop", bind(c.loss.kv_drop),
-       "reference-token dropout, in [0, 1]")
-      ("loss.timestep_a_diffusion", bind(c.loss.timestep_a_diffusion),
-       "importance sampler `a`, branch 1 (diffusion)")
-      ("loss.timestep_a_lookahead", bind(c.loss.timestep_a_lookahead),
-       "importance sampler `a`, branch 2 (lookahead)")
-      ("loss.alpha_every", bind(c.loss.alpha_every),
-       "steps between draws of the LCM-LoRA scale α (> 0)")
-      ("loss.alpha_p_one", bind(c.loss.alpha_p_one),
-       "probability that α = 1, in [0, 1]")
-      ("loss.alpha_min", bind(c.loss.alpha_min),
-       "otherwise α ~ U(`alpha_min`, 1), in [0, 1]");
+  loss.add_options()("loss.mode", bind(c.loss.mode),
+                     "`sum` (L_diff + L_LH, one optimizer step: the paper) | `alternate` (two optimizer steps per "
+                     "iteration: the official code)")(
+      "loss.lambda_id", bind(c.loss.lambda_id),
+      "λ of the ArcFace identity loss (≥ 0; with `lambda_dreamsim` 0 as well the lookahead branch is skipped "
+      "entirely: diffusion loss only)")(
+      "loss.lambda_dreamsim", bind(c.loss.lambda_dreamsim),
+      "λ of the DreamSim term between the preview and the reference photo (≥ 0; the official configuration "
+      "uses 1e-3, times α like the identity loss)")(
+      "loss.preview", bind(c.loss.preview),
+      "`lcm` (the one-step LCM preview: LCM-Lookahead) | `x0` (the frozen base's x̂0 at the diffusion branch's "
+      "timestep, decoded from that branch's forward: the paper's x̂0-approximation baseline; no LCM-LoRA; "
+      "needs `mode = sum`)")("loss.adapter_drop", bind(c.loss.adapter_drop),
+                             "probability of unconditional IP tokens (diffusion branch), in [0, 1]")(
+      "loss.kv_drop", bind(c.loss.kv_drop), "reference-token dropout, in [0, 1]")(
+      "loss.timestep_a_diffusion", bind(c.loss.timestep_a_diffusion), "importance sampler `a`, branch 1 (diffusion)")(
+      "loss.timestep_a_lookahead", bind(c.loss.timestep_a_lookahead), "importance sampler `a`, branch 2 (lookahead)")(
+      "loss.alpha_every", bind(c.loss.alpha_every), "steps between draws of the LCM-LoRA scale α (> 0)")(
+      "loss.alpha_p_one", bind(c.loss.alpha_p_one), "probability that α = 1, in [0, 1]")(
+      "loss.alpha_min", bind(c.loss.alpha_min), "otherwise α ~ U(`alpha_min`, 1), in [0, 1]");
   po::options_description optim("[optim]");
   optim.add_options()
       ("optim.lr_adapter", bind(c.optim.lr_adapter),
@@ -383,6 +414,7 @@ std::vector<std::string> missing_inputs(const trainer::TrainConfig& c, ConfigUse
   need("model.sdxl_folder", c.model.sdxl_folder, true);
   need("model.vae", c.model.vae, true);
   need("model.image_encoder", c.model.image_encoder, true);
+  if (use != ConfigUse::kEncode && c.loss.lambda_dreamsim > 0) need("model.dreamsim", c.model.dreamsim, true);
   if (use == ConfigUse::kTrain) need("data.train_set", c.data.train_set, false);
   if (use == ConfigUse::kTrain && c.eval.every > 0) {
     need("eval.eval_set", c.eval.eval_set, false);
@@ -459,7 +491,8 @@ std::string train_options_markdown() {
 std::string train_help() {
   trainer::TrainConfig defaults;
   std::ostringstream s;
-  s << "usage: lookahead train --config FILE.ini [--section.key=value ...] [--dry-run]\n\n" << train_options(defaults);
+  s << "usage: lookahead train --config FILE.ini [--config LAYER.ini ...] [--section.key=value ...] [--dry-run]\n\n"
+    << train_options(defaults);
   return s.str();
 }
 
@@ -467,9 +500,11 @@ trainer::TrainConfig parse_train_config(const std::vector<std::string>& args, bo
                                         ConfigUse use) {
   trainer::TrainConfig config;
   po::options_description options = train_options(config);
-  std::string config_file;
+  std::vector<std::string> config_files;
   po::options_description command("command");
-  command.add_options()("config", po::value<std::string>(&config_file), "INI configuration file")(
+  command.add_options()("config", po::value<std::vector<std::string>>(&config_files),
+                        "INI configuration file; repeat to layer files (a later file's keys override an "
+                        "earlier one's, e.g. a preset of launch/configs/ablation/ over a base)")(
       "dry-run", po::bool_switch(&dry_run), "print the resolved configuration, parameter counts and memory, then exit")(
       "help", po::bool_switch(&help), "this text");
   po::options_description cli;
@@ -478,20 +513,23 @@ trainer::TrainConfig parse_train_config(const std::vector<std::string>& args, bo
   // Flags are stored first: Boost keeps the first value of an option, so they win over the file.
   po::store(po::command_line_parser(args).options(cli).run(), vm);
   if (vm.count("config")) {
-    config_file = vm["config"].as<std::string>();
-    std::ifstream in(config_file);
-    if (!in) throw std::invalid_argument("--config: cannot open '" + config_file + "'");
-    try {
-      po::store(po::parse_config_file(in, options, /*allow_unregistered=*/false), vm);
-    } catch (const po::error& e) {
-      throw std::invalid_argument(config_file + ": " + e.what());
+    config_files = vm["config"].as<std::vector<std::string>>();
+    // The last file first: Boost keeps the first value stored, so later files win over earlier ones.
+    for (auto it = config_files.rbegin(); it != config_files.rend(); ++it) {
+      std::ifstream in(*it);
+      if (!in) throw std::invalid_argument("--config: cannot open '" + *it + "'");
+      try {
+        po::store(po::parse_config_file(in, options, /*allow_unregistered=*/false), vm);
+      } catch (const po::error& e) {
+        throw std::invalid_argument(*it + ": " + e.what());
+      }
     }
   }
   po::notify(vm);
   if (help) return config;
   // Without a file every setting is a default, and the first complaint would be about whichever
   // required key validation reaches first; say what is actually missing.
-  if (config_file.empty())
+  if (config_files.empty())
     throw std::invalid_argument(
         "--config: no configuration file given; start from launch/configs/tiny.ini (CPU-sized) or "
         "launch/configs/sdxl-lookahead.ini, and override any key with --section.key=value");

@@ -418,19 +418,26 @@ ActivationEstimate estimate_activations(model::LookaheadModelConfig config, cons
     const at::Tensor landmarks =
         model::face::arcface_template(static_cast<double>(pixels)).unsqueeze(0).repeat({shape.batch, 1, 1});
     const at::Tensor landmarks_kept = b.ref_landmarks;
-    m.set_reference_identity(b, photo, landmarks);
+    m.set_reference(b, photo, landmarks);
     b.ref_landmarks = landmarks_kept;
   }
+  // The variant's step (docs/ablations.md): an x0 preview decodes branch 1's own x̂0, and without
+  // a lookahead loss branch 2 does not run.
+  const bool x0 = config.lookahead_branch() && config.preview == model::PreviewKind::kX0;
   SavedSet glue1, glue2;
+  model::DiffusionBranch branch1;
   {
     Scope scope(glue1);
     runner.branch = 1;
-    (void)m.diffusion_loss(b, draw);
+    branch1 = m.diffusion_branch(b, draw, x0);
   }
-  {
+  if (config.lookahead_branch()) {
     Scope scope(glue2);
     runner.branch = 2;
-    (void)m.lookahead_loss(b, draw, 0.5);
+    if (x0)
+      (void)m.x0_lookahead_loss(b, branch1);
+    else
+      (void)m.lookahead_loss(b, draw, 0.5);
   }
   m.set_unit_runner(nullptr);
 

@@ -23,10 +23,13 @@ ExportedFiles export_encoder(const std::map<std::string, at::Tensor>& trainables
   std::filesystem::create_directories(dir);
   ExportedFiles out;
   out.ip_adapter = dir + "/ip_adapter.safetensors";
-  out.kv_encoder = dir + "/kv_encoder.safetensors";
   const std::map<std::string, std::string> meta{{"format", "pt"}, {"producer", "lookahead export"}};
   model::io::save_file(out.ip_adapter, {ip.begin(), ip.end()}, meta);
-  model::io::save_file(out.kv_encoder, {kv.begin(), kv.end()}, meta);
+  // A run without the KV encoder (model.kv_encoder = off) has no encoder file to write.
+  if (!kv.empty()) {
+    out.kv_encoder = dir + "/kv_encoder.safetensors";
+    model::io::save_file(out.kv_encoder, {kv.begin(), kv.end()}, meta);
+  }
   out.ip_adapter_tensors = static_cast<int64_t>(ip.size());
   out.kv_encoder_tensors = static_cast<int64_t>(kv.size());
   return out;

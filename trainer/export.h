@@ -13,7 +13,7 @@ namespace lookahead::trainer {
 
 struct ExportedFiles {
   std::string ip_adapter;  ///< <dir>/ip_adapter.safetensors
-  std::string kv_encoder;  ///< <dir>/kv_encoder.safetensors
+  std::string kv_encoder;  ///< <dir>/kv_encoder.safetensors; empty without a KV encoder (nothing written)
   int64_t ip_adapter_tensors = 0, kv_encoder_tensors = 0;
 };
 

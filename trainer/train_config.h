@@ -14,6 +14,7 @@
 
 #include "dist/placement.h"
 #include "model/lookahead/guidance_mode.h"
+#include "model/lookahead/variant.h"
 #include "model/sched/make_sampler.h"
 
 namespace lookahead::trainer {
@@ -79,6 +80,17 @@ struct ConfigNames<model::GuidanceMode> {
       {{"lookahead", model::GuidanceMode::kLookahead}, {"cfg", model::GuidanceMode::kCfg}}};
 };
 
+template <>
+struct ConfigNames<model::PreviewKind> {
+  static constexpr std::array<std::pair<std::string_view, model::PreviewKind>, 2> values{
+      {{"lcm", model::PreviewKind::kLcm}, {"x0", model::PreviewKind::kX0}}};
+};
+template <>
+struct ConfigNames<model::KvEncoderMode> {
+  static constexpr std::array<std::pair<std::string_view, model::KvEncoderMode>, 2> values{
+      {{"on", model::KvEncoderMode::kOn}, {"off", model::KvEncoderMode::kOff}}};
+};
+
 /// The INI spelling of `value`.
 template <typename E>
 constexpr std::string_view config_name(E value) {
@@ -122,6 +134,10 @@ struct ModelConfig {
   int64_t kv_lora_rank = 4;
   double ip_scale = 1.0;
   ModelDtype dtype = ModelDtype::kAuto;
+  /// Off: IP-Adapter Plus alone (no encoder run, no reference K/V, no LoRA trainables).
+  model::KvEncoderMode kv_encoder = model::KvEncoderMode::kOn;
+  /// The `dreamsim` package's cache folder (loss.lambda_dreamsim > 0).
+  std::string dreamsim;
   // Networks that only encode inputs (`lookahead data encode`, on-the-fly encoding, evaluation).
   std::string sdxl_folder;
   std::string vae;
@@ -144,6 +160,8 @@ struct DataConfig {
 struct LossConfig {
   LossMode mode = LossMode::kSum;
   double lambda_id = 1e-3;
+  double lambda_dreamsim = 0;
+  model::PreviewKind preview = model::PreviewKind::kLcm;
   double adapter_drop = 0.1;
   double kv_drop = 0.05;
   double timestep_a_diffusion = 0.5;
@@ -216,6 +234,9 @@ struct EvalConfig {
   std::string out;
   bool save_images = true;
 };
+
+/// Whether the lookahead branch runs at all: some term of it has a nonzero weight.
+inline bool lookahead_branch_on(const LossConfig& c) { return c.lambda_id > 0 || c.lambda_dreamsim > 0; }
 
 struct TrainConfig {
   ModelConfig model;

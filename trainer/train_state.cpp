@@ -11,6 +11,7 @@
 
 #include "checkpoints/checkpoint.h"
 #include "common/clock.h"
+#include "trainer/run_variant.h"
 #include "trainer/tensor_memory.h"
 
 #if defined(__GLIBC__)
@@ -69,6 +70,8 @@ model::LookaheadModelConfig model_config(const TrainConfig& c, const c10::Device
   m.adapter_drop_p = c.loss.adapter_drop;
   m.kv_drop_p = c.loss.kv_drop;
   m.lambda_id = c.loss.lambda_id;
+  m.use_kv_encoder = c.model.kv_encoder == model::KvEncoderMode::kOn;
+  m.preview = c.loss.preview;
   m.diffusion_timestep_a = c.loss.timestep_a_diffusion;
   m.lcm_timestep_a = c.loss.timestep_a_lookahead;
   m.ip_scale = c.model.ip_scale;
@@ -180,11 +183,15 @@ model::StepDraw TrainState::draw(int64_t per_rank, const std::vector<int64_t>& l
 double TrainState::alpha() { return alpha_->at(step_); }
 
 StepStats TrainState::step(const model::Batch& batch, const model::StepDraw& draw, double alpha) {
-  TORCH_CHECK(batch.ref_id.defined(), "TrainState::step: batch.ref_id is not set (set_reference_identity first)");
+  const model::LookaheadModelConfig& mc = model_->config();
+  const bool branch2 = mc.lookahead_branch();
+  const bool x0 = branch2 && mc.preview == model::PreviewKind::kX0;
+  TORCH_CHECK(!branch2 || batch.ref_id.defined(),
+              "TrainState::step: batch.ref_id is not set (LookaheadModel::set_reference first)");
   TORCH_CHECK(optimizer_, "TrainState::step: built without an optimizer (TrainStateOptions::with_optimizer)");
   const double ranks = static_cast<double>(world_.size());
   StepStats st;
-  st.alpha = alpha;
+  st.alpha = mc.uses_lcm() ? alpha : 0.0;
   // The identity loss is a mean over the usable samples of the whole global batch. Host values
   // go over the World's MPI communicator, whatever device the model runs on.
   const double local_valid = at::isfinite(batch.ref_landmarks).flatten(1).all(1).sum().item<double>();
@@ -203,33 +210,56 @@ StepStats TrainState::step(const model::Batch& batch, const model::StepDraw& dra
     st.optimizer_s += seconds_since(t);
     return norm;
   };
-  const bool alternate = config_.loss.mode == LossMode::kAlternate;
+  // Alternate mode steps between the branches; with no second branch there is one step.
+  const bool alternate = config_.loss.mode == LossMode::kAlternate && branch2;
   const bool count_tensors = counting_cpu_tensor_bytes() && !world_.device().is_cuda();
   auto phase_peak = [&](int64_t& out) {
     if (!count_tensors) return;
     out = cpu_tensor_bytes().peak;
     reset_cpu_tensor_peak();
   };
+  // Rescale the local identity mean so that averaging over ranks gives the mean over the global
+  // batch's usable samples.
+  auto global_loss = [&](const model::LookaheadLoss& l) {
+    const double valid = static_cast<double>(std::max<int64_t>(l.valid_count, 1));
+    return l.id_loss * (st.faces_valid > 0 ? valid * ranks / static_cast<double>(st.faces_valid) : 0.0);
+  };
   if (count_tensors) reset_cpu_tensor_peak();
-  // Branch 1: diffusion.
-  at::Tensor l1 = model_->diffusion_loss(batch, draw);
-  l1.backward();
-  phase_peak(st.tensor_peak_diffusion);
-  st.diffusion_s = seconds_since(t0);
-  if (alternate) st.grad_norm_diffusion = optimizer_step();
-  // Branch 2: lookahead; in sum mode branch 1's reduce-scatters are in flight meanwhile.
-  const auto t2 = Clock::now();
-  model::LookaheadLoss l2 = model_->lookahead_loss(batch, draw, alpha);
-  // Branch 1's reductions had this forward to finish in; taking them now frees their full
-  // gradient buffers before branch 2's backward adds its own.
-  if (!alternate) engine_->finish_reductions();
-  // Rescale the local mean so that averaging over ranks gives the mean over the global batch's
-  // usable samples.
-  const double valid = static_cast<double>(std::max<int64_t>(l2.valid_count, 1));
-  at::Tensor l2_global = l2.loss * (st.faces_valid > 0 ? valid * ranks / static_cast<double>(st.faces_valid) : 0.0);
-  l2_global.backward();
-  phase_peak(st.tensor_peak_lookahead);
-  st.lookahead_s = seconds_since(t2);
+  at::Tensor l1, l2_global;
+  if (x0) {
+    // The x̂0 ablation: the preview is decoded from branch 1's forward, so one backward takes both.
+    model::DiffusionBranch b1 = model_->diffusion_branch(batch, draw, /*with_x0=*/true);
+    l1 = b1.loss;
+    const auto t2 = Clock::now();
+    l2_global = global_loss(model_->x0_lookahead_loss(batch, b1));
+    st.lookahead_s = seconds_since(t2);  // the preview's forward; its backward is in branch 1's
+    (l1 + l2_global).backward();
+    phase_peak(st.tensor_peak_diffusion);
+    st.tensor_peak_lookahead = st.tensor_peak_diffusion < 0 ? -1 : 0;
+    st.diffusion_s = seconds_since(t0) - st.lookahead_s;
+  } else {
+    // Branch 1: diffusion.
+    l1 = model_->diffusion_loss(batch, draw);
+    l1.backward();
+    phase_peak(st.tensor_peak_diffusion);
+    st.diffusion_s = seconds_since(t0);
+    if (alternate) st.grad_norm_diffusion = optimizer_step();
+    if (branch2) {
+      // Branch 2: lookahead; in sum mode branch 1's reduce-scatters are in flight meanwhile.
+      const auto t2 = Clock::now();
+      model::LookaheadLoss l2 = model_->lookahead_loss(batch, draw, alpha);
+      // Branch 1's reductions had this forward to finish in; taking them now frees their full
+      // gradient buffers before branch 2's backward adds its own.
+      if (!alternate) engine_->finish_reductions();
+      l2_global = global_loss(l2);
+      l2_global.backward();
+      phase_peak(st.tensor_peak_lookahead);
+      st.lookahead_s = seconds_since(t2);
+    } else {
+      st.tensor_peak_lookahead = st.tensor_peak_diffusion < 0 ? -1 : 0;
+      l2_global = at::zeros({}, at::TensorOptions().dtype(at::kFloat));
+    }
+  }
   st.grad_norm = optimizer_step();
   phase_peak(st.tensor_peak_optimizer);
   engine_->end_step();
@@ -291,6 +321,9 @@ LoadedState TrainState::load(const std::string& what) {
     if (!g->trainable()) req.frozen.push_back(g);
   req.verify_frozen = true;
   req.fallback_to_previous = config_.train.fallback_to_previous;
+  req.check_config = [now = RunVariant::of(config_)](const std::string& text) {
+    return variant_mismatch(RunVariant::from_ini(text), now);
+  };
   const ckpt::LoadResult r = ckpt::load_checkpoint(req);
   step_ = r.step;
   alpha_->restore(model::AlphaSchedule::State{r.alpha.value, r.alpha.step_drawn});

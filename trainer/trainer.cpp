@@ -25,16 +25,22 @@ using common::Clock;
 using common::seconds_since;
 
 /// The metrics line of one step.
-StepRecord step_record(int64_t step, const StepStats& st, const OptimConfig& optim, at::ScalarType dtype,
+StepRecord step_record(int64_t step, const StepStats& st, const TrainConfig& config, at::ScalarType dtype,
                        double records_skipped, double step_s, double data_s) {
+  const OptimConfig& optim = config.optim;
+  const bool branch2 = lookahead_branch_on(config.loss);
+  const bool lcm = branch2 && config.loss.preview == model::PreviewKind::kLcm;
   StepRecord r;
   r.step = step;
-  r.labels = {{"dtype", dtype == at::kBFloat16 ? "bf16" : "fp32"}};
+  // The variant that ran (docs/ablations.md): plots and reports tell runs apart by these.
+  r.labels = {{"dtype", dtype == at::kBFloat16 ? "bf16" : "fp32"},
+              {"preview", branch2 ? std::string(config_name(config.loss.preview)) : "none"},
+              {"kv_encoder", std::string(config_name(config.model.kv_encoder))}};
   r.values = {{"loss_diffusion", st.loss_diffusion},
               {"loss_lookahead", st.loss_lookahead},
-              {"alpha", st.alpha},
+              {"lambda_id", config.loss.lambda_id},
+              {"lambda_dreamsim", config.loss.lambda_dreamsim},
               {"t_diffusion_mean", st.t_diffusion_mean},
-              {"t_lookahead_mean", st.t_lookahead_mean},
               {"grad_norm", st.grad_norm},
               {"lr_adapter", optim.lr_adapter},
               {"lr_lora", optim.lr_lora},
@@ -57,6 +63,10 @@ StepRecord step_record(int64_t step, const StepStats& st, const OptimConfig& opt
               {"mem_optimizer_bytes", static_cast<double>(st.optimizer_state_bytes)},
               {"mem_peak_gathered_bytes", static_cast<double>(st.memory.peak_gathered_bytes)}};
   if (st.grad_norm_diffusion) r.values["grad_norm_diffusion"] = *st.grad_norm_diffusion;
+  if (lcm) {  // α and the second timestep exist only where the LCM branch runs
+    r.values["alpha"] = st.alpha;
+    r.values["t_lookahead_mean"] = st.t_lookahead_mean;
+  }
   return r;
 }
 
@@ -190,14 +200,14 @@ StepRecord Trainer::train_step() {
 
   // The reference identity (no gradient); MTCNN finds the landmarks a record lacks.
   at::Tensor lm = rb.ref_pixel_landmarks.to(at::kDouble);  // [B, 5, 2]
-  if (mtcnn_) faces_detected_ += fill_missing_landmarks(*mtcnn_, rb.ref_pixels, lm);
-  state_.model().set_reference_identity(rb.batch, rb.ref_pixels, lm);
+  if (mtcnn_ && config_.loss.lambda_id > 0) faces_detected_ += fill_missing_landmarks(*mtcnn_, rb.ref_pixels, lm);
+  state_.model().set_reference(rb.batch, rb.ref_pixels, lm);
 
   const StepStats st = state_.step(rb.batch, state_.draw(config_.train.batch_per_rank, data_->latent_shape()), state_.alpha());
   faces_missing_ += config_.train.batch_per_rank * world_.size() - st.faces_valid;
   const double skipped = dist::all_reduce_values(*world_.comm(), {static_cast<double>(rb.skipped_records)},
                                                  dist::ReduceOp::kSum)[0];
-  StepRecord r = step_record(step, st, config_.optim, state_.model().tensor_options().dtype().toScalarType(), skipped,
+  StepRecord r = step_record(step, st, config_, state_.model().tensor_options().dtype().toScalarType(), skipped,
                              seconds_since(t_step), data_s);
 
   // Every rank's peak resident memory during this step (its whole life's where the kernel cannot

@@ -152,6 +152,18 @@ at::Tensor generate(LookaheadModel& model, const GenerationInputs& inputs, const
     return model.unet()->forward(in).to(at::kFloat);  // [terms·N, 4, h, w]
   };
 
+  // The KV encoder's self-attention K/V (no IP K/V) at sampler timestep t.
+  auto encoder_kv = [&](const at::Tensor& t, const at::Tensor& t_rows) {
+    unet::UNetInputs enc;
+    enc.sample = model.schedule().add_noise(ref, eps0, t_rows).to(opts.dtype());  // [N, 4, h, w]
+    enc.timestep = t;
+    enc.encoder_hidden_states = enc_prompt;
+    enc.text_embeds = enc_pooled;
+    enc.time_ids = time_ids;
+    enc.ip_scale = model.config().ip_scale;
+    return model.encoder().forward(enc, at::Tensor());
+  };
+
   const int64_t last_t = model.schedule().num_train_timesteps() - 1;
   for (int64_t i = 0; i < sampler->num_steps(); ++i) {
     const at::Tensor t = sampler->timesteps()[i].reshape({1}).to(device);  // one t for every row
@@ -160,27 +172,30 @@ at::Tensor generate(LookaheadModel& model, const GenerationInputs& inputs, const
     const int64_t t_train = std::clamp<int64_t>(std::llround(sampler->timestep(i)), 0, last_t);
     const at::Tensor t_rows = at::full({n}, t_train, at::TensorOptions().dtype(at::kLong).device(device));
 
-    unet::UNetInputs enc;
-    enc.sample = model.schedule().add_noise(ref, eps0, t_rows).to(opts.dtype());  // [N, 4, h, w]
-    enc.timestep = t;
-    enc.encoder_hidden_states = enc_prompt;
-    enc.text_embeds = enc_pooled;
-    enc.time_ids = time_ids;
-    enc.ip_scale = model.config().ip_scale;
-    const nn::ReferenceKv kv = model.encoder().forward(enc, at::Tensor());  // self-attention K/V only
-
+    std::shared_ptr<const nn::ReferenceKv> kv;
+    if (model.has_kv_encoder()) kv = tile(encoder_kv(t, t_rows), terms);
     const at::Tensor x_in = sampler->scale_model_input(x, i);  // [N, 4, h, w] float32
     const at::Tensor e_without = decode(x_in, t, without, nullptr);
-    const at::Tensor e_with = decode(x_in, t, with, tile(kv, terms));
     GuidanceTerms eps;
-    if (lookahead) {
+    if (!kv) {
+      // IP-Adapter Plus alone: there are no reference K/V, so the "full" terms are the "nokv"
+      // ones (lookahead guidance becomes CFG at s_nokv + s_full) and the encoder never runs.
+      if (lookahead) {
+        eps.nokv_u = eps.full_u = e_without.narrow(0, 0, n);
+        eps.nokv_c = eps.full_c = e_without.narrow(0, n, n);
+      } else {
+        eps.nokv_u = e_without;
+        eps.full_c = decode(x_in, t, with, nullptr);
+      }
+    } else if (lookahead) {
       eps.nokv_u = e_without.narrow(0, 0, n);
       eps.nokv_c = e_without.narrow(0, n, n);
+      const at::Tensor e_with = decode(x_in, t, with, kv);
       eps.full_c = e_with.narrow(0, 0, n);
       eps.full_u = e_with.narrow(0, n, n);
     } else {
       eps.nokv_u = e_without;
-      eps.full_c = e_with;
+      eps.full_c = decode(x_in, t, with, kv);
     }
     const at::Tensor guided = combine_guidance(eps, options.guidance);  // [N, 4, h, w] float32
 

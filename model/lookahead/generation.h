@@ -94,7 +94,9 @@ nlohmann::json sdxl_scheduler_config();
 /// UNet calls per step depend only on (options, N): lookahead: the encoder (batch N), the
 /// decoder without reference ([nokv_u; nokv_c], batch 2N), the decoder with the reference
 /// ([full_c; full_u], batch 2N); cfg: encoder (N), nokv_u (N), full_c (N); the Resampler runs
-/// once before the loop. Runs under no-grad through the model's unit runner, so a sharded engine
+/// once before the loop. A model without a KV encoder (model.kv_encoder = off) runs no encoder and
+/// no reference terms: lookahead guidance then equals CFG at scale s_nokv + s_full (decoder batch
+/// 2N), cfg mode runs nokv_u and c (N each). Runs under no-grad through the model's unit runner, so a sharded engine
 /// works when every rank calls with the same options and N (call its end_step() afterwards).
 at::Tensor generate(LookaheadModel& model, const GenerationInputs& inputs, const std::vector<uint64_t>& seeds,
                     const GenerationOptions& options);

@@ -135,7 +135,7 @@ LookaheadModel::LookaheadModel(LookaheadModelConfig config, at::Device device, c
     ip_ = adapters::IpAdapter(*unet_, resampler);
     ip_->attach(*unet_);
   }
-  encoder_ = std::make_unique<adapters::KvEncoder>(unet_, config_.kv_encoder);
+  if (config_.use_kv_encoder) encoder_ = std::make_unique<adapters::KvEncoder>(unet_, config_.kv_encoder);
   {
     auto skip = maybe_skip(files.taesd);
     taesd_decoder_ = vae::DecoderTiny(config_.taesd, options_);
@@ -160,7 +160,9 @@ LookaheadModel::LookaheadModel(LookaheadModelConfig config, at::Device device, c
   arcface_module_->eval();
   skip_arcface.reset();
 
-  if (config_.lcm_lora_rank > 0) {
+  // The LCM-LoRA exists only where it runs: an x0 preview or a run without the lookahead branch
+  // neither creates nor loads it.
+  if (config_.lcm_lora_rank > 0 && config_.uses_lcm()) {
     TORCH_CHECK(config_.lcm_lora_select, "LookaheadModel: lcm_lora_rank > 0 needs lcm_lora_select");
     const auto r = config_.lcm_lora_rank;
     nn::TrainableLora lcm =
@@ -206,7 +208,7 @@ void LookaheadModel::load_weights(const LookaheadWeightFiles& files) {
     trainable = adapters::load_ip_adapter_file(files.ip_adapter);
     io::load_state_dict(*ip_, trainable, files.ip_adapter);
   }
-  if (!files.lcm_lora.empty()) {
+  if (!files.lcm_lora.empty() && config_.uses_lcm()) {
     TORCH_CHECK(!lcm_attached_, "LookaheadModel: an LCM-LoRA is already attached (", files.lcm_lora,
                 ")");
     nn::attach_lora_file(*unet_, files.lcm_lora, kLcmAdapter, lcm_scale_);
@@ -270,7 +272,8 @@ std::vector<dist::ShardingUnit> LookaheadModel::units() {
     TORCH_INTERNAL_ASSERT(n % 2 == 1 && (n - 1) / 2 < static_cast<int64_t>(attns.size()));
     unit_of(attns[(n - 1) / 2].first + ".").adapter.emplace_back("ip_adapter." + key, p.value());
   }
-  for (auto& [key, t] : encoder_->trainable_parameters()) unit_of(key).lora.emplace_back(key, t);
+  if (encoder_)
+    for (auto& [key, t] : encoder_->trainable_parameters()) unit_of(key).lora.emplace_back(key, t);
 
   dist::ShardingUnit taesd{"taesd.decoder", {}, {}, {}, {}};
   append_state(taesd.frozen, *taesd_decoder_, "taesd.decoder.");
@@ -289,8 +292,14 @@ std::vector<std::pair<std::string, at::Tensor>> LookaheadModel::adapter_paramete
 
 std::vector<std::pair<std::string, at::Tensor>> LookaheadModel::lora_parameters() {
   Named out;
-  for (auto& [key, t] : encoder_->trainable_parameters()) out.emplace_back(key, t);
+  if (encoder_)
+    for (auto& [key, t] : encoder_->trainable_parameters()) out.emplace_back(key, t);
   return out;
+}
+
+adapters::KvEncoder& LookaheadModel::encoder() {
+  TORCH_CHECK(encoder_, "LookaheadModel: this model has no KV encoder (model.kv_encoder = off)");
+  return *encoder_;
 }
 
 StepDraw LookaheadModel::draw(uint64_t seed, int64_t step, int64_t global_batch, int64_t first, int64_t count,
@@ -362,55 +371,70 @@ void LookaheadModel::set_unit_runner(dist::UnitRunner* runner) {
   unet_->set_unit_runner(runner);
 }
 
-at::Tensor LookaheadModel::diffusion_loss(const Batch& batch, const StepDraw& draw) {
+unet::UNetInputs LookaheadModel::branch_inputs(const Batch& batch, const at::Tensor& eps, const at::Tensor& t,
+                                               const at::Tensor& ip, uint64_t kv_drop_seed) {
+  auto noised = [&](const at::Tensor& z0) {
+    return schedule_.add_noise(z0.to(options_.device(), at::kFloat), eps, t);  // [B, C, h, w] float32
+  };
+  unet::UNetInputs in = unet_inputs(noised(batch.z_tgt), t, batch.tgt_prompt, batch.tgt_pooled, batch.time_ids);
+  if (encoder_) {
+    // The encoder carries the IP K/V (its to_k_ip / to_v_ip of the tokens) with the reference's.
+    unet::UNetInputs ref = unet_inputs(noised(batch.z_ref), t, batch.ref_prompt, batch.ref_pooled, batch.time_ids);
+    in.reference = std::make_shared<nn::ReferenceKv>(
+        encoder_->forward(ref, ip).drop_tokens(config_.kv_drop_p, cpu_generator(kv_drop_seed)));
+  } else {
+    in.ip_tokens = ip;  // IP-Adapter Plus alone: the decoder's own IP attention
+  }
+  return in;
+}
+
+DiffusionBranch LookaheadModel::diffusion_branch(const Batch& batch, const StepDraw& draw, bool with_x0) {
   check_batch(batch, draw);
   // ε and the noised latents in float32 (the loss target keeps full precision); the UNet inputs
   // are cast to the model's dtype in unet_inputs.
   const at::Tensor eps = draw.noise.to(options_.device(), at::kFloat);  // [B, C, h, w]
   const at::Tensor t = draw.timesteps.to(options_.device());            // [B]
   const at::Tensor ip = image_tokens(batch.clip_ref, batch.clip_uncond, draw.adapter_drop);
-  auto noised = [&](const at::Tensor& z0) {
-    return schedule_.add_noise(z0.to(options_.device(), at::kFloat), eps, t);  // [B, C, h, w] float32
-  };
-
-  unet::UNetInputs ref = unet_inputs(noised(batch.z_ref), t, batch.ref_prompt, batch.ref_pooled, batch.time_ids);
-  auto kv = std::make_shared<nn::ReferenceKv>(
-      encoder_->forward(ref, ip).drop_tokens(config_.kv_drop_p, cpu_generator(draw.kv_drop_seed)));
-
-  unet::UNetInputs in = unet_inputs(noised(batch.z_tgt), t, batch.tgt_prompt, batch.tgt_pooled, batch.time_ids);
-  in.reference = std::move(kv);
+  unet::UNetInputs in = branch_inputs(batch, eps, t, ip, draw.kv_drop_seed);
   in.adapters = std::vector<std::string>{};  // the frozen base: no LCM-LoRA, no encoder LoRA
   const at::Tensor eps_hat = unet_->forward(in);  // [B, C, h, w]
-  return at::mse_loss(eps_hat.to(at::kFloat), eps);
+  DiffusionBranch out;
+  out.loss = at::mse_loss(eps_hat.to(at::kFloat), eps);
+  if (with_x0) out.x0 = schedule_.predict_x0(in.sample.to(at::kFloat), eps_hat.to(at::kFloat), t);  // [B, C, h, w]
+  return out;
 }
 
 LookaheadLoss LookaheadModel::lookahead_loss(const Batch& batch, const StepDraw& draw, double alpha) {
   check_batch(batch, draw);
   TORCH_CHECK(alpha >= 0.0, "LookaheadModel: LCM-LoRA scale must be non-negative, got ", alpha);
+  TORCH_CHECK(config_.uses_lcm(), "LookaheadModel: the LCM preview is off (loss.preview = x0 or no lookahead loss)");
   TORCH_CHECK(lcm_attached_, "LookaheadModel: no LCM-LoRA is attached (load_weights with lcm_lora, or lcm_lora_rank)");
+  lcm_scale_->value = alpha;
+
+  const at::Tensor eps = draw.noise.to(options_.device(), at::kFloat);
+  const at::Tensor t = draw.lcm_timesteps.to(options_.device());
+  const at::Tensor ip = image_tokens(batch.clip_ref, batch.clip_uncond, at::Tensor());  // no adapter drop here
+  unet::UNetInputs in = branch_inputs(batch, eps, t, ip, draw.lcm_kv_drop_seed);
+  in.adapters = std::vector<std::string>{kLcmAdapter};
+  const at::Tensor eps_hat = unet_->forward(in);                               // [B, C, h, w]
+  const at::Tensor z0 = sched::lcm_preview(schedule_, in.sample, eps_hat, t);  // [B, C, h, w] float32
+  return preview_losses(batch, z0, alpha);
+}
+
+LookaheadLoss LookaheadModel::x0_lookahead_loss(const Batch& batch, const DiffusionBranch& diffusion) {
+  TORCH_CHECK(diffusion.x0.defined(), "LookaheadModel: x0_lookahead_loss needs diffusion_branch(..., with_x0 = true)");
+  TORCH_CHECK(diffusion.x0.size(0) == batch.size(), "LookaheadModel: x̂0 of ", diffusion.x0.size(0),
+              " samples for a batch of ", batch.size());
+  return preview_losses(batch, diffusion.x0, 1.0);
+}
+
+LookaheadLoss LookaheadModel::preview_losses(const Batch& batch, const at::Tensor& z0, double scale) {
   const int64_t n = batch.size();
   TORCH_CHECK(batch.ref_landmarks.defined() && batch.ref_landmarks.dim() == 3 && batch.ref_landmarks.size(0) == n &&
                   batch.ref_landmarks.size(1) == 5 && batch.ref_landmarks.size(2) == 2,
               "LookaheadModel: ref_landmarks must be [B, 5, 2]");
   TORCH_CHECK(batch.ref_id.defined() && batch.ref_id.dim() == 2 && batch.ref_id.size(0) == n,
               "LookaheadModel: ref_id must be [B, 512]");
-  lcm_scale_->value = alpha;
-
-  const at::Tensor eps = draw.noise.to(options_.device(), at::kFloat);
-  const at::Tensor t = draw.lcm_timesteps.to(options_.device());
-  const at::Tensor ip = image_tokens(batch.clip_ref, batch.clip_uncond, at::Tensor());  // no adapter drop here
-  auto noised = [&](const at::Tensor& z0) {
-    return schedule_.add_noise(z0.to(options_.device(), at::kFloat), eps, t);  // [B, C, h, w] float32
-  };
-
-  unet::UNetInputs ref = unet_inputs(noised(batch.z_ref), t, batch.ref_prompt, batch.ref_pooled, batch.time_ids);
-  auto kv = std::make_shared<nn::ReferenceKv>(
-      encoder_->forward(ref, ip).drop_tokens(config_.kv_drop_p, cpu_generator(draw.lcm_kv_drop_seed)));
-  unet::UNetInputs in = unet_inputs(noised(batch.z_tgt), t, batch.tgt_prompt, batch.tgt_pooled, batch.time_ids);
-  in.reference = std::move(kv);
-  in.adapters = std::vector<std::string>{kLcmAdapter};
-  const at::Tensor eps_hat = unet_->forward(in);                                   // [B, C, h, w]
-  const at::Tensor z0 = sched::lcm_preview(schedule_, in.sample, eps_hat, t);      // [B, C, h, w] float32
   const at::Tensor image =
       nn::call_unit(runner_, "taesd.decoder",
                     [this](const std::vector<at::Tensor>& in) { return std::vector<at::Tensor>{taesd_decoder_->forward(in[0])}; },
@@ -427,10 +451,19 @@ LookaheadLoss LookaheadModel::lookahead_loss(const Batch& batch, const StepDraw&
   LookaheadLoss out;
   out.valid = valid;
   out.valid_count = valid.sum().item<int64_t>();
-  out.per_sample = (1.0 - cos) * mask * (alpha * config_.lambda_id);
-  out.loss = out.per_sample.sum() / static_cast<double>(std::max<int64_t>(out.valid_count, 1));
+  out.per_sample = (1.0 - cos) * mask * (scale * config_.lambda_id);
+  out.id_loss = out.per_sample.sum() / static_cast<double>(std::max<int64_t>(out.valid_count, 1));
+  out.loss = out.id_loss;
   out.preview = image.detach();
   return out;
+}
+
+void LookaheadModel::set_reference(Batch& batch, const at::Tensor& ref_pixels, const at::Tensor& landmarks) {
+  if (config_.lambda_id > 0) return set_reference_identity(batch, ref_pixels, landmarks);
+  TORCH_CHECK(landmarks.dim() == 3 && ref_pixels.dim() == 4 && batch.z_tgt.defined(),
+              "set_reference: expected ref_pixels [B, 3, S, S], landmarks [B, 5, 2] and the batch's z_tgt");
+  const double preview = 8.0 * static_cast<double>(batch.z_tgt.size(-1));  // TAESD decodes 8x
+  batch.ref_landmarks = landmarks.to(at::kCPU, at::kDouble) * (preview / static_cast<double>(ref_pixels.size(-1)));
 }
 
 void LookaheadModel::set_reference_identity(Batch& batch, const at::Tensor& ref_pixels, const at::Tensor& landmarks) {

@@ -23,6 +23,7 @@
 #include "model/adapters/resampler.h"
 #include "model/lookahead/alpha_schedule.h"
 #include "model/lookahead/step_draw.h"
+#include "model/lookahead/variant.h"
 #include "model/nn/lora.h"
 #include "model/sched/noise_schedule.h"
 #include "model/unet/unet_2d_condition.h"
@@ -54,6 +55,10 @@ struct LookaheadModelConfig {
   double adapter_drop_p = 0.1;        ///< per sample, branch 1: IP tokens -> unconditional tokens
   double kv_drop_p = 0.05;            ///< reference-token dropout, both branches
   double lambda_id = 1e-3;            ///< λ of the ArcFace identity loss
+  /// The ablation switches (docs/ablations.md): no KV encoder (IP-Adapter Plus alone) and the
+  /// image the lookahead branch's losses see (LCM preview or the diffusion branch's x̂0).
+  bool use_kv_encoder = true;
+  PreviewKind preview = PreviewKind::kLcm;
   double diffusion_timestep_a = 0.5;  ///< importance sampler of branch 1
   double lcm_timestep_a = 0.2;        ///< importance sampler of branch 2
   double ip_scale = 1.0;              ///< IP-Adapter attention scale (training and official inference)
@@ -74,6 +79,11 @@ struct LookaheadModelConfig {
   /// training script (a suffix match; docs/models.md, "LoRA"). With lcm_lora_rank 64 it gives the
   /// published file's structure without the file (shape-only models on meta).
   static bool lcm_lora_sdxl_target(const std::string& layer_path);
+
+  /// Whether the lookahead branch's losses run (some weight is nonzero).
+  bool lookahead_branch() const { return lambda_id > 0; }
+  /// Whether the LCM-LoRA is used (and attached): the branch runs on the LCM preview.
+  bool uses_lcm() const { return lookahead_branch() && preview == PreviewKind::kLcm; }
 };
 
 /// Files of the published weights; empty paths are skipped.
@@ -103,9 +113,16 @@ struct Batch {
   int64_t size() const { return z_tgt.defined() ? z_tgt.size(0) : 0; }
 };
 
+/// Result of the diffusion branch.
+struct DiffusionBranch {
+  at::Tensor loss;  ///< [] mse(ε̂, ε) in float32, mean over the local batch
+  at::Tensor x0;    ///< [B, C, h, w] float32 x̂0 of ε̂ at the branch's timestep (with graph), when asked for
+};
+
 /// Result of the lookahead branch.
 struct LookaheadLoss {
-  at::Tensor loss;        ///< [] α·λ·mean over usable samples of (1 − cos); 0 (with graph) when none
+  at::Tensor loss;        ///< [] the branch's local loss: id_loss (+ the other terms)
+  at::Tensor id_loss;     ///< [] α·λ·mean over usable samples of (1 − cos); 0 (with graph) when none
   at::Tensor per_sample;  ///< [B] float32 α·λ·(1 − cos), 0 for unusable samples (for a global mean)
   at::Tensor valid;       ///< [B] bool: the sample's landmarks are usable (all finite)
   int64_t valid_count = 0;
@@ -151,10 +168,15 @@ class LookaheadModel {
                 at::IntArrayRef latent_shape) const;
 
   /// Branch 1: mse(ε̂, ε) in float32, mean over the local batch (docs/training.md, "One step", item 4).
-  at::Tensor diffusion_loss(const Batch& batch, const StepDraw& draw);
+  at::Tensor diffusion_loss(const Batch& batch, const StepDraw& draw) { return diffusion_branch(batch, draw).loss; }
+  /// Branch 1, and with `with_x0` the base's x̂0 estimate for an x0 preview (x0_lookahead_loss).
+  DiffusionBranch diffusion_branch(const Batch& batch, const StepDraw& draw, bool with_x0 = false);
   /// Branch 2 at LCM-LoRA scale `alpha` (left in lcm_scale() afterwards): the ArcFace identity
-  /// loss of the one-step LCM preview, multiplied by α·λ.
+  /// loss of the one-step LCM preview, multiplied by α·λ. Needs config().uses_lcm().
   LookaheadLoss lookahead_loss(const Batch& batch, const StepDraw& draw, double alpha);
+  /// Branch 2 of the x0 ablation: the same losses (scale 1: there is no α) on the decoded x̂0 of
+  /// a diffusion_branch(…, with_x0 = true); no second UNet run.
+  LookaheadLoss x0_lookahead_loss(const Batch& batch, const DiffusionBranch& diffusion);
 
   /// IP tokens [B, Q, D_out] of the reference features; samples with `drop` set (a [B] bool
   /// tensor, or undefined for none) get the unconditional tokens instead.
@@ -169,6 +191,12 @@ class LookaheadModel {
   /// modules) and keep non-finite landmarks, so the identity loss masks them out.
   void set_reference_identity(Batch& batch, const at::Tensor& ref_pixels, const at::Tensor& landmarks);
 
+  /// What the step's losses need of the reference photos `ref_pixels` [B, 3, S, S] in [-1, 1]
+  /// with `landmarks` [B, 5, 2] in their pixels, without gradient: the landmarks on the preview's
+  /// grid always, the reference identity (set_reference_identity) only when λ_ID > 0, so that a
+  /// run without the identity loss never runs ArcFace.
+  void set_reference(Batch& batch, const at::Tensor& ref_pixels, const at::Tensor& landmarks);
+
   /// Runs every unit of units() through `runner` (null: in place); it must outlive its use.
   void set_unit_runner(dist::UnitRunner* runner);
 
@@ -176,7 +204,9 @@ class LookaheadModel {
   const at::TensorOptions& tensor_options() const { return options_; }
   unet::UNet2DConditionModel unet() const { return unet_; }
   adapters::IpAdapter ip_adapter() const { return ip_; }
-  adapters::KvEncoder& encoder() { return *encoder_; }
+  /// The KV encoder; refused when config().use_kv_encoder is off.
+  adapters::KvEncoder& encoder();
+  bool has_kv_encoder() const { return encoder_ != nullptr; }
   vae::DecoderTiny taesd_decoder() const { return taesd_decoder_; }
   std::shared_ptr<torch::nn::Module> arcface_module() const { return arcface_module_; }
   /// The LCM-LoRA scale α shared by every "lcm" adapter.
@@ -189,6 +219,11 @@ class LookaheadModel {
   unet::UNetInputs unet_inputs(const at::Tensor& sample, const at::Tensor& t, const at::Tensor& prompt,
                                const at::Tensor& pooled, const at::Tensor& time_ids) const;
   void check_batch(const Batch& batch, const StepDraw& draw) const;
+  /// The reference K/V of a branch (null without a KV encoder) and the decoder's inputs.
+  unet::UNetInputs branch_inputs(const Batch& batch, const at::Tensor& eps, const at::Tensor& t, const at::Tensor& ip,
+                                 uint64_t kv_drop_seed);
+  /// The losses of a branch on the latent image z0 [B, C, h, w] (float32, with graph), times `scale`.
+  LookaheadLoss preview_losses(const Batch& batch, const at::Tensor& z0, double scale);
   void freeze();
 
   LookaheadModelConfig config_;

@@ -122,7 +122,8 @@ for a, b in zip(many, one):
     for k in sorted(set(a) | set(b)):
         if k.startswith(("time_", "mem_", "comm_")): continue  # rank 0's own, by definition (1 rank sends nothing)
         x, y = a.get(k), b.get(k)
-        exact = k in ("step", "dtype", "alpha", "t_diffusion_mean", "t_lookahead_mean", "faces_valid", "records_skipped",
+        exact = k in ("step", "dtype", "preview", "kv_encoder", "lambda_id", "lambda_dreamsim", "alpha", "t_diffusion_mean",
+                      "t_lookahead_mean", "faces_valid", "records_skipped",
                       "lr_adapter", "lr_lora")
         # Losses and norms: the same samples, summed in another order (fp32).
         ok = x == y if exact else (x is not None and y is not None and math.isclose(x, y, rel_tol=1e-4, abs_tol=1e-6))
