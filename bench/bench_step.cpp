@@ -49,7 +49,24 @@ struct Options : CommonOptions {
   std::vector<trainer::Recompute> recompute{trainer::DistConfig().recompute};
   trainer::LossMode loss_mode = trainer::LossMode::kSum;
   trainer::ModelDtype dtype = trainer::ModelDtype::kFp32;
+  /// Ablation variants measured side by side (overlap on, the first placement), by preset name.
+  std::vector<std::string> variants;
 };
+
+/// The variant keys of an ablation preset (launch/configs/ablation/N-NAME.ini), by NAME.
+struct VariantKeys {
+  bool kv = true;
+  model::PreviewKind preview = model::PreviewKind::kLcm;
+  double lambda_id = 1e-3, lambda_dreamsim = 0;
+};
+const std::map<std::string, VariantKeys>& variant_presets() {
+  static const std::map<std::string, VariantKeys> v{{"consistent-data", {false, model::PreviewKind::kLcm, 0, 0}},
+                                                    {"x0-id", {false, model::PreviewKind::kX0, 1e-3, 0}},
+                                                    {"lookahead-id", {false, model::PreviewKind::kLcm, 1e-3, 0}},
+                                                    {"full", {true, model::PreviewKind::kLcm, 1e-3, 0}},
+                                                    {"official", {true, model::PreviewKind::kLcm, 1e-3, 1e-3}}};
+  return v;
+}
 
 void describe_options(po::options_description& desc) {
   // One option per line reads as a table.
@@ -79,6 +96,10 @@ void describe_options(po::options_description& desc) {
        "model.dtype: fp32, or bf16 (frozen weights in bf16, fp32 trainable masters computed in bf16)")
       ("loss-mode", po::value<std::string>()->default_value("sum"),
        "loss.mode of the step: sum (one optimizer step) or alternate (one after each branch)")
+      ("variants", po::value<std::string>()->default_value(""),
+       "comma-separated ablation presets measured side by side instead of the overlap configurations "
+       "(overlap on, the first placement): consistent-data, x0-id, lookahead-id, full, official "
+       "(launch/configs/ablation/, docs/ablations.md)")
       ("threads", po::value<int>()->default_value(1),
        "intra-op threads per rank (train.threads; 1 leaves one core per rank for 2 ranks on 2 cores)");
   // clang-format on
@@ -116,6 +137,11 @@ void read_options(const po::variables_map& vm, Options& opt) {
   if (!dtype || *dtype == trainer::ModelDtype::kAuto)
     throw std::invalid_argument("--dtype must be fp32 or bf16, got '" + vm["dtype"].as<std::string>() + "'");
   opt.dtype = *dtype;
+  opt.variants = split_commas(vm["variants"].as<std::string>());
+  for (const auto& v : opt.variants)
+    if (!variant_presets().contains(v))
+      throw std::invalid_argument("--variants: '" + v +
+                                  "' is not one of consistent-data, x0-id, lookahead-id, full, official");
   if (opt.steps < 1) throw std::invalid_argument("--steps must be >= 1");
   if (opt.warmup < 1) throw std::invalid_argument("--warmup must be >= 1 (the first step records the unit order)");
   if (opt.threads < 1) throw std::invalid_argument("--threads must be >= 1");
@@ -155,8 +181,9 @@ ModelSetup make_setup(const std::string& name, const model::LookaheadModelConfig
 
 /// One benchmark configuration.
 struct BenchCase {
-  std::string name;  // "overlap on", "overlap off", "keep_gathered"
+  std::string name;  // "overlap on", "overlap off", "keep_gathered", or an ablation variant
   trainer::DistConfig dist;
+  std::optional<VariantKeys> variant;  // the ablation keys of this case (none: the full model)
 };
 
 /// One measured step; every value is the maximum over ranks.
@@ -228,14 +255,22 @@ class CaseRunner {
     const double t_build = now_s();
     trainer::TrainConfig c = config;
     c.dist = bc.dist;
+    model_ = setup.config;
+    if (bc.variant) {
+      c.model.kv_encoder = bc.variant->kv ? model::KvEncoderMode::kOn : model::KvEncoderMode::kOff;
+      c.loss.preview = model_.preview = bc.variant->preview;
+      c.loss.lambda_id = model_.lambda_id = bc.variant->lambda_id;
+      c.loss.lambda_dreamsim = model_.lambda_dreamsim = bc.variant->lambda_dreamsim;
+      model_.use_kv_encoder = bc.variant->kv;
+    }
     // The same model (train.seed) in every configuration.
-    state_ = std::make_unique<trainer::TrainState>(world, c, trainer::TrainStateOptions{setup.config, {}});
+    state_ = std::make_unique<trainer::TrainState>(world, c, trainer::TrainStateOptions{model_, {}});
     result.build_s = bench::max_over_ranks(now_s() - t_build, ctl);
   }
 
   /// One training step; returns its sample (max over ranks). Collective.
   StepSample step(int step) {
-    model::SyntheticBatch sb = model::synthetic_batch(setup_.config, setup_.shape, step, first_, per_rank_);
+    model::SyntheticBatch sb = model::synthetic_batch(model_, setup_.shape, step, first_, per_rank_);
     const std::vector<int64_t> latent_shape{4, setup_.shape.latent, setup_.shape.latent};
     LA_MPI_CHECK(MPI_Barrier(ctl_));
     const double c0 = process_cpu_s();
@@ -273,6 +308,7 @@ class CaseRunner {
 
  private:
   const ModelSetup& setup_;
+  model::LookaheadModelConfig model_;  // setup_.config with this case's ablation keys
   dist::World& world_;
   MPI_Comm ctl_;
   int64_t global_, per_rank_ = 0, first_ = 0;
@@ -338,7 +374,15 @@ int run(const Options& opt, dist::World& world) {
   const ModelSetup setup = make_setup(opt.config, trainer::model_config(config, world.device()));
 
   std::vector<BenchCase> configs;
-  for (const auto& p : opt.placements) {
+  for (const auto& name : opt.variants) {
+    trainer::DistConfig on;
+    on.placement = dist::placement_from_string(opt.placements.front());
+    on.max_gathered_units = opt.ring;
+    on.replicate_units = opt.replicate_units;
+    on.recompute = opt.recompute.front();
+    configs.push_back({name, on, variant_presets().at(name)});
+  }
+  for (const auto& p : opt.variants.empty() ? opt.placements : std::vector<std::string>{}) {
     trainer::DistConfig on;
     on.placement = dist::placement_from_string(p);
     on.prefetch = true;
@@ -348,17 +392,17 @@ int run(const Options& opt, dist::World& world) {
     trainer::DistConfig off = on;
     off.prefetch = false;
     off.max_gathered_units = 1;
-    configs.push_back({"overlap on", on});
-    if (opt.overlap_off) configs.push_back({"overlap off", off});
+    configs.push_back({"overlap on", on, std::nullopt});
+    if (opt.overlap_off) configs.push_back({"overlap off", off, std::nullopt});
     if (opt.keep_gathered) {
       trainer::DistConfig keep = on;
       keep.keep_gathered = true;
-      configs.push_back({"keep_gathered", keep});
+      configs.push_back({"keep_gathered", keep, std::nullopt});
     }
     for (size_t i = 1; i < opt.recompute.size(); ++i) {
       trainer::DistConfig r = on;
       r.recompute = opt.recompute[i];
-      configs.push_back({"recompute " + std::string(trainer::config_name(r.recompute)), r});
+      configs.push_back({"recompute " + std::string(trainer::config_name(r.recompute)), r, std::nullopt});
     }
   }
   if (world.is_root()) {

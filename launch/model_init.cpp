@@ -74,6 +74,7 @@ std::vector<std::pair<std::string, std::string>> model_lines(const model::init::
   lines.emplace_back("sdxl_folder", f.sdxl_folder);
   lines.emplace_back("vae", f.vae);
   lines.emplace_back("image_encoder", f.image_encoder);
+  lines.emplace_back("dreamsim", f.dreamsim);
   return lines;
 }
 

@@ -72,6 +72,8 @@ model::LookaheadModelConfig model_config(const TrainConfig& c, const c10::Device
   m.lambda_id = c.loss.lambda_id;
   m.use_kv_encoder = c.model.kv_encoder == model::KvEncoderMode::kOn;
   m.preview = c.loss.preview;
+  m.lambda_dreamsim = c.loss.lambda_dreamsim;
+  m.dreamsim = tiny ? model::vision::DreamSimOptions::tiny() : model::vision::DreamSimOptions::ensemble();
   m.diffusion_timestep_a = c.loss.timestep_a_diffusion;
   m.lcm_timestep_a = c.loss.timestep_a_lookahead;
   m.ip_scale = c.model.ip_scale;
@@ -124,8 +126,8 @@ TrainState::TrainState(dist::World& world, const TrainConfig& config, TrainState
   // brought its own model.
   model::LookaheadWeightFiles files;
   if (!options.model)
-    files = {config.model.unet_weights, config.model.ip_adapter, config.model.lcm_lora, config.model.taesd,
-             config.model.arcface};
+    files = {config.model.unet_weights, config.model.ip_adapter, config.model.lcm_lora,
+             config.model.taesd,        config.model.arcface,    config.model.dreamsim};
   model_ = std::make_unique<model::LookaheadModel>(options.model ? *options.model : model_config(config, device), device,
                                                    files);
   std::map<std::string, at::Tensor> loaded = model_->take_file_trainables();
@@ -186,7 +188,7 @@ StepStats TrainState::step(const model::Batch& batch, const model::StepDraw& dra
   const model::LookaheadModelConfig& mc = model_->config();
   const bool branch2 = mc.lookahead_branch();
   const bool x0 = branch2 && mc.preview == model::PreviewKind::kX0;
-  TORCH_CHECK(!branch2 || batch.ref_id.defined(),
+  TORCH_CHECK(mc.lambda_id == 0 || batch.ref_id.defined(),
               "TrainState::step: batch.ref_id is not set (LookaheadModel::set_reference first)");
   TORCH_CHECK(optimizer_, "TrainState::step: built without an optimizer (TrainStateOptions::with_optimizer)");
   const double ranks = static_cast<double>(world_.size());
@@ -220,9 +222,13 @@ StepStats TrainState::step(const model::Batch& batch, const model::StepDraw& dra
   };
   // Rescale the local identity mean so that averaging over ranks gives the mean over the global
   // batch's usable samples.
+  at::Tensor id_global, dreamsim_global;  // the branch's terms, each averaging to its global mean over ranks
   auto global_loss = [&](const model::LookaheadLoss& l) {
     const double valid = static_cast<double>(std::max<int64_t>(l.valid_count, 1));
-    return l.id_loss * (st.faces_valid > 0 ? valid * ranks / static_cast<double>(st.faces_valid) : 0.0);
+    id_global = l.id_loss * (st.faces_valid > 0 ? valid * ranks / static_cast<double>(st.faces_valid) : 0.0);
+    // DreamSim is a mean over every sample: ranks hold equal shares, so their average is global.
+    dreamsim_global = l.dreamsim_loss.defined() ? l.dreamsim_loss : at::zeros_like(id_global);
+    return id_global + dreamsim_global;
   };
   if (count_tensors) reset_cpu_tensor_peak();
   at::Tensor l1, l2_global;
@@ -257,7 +263,7 @@ StepStats TrainState::step(const model::Batch& batch, const model::StepDraw& dra
       st.lookahead_s = seconds_since(t2);
     } else {
       st.tensor_peak_lookahead = st.tensor_peak_diffusion < 0 ? -1 : 0;
-      l2_global = at::zeros({}, at::TensorOptions().dtype(at::kFloat));
+      l2_global = id_global = dreamsim_global = at::zeros({}, at::TensorOptions().dtype(at::kFloat));
     }
   }
   st.grad_norm = optimizer_step();
@@ -275,11 +281,14 @@ StepStats TrainState::step(const model::Batch& batch, const model::StepDraw& dra
   // model's device (CUDA on GPUs); their values cross to the host here.
   const std::vector<double> sums = dist::all_reduce_values(
       *world_.comm(),
-      {l1.detach().item<double>(), l2_global.detach().item<double>(), draw.timesteps.to(at::kDouble).sum().item<double>(),
-       draw.lcm_timesteps.to(at::kDouble).sum().item<double>(), static_cast<double>(batch.size())},
+      {l1.detach().item<double>(), l2_global.detach().item<double>(),
+       draw.timesteps.to(at::kDouble).sum().item<double>(), draw.lcm_timesteps.to(at::kDouble).sum().item<double>(),
+       static_cast<double>(batch.size()), id_global.detach().item<double>(), dreamsim_global.detach().item<double>()},
       dist::ReduceOp::kSum);
   st.loss_diffusion = sums[0] / ranks;
   st.loss_lookahead = sums[1] / ranks;
+  st.loss_id = sums[5] / ranks;
+  st.loss_dreamsim = sums[6] / ranks;
   st.t_diffusion_mean = sums[2] / sums[4];
   st.t_lookahead_mean = sums[3] / sums[4];
   ++step_;
@@ -297,7 +306,7 @@ SavedCheckpoint TrainState::save(const data::Cursor& cursor) {
   for (auto& [g, lr] : engine_->trainable_groups()) req.trainable.push_back(g);
   req.optimizer = optimizer_.get();
   const std::vector<std::string> sources{config_.model.unet_weights, config_.model.lcm_lora, config_.model.taesd,
-                                         config_.model.arcface};
+                                         config_.model.arcface, config_.model.dreamsim};
   for (auto& g : engine_->groups())
     if (!g->trainable()) req.frozen.push_back(ckpt::FrozenGroupRef{g, sources});
   req.config_text = config_.resolved_ini;

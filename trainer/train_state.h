@@ -43,7 +43,9 @@ std::set<std::string> kept_activation_units(Recompute policy, const std::vector<
 /// What one step measured; host values, the same on every rank unless marked local.
 struct StepStats {
   double loss_diffusion = 0;   ///< mean over the global batch
-  double loss_lookahead = 0;   ///< α·λ·(1 − cos), mean over the global batch's usable samples
+  double loss_lookahead = 0;   ///< the lookahead branch's loss: loss_id + loss_dreamsim
+  double loss_id = 0;          ///< α·λ·(1 − cos), mean over the global batch's usable samples
+  double loss_dreamsim = 0;    ///< α·λ_DreamSim·DreamSim(preview, reference), mean over the global batch
   double alpha = 0;            ///< LCM-LoRA scale of branch 2
   double t_diffusion_mean = 0;  ///< mean timestep of branch 1 over the global batch
   double t_lookahead_mean = 0;  ///< mean timestep of branch 2 over the global batch

@@ -38,6 +38,8 @@ StepRecord step_record(int64_t step, const StepStats& st, const TrainConfig& con
               {"kv_encoder", std::string(config_name(config.model.kv_encoder))}};
   r.values = {{"loss_diffusion", st.loss_diffusion},
               {"loss_lookahead", st.loss_lookahead},
+              {"loss_id", st.loss_id},
+              {"loss_dreamsim", st.loss_dreamsim},
               {"lambda_id", config.loss.lambda_id},
               {"lambda_dreamsim", config.loss.lambda_dreamsim},
               {"t_diffusion_mean", st.t_diffusion_mean},

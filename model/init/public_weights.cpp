@@ -19,6 +19,7 @@
 #include "model/lookahead/lookahead_model.h"
 #include "model/text/clip_tokenizer.h"
 #include "model/text/clip_tokenizer_files.h"
+#include "model/vision/dreamsim.h"
 
 namespace lookahead::model::init {
 namespace {
@@ -39,6 +40,7 @@ struct PresetSpec {
   face::IResNetOptions iresnet;
   std::string iresnet_name;
   vision::ClipVisionConfig clip_vision = vision::ClipVisionConfig::vit_l14();  ///< the CLIP score's vision tower
+  vision::DreamSimOptions dreamsim = vision::DreamSimOptions::ensemble();      ///< the DreamSim loss's networks
   bool turbo = false;
 };
 
@@ -60,6 +62,7 @@ PresetSpec preset_spec(InitPreset preset) {
     s.iresnet = face::IResNetOptions::named(m.arcface).layers(m.arcface_layers);
     s.iresnet_name = m.arcface;
     s.clip_vision = vision::ClipVisionConfig::tiny();
+    s.dreamsim = vision::DreamSimOptions::tiny();
     return s;
   }
   const LookaheadModelConfig m = LookaheadModelConfig::sdxl();
@@ -366,6 +369,13 @@ InitFiles write_public_weights(const InitOptions& o) {
   text::write_clip_tokenizer_folder(tokenizer, f.clip_model, {"<|endoftext|>", "openai/clip-vit-large-patch14"});
   for (const char* file : {"vocab.json", "merges.txt", "special_tokens_map.json", "tokenizer_config.json"})
     w.record((fs::path(f.clip_model) / file).string());
+
+  // The DreamSim loss's networks: the dreamsim package's cache folder (float32, as released).
+  f.dreamsim = w.dir("dreamsim");
+  vision::DreamSimWriteOptions dreamsim_files;
+  dreamsim_files.dtype = fp32;
+  for (const std::string& path : vision::write_random_dreamsim(f.dreamsim, s.dreamsim, o.seed, dreamsim_files))
+    w.record(path);
   return f;
 }
 

@@ -50,6 +50,7 @@ struct InitFiles {
   std::string arcface_iresnet_name;    ///< "iresnet100" or "iresnet50"
   std::string mtcnn;                   ///< facenet-pytorch data folder
   std::string clip_model;              ///< the CLIP score's CLIPModel folder (clip-vit-large-patch14)
+  std::string dreamsim;                ///< the dreamsim package's cache folder (the ensemble; tiny: its tiny sizes)
   std::vector<std::string> files;      ///< every file written, in order
   uint64_t bytes = 0;                  ///< their total size
 };

@@ -90,6 +90,7 @@ LookaheadModelConfig LookaheadModelConfig::tiny() {
                                        "LookaheadModelConfig::tiny");
   c.resampler = adapters::ResamplerOptions().dim(16).heads(1).depth(1).num_queries(4).embedding_dim(12).output_dim(24);
   c.taesd = vae::TinyConfig{.encoder_block_out_channels = {8, 8, 8, 8}, .decoder_block_out_channels = {8, 8, 8, 8}};
+  c.dreamsim = vision::DreamSimOptions::tiny();
   c.arcface = "iresnet50";
   c.arcface_layers = {1, 1, 1, 1};
   c.lcm_lora_rank = 4;
@@ -120,7 +121,8 @@ LookaheadModel::LookaheadModel(LookaheadModelConfig config, at::Device device, c
       options_(at::TensorOptions().dtype(config_.dtype).device(device)),
       schedule_(config_.schedule) {
   const bool any_file = !files.unet.empty() || !files.ip_adapter.empty() || !files.lcm_lora.empty() ||
-                        !files.taesd.empty() || !files.arcface.empty();
+                        !files.taesd.empty() || !files.arcface.empty() ||
+                        (!files.dreamsim.empty() && config_.lambda_dreamsim > 0);
   TORCH_CHECK(!(any_file && device == at::kMeta), "LookaheadModel: weight files cannot be loaded on the meta device");
   // A network whose file follows is built without values (its strict load fills every one).
   auto maybe_skip = [](const std::string& file) { return file.empty() ? nullptr : std::make_unique<nn::SkipInit>(); };
@@ -159,6 +161,17 @@ LookaheadModel::LookaheadModel(LookaheadModelConfig config, at::Device device, c
   }
   arcface_module_->eval();
   skip_arcface.reset();
+  if (config_.lambda_dreamsim > 0) {
+    if (!files.dreamsim.empty()) {
+      // The loader reads the architecture from the files (ensemble or tiny) and merges the LoRA.
+      dreamsim_ = vision::load_dreamsim(files.dreamsim, device, config_.dtype);
+    } else {
+      auto opts = config_.dreamsim;
+      opts.tensor_options = options_;
+      dreamsim_ = vision::DreamSim(opts);
+    }
+    dreamsim_->eval();
+  }
 
   // The LCM-LoRA exists only where it runs: an x0 preview or a run without the lookahead branch
   // neither creates nor loads it.
@@ -190,6 +203,8 @@ void LookaheadModel::freeze() {
   for (auto& p : unet_->parameters()) p.set_requires_grad(false);
   for (auto& p : taesd_decoder_->parameters()) p.set_requires_grad(false);
   for (auto& p : arcface_module_->parameters()) p.set_requires_grad(false);
+  if (dreamsim_)
+    for (auto& p : dreamsim_->parameters()) p.set_requires_grad(false);
   for (auto& p : ip_->parameters()) p.set_requires_grad(true);
   for (auto& [path, layer] : nn::lora_layers(*unet_))
     for (const auto& a : *adapters_of(*layer))
@@ -281,6 +296,18 @@ std::vector<dist::ShardingUnit> LookaheadModel::units() {
   dist::ShardingUnit arc{"arcface", {}, {}, {}, {}};
   append_state(arc.frozen, *arcface_module_, "arcface.");
   out.push_back(std::move(arc));
+  if (dreamsim_) {
+    size_t held = 0;
+    for (int64_t i = 0; i < dreamsim_->num_extractors(); ++i) {
+      const std::string prefix = "dreamsim." + dreamsim_->extractor_prefix(i);  // "dreamsim.extractor_list.<i>."
+      dist::ShardingUnit u{prefix.substr(0, prefix.size() - 1), {}, {}, {}, {}};
+      append_state(u.frozen, dreamsim_->extractor(i), prefix);
+      held += u.frozen.size();
+      out.push_back(std::move(u));
+    }
+    TORCH_INTERNAL_ASSERT(held == dreamsim_->named_parameters().size() + dreamsim_->named_buffers().size(),
+                          "DreamSim tensors outside its extractors");
+  }
   return out;
 }
 
@@ -433,37 +460,74 @@ LookaheadLoss LookaheadModel::preview_losses(const Batch& batch, const at::Tenso
   TORCH_CHECK(batch.ref_landmarks.defined() && batch.ref_landmarks.dim() == 3 && batch.ref_landmarks.size(0) == n &&
                   batch.ref_landmarks.size(1) == 5 && batch.ref_landmarks.size(2) == 2,
               "LookaheadModel: ref_landmarks must be [B, 5, 2]");
-  TORCH_CHECK(batch.ref_id.defined() && batch.ref_id.dim() == 2 && batch.ref_id.size(0) == n,
-              "LookaheadModel: ref_id must be [B, 512]");
   const at::Tensor image =
       nn::call_unit(runner_, "taesd.decoder",
                     [this](const std::vector<at::Tensor>& in) { return std::vector<at::Tensor>{taesd_decoder_->forward(in[0])}; },
                     {z0.to(options_)})[0];  // [B, 3, H, W] in [-1, 1]
 
-  // Samples without usable landmarks still run (every rank runs the same modules); they are
-  // aligned on the template's position and masked out of the loss.
-  const auto [safe, valid] = landmarks_or_template(batch.ref_landmarks, static_cast<double>(image.size(3)));
-  const at::Tensor faces = face::align_faces(image, safe);               // [B, 3, 112, 112]
-  const at::Tensor e = arcface(faces).to(at::kFloat);                     // [B, 512]
-  const at::Tensor cos = (e * batch.ref_id.to(e.options())).sum(1);      // [B]
-  const at::Tensor mask = valid.to(e.device(), at::kFloat);
-
   LookaheadLoss out;
-  out.valid = valid;
-  out.valid_count = valid.sum().item<int64_t>();
-  out.per_sample = (1.0 - cos) * mask * (scale * config_.lambda_id);
-  out.id_loss = out.per_sample.sum() / static_cast<double>(std::max<int64_t>(out.valid_count, 1));
-  out.loss = out.id_loss;
   out.preview = image.detach();
+  const at::TensorOptions f32 = at::TensorOptions().dtype(at::kFloat).device(options_.device());
+  out.id_loss = at::zeros({}, f32);
+  out.per_sample = at::zeros({n}, f32);
+  out.valid = at::zeros({n}, at::kBool);
+  if (config_.lambda_id > 0) {
+    TORCH_CHECK(batch.ref_id.defined() && batch.ref_id.dim() == 2 && batch.ref_id.size(0) == n,
+                "LookaheadModel: ref_id must be [B, 512]");
+    // Samples without usable landmarks still run (every rank runs the same modules); they are
+    // aligned on the template's position and masked out of the loss.
+    const auto [safe, valid] = landmarks_or_template(batch.ref_landmarks, static_cast<double>(image.size(3)));
+    const at::Tensor faces = face::align_faces(image, safe);           // [B, 3, 112, 112]
+    const at::Tensor e = arcface(faces).to(at::kFloat);                // [B, 512]
+    const at::Tensor cos = (e * batch.ref_id.to(e.options())).sum(1);  // [B]
+    const at::Tensor mask = valid.to(e.device(), at::kFloat);
+    out.valid = valid;
+    out.valid_count = valid.sum().item<int64_t>();
+    out.per_sample = (1.0 - cos) * mask * (scale * config_.lambda_id);
+    out.id_loss = out.per_sample.sum() / static_cast<double>(std::max<int64_t>(out.valid_count, 1));
+  }
+  out.loss = out.id_loss;
+  if (config_.lambda_dreamsim > 0) {
+    // Whole images, every sample (no face crop, no mask), as the official DreamSIMLoss.
+    TORCH_CHECK(batch.ref_dreamsim.defined() && batch.ref_dreamsim.dim() == 2 && batch.ref_dreamsim.size(0) == n,
+                "LookaheadModel: ref_dreamsim must be [B, D] (set_reference with lambda_dreamsim > 0)");
+    const at::Tensor e = dreamsim_embedding(image);  // [B, D] float32
+    const at::Tensor distance = 1.0 - at::cosine_similarity(e, batch.ref_dreamsim.to(e.options()), 1, 1e-8);  // [B]
+    out.dreamsim_loss = distance.mean() * (scale * config_.lambda_dreamsim);
+    out.loss = out.loss + out.dreamsim_loss;
+  }
   return out;
 }
 
+at::Tensor LookaheadModel::dreamsim_embedding(const at::Tensor& images) {
+  TORCH_CHECK(dreamsim_, "LookaheadModel: no DreamSim network (loss.lambda_dreamsim = 0)");
+  const at::Tensor x = vision::dreamsim_input(images.to(at::kFloat), dreamsim_->options.image_size());  // [B, 3, S, S]
+  std::vector<at::Tensor> features;
+  for (int64_t i = 0; i < dreamsim_->num_extractors(); ++i) {
+    const std::string prefix = dreamsim_->extractor_prefix(i);
+    features.push_back(nn::call_unit(runner_, "dreamsim." + prefix.substr(0, prefix.size() - 1),
+                                     [this, i](const std::vector<at::Tensor>& in) {
+                                       return std::vector<at::Tensor>{dreamsim_->features(i, in[0])};
+                                     },
+                                     {x.to(options_)})[0]
+                           .to(at::kFloat));  // [B, d_i]
+  }
+  return dreamsim_->combine(features);  // [B, D]
+}
+
 void LookaheadModel::set_reference(Batch& batch, const at::Tensor& ref_pixels, const at::Tensor& landmarks) {
-  if (config_.lambda_id > 0) return set_reference_identity(batch, ref_pixels, landmarks);
-  TORCH_CHECK(landmarks.dim() == 3 && ref_pixels.dim() == 4 && batch.z_tgt.defined(),
-              "set_reference: expected ref_pixels [B, 3, S, S], landmarks [B, 5, 2] and the batch's z_tgt");
-  const double preview = 8.0 * static_cast<double>(batch.z_tgt.size(-1));  // TAESD decodes 8x
-  batch.ref_landmarks = landmarks.to(at::kCPU, at::kDouble) * (preview / static_cast<double>(ref_pixels.size(-1)));
+  if (config_.lambda_id > 0) {
+    set_reference_identity(batch, ref_pixels, landmarks);
+  } else {
+    TORCH_CHECK(landmarks.dim() == 3 && ref_pixels.dim() == 4 && batch.z_tgt.defined(),
+                "set_reference: expected ref_pixels [B, 3, S, S], landmarks [B, 5, 2] and the batch's z_tgt");
+    const double preview = 8.0 * static_cast<double>(batch.z_tgt.size(-1));  // TAESD decodes 8x
+    batch.ref_landmarks = landmarks.to(at::kCPU, at::kDouble) * (preview / static_cast<double>(ref_pixels.size(-1)));
+  }
+  if (config_.lambda_dreamsim > 0) {
+    at::NoGradGuard no_grad;
+    batch.ref_dreamsim = dreamsim_embedding(ref_pixels.to(options_));  // [B, D] float32
+  }
 }
 
 void LookaheadModel::set_reference_identity(Batch& batch, const at::Tensor& ref_pixels, const at::Tensor& landmarks) {

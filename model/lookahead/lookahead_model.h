@@ -30,6 +30,7 @@
 #include "model/unet/unet_config.h"
 #include "model/vae/autoencoder_tiny.h"
 #include "model/vae/vae_config.h"
+#include "model/vision/dreamsim.h"
 
 namespace lookahead::model {
 
@@ -59,6 +60,11 @@ struct LookaheadModelConfig {
   /// image the lookahead branch's losses see (LCM preview or the diffusion branch's x̂0).
   bool use_kv_encoder = true;
   PreviewKind preview = PreviewKind::kLcm;
+  /// λ of the DreamSim term between the preview and the reference photo (the official
+  /// configuration's 1e-3); > 0 builds the DreamSim network `dreamsim` (frozen, one sharding unit
+  /// per base network).
+  double lambda_dreamsim = 0;
+  vision::DreamSimOptions dreamsim = vision::DreamSimOptions::ensemble();
   double diffusion_timestep_a = 0.5;  ///< importance sampler of branch 1
   double lcm_timestep_a = 0.2;        ///< importance sampler of branch 2
   double ip_scale = 1.0;              ///< IP-Adapter attention scale (training and official inference)
@@ -81,7 +87,7 @@ struct LookaheadModelConfig {
   static bool lcm_lora_sdxl_target(const std::string& layer_path);
 
   /// Whether the lookahead branch's losses run (some weight is nonzero).
-  bool lookahead_branch() const { return lambda_id > 0; }
+  bool lookahead_branch() const { return lambda_id > 0 || lambda_dreamsim > 0; }
   /// Whether the LCM-LoRA is used (and attached): the branch runs on the LCM preview.
   bool uses_lcm() const { return lookahead_branch() && preview == PreviewKind::kLcm; }
 };
@@ -93,6 +99,7 @@ struct LookaheadWeightFiles {
   std::string lcm_lora;    ///< kohya LCM-LoRA safetensors (attached as adapter "lcm")
   std::string taesd;       ///< TAESD(XL) safetensors (only `decoder.*` is used)
   std::string arcface;     ///< ArcFace weights (.pth / .pt / .safetensors)
+  std::string dreamsim;    ///< the `dreamsim` package's cache folder (used with lambda_dreamsim > 0)
 };
 
 /// One rank's share of a step's inputs, on the model's device (floating tensors are cast to the
@@ -109,6 +116,7 @@ struct Batch {
   at::Tensor time_ids;     ///< [B, 6] SDXL micro-conditioning
   at::Tensor ref_landmarks;  ///< [B, 5, 2] reference face landmarks in preview pixels; non-finite: none
   at::Tensor ref_id;       ///< [B, 512] ArcFace embedding of the reference photo, unit norm
+  at::Tensor ref_dreamsim;  ///< [B, D] DreamSim embedding of the reference photo (lambda_dreamsim > 0)
 
   int64_t size() const { return z_tgt.defined() ? z_tgt.size(0) : 0; }
 };
@@ -123,6 +131,8 @@ struct DiffusionBranch {
 struct LookaheadLoss {
   at::Tensor loss;        ///< [] the branch's local loss: id_loss (+ the other terms)
   at::Tensor id_loss;     ///< [] α·λ·mean over usable samples of (1 − cos); 0 (with graph) when none
+  /// [] α·λ_DreamSim·mean over the local batch of DreamSim(preview, reference); 0 without the term
+  at::Tensor dreamsim_loss;
   at::Tensor per_sample;  ///< [B] float32 α·λ·(1 − cos), 0 for unusable samples (for a global mean)
   at::Tensor valid;       ///< [B] bool: the sample's landmarks are usable (all finite)
   int64_t valid_count = 0;
@@ -194,7 +204,8 @@ class LookaheadModel {
   /// What the step's losses need of the reference photos `ref_pixels` [B, 3, S, S] in [-1, 1]
   /// with `landmarks` [B, 5, 2] in their pixels, without gradient: the landmarks on the preview's
   /// grid always, the reference identity (set_reference_identity) only when λ_ID > 0, so that a
-  /// run without the identity loss never runs ArcFace.
+  /// run without the identity loss never runs ArcFace, and the reference's DreamSim embedding
+  /// (`batch.ref_dreamsim`) when λ_DreamSim > 0.
   void set_reference(Batch& batch, const at::Tensor& ref_pixels, const at::Tensor& landmarks);
 
   /// Runs every unit of units() through `runner` (null: in place); it must outlive its use.
@@ -209,6 +220,11 @@ class LookaheadModel {
   bool has_kv_encoder() const { return encoder_ != nullptr; }
   vae::DecoderTiny taesd_decoder() const { return taesd_decoder_; }
   std::shared_ptr<torch::nn::Module> arcface_module() const { return arcface_module_; }
+  /// The DreamSim network (null unless lambda_dreamsim > 0).
+  vision::DreamSim dreamsim() const { return dreamsim_; }
+  /// DreamSim embedding [B, D] (float32) of images [B, 3, H, W] in [-1, 1], resized as the
+  /// official loss does, each base network through its sharding unit.
+  at::Tensor dreamsim_embedding(const at::Tensor& images);
   /// The LCM-LoRA scale α shared by every "lcm" adapter.
   const std::shared_ptr<nn::LoraScale>& lcm_scale() const { return lcm_scale_; }
   const sched::NoiseSchedule& schedule() const { return schedule_; }
@@ -233,6 +249,7 @@ class LookaheadModel {
   std::unique_ptr<adapters::KvEncoder> encoder_;
   vae::DecoderTiny taesd_decoder_{nullptr};
   std::shared_ptr<torch::nn::Module> arcface_module_;
+  vision::DreamSim dreamsim_{nullptr};
   dist::UnitRunner* runner_ = nullptr;
   std::function<at::Tensor(const at::Tensor&)> arcface_forward_;
   std::shared_ptr<nn::LoraScale> lcm_scale_;

@@ -36,6 +36,7 @@ struct Variant {
   bool kv = true;
   model::PreviewKind preview = model::PreviewKind::kLcm;
   double lambda_id = 1.0;  // weighs like the diffusion loss, so its gradients matter in the comparison
+  double lambda_dreamsim = 0.0;
 };
 
 const std::vector<Variant>& variants() {
@@ -43,7 +44,9 @@ const std::vector<Variant>& variants() {
                                       {"kv_off", false, model::PreviewKind::kLcm, 1.0},
                                       {"x0", false, model::PreviewKind::kX0, 1.0},
                                       {"x0_kv", true, model::PreviewKind::kX0, 1.0},
-                                      {"diffusion_only", false, model::PreviewKind::kLcm, 0.0}};
+                                      {"diffusion_only", false, model::PreviewKind::kLcm, 0.0},
+                                      {"official", true, model::PreviewKind::kLcm, 1.0, 1.0},
+                                      {"dreamsim_x0", false, model::PreviewKind::kX0, 0.0, 1.0}};
   return v;
 }
 
@@ -52,6 +55,7 @@ model::LookaheadModelConfig model_config(const Variant& v) {
   c.lambda_id = v.lambda_id;
   c.use_kv_encoder = v.kv;
   c.preview = v.preview;
+  c.lambda_dreamsim = v.lambda_dreamsim;
   return c;
 }
 
@@ -61,6 +65,7 @@ TrainConfig train_config(const Variant& v, const std::string& out = "") {
   c.model.kv_encoder = v.kv ? model::KvEncoderMode::kOn : model::KvEncoderMode::kOff;
   c.loss.preview = v.preview;
   c.loss.lambda_id = v.lambda_id;
+  c.loss.lambda_dreamsim = v.lambda_dreamsim;
   c.train.seed = kSeed;
   c.train.threads = 1;
   c.optim.lr_adapter = kLr[0];
@@ -71,7 +76,8 @@ TrainConfig train_config(const Variant& v, const std::string& out = "") {
   // What parse_train_config records, reduced to the keys a checkpoint's variant is read from.
   c.resolved_ini = "[model]\nkv_encoder = " + std::string(config_name(c.model.kv_encoder)) +
                    "\n[loss]\npreview = " + std::string(config_name(c.loss.preview)) +
-                   "\nlambda_id = " + std::to_string(v.lambda_id) + "\nlambda_dreamsim = 0\n";
+                   "\nlambda_id = " + std::to_string(v.lambda_id) +
+                   "\nlambda_dreamsim = " + std::to_string(v.lambda_dreamsim) + "\n";
   return c;
 }
 
@@ -80,8 +86,12 @@ void randomize_loras(LookaheadModel& m) {
   for (auto& [k, t] : m.lora_parameters()) t.normal_(0.0, 0.1);
 }
 
-model::Batch make_batch(const Variant& v, int step, int64_t first, int64_t count) {
-  return model::synthetic_batch(model_config(v), model::SyntheticShape{}, step, first, count).batch;
+/// Samples [first, first + count) of step `step`'s global batch, with what the variant's losses
+/// need of the reference photos (as the trainer prepares them: ArcFace, DreamSim).
+model::Batch make_batch(LookaheadModel& m, const Variant& v, int step, int64_t first, int64_t count) {
+  model::SyntheticBatch sb = model::synthetic_batch(model_config(v), model::SyntheticShape{}, step, first, count);
+  m.set_reference(sb.batch, sb.ref_pixels, sb.ref_pixel_landmarks);
+  return sb.batch;
 }
 
 struct Trace {
@@ -111,10 +121,10 @@ Trace reference_run(const Variant& v) {
   Trace trace;
   for (int step = 0; step < kSteps; ++step) {
     opt.zero_grad();
-    const model::Batch batch = make_batch(v, step, 0, global_batch());
+    const model::Batch batch = make_batch(m, v, step, 0, global_batch());
     const model::StepDraw draw = m.draw(kSeed, step, global_batch(), 0, global_batch(), kLatent);
     at::Tensor l1, l2 = at::zeros({});
-    if (v.lambda_id == 0) {
+    if (v.lambda_id == 0 && v.lambda_dreamsim == 0) {
       l1 = m.diffusion_loss(batch, draw);
     } else if (v.preview == model::PreviewKind::kX0) {
       const model::DiffusionBranch b1 = m.diffusion_branch(batch, draw, true);
@@ -141,7 +151,8 @@ Trace sharded_run(const Variant& v, int steps = kSteps) {
   const int64_t per_rank = global_batch() / w.size(), first = w.rank() * per_rank;
   Trace trace;
   for (int step = 0; step < steps; ++step) {
-    const StepStats st = state.step(make_batch(v, step, first, per_rank), state.draw(per_rank, kLatent), state.alpha());
+    const model::Batch batch = make_batch(state.model(), v, step, first, per_rank);
+    const StepStats st = state.step(batch, state.draw(per_rank, kLatent), state.alpha());
     trace.diffusion.push_back(st.loss_diffusion);
     trace.lookahead.push_back(st.loss_lookahead);
     trace.calls.push_back(st.times.unit_calls);
@@ -159,14 +170,18 @@ TEST(Variants, EachSwitchChangesExactlyWhatItShould) {
   // UNet runs per step, told apart by two units: stem_out runs once per full UNet run (the
   // decoder, the LCM branch), never in the encoder (it stops after up_blocks[1]);
   // down_blocks.1.attentions.0 runs in every UNet run, the encoder's included.
+  // ArcFace runs on the reference (before the step, counted in it) and on the preview; each
+  // DreamSim network likewise.
   struct Want {
-    int64_t stem_out, attention, taesd, arcface;
+    int64_t stem_out, attention, taesd, arcface, dreamsim;
   };
-  const std::map<std::string, Want> want{{"full", {2, 4, 1, 1}},             // decoder + LCM, each with an encoder run
-                                         {"kv_off", {2, 2, 1, 1}},           // no encoder runs
-                                         {"x0", {1, 1, 1, 1}},               // one UNet run: the x̂0 is branch 1's
-                                         {"x0_kv", {1, 2, 1, 1}},            // + its encoder
-                                         {"diffusion_only", {1, 1, 0, 0}}};  // no preview, no ArcFace
+  const std::map<std::string, Want> want{{"full", {2, 4, 1, 2, 0}},    // decoder + LCM, each with an encoder run
+                                         {"kv_off", {2, 2, 1, 2, 0}},  // no encoder runs
+                                         {"x0", {1, 1, 1, 2, 0}},      // one UNet run: the x̂0 is branch 1's
+                                         {"x0_kv", {1, 2, 1, 2, 0}},   // + its encoder
+                                         {"diffusion_only", {1, 1, 0, 0, 0}},  // no preview, no ArcFace
+                                         {"official", {2, 4, 1, 2, 2}},        // + DreamSim
+                                         {"dreamsim_x0", {1, 1, 1, 0, 2}}};    // DreamSim without ArcFace
   for (const Variant& v : variants()) {
     const Trace t = sharded_run(v, 1);
     const auto& calls = t.calls.at(0);
@@ -175,6 +190,8 @@ TEST(Variants, EachSwitchChangesExactlyWhatItShould) {
     EXPECT_EQ(calls_of(calls, "down_blocks.1.attentions.0"), w.attention) << v.name;
     EXPECT_EQ(calls_of(calls, "taesd.decoder"), w.taesd) << v.name;
     EXPECT_EQ(calls_of(calls, "arcface"), w.arcface) << v.name;
+    for (int i = 0; i < 3; ++i)
+      EXPECT_EQ(calls_of(calls, "dreamsim.extractor_list." + std::to_string(i)), w.dreamsim) << v.name << " " << i;
 
     // The tensors a variant holds: no LCM-LoRA where the LCM never runs, no LoRA trainables and no
     // encoder without the KV encoder.
@@ -185,7 +202,8 @@ TEST(Variants, EachSwitchChangesExactlyWhatItShould) {
       lcm += static_cast<int64_t>(u.lcm.size());
       lora += static_cast<int64_t>(u.lora.size());
     }
-    EXPECT_EQ(lcm > 0, v.preview == model::PreviewKind::kLcm && v.lambda_id > 0) << v.name;
+    EXPECT_EQ(lcm > 0, v.preview == model::PreviewKind::kLcm && (v.lambda_id > 0 || v.lambda_dreamsim > 0)) << v.name;
+    EXPECT_EQ(m.dreamsim().is_empty(), v.lambda_dreamsim == 0) << v.name;
     EXPECT_EQ(lora > 0, v.kv) << v.name;
     EXPECT_EQ(m.has_kv_encoder(), v.kv) << v.name;
     EXPECT_EQ(m.lora_parameters().empty(), !v.kv) << v.name;
@@ -209,7 +227,7 @@ TEST(Variants, NRanksReproduceOneRankForEachVariant) {
       EXPECT_NEAR(got.lookahead[s], want.lookahead[s], 1e-5 * std::abs(want.lookahead[s]) + 1e-7)
           << v.name << " step " << s;
     }
-    if (v.lambda_id > 0) {
+    if (v.lambda_id > 0 || v.lambda_dreamsim > 0) {
       EXPECT_GT(want.lookahead.back(), 0.0) << v.name;
     }
     ASSERT_EQ(got.params.size(), want.params.size()) << v.name;
@@ -264,6 +282,32 @@ TEST(Variants, ACheckpointRefusesToResumeIntoAnotherVariant) {
   EXPECT_EQ(again.load("latest").path.empty(), false);
   w.comm()->barrier()->wait();
   if (w.is_root()) std::filesystem::remove_all(dir);
+}
+
+TEST(Variants, TheDreamSimTermsGradientReachesEveryTrainable) {
+  // λ_ID 0: the branch's only loss is DreamSim, so every gradient of its backward came through the
+  // DreamSim networks, the TAESD preview, the LCM UNet and the reference K/V.
+  Variant v{"dreamsim_only", true, model::PreviewKind::kLcm, 0.0, 1.0};
+  at::manual_seed(kSeed);
+  LookaheadModel m(model_config(v), at::kCPU);
+  randomize_loras(m);
+  const model::Batch batch = make_batch(m, v, 0, 0, 2);
+  const model::LookaheadLoss l = m.lookahead_loss(batch, m.draw(kSeed, 0, 2, 0, 2, kLatent), 1.0);
+  ASSERT_TRUE(l.dreamsim_loss.defined());
+  EXPECT_GT(l.dreamsim_loss.item<double>(), 0.0);
+  EXPECT_EQ(l.loss.item<double>(), l.dreamsim_loss.item<double>());
+  l.loss.backward();
+  int64_t with_grad = 0, total = 0;
+  for (auto& [k, t] : m.adapter_parameters()) {
+    ++total;
+    with_grad += t.grad().defined() && t.grad().abs().sum().item<double>() > 0;
+  }
+  for (auto& [k, t] : m.lora_parameters()) {
+    ++total;
+    with_grad += t.grad().defined() && t.grad().abs().sum().item<double>() > 0;
+  }
+  // The last block's LoRAs reach no extracted K/V (docs/training.md); nearly all others move.
+  EXPECT_GT(with_grad, total * 9 / 10) << with_grad << " of " << total << " trainables have a gradient";
 }
 
 TEST(RunVariant, ReadsTheResolvedIniAndNamesTheDifferingKey) {
