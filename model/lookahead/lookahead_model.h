@@ -129,8 +129,8 @@ struct DiffusionBranch {
 
 /// Result of the lookahead branch.
 struct LookaheadLoss {
-  at::Tensor loss;        ///< [] the branch's local loss: id_loss (+ the other terms)
-  at::Tensor id_loss;     ///< [] α·λ·mean over usable samples of (1 − cos); 0 (with graph) when none
+  at::Tensor loss;     ///< [] the branch's local loss: id_loss (+ the other terms)
+  at::Tensor id_loss;  ///< [] α·λ·mean over usable samples of (1 − cos); 0 (with graph) when none
   /// [] α·λ_DreamSim·mean over the local batch of DreamSim(preview, reference); 0 without the term
   at::Tensor dreamsim_loss;
   at::Tensor per_sample;  ///< [B] float32 α·λ·(1 − cos), 0 for unusable samples (for a global mean)

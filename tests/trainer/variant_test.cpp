@@ -116,7 +116,7 @@ Trace reference_run(const Variant& v) {
     pg.emplace_back(
         params, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(kLr[g]).weight_decay(0.01)));
   }
-  torch::optim::AdamW opt(std::move(pg), torch::optim::AdamWOptions(1e-3).weight_decay(0.01));
+  torch::optim::AdamW opt(pg, torch::optim::AdamWOptions(1e-3).weight_decay(0.01));
   model::AlphaSchedule alpha(kSeed);
   Trace trace;
   for (int step = 0; step < kSteps; ++step) {
