@@ -431,7 +431,7 @@ TEST(LookaheadModel, BuiltFromFilesHoldsTheFilesValues) {
     return out;
   };
   LookaheadWeightFiles files{dir + "/unet.safetensors", dir + "/ip.safetensors", "", dir + "/taesd.safetensors",
-                             dir + "/arcface.safetensors"};
+                             dir + "/arcface.safetensors", ""};
   io::save_file(files.unet, state(*source.unet(), ""));
   io::save_file(files.ip_adapter, state(*source.ip_adapter(), ""));
   io::save_file(files.taesd, state(*source.taesd_decoder(), "decoder."));
