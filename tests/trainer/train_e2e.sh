@@ -371,6 +371,15 @@ config_errors)
   expect bad-lr-lora 2 "optim\.lr_lora: must be >= 0, got -1" -- "$BIN" train --config "$CONFIG" --optim.lr_lora=-1
   expect bad-beta2 2 "optim\.beta2: must be in \[0, 1\), got 1\.5" -- "$BIN" train --config "$CONFIG" --optim.beta2=1.5
   expect no-config 2 "--config: no configuration file given" -- "$BIN" train
+  # The ablation switches (docs/ablations.md): spellings, the x0 / alternate conflict, layered files.
+  expect bad-preview 2 "loss\.preview: must be lcm or x0, got 'x1'" -- "$BIN" train --config "$CONFIG" --loss.preview=x1
+  expect bad-kv-encoder 2 "model\.kv_encoder: must be on or off, got 'no'" -- "$BIN" train --config "$CONFIG" --model.kv_encoder=no
+  expect bad-dreamsim-weight 2 "loss\.lambda_dreamsim: must be >= 0" -- "$BIN" train --config "$CONFIG" --loss.lambda_dreamsim=-1
+  expect x0-alternate 2 "loss\.preview: x0 previews .* set loss\.mode = sum" -- "$BIN" train --config "$CONFIG" \
+    --loss.preview=x0 --loss.mode=alternate
+  expect sdxl-dreamsim 2 "model\.dreamsim: is required with loss\.lambda_dreamsim > 0" -- "$BIN" train \
+    --config "$SRC/launch/configs/sdxl-lookahead.ini" --loss.lambda_dreamsim=0.001
+  expect layered-missing 2 "--config: cannot open '$T/none.ini'" -- "$BIN" train --config "$CONFIG" --config "$T/none.ini"
   # --help shows defaults as written: 1e-05 and true/false, never 17 digits or 0/1.
   expect help 0 "optim\.lr_adapter arg \(=1e-05\)" -- "$BIN" train --help
   grep -q "train\.progress arg (=true)" "$T/out.log" || { show "$T/out.log"; fail "help: booleans not shown as true/false"; }
@@ -383,6 +392,12 @@ config_errors)
   expect dry-run 0 "\[loss\]" -- "$BIN" train --config "$CONFIG" --dry-run --data.train_set="$T/data.h5"
   grep -q "trainable adapter .*(lr 0\.001)" "$T/out.log" || { show "$T/out.log"; fail "dry-run: learning rate not shown as 0.001"; }
   grep -q "lr_lora = 0\.0005$" "$T/out.log" || { show "$T/out.log"; fail "dry-run: resolved INI does not show lr_lora = 0.0005"; }
+  # A preset layered over the base: its keys win, the base's others stay; a flag wins over both.
+  expect dry-run-layered 0 "kv_encoder = off" -- "$BIN" train --config "$CONFIG" \
+    --config "$SRC/launch/configs/ablation/3-x0-id.ini" --dry-run --data.train_set="$T/data.h5" --loss.lambda_id=0.5
+  grep -q "^preview = x0$" "$T/out.log" && grep -q "^lambda_id = 0\.5$" "$T/out.log" && grep -q "^lr_lora = 0\.0005$" "$T/out.log" ||
+    { show "$T/out.log"; fail "dry-run: layered configuration not resolved as base < preset < flags"; }
+  grep -q "trainable LoRA   0 " "$T/out.log" || { show "$T/out.log"; fail "dry-run: kv_encoder = off still has LoRA trainables"; }
   # A unit name that is not one: the error names it and lists the model's units.
   expect bad-replicate-unit 1 "dist\.replicate_units names 'no\.such\.unit', which is no unit of this model; its units: .*arcface" \
     -- "$BIN" train --config "$CONFIG" --dry-run --data.train_set="$T/data.h5" --dist.replicate_units=arcface,no.such.unit
