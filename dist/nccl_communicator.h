@@ -12,6 +12,7 @@
 #include <string>
 
 #include "dist/communicator.h"
+#include "dist/cuda_check.h"  // LA_CUDA_CHECK
 #include "dist/mpi_communicator.h"
 
 namespace lookahead::dist {
@@ -24,15 +25,6 @@ namespace lookahead::dist {
       ::lookahead::dist::detail::throw_call_error(                                                \
           "NCCL", #call, std::string(ncclGetErrorString(la_nccl_rc_)) + " / " + ncclGetLastError(nullptr), \
           __FILE__, __LINE__);                                                                    \
-  } while (0)
-
-/// Checks a CUDA runtime result; throws DistError(kBackend) naming the call, the rank and the host.
-#define LA_CUDA_CHECK(call)                                                                       \
-  do {                                                                                            \
-    cudaError_t la_cuda_rc_ = (call);                                                             \
-    if (la_cuda_rc_ != cudaSuccess)                                                               \
-      ::lookahead::dist::detail::throw_call_error("CUDA", #call, cudaGetErrorString(la_cuda_rc_), \
-                                                  __FILE__, __LINE__);                            \
   } while (0)
 
 /// NCCL collectives among the ranks of an MPI communicator, on one CUDA device per rank.

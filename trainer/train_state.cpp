@@ -11,6 +11,7 @@
 
 #include "checkpoints/checkpoint.h"
 #include "common/clock.h"
+#include "trainer/phase_clock.h"
 #include "trainer/run_variant.h"
 #include "trainer/tensor_memory.h"
 
@@ -199,9 +200,13 @@ StepStats TrainState::step(const model::Batch& batch, const model::StepDraw& dra
   const double local_valid = at::isfinite(batch.ref_landmarks).flatten(1).all(1).sum().item<double>();
   st.faces_valid = static_cast<int64_t>(dist::all_reduce_values(*world_.comm(), {local_valid}, dist::ReduceOp::kSum)[0]);
 
-  const auto t0 = Clock::now();
+  // Phase boundaries, read after the step (on a GPU: events on the compute stream).
+  PhaseClock clock(world_.device());
+  const size_t t0 = clock.mark();
+  std::vector<std::pair<size_t, size_t>> optimizer_spans;
+  size_t diffusion_end = 0, lookahead_begin = 0, lookahead_end = 0;
   auto optimizer_step = [&] {
-    const auto t = Clock::now();
+    const size_t t = clock.mark();
     engine_->finish_gradients();
     st.memory = engine_->memory();  // gradient shards exist until zero_grad
     const double norm = config_.optim.clip > 0 ? optimizer_->clip_grad_norm(config_.optim.clip, world_.comm())
@@ -209,7 +214,7 @@ StepStats TrainState::step(const model::Batch& batch, const model::StepDraw& dra
     optimizer_->step();
     st.optimizer_state_bytes = optimizer_->state_bytes();
     optimizer_->zero_grad();
-    st.optimizer_s += seconds_since(t);
+    optimizer_spans.emplace_back(t, clock.mark());
     return norm;
   };
   // Alternate mode steps between the branches; with no second branch there is one step.
@@ -236,23 +241,23 @@ StepStats TrainState::step(const model::Batch& batch, const model::StepDraw& dra
     // The x̂0 ablation: the preview is decoded from branch 1's forward, so one backward takes both.
     model::DiffusionBranch b1 = model_->diffusion_branch(batch, draw, /*with_x0=*/true);
     l1 = b1.loss;
-    const auto t2 = Clock::now();
+    lookahead_begin = clock.mark();
     l2_global = global_loss(model_->x0_lookahead_loss(batch, b1));
-    st.lookahead_s = seconds_since(t2);  // the preview's forward; its backward is in branch 1's
+    lookahead_end = clock.mark();  // the preview's forward; its backward is in branch 1's
     (l1 + l2_global).backward();
     phase_peak(st.tensor_peak_diffusion);
     st.tensor_peak_lookahead = st.tensor_peak_diffusion < 0 ? -1 : 0;
-    st.diffusion_s = seconds_since(t0) - st.lookahead_s;
+    diffusion_end = clock.mark();
   } else {
     // Branch 1: diffusion.
     l1 = model_->diffusion_loss(batch, draw);
     l1.backward();
     phase_peak(st.tensor_peak_diffusion);
-    st.diffusion_s = seconds_since(t0);
+    diffusion_end = clock.mark();
     if (alternate) st.grad_norm_diffusion = optimizer_step();
     if (branch2) {
       // Branch 2: lookahead; in sum mode branch 1's reduce-scatters are in flight meanwhile.
-      const auto t2 = Clock::now();
+      lookahead_begin = clock.mark();
       model::LookaheadLoss l2 = model_->lookahead_loss(batch, draw, alpha);
       // Branch 1's reductions had this forward to finish in; taking them now frees their full
       // gradient buffers before branch 2's backward adds its own.
@@ -260,7 +265,7 @@ StepStats TrainState::step(const model::Batch& batch, const model::StepDraw& dra
       l2_global = global_loss(l2);
       l2_global.backward();
       phase_peak(st.tensor_peak_lookahead);
-      st.lookahead_s = seconds_since(t2);
+      lookahead_end = clock.mark();
     } else {
       st.tensor_peak_lookahead = st.tensor_peak_diffusion < 0 ? -1 : 0;
       l2_global = id_global = dreamsim_global = at::zeros({}, at::TensorOptions().dtype(at::kFloat));
@@ -269,7 +274,11 @@ StepStats TrainState::step(const model::Batch& batch, const model::StepDraw& dra
   st.grad_norm = optimizer_step();
   phase_peak(st.tensor_peak_optimizer);
   engine_->end_step();
-  st.compute_s = seconds_since(t0) - st.optimizer_s;
+  const size_t t_end = clock.mark();
+  for (const auto& [from, to] : optimizer_spans) st.optimizer_s += clock.seconds(from, to);
+  st.lookahead_s = clock.seconds(lookahead_begin, lookahead_end);  // 0 without the branch (equal marks)
+  st.diffusion_s = clock.seconds(t0, diffusion_end) - (x0 ? st.lookahead_s : 0.0);
+  st.compute_s = clock.seconds(t0, t_end) - st.optimizer_s;
   engine_->times().optimizer_s = st.optimizer_s;
   st.times = engine_->times();
   // Counted from the end of the previous step, so that the work before this call (the reference

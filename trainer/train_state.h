@@ -52,7 +52,8 @@ struct StepStats {
   double grad_norm = 0;        ///< global gradient norm before clipping (of branch 2's step in alternate mode)
   std::optional<double> grad_norm_diffusion;  ///< alternate mode: branch 1's
   int64_t faces_valid = 0;     ///< samples of the global batch with usable landmarks
-  // Local to this rank:
+  // Local to this rank (on a GPU: device time between CUDA events on the compute stream, so a
+  // phase counts its kernels, not their launches; trainer/phase_clock.h):
   double compute_s = 0;        ///< both branches, forward and backward (optimizer excluded)
   double diffusion_s = 0;      ///< branch 1's forward and backward
   double lookahead_s = 0;      ///< branch 2's forward and backward

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <filesystem>
 #include <iomanip>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "common/process_memory.h"
 #include "dist/memory_estimate.h"
 #include "trainer/activation_estimate.h"
+#include "trainer/cuda_memory.h"
 #include "trainer/landmarks.h"
 
 namespace lookahead::trainer {
@@ -194,6 +196,7 @@ bool Trainer::stop_requested() {
 StepRecord Trainer::train_step() {
   const double age_at_start = first_step_ ? common::process_age_s() : 0.0;
   const bool peak_is_step = common::reset_peak_resident();
+  reset_cuda_memory_peaks(world_.device());
   const auto t_step = Clock::now();
   const int64_t step = state_.completed_steps();
   RankBatch rb = data_->next();
@@ -237,6 +240,21 @@ StepRecord Trainer::train_step() {
     r.values["mem_tensor_peak_lookahead_bytes"] = tp[1];
     r.values["mem_tensor_peak_optimizer_bytes"] = tp[2];
     r.values["mem_tensor_peak_bytes"] = std::max({tp[0], tp[1], tp[2]});
+  }
+  if (const std::optional<CudaMemory> cm = cuda_memory(world_.device())) {
+    // On a GPU: the caching allocator's peaks during this step (tensors; what it held from the
+    // driver), max over ranks, and the driver's free memory at the step's end, min over ranks (the
+    // tightest GPU). Every rank has a GPU or none (the engine's NCCL communicator needs one per
+    // rank), so all ranks take part in this reduction or none does.
+    const std::vector<double> g =
+        dist::all_reduce_values(*world_.comm(),
+                                {static_cast<double>(cm->peak_allocated), static_cast<double>(cm->peak_reserved),
+                                 -static_cast<double>(cm->free), static_cast<double>(cm->total)},
+                                dist::ReduceOp::kMax);
+    r.values["mem_cuda_peak_allocated_bytes"] = g[0];
+    r.values["mem_cuda_peak_reserved_bytes"] = g[1];
+    r.values["mem_cuda_free_bytes"] = -g[2];
+    r.values["mem_cuda_total_bytes"] = g[3];
   }
   if (first_step_) {
     r.values["time_setup_s"] = state_.setup_seconds();

@@ -291,7 +291,8 @@ EOF
 }
 
 # ---- build --------------------------------------------------------------------------------------------
-BUILD_TARGETS=(lookahead dist_collectives_test bench_collectives dist_engine_test trainer_train_state_test trainer_bf16_test)
+BUILD_TARGETS=(lookahead dist_collectives_test dist_nccl_fault_test bench_collectives bench_overlap dist_engine_test
+  trainer_train_state_test trainer_bf16_test)
 build() {
   tb ninja -C "$BUILD" -k 0 -j "${JOBS:-$(nproc)}" "${BUILD_TARGETS[@]}"
 }

@@ -493,12 +493,29 @@ def sdxl_summary(args):
             out["predicted_over_measured"] = (max(tensors.values()) / gib) / max(used - base, 1e-9)
     else:
         out["gpu_memory_note"] = "no nvidia-smi samples"
-    out["caching_allocator"] = "not logged: the trainer records no CUDA caching-allocator statistics"
+    # The trainer's own view on a GPU (trainer/cuda_memory.h): the caching allocator's peaks of each
+    # step (max over ranks), cudaMemGetInfo's free at each step's end (min over ranks). Every logged
+    # step counts: the first one's allocations (cuBLAS workspaces, ...) are memory the run needs too.
+    cuda = [x for x in m if "mem_cuda_peak_allocated_bytes" in x]
+    if cuda:
+        out["cuda_peak_allocated_gib"] = max(x["mem_cuda_peak_allocated_bytes"] for x in cuda) / gib
+        out["cuda_peak_reserved_gib"] = max(x.get("mem_cuda_peak_reserved_bytes", 0) for x in cuda) / gib
+        out["cuda_free_min_gib"] = min(x.get("mem_cuda_free_bytes", 0) for x in cuda) / gib
+        out["cuda_total_gib"] = cuda[-1].get("mem_cuda_total_bytes", 0) / gib
+        out["caching_allocator"] = ("metrics.jsonl mem_cuda_*: the CUDA caching allocator's peak allocated and "
+                                    "reserved bytes per step, cudaMemGetInfo's free and total at the step's end")
+        if tensors:
+            out["predicted_over_allocated"] = (max(tensors.values()) / gib) / max(out["cuda_peak_allocated_gib"], 1e-9)
+    else:
+        out["caching_allocator"] = "no mem_cuda_* values in metrics.jsonl (the run was not on a CUDA device)"
     line = "batch %d: step %.3f s (diffusion %.3f, lookahead %.3f, optimizer %.3f)" % (
         args.batch, step_s or 0, phases["time_diffusion_s"] or 0, phases["time_lookahead_s"] or 0,
         phases["time_optimizer_s"] or 0)
     if out.get("mfu") is not None:
         line += ", MFU %.1f %%" % (100 * out["mfu"])
+    if "cuda_peak_allocated_gib" in out:
+        line += ", allocator peak %.1f GiB (reserved %.1f)" % (out["cuda_peak_allocated_gib"],
+                                                              out["cuda_peak_reserved_gib"])
     if "gpu_used_peak_gib" in out:
         line += ", GPU memory %.1f GiB used (idle %.1f)" % (out["gpu_used_peak_gib"], out["gpu_used_idle_gib"])
     if tensors:

@@ -56,8 +56,9 @@ step_libraries() {
   local site cuda
   site=$("$TORCH_PY" -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')
   cuda=$(sed -n 's/^CUDA_TOOLKIT_ROOT_DIR:PATH=//p' "$BUILD/CMakeCache.txt")
-  local bins=("$LA" "$DIST_TESTS/dist_collectives_test" "$BUILD/bench/bench_collectives" "$DIST_TESTS/dist_engine_test"
-    "$BUILD/tests/trainer/trainer_train_state_test" "$BUILD/tests/trainer/trainer_bf16_test")
+  local bins=("$LA" "$DIST_TESTS/dist_collectives_test" "$DIST_TESTS/dist_nccl_fault_test" "$BUILD/bench/bench_collectives"
+    "$BUILD/bench/bench_overlap" "$DIST_TESTS/dist_engine_test" "$BUILD/tests/trainer/trainer_train_state_test"
+    "$BUILD/tests/trainer/trainer_bf16_test")
   "$PY_HELPER" "$HERE/kit.py" libs --prefix "$PREFIX" --allow "$site" ${cuda:+--allow "$cuda"} "${bins[@]}" >"$WORK/libs.json"
   local rc=$?
   STEP_DETAILS+=(--detail-json "$WORK/libs.json")
@@ -69,9 +70,13 @@ step_libraries() {
 # ---- 1. environment, collectives, bench_collectives --------------------------------------------
 step_env() { tb "${MPIEXEC[@]}" -n 1 "$LA" env; }
 step_collectives_nccl() {
-  STEP_NOTE="world of 1 on NCCL: init (World::nccl_comm), streams and events (Work::wait orders the caller's stream); no NCCL abort or timeout test exists at world 1"
+  STEP_NOTE="world of 1 on NCCL: init (World::nccl_comm), streams and events (Work::wait orders the caller's stream)"
   gtest_run collectives_nccl 1 no "$DIST_TESTS/dist_collectives_test" \
     --gtest_filter='Backends/Collectives.*/nccl:World.RanksAndNodesAreConsistent:World.CommForPicksTheBackendByDevice:World.WatchdogThreadRunsOnTheWorldsDevice'
+}
+step_nccl_faults() {
+  STEP_NOTE="NCCL faults at world 1: abort() fails a pending and a later collective with its reason; a collective held 2 s behind a host function on the caller's stream, with timeout_s 0.5, is reported by the watchdog as a timeout naming it and aborts the communicator"
+  gtest_run nccl_faults 1 no "$DIST_TESTS/dist_nccl_fault_test"
 }
 step_collectives_mpi() {
   gtest_run collectives_mpi 2 yes "$DIST_TESTS/dist_collectives_test" --gtest_filter='Backends/Collectives.*/mpi:CollectiveArguments.*:HostValues.*:Split.*:World.*'
@@ -161,7 +166,9 @@ step_sdxl_batch() {  # BATCH
   tb "${MPIEXEC[@]}" -n 1 "$LA" train "${common[@]}" --dry-run >"$run/dry.log" 2>&1 ||
     { cat "$run/dry.log"; STEP_FAIL="lookahead train --dry-run failed"; return 1; }
   cat "$run/dry.log"
-  # GPU memory as the driver sees it (cudaMemGetInfo's used = total - free), sampled every 100 ms.
+  # GPU memory as the driver sees it (cudaMemGetInfo's used = total - free), sampled every 100 ms: beside
+  # the trainer's own mem_cuda_* values (the caching allocator's peaks per step, cudaMemGetInfo at
+  # the step's end), it shows what lies outside the allocator (CUDA context, NCCL and cuBLAS buffers).
   local smi_pid=""
   if command -v nvidia-smi >/dev/null && [ "${GPU_COUNT:-0}" -gt 0 ]; then
     nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader,nounits -i 0 >"$run/smi-idle.csv" 2>/dev/null
@@ -185,6 +192,22 @@ step_sdxl_batch() {  # BATCH
   rm -rf "$run/out/checkpoints" "$run/out/export"
 }
 
+# ---- 5. overlap of NCCL with compute ------------------------------------------------------------------
+step_overlap_nccl() {
+  local json="$WORK/overlap_nccl.json"
+  rm -f "$json"
+  # At world 1 NCCL's all_gather is a local copy (out of place): this measures whether the
+  # communication stream runs beside the matmuls on the current stream, not a network's overlap.
+  tb "${MPIEXEC[@]}" -n 1 "$BUILD/bench/bench_overlap" --backend nccl --op all_gather --bytes 1G --reps 5 \
+    --json "$json" || return 1
+  [ -f "$json" ] || { STEP_FAIL="bench_overlap wrote no $json"; return 1; }
+  STEP_DETAILS+=(--detail-json "$json")
+  STEP_NOTE="world of 1, all_gather of 1 GiB (a device copy at world 1) beside float32 matmuls: $("$PY_HELPER" -c '
+import json, sys
+d = json.load(open(sys.argv[1])); m = d["median"]
+print("comm %.2f ms, compute %.2f ms, both %.2f ms, hidden %.3f" % (m["comm_s"] * 1e3, m["compute_s"] * 1e3, m["both_s"] * 1e3, d["hidden"]))' "$json")"
+}
+
 # ---- the order -----------------------------------------------------------------------------------------
 run_steps() {
   mkdir -p "$WORK"
@@ -197,6 +220,7 @@ run_steps() {
   # 1
   can_run env cpu "$LA" && step env 60 step_env
   can_run collectives_nccl gpu "$DIST_TESTS/dist_collectives_test" && step collectives_nccl 180 step_collectives_nccl
+  can_run nccl_faults gpu "$DIST_TESTS/dist_nccl_fault_test" && step nccl_faults 120 step_nccl_faults
   can_run collectives_mpi cpu "$DIST_TESTS/dist_collectives_test" && step collectives_mpi 240 step_collectives_mpi
   can_run bench_collectives_nccl gpu "$BUILD/bench/bench_collectives" && step bench_collectives_nccl 120 step_bench_collectives_nccl
   # 2
@@ -212,6 +236,6 @@ run_steps() {
     can_run "sdxl_b$b" gpu "$LA" && step "sdxl_b$b" 300 step_sdxl_batch "$b"
   done
   # 5
-  skip overlap_nccl "not supported: bench_overlap measures the MPI communicator only (bench/overlap_bench.cpp issues on world.comm() with CPU tensors; it has no --backend nccl)"
+  can_run overlap_nccl gpu "$BUILD/bench/bench_overlap" && step overlap_nccl 180 step_overlap_nccl
   return 0
 }
