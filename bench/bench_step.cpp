@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <stdexcept>
@@ -25,6 +26,7 @@
 #include "bench/bench_common.h"
 #include "dist/world.h"
 #include "model/lookahead/synthetic_batch.h"
+#include "trainer/run_variant.h"
 #include "trainer/train_state.h"
 
 namespace lookahead::bench {
@@ -49,24 +51,9 @@ struct Options : CommonOptions {
   std::vector<trainer::Recompute> recompute{trainer::DistConfig().recompute};
   trainer::LossMode loss_mode = trainer::LossMode::kSum;
   trainer::ModelDtype dtype = trainer::ModelDtype::kFp32;
-  /// Ablation variants measured side by side (overlap on, the first placement), by preset name.
+  /// Ablation presets (INI files) measured side by side (overlap on, the first placement).
   std::vector<std::string> variants;
 };
-
-/// The variant keys of an ablation preset (launch/configs/ablation/N-NAME.ini), by NAME.
-struct VariantKeys {
-  bool kv = true;
-  model::PreviewKind preview = model::PreviewKind::kLcm;
-  double lambda_id = 1e-3, lambda_dreamsim = 0;
-};
-const std::map<std::string, VariantKeys>& variant_presets() {
-  static const std::map<std::string, VariantKeys> v{{"consistent-data", {false, model::PreviewKind::kLcm, 0, 0}},
-                                                    {"x0-id", {false, model::PreviewKind::kX0, 1e-3, 0}},
-                                                    {"lookahead-id", {false, model::PreviewKind::kLcm, 1e-3, 0}},
-                                                    {"full", {true, model::PreviewKind::kLcm, 1e-3, 0}},
-                                                    {"official", {true, model::PreviewKind::kLcm, 1e-3, 1e-3}}};
-  return v;
-}
 
 void describe_options(po::options_description& desc) {
   // One option per line reads as a table.
@@ -97,9 +84,8 @@ void describe_options(po::options_description& desc) {
       ("loss-mode", po::value<std::string>()->default_value("sum"),
        "loss.mode of the step: sum (one optimizer step) or alternate (one after each branch)")
       ("variants", po::value<std::string>()->default_value(""),
-       "comma-separated ablation presets measured side by side instead of the overlap configurations "
-       "(overlap on, the first placement): consistent-data, x0-id, lookahead-id, full, official "
-       "(launch/configs/ablation/, docs/ablations.md)")
+       "comma-separated ablation presets (INI files, e.g. launch/configs/ablation/5-full.ini) measured side by "
+       "side instead of the overlap configurations (overlap on, the first placement; docs/ablations.md)")
       ("threads", po::value<int>()->default_value(1),
        "intra-op threads per rank (train.threads; 1 leaves one core per rank for 2 ranks on 2 cores)");
   // clang-format on
@@ -138,10 +124,6 @@ void read_options(const po::variables_map& vm, Options& opt) {
     throw std::invalid_argument("--dtype must be fp32 or bf16, got '" + vm["dtype"].as<std::string>() + "'");
   opt.dtype = *dtype;
   opt.variants = split_commas(vm["variants"].as<std::string>());
-  for (const auto& v : opt.variants)
-    if (!variant_presets().contains(v))
-      throw std::invalid_argument("--variants: '" + v +
-                                  "' is not one of consistent-data, x0-id, lookahead-id, full, official");
   if (opt.steps < 1) throw std::invalid_argument("--steps must be >= 1");
   if (opt.warmup < 1) throw std::invalid_argument("--warmup must be >= 1 (the first step records the unit order)");
   if (opt.threads < 1) throw std::invalid_argument("--threads must be >= 1");
@@ -183,7 +165,7 @@ ModelSetup make_setup(const std::string& name, const model::LookaheadModelConfig
 struct BenchCase {
   std::string name;  // "overlap on", "overlap off", "keep_gathered", or an ablation variant
   trainer::DistConfig dist;
-  std::optional<VariantKeys> variant;  // the ablation keys of this case (none: the full model)
+  std::optional<trainer::RunVariant> variant;  // the ablation keys of this case (none: the full model)
 };
 
 /// One measured step; every value is the maximum over ranks.
@@ -257,11 +239,11 @@ class CaseRunner {
     c.dist = bc.dist;
     model_ = setup.config;
     if (bc.variant) {
-      c.model.kv_encoder = bc.variant->kv ? model::KvEncoderMode::kOn : model::KvEncoderMode::kOff;
-      c.loss.preview = model_.preview = bc.variant->preview;
-      c.loss.lambda_id = model_.lambda_id = bc.variant->lambda_id;
-      c.loss.lambda_dreamsim = model_.lambda_dreamsim = bc.variant->lambda_dreamsim;
-      model_.use_kv_encoder = bc.variant->kv;
+      bc.variant->apply(c);
+      model_.use_kv_encoder = bc.variant->kv_encoder == model::KvEncoderMode::kOn;
+      model_.preview = bc.variant->preview;
+      model_.lambda_id = bc.variant->lambda_id;
+      model_.lambda_dreamsim = bc.variant->lambda_dreamsim;
     }
     // The same model (train.seed) in every configuration.
     state_ = std::make_unique<trainer::TrainState>(world, c, trainer::TrainStateOptions{model_, {}});
@@ -374,13 +356,14 @@ int run(const Options& opt, dist::World& world) {
   const ModelSetup setup = make_setup(opt.config, trainer::model_config(config, world.device()));
 
   std::vector<BenchCase> configs;
-  for (const auto& name : opt.variants) {
+  for (const auto& path : opt.variants) {
     trainer::DistConfig on;
     on.placement = dist::placement_from_string(opt.placements.front());
     on.max_gathered_units = opt.ring;
     on.replicate_units = opt.replicate_units;
     on.recompute = opt.recompute.front();
-    configs.push_back({name, on, variant_presets().at(name)});
+    const std::string name = std::filesystem::path(path).stem().string();  // "5-full"
+    configs.push_back({name, on, trainer::RunVariant::from_file(path)});
   }
   for (const auto& p : opt.variants.empty() ? opt.placements : std::vector<std::string>{}) {
     trainer::DistConfig on;

@@ -29,6 +29,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "dist/cuda_event.h"
 #include "dist/nccl_communicator.h"
 #endif
 
@@ -173,20 +174,6 @@ double time_compute(Compute& compute, MPI_Comm ctl) {
 }
 
 #if LA_HAVE_NCCL
-/// Move-only owner of a cudaEvent_t (no timing: the host clock times everything here).
-class CudaEvent {
- public:
-  CudaEvent() { LA_CUDA_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming)); }
-  ~CudaEvent() {
-    if (event_) cudaEventDestroy(event_);
-  }
-  CudaEvent(const CudaEvent&) = delete;
-  CudaEvent& operator=(const CudaEvent&) = delete;
-  cudaEvent_t get() const { return event_; }
-
- private:
-  cudaEvent_t event_ = nullptr;
-};
 
 /// The `both` phase on a GPU: the host only enqueues, so it is free to watch both streams. Issue
 /// the collective (communication stream), enqueue the matmuls (current stream), then poll both
@@ -195,7 +182,7 @@ class CudaEvent {
 /// since the watchdog fails a collective past its timeout.
 void both_on_gpu(dist::Communicator& comm, const Buffers& b, Compute& compute, c10::Device device, Rep& local) {
   c10::cuda::CUDAGuard guard(device);
-  CudaEvent compute_done;
+  dist::CudaEvent compute_done;
   auto t0 = dist::Clock::now();
   dist::WorkHandle work = issue(comm, b);
   compute();

@@ -33,6 +33,7 @@
 #include "dist/traffic_estimate.h"
 #include "model/lookahead/lookahead_model.h"
 #include "trainer/activation_estimate.h"
+#include "trainer/run_variant.h"
 #include "trainer/step_timeline.h"
 #include "trainer/train_config.h"
 #include "trainer/train_state.h"
@@ -75,6 +76,7 @@ struct Options {
   std::vector<std::string> measured;  ///< bench_step --json files to predict
   int64_t cores = 0;                  ///< cores of the machine the measured runs shared
   int64_t waits = 0;                  ///< print this many of each row's largest gather waits
+  std::string variant;                ///< an ablation preset (INI) whose keys the step takes
 };
 
 /// The configuration a run of `name` trains, with the model it builds and its input shapes.
@@ -97,6 +99,7 @@ Setup make_setup(const Options& o) {
   const std::string dtype = o.dtype.empty() ? (o.config == "sdxl" ? "bf16" : "fp32") : o.dtype;
   if (dtype != "bf16" && dtype != "fp32") throw std::invalid_argument("--dtype must be bf16 or fp32, got " + dtype);
   c.model.dtype = dtype == "bf16" ? trainer::ModelDtype::kBf16 : trainer::ModelDtype::kFp32;
+  if (!o.variant.empty()) trainer::RunVariant::from_file(o.variant).apply(c);
   if (o.config == "sdxl") {
     c.model.preset = trainer::Preset::kSdxl;
     s.resolution = o.resolution > 0 ? o.resolution : 1024;
@@ -391,6 +394,7 @@ int run(int argc, char** argv) {
       ("config", po::value(&o.config)->default_value(o.config), "sdxl (the real networks), mid or tiny (bench_step's models and batches)")
       ("resolution", po::value(&o.resolution)->default_value(0), "pixels (0: 1024 for sdxl, bench_step's for mid and tiny)")
       ("batch", po::value(&o.batch)->default_value(o.batch), "samples per rank (weak scaling: the same on every rank count)")
+      ("variant", po::value(&o.variant)->default_value(""), "an ablation preset whose keys the step takes (e.g. launch/configs/ablation/3-x0-id.ini; docs/ablations.md)")
       ("ranks", po::value<std::string>()->default_value("1,8,16,32,64,128,256,512"), "comma-separated rank counts")
       ("ranks-per-node", po::value(&o.per_node)->default_value(o.per_node), "ranks per node (ranks fill nodes in order)")
       ("placements", po::value<std::string>()->default_value("full,node,replicate"), "dist.placement values")

@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <thread>
 
+#include "dist/cuda_event.h"
+
 namespace lookahead::dist {
 
 namespace {
@@ -43,21 +45,6 @@ ncclRedOp_t nccl_op(ReduceOp op) {
   }
   return ncclSum;
 }
-
-/// Move-only owner of a cudaEvent_t.
-class CudaEvent {
- public:
-  CudaEvent() { LA_CUDA_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming)); }
-  ~CudaEvent() {
-    if (event_) cudaEventDestroy(event_);
-  }
-  CudaEvent(const CudaEvent&) = delete;
-  CudaEvent& operator=(const CudaEvent&) = delete;
-  cudaEvent_t get() const { return event_; }
-
- private:
-  cudaEvent_t event_ = nullptr;
-};
 
 }  // namespace
 

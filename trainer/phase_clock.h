@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <memory>
 #include <vector>
 
 namespace lookahead::trainer {
@@ -34,9 +35,10 @@ class PhaseClock {
   bool on_device() const { return device_.is_cuda(); }
 
  private:
+  struct DeviceEvents;  // the CUDA events of the marks (CUDA headers stay in the .cpp)
   c10::Device device_;
   std::vector<std::chrono::steady_clock::time_point> host_;
-  std::vector<void*> events_;  // cudaEvent_t, on a CUDA device
+  std::unique_ptr<DeviceEvents> events_;
 };
 
 }  // namespace lookahead::trainer

@@ -2,7 +2,9 @@
 #include "trainer/run_variant.h"
 
 #include <charconv>
+#include <fstream>
 #include <sstream>
+#include <stdexcept>
 
 namespace lookahead::trainer {
 
@@ -23,7 +25,7 @@ std::string short_number(double v) {
 template <typename E>
 E parse_or_throw(const std::string& key, const std::string& value) {
   const auto v = parse_config_name<E>(value);
-  TORCH_CHECK(v, "checkpoint configuration: ", key, " = '", value, "' (expected ", config_choices<E>(), ")");
+  TORCH_CHECK(v, "configuration: ", key, " = '", value, "' (expected ", config_choices<E>(), ")");
   return *v;
 }
 
@@ -55,12 +57,31 @@ RunVariant RunVariant::from_ini(const std::string& text) {
     } else if (key == "loss.lambda_id" || key == "loss.lambda_dreamsim") {
       double x = 0;
       const auto r = std::from_chars(value.data(), value.data() + value.size(), x);
-      TORCH_CHECK(r.ec == std::errc() && r.ptr == value.data() + value.size(), "checkpoint configuration: ", key,
-                  " = '", value, "' is not a number");
+      TORCH_CHECK(r.ec == std::errc() && r.ptr == value.data() + value.size(), "configuration: ", key, " = '", value,
+                  "' is not a number");
       (key == "loss.lambda_id" ? v.lambda_id : v.lambda_dreamsim) = x;
     }
   }
   return v;
+}
+
+RunVariant RunVariant::from_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::invalid_argument("cannot open the configuration '" + path + "'");
+  std::stringstream text;
+  text << in.rdbuf();
+  try {
+    return from_ini(text.str());
+  } catch (const c10::Error& e) {
+    throw std::invalid_argument(path + ": " + e.what_without_backtrace());
+  }
+}
+
+void RunVariant::apply(TrainConfig& c) const {
+  c.model.kv_encoder = kv_encoder;
+  c.loss.preview = preview;
+  c.loss.lambda_id = lambda_id;
+  c.loss.lambda_dreamsim = lambda_dreamsim;
 }
 
 std::string RunVariant::describe() const {

@@ -19,8 +19,13 @@ struct RunVariant {
   /// The variant of a resolved INI text (a checkpoint's meta/config). Keys it lacks keep the
   /// defaults above: checkpoints written before the switches existed are the full model.
   static RunVariant from_ini(const std::string& text);
+  /// The variant of an INI file (e.g. a preset of launch/configs/ablation/); throws
+  /// std::invalid_argument naming the file when it cannot be read or holds a bad value.
+  static RunVariant from_file(const std::string& path);
   /// "preview=lcm kv_encoder=on lambda_id=0.001 lambda_dreamsim=0"
   std::string describe() const;
+  /// Sets these keys in `config` (the benchmarks' way of running a preset).
+  void apply(TrainConfig& config) const;
 };
 
 /// Why a checkpoint of variant `saved` cannot resume into `now` ("" when it can), naming the key:

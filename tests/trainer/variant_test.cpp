@@ -9,6 +9,7 @@
 #include <ATen/ATen.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "checkpoints/checkpoint.h"
 #include "model/lookahead/lookahead_model.h"
@@ -328,6 +329,24 @@ TEST(RunVariant, ReadsTheResolvedIniAndNamesTheDifferingKey) {
   off2.preview = model::PreviewKind::kLcm;
   EXPECT_EQ(variant_mismatch(off, off2), "");
   EXPECT_THROW(RunVariant::from_ini("[loss]\npreview = lcm2\n"), c10::Error);
+  // A preset file, as the benchmarks read one, applied to a configuration.
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("lookahead_variant_preset_" + std::to_string(world().rank()) + ".ini"))
+          .string();
+  {
+    std::ofstream f(path);
+    f << "# a preset\n[model]\nkv_encoder = off\n\n[loss]\npreview = x0\nlambda_id = 0.001\nlambda_dreamsim = 0\n";
+  }
+  TrainConfig c;
+  RunVariant::from_file(path).apply(c);
+  EXPECT_EQ(RunVariant::of(c).describe(), "preview=x0 kv_encoder=off lambda_id=0.001 lambda_dreamsim=0");
+  std::filesystem::remove(path);
+  try {
+    RunVariant::from_file(path);
+    ADD_FAILURE() << "a missing preset file was read";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+  }
   EXPECT_THROW(RunVariant::from_ini("[loss]\nlambda_id = abc\n"), c10::Error);
 }
 
