@@ -65,42 +65,15 @@ EulerDiscreteSampler::EulerDiscreteSampler(EulerDiscreteOptions options)
 }
 
 void EulerDiscreteSampler::set_timesteps(int64_t n) {
-  check_num_steps(n);
-  const int64_t T = schedule_.num_train_timesteps();
-  // diffusers keeps these timesteps as float32, so every value is rounded to float here.
-  std::vector<double> ts;
-  switch (options_.timestep_spacing) {
-    case TimestepSpacing::kLinspace: {
-      for (double v : detail::np_linspace(0, static_cast<double>(T - 1), n)) {
-        ts.push_back(static_cast<float>(v));
-      }
-      std::reverse(ts.begin(), ts.end());
-      break;
-    }
-    case TimestepSpacing::kLeading: {
-      const int64_t ratio = T / n;
-      for (int64_t i = n - 1; i >= 0; --i) {
-        const auto v = static_cast<float>(detail::np_round(static_cast<double>(i * ratio)));
-        ts.push_back(v + static_cast<float>(options_.steps_offset));
-      }
-      break;
-    }
-    case TimestepSpacing::kTrailing:
-      // Whole numbers below T: the same in float32, where diffusers keeps them.
-      ts = trailing_timesteps(n);
-      break;
-  }
-  check_schedule(ts);
-
-  const std::vector<double> train = detail::train_sigmas(schedule_);
-  sigmas_.clear();
-  for (double t : ts) {
-    sigmas_.push_back(static_cast<float>(detail::np_interp_index(t, train)));
-  }
-  sigmas_.push_back(options_.final_sigmas_type == FinalSigma::kZero ? 0.0f : static_cast<float>(train[0]));
-  timesteps_ = at::tensor(ts, at::kDouble).to(at::kFloat);      // [n]
-  sigmas_tensor_ = at::tensor(std::vector<double>(sigmas_.begin(), sigmas_.end()), at::kDouble)
-                       .to(at::kFloat);                          // [n+1]
+  const std::vector<double> ts = euler_timesteps(n, options_.timestep_spacing, options_.steps_offset);
+  sigmas_ = interpolated_sigmas(ts);
+  // The last σ: 0, or the training schedule's smallest (final_sigmas_type = sigma_min).
+  sigmas_.push_back(options_.final_sigmas_type == FinalSigma::kZero
+                        ? 0.0f
+                        : static_cast<float>(detail::train_sigmas(schedule_).front()));
+  timesteps_ = at::tensor(ts, at::kDouble).to(at::kFloat);  // [n]
+  sigmas_tensor_ =
+      at::tensor(std::vector<double>(sigmas_.begin(), sigmas_.end()), at::kDouble).to(at::kFloat);  // [n+1]
 }
 
 double EulerDiscreteSampler::init_noise_sigma() const {

@@ -64,38 +64,9 @@ EulerAncestralSampler::EulerAncestralSampler(EulerAncestralOptions options)
 }
 
 void EulerAncestralSampler::set_timesteps(int64_t n) {
-  check_num_steps(n);
-  const int64_t T = schedule_.num_train_timesteps();
-  // The spacings of EulerDiscreteScheduler: diffusers builds the timesteps in float32, so every
-  // value is rounded to float before σ is interpolated at it.
-  std::vector<double> ts;
-  switch (options_.timestep_spacing) {
-    case TimestepSpacing::kLinspace: {
-      for (double v : detail::np_linspace(0, static_cast<double>(T - 1), n)) {
-        ts.push_back(static_cast<float>(v));
-      }
-      std::reverse(ts.begin(), ts.end());
-      break;
-    }
-    case TimestepSpacing::kLeading: {
-      const int64_t ratio = T / n;
-      for (int64_t i = n - 1; i >= 0; --i) {
-        const auto v = static_cast<float>(detail::np_round(static_cast<double>(i * ratio)));
-        ts.push_back(v + static_cast<float>(options_.steps_offset));
-      }
-      break;
-    }
-    case TimestepSpacing::kTrailing:
-      ts = trailing_timesteps(n);  // whole numbers below T: exact in float32
-      break;
-  }
-  check_schedule(ts);
-
-  const std::vector<double> train = detail::train_sigmas(schedule_);
-  sigmas_.clear();
-  for (double t : ts) {
-    sigmas_.push_back(static_cast<float>(detail::np_interp_index(t, train)));
-  }
+  // The spacings and σ of EulerDiscreteScheduler, ending at σ = 0.
+  const std::vector<double> ts = euler_timesteps(n, options_.timestep_spacing, options_.steps_offset);
+  sigmas_ = interpolated_sigmas(ts);
   sigmas_.push_back(0.0f);
   timesteps_ = at::tensor(ts, at::kDouble).to(at::kFloat);  // [n]
   sigmas_tensor_ =

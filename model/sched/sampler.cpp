@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <string>
 
 #include "model/sched/numpy_compat.h"
@@ -83,6 +84,40 @@ std::vector<double> Sampler::trailing_timesteps(int64_t n) const {
               " timesteps for num_inference_steps = ", n,
               " (a rounding artefact of numpy.arange that diffusers shares); choose another number of steps");
   return ts;
+}
+
+std::vector<double> Sampler::euler_timesteps(int64_t n, TimestepSpacing spacing, int64_t steps_offset) const {
+  check_num_steps(n);
+  const int64_t T = schedule_.num_train_timesteps();
+  std::vector<double> ts;
+  switch (spacing) {
+    case TimestepSpacing::kLinspace: {
+      for (double v : detail::np_linspace(0, static_cast<double>(T - 1), n)) ts.push_back(static_cast<float>(v));
+      std::reverse(ts.begin(), ts.end());
+      break;
+    }
+    case TimestepSpacing::kLeading: {
+      const int64_t ratio = T / n;
+      for (int64_t i = n - 1; i >= 0; --i) {
+        const auto v = static_cast<float>(detail::np_round(static_cast<double>(i * ratio)));
+        ts.push_back(v + static_cast<float>(steps_offset));
+      }
+      break;
+    }
+    case TimestepSpacing::kTrailing:
+      ts = trailing_timesteps(n);  // whole numbers below T: exact in float32
+      break;
+  }
+  check_schedule(ts);
+  return ts;
+}
+
+std::vector<float> Sampler::interpolated_sigmas(const std::vector<double>& timesteps) const {
+  const std::vector<double> train = detail::train_sigmas(schedule_);
+  std::vector<float> out;
+  out.reserve(timesteps.size());
+  for (double t : timesteps) out.push_back(static_cast<float>(detail::np_interp_index(t, train)));
+  return out;
 }
 
 StepOutput Sampler::step(const at::Tensor& model_output, int64_t i, const at::Tensor& sample,

@@ -106,6 +106,11 @@ class Sampler {
   /// scheduler that offers the spacing. TORCH_CHECKs that they are n: numpy's float step can give
   /// one more, which diffusers does not catch.
   std::vector<double> trailing_timesteps(int64_t n) const;
+  /// EulerDiscreteScheduler's timesteps for `spacing`, each rounded to float32 as diffusers keeps
+  /// them (σ is interpolated at the rounded value), checked by check_schedule. Both Euler samplers.
+  std::vector<double> euler_timesteps(int64_t n, TimestepSpacing spacing, int64_t steps_offset) const;
+  /// σ of the training schedule interpolated at each timestep (numpy.interp), in float32.
+  std::vector<float> interpolated_sigmas(const std::vector<double>& timesteps) const;
 
   NoiseSchedule schedule_;
   at::Tensor timesteps_;  // [n]
