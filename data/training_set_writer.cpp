@@ -354,4 +354,17 @@ int64_t TrainingSetWriter::finish() {
   return n;
 }
 
+RecordData record_data(const TrainingSet& set, int64_t index) {
+  RecordData d;
+  d.image = set.image_bytes(index);
+  const auto hw = set.image_size(index);
+  d.height = hw[0];
+  d.width = hw[1];
+  d.identity = set.identity(index);
+  d.prompt = set.prompt(index);
+  d.photo = set.photo(index);
+  d.landmarks = set.landmarks(index);
+  return d;
+}
+
 }  // namespace lookahead::data

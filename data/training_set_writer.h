@@ -25,6 +25,11 @@ struct RecordData {
   at::Tensor latents, prompt_embeds, pooled_prompt_embeds, clip_features;  ///< optional, see Record
 };
 
+/// Record `index` of `set` as a writer takes it: the checksum-verified image bytes, their size, the
+/// identity, prompt, photo flag and landmarks; not its precomputed tensors (a copy into another set
+/// recomputes or drops them).
+RecordData record_data(const TrainingSet& set, int64_t index);
+
 /// Streams records into a new training-set file. Bulk data is spooled to temporary files and
 /// copied into contiguous datasets by finish(), which writes `path` + ".tmp" and renames it, so a
 /// crashed pack never leaves a half-written file under the final name. The first record decides

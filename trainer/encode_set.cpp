@@ -127,15 +127,7 @@ EncodeReport encode_training_set(dist::World& world, model::Conditioner& cond, c
           offset += len;
           return t;
         };
-        data::RecordData rec;
-        rec.image = set->image_bytes(index);
-        const auto hw = set->image_size(index);
-        rec.height = hw[0];
-        rec.width = hw[1];
-        rec.identity = set->identity(index);
-        rec.prompt = set->prompt(index);
-        rec.photo = set->photo(index);
-        rec.landmarks = set->landmarks(index);
+        data::RecordData rec = data::record_data(*set, index);
         rec.latents = take(layout.latent);
         if (o.half_latents) rec.latents = rec.latents.to(at::kHalf);
         rec.prompt_embeds = take(layout.prompt);

@@ -414,16 +414,7 @@ class Generator {
         const bool keep = decision.at(static_cast<size_t>(i)) == to_string(Decision::kKept);
         any = any || keep;
         Out& out = keep ? kept : rejected;
-        data::RecordData d;
-        d.image = part->image_bytes(i);
-        const auto hw = part->image_size(i);
-        d.height = hw[0];
-        d.width = hw[1];
-        d.identity = part->identity(i);
-        d.prompt = part->prompt(i);
-        d.photo = part->photo(i);
-        d.landmarks = part->landmarks(i);
-        out.w->add(d);
+        out.w->add(data::record_data(*part, i));
         for (const auto& name : part->column_names()) {
           const at::Tensor c = part->column(name);
           if (c.defined())
